@@ -1,0 +1,5 @@
+import sys
+
+from isseg.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,59 @@
+"""Entry point of the `isseg` command: `isseg <command> [options]`.
+
+Each sub-command lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``; heavy
+imports stay inside ``run`` so that ``isseg --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "predict": ("isseg.cli.predict", "segment images, folders, videos or a camera"),
+    "export": ("isseg.cli.export", "export a model to OpenVINO IR or ONNX with the seed's contract"),
+    "benchmark": ("isseg.cli.benchmark", "measure latency and throughput of the backends"),
+    "train": ("isseg.cli.train", "train or fine-tune on a COCO-format dataset"),
+    "evaluate": ("isseg.cli.evaluate", "COCO box and mask AP of a model on a COCO-format dataset"),
+    "convert": ("isseg.cli.convert", "convert a torchvision / detectron2 / mmdetection checkpoint"),
+    "synth": ("isseg.cli.synth", "write a procedural COCO-format dataset"),
+    "info": ("isseg.cli.info", "presets, registry weights, parameter counts and FLOPs"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="isseg", description="Mask R-CNN instance segmentation.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:  # a sub-command whose module is not there yet
+            if exc.name != module_name:
+                raise
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        # Expected user errors (bad file, bad field, missing weights) become one clear line.
+        print(f"isseg {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Box <-> regression-target encoding: (dx, dy, dw, dh) scaled by per-coordinate weights.
+
+The weights (10, 10, 5, 5) of the RoI head equal mmdetection's target_stds (0.1, 0.1, 0.2, 0.2).
+Widths are ``x2 - x1`` (no +1) in every implementation isseg reproduces.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+# Largest allowed exp(dw): a box can grow at most 1000/16 times (all reference implementations).
+BBOX_XFORM_CLIP = math.log(1000.0 / 16)
+
+
+class BoxCoder:
+    def __init__(self, weights: tuple[float, float, float, float], clip: float = BBOX_XFORM_CLIP) -> None:
+        self.weights = weights
+        self.clip = clip
+
+    def encode(self, reference: Tensor, proposals: Tensor) -> Tensor:
+        """Targets [N,4] that turn ``proposals`` [N,4] into ``reference`` [N,4] boxes."""
+        wx, wy, ww, wh = self.weights
+        pw = proposals[:, 2] - proposals[:, 0]
+        ph = proposals[:, 3] - proposals[:, 1]
+        px = proposals[:, 0] + 0.5 * pw
+        py = proposals[:, 1] + 0.5 * ph
+        gw = reference[:, 2] - reference[:, 0]
+        gh = reference[:, 3] - reference[:, 1]
+        gx = reference[:, 0] + 0.5 * gw
+        gy = reference[:, 1] + 0.5 * gh
+        return torch.stack(
+            [wx * (gx - px) / pw, wy * (gy - py) / ph, ww * torch.log(gw / pw), wh * torch.log(gh / ph)], dim=1
+        )
+
+    def decode(self, deltas: Tensor, boxes: Tensor) -> Tensor:
+        """Apply ``deltas`` [N, 4k] to ``boxes`` [N, 4]; returns [N, 4k] boxes (x1, y1, x2, y2)."""
+        boxes = boxes.to(deltas.dtype)
+        widths = boxes[:, 2] - boxes[:, 0]
+        heights = boxes[:, 3] - boxes[:, 1]
+        ctr_x = boxes[:, 0] + 0.5 * widths
+        ctr_y = boxes[:, 1] + 0.5 * heights
+        wx, wy, ww, wh = self.weights
+        dx = deltas[:, 0::4] / wx
+        dy = deltas[:, 1::4] / wy
+        dw = (deltas[:, 2::4] / ww).clamp(max=self.clip)
+        dh = (deltas[:, 3::4] / wh).clamp(max=self.clip)
+        pred_ctr_x = dx * widths[:, None] + ctr_x[:, None]
+        pred_ctr_y = dy * heights[:, None] + ctr_y[:, None]
+        pred_w = torch.exp(dw) * widths[:, None]
+        pred_h = torch.exp(dh) * heights[:, None]
+        x1 = pred_ctr_x - 0.5 * pred_w
+        y1 = pred_ctr_y - 0.5 * pred_h
+        x2 = pred_ctr_x + 0.5 * pred_w
+        y2 = pred_ctr_y + 0.5 * pred_h
+        return torch.stack([x1, y1, x2, y2], dim=2).reshape(deltas.shape[0], -1)
+
+
+def clip_boxes(boxes: Tensor, height: int | Tensor, width: int | Tensor) -> Tensor:
+    """Clamp x to [0, width] and y to [0, height]; ``boxes`` [..., 4]."""
+    x = boxes[..., 0::2].clamp(min=0, max=width)
+    y = boxes[..., 1::2].clamp(min=0, max=height)
+    return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)

@@ -1,0 +1,50 @@
+"""The result type of every backend: the PyTorch model, OpenVINO, ONNX Runtime."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Detections:
+    """Instances found in one image, in that image's pixels, sorted by descending score.
+
+    boxes: float32 [N, 4] (x1, y1, x2, y2); scores: float32 [N]; labels: int64 [N], 0-based contiguous
+    class index into ``class_names``; masks: bool [N, H, W] at the image's resolution (or None).
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    masks: np.ndarray | None
+    class_names: tuple[str, ...] = field(default_factory=tuple)
+    image_size: tuple[int, int] = (0, 0)  # (height, width)
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    @property
+    def names(self) -> list[str]:
+        """Class name of each detection."""
+        return [self.class_names[i] if 0 <= i < len(self.class_names) else str(i) for i in self.labels]
+
+    def filter(self, keep: np.ndarray) -> Detections:
+        """A subset, by boolean mask or index array."""
+        return Detections(self.boxes[keep], self.scores[keep], self.labels[keep],
+                          None if self.masks is None else self.masks[keep], self.class_names, self.image_size)
+
+    def above(self, threshold: float) -> Detections:
+        return self.filter(self.scores >= threshold)
+
+    @staticmethod
+    def empty(image_size: tuple[int, int], class_names: tuple[str, ...] = ()) -> Detections:
+        h, w = image_size
+        return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64),
+                          np.zeros((0, h, w), bool), tuple(class_names), image_size)
+
+    def __repr__(self) -> str:
+        head = ", ".join(f"{n} {s:.2f}" for n, s in zip(self.names[:5], self.scores[:5]))
+        more = f", ... ({len(self)} in all)" if len(self) > 5 else ""
+        return f"Detections({head}{more}; image {self.image_size[0]}x{self.image_size[1]})"

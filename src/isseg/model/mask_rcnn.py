@@ -1,0 +1,129 @@
+"""Mask R-CNN: transform -> backbone (ResNet + FPN) -> RPN -> RoI heads -> detections."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from isseg.config import ModelConfig, get_config
+from isseg.model.backbone import Backbone
+from isseg.model.box_coder import clip_boxes
+from isseg.model.detections import Detections
+from isseg.model.roi_heads import RoIHeads
+from isseg.model.rpn import RPN
+from isseg.model.transform import ImageBatch, ImageTransform, boxes_to_original, paste_masks
+
+ImageLike = np.ndarray | str | Path
+
+
+class MaskRCNN(nn.Module):
+    """The whole detector. ``forward`` follows torchvision's convention (losses in training, results in
+    eval); ``predict`` is the convenient entry point for numpy images."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.transform = ImageTransform(config.input)
+        self.backbone = Backbone(config.backbone)
+        self.rpn = RPN(self.backbone.out_channels, config.rpn, config.anchors)
+        self.roi_heads = RoIHeads(self.backbone.out_channels, config.num_classes, config.roi)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.config.class_names
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None
+                ) -> dict[str, Tensor] | list[Detections]:
+        """images: BGR [3, H, W] uint8/float tensors. Training: dict of scalar losses; eval: Detections."""
+        if self.training and targets is None:
+            raise ValueError("MaskRCNN: targets are required in training mode (call model.eval() to predict)")
+        batch, targets = self.transform(images, targets)
+        features = self.backbone(batch.tensor)
+        proposals, rpn_losses = self.rpn(features, batch.padded_size, batch.image_sizes, targets)
+        results, roi_losses = self.roi_heads(features, proposals, batch.image_sizes, targets, batch.original_sizes)
+        if self.training:
+            return {**rpn_losses, **roi_losses}
+        return self.postprocess(results, batch)
+
+    def postprocess(self, results: list[dict[str, Tensor]], batch: ImageBatch) -> list[Detections]:
+        cfg = self.config.roi
+        out = []
+        for r, resized, original in zip(results, batch.image_sizes, batch.original_sizes):
+            boxes = boxes_to_original(r["boxes"].float().cpu(), resized, original)
+            if cfg.mask_paste == "grid_sample":  # detectron2 clips again at the original size
+                boxes = clip_boxes(boxes, original[0], original[1])
+            masks = paste_masks(r["mask_probs"], boxes, original, cfg.mask_paste, cfg.mask_threshold)
+            out.append(Detections(
+                boxes.numpy().astype(np.float32), r["scores"].float().cpu().numpy(),
+                r["labels"].cpu().numpy().astype(np.int64), masks.numpy(), self.class_names, original,
+            ))  # fmt: skip
+        return out
+
+    @torch.inference_mode()
+    def predict(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 1
+                ) -> Detections | list[Detections]:
+        """Detect instances in an HxWx3 uint8 BGR image (OpenCV's convention), an HxW grayscale image or an
+        image file path; a list gives a list. Call ``model.eval()`` first."""
+        if self.training:
+            raise RuntimeError("MaskRCNN.predict: the model is in training mode; call model.eval() first")
+        single = isinstance(images, np.ndarray | str | Path)
+        items = [images] if single else list(images)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        device = self.device
+        results: list[Detections] = []
+        for start in range(0, len(items), batch_size):
+            chunk = [to_image_tensor(x).to(device) for x in items[start : start + batch_size]]
+            results.extend(self(chunk))
+        return results[0] if single else results
+
+
+def to_image_tensor(image: ImageLike) -> Tensor:
+    """Check and convert one user image to a BGR uint8 [3, H, W] tensor, with a clear error otherwise."""
+    if isinstance(image, str | Path):
+        path = Path(image)
+        if not path.is_file():
+            raise FileNotFoundError(f"image file not found: {path}")
+        array = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if array is None:
+            raise ValueError(f"{path}: not an image OpenCV can read")
+        image = array
+    if isinstance(image, Tensor):
+        raise ValueError("predict() takes numpy images (HxWx3 uint8 BGR); call the model on [3,H,W] tensors")
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"expected an HxWx3 uint8 BGR numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image (0..255), got dtype {image.dtype}")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    elif image.ndim == 3 and image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    elif image.ndim != 3 or image.shape[2] != 3:
+        what = "RGBA/BGRA (4 channels): drop alpha first, e.g. img[..., :3]" if image.ndim == 3 and \
+            image.shape[2] == 4 else f"shape {image.shape}"
+        raise ValueError(f"expected an HxWx3 BGR or HxW grayscale image, got {what}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"empty image of shape {image.shape}")
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+
+
+def build_model(preset: str | ModelConfig = "security-0002", num_classes: int | None = None,
+                class_names: Sequence[str] | None = None, weights: str | Path | None = None) -> MaskRCNN:
+    """A Mask R-CNN from a preset name (see ``isseg.PRESETS``), optionally loading ``weights``
+    (a checkpoint path or a registry name)."""
+    cfg = get_config(preset, num_classes, tuple(class_names) if class_names is not None else None)
+    model = MaskRCNN(cfg)
+    if weights is not None:
+        from isseg.weights.loading import load_weights
+
+        load_weights(model, weights)
+    return model

@@ -1,0 +1,1 @@
+"""Checkpoints: isseg's own format, torchvision / detectron2 / mmdetection layouts, named weights."""

@@ -1,0 +1,288 @@
+"""Read any supported checkpoint, recognise its layout, convert it and load it with a full report.
+
+Layouts: isseg (self-describing: config + class names inside), torchvision state dicts, detectron2
+(model-zoo ``.pkl`` and trainer ``.pth``), mmdetection 2.x / 3.x (``state_dict`` + ``meta``).
+Nothing is loaded silently: every checkpoint key is either used or reported, and every model key is
+either filled or reported.
+
+Foreign converters (``isseg.weights.detectron2``, ``isseg.weights.mmdet``) each provide:
+``is_<layout>(ckpt) -> bool``; ``from_<layout>(ckpt, config) -> (isseg state dict, notes)``, converting the
+class-specific layers for whatever class count the checkpoint has (background last) and leaving the
+count check to this loader, but refusing architecture mismatches with a ValueError; and
+``class_info(ckpt) -> (num_classes, class_names or None)``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from isseg.config import COCO_CLASSES, ModelConfig, get_config
+from isseg.weights import registry
+from isseg.weights import torchvision as tv
+
+FORMAT = "isseg"
+VERSION = 1
+
+
+@dataclass
+class LoadReport:
+    layout: str
+    source: str
+    loaded: int = 0
+    missing: list[str] = field(default_factory=list)  # model keys the checkpoint did not fill
+    unused: list[str] = field(default_factory=list)  # checkpoint keys the model has no place for
+    reinitialized: list[str] = field(default_factory=list)  # class-specific keys skipped on purpose
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"{self.source}: {self.layout} layout, {self.loaded} tensors loaded"]
+        lines += [f"  note: {n}" for n in self.notes]
+        if self.reinitialized:
+            lines.append(f"  re-initialized (class count differs): {', '.join(self.reinitialized)}")
+        if self.missing:
+            lines.append(f"  missing ({len(self.missing)}): {', '.join(self.missing[:8])}")
+        if self.unused:
+            lines.append(f"  unused ({len(self.unused)}): {', '.join(self.unused[:8])}")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ reading
+def read_checkpoint(source: str | Path) -> tuple[Any, str]:
+    """The raw checkpoint object and a display name. ``source`` is a path or a registry name."""
+    path = Path(source)
+    if not path.exists() and str(source) in registry.REGISTRY:
+        path = registry.resolve(str(source))
+    if not path.exists():
+        hint = f"; registry names: {sorted(registry.REGISTRY)}" if os.sep not in str(source) else ""
+        raise FileNotFoundError(f"checkpoint not found: {source}{hint}")
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder, expected a checkpoint file (.pth, .pt or .pkl)")
+    if path.suffix == ".pkl":
+        try:
+            with open(path, "rb") as f:
+                return pickle.load(f, encoding="latin1"), str(path)
+        except Exception as exc:  # pickle raises many types on garbage
+            raise ValueError(f"{path}: not a readable pickle checkpoint ({type(exc).__name__}: {exc})") from exc
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True), str(path)
+    except pickle.UnpicklingError:
+        pass  # may still be a trusted checkpoint holding numpy / custom objects (mmdetection meta)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False), str(path)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+
+
+def _as_tensor_dict(state: dict[str, Any]) -> dict[str, Tensor]:
+    out = {}
+    for k, v in state.items():
+        if isinstance(v, np.ndarray):
+            v = torch.from_numpy(np.ascontiguousarray(v))
+        if isinstance(v, Tensor):
+            out[k] = v
+    return out
+
+
+def detect_layout(ckpt: Any) -> tuple[str, dict[str, Tensor]]:
+    """(layout name, the tensors of its state dict) of a raw checkpoint object."""
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"expected a checkpoint dictionary, got {type(ckpt).__name__}")
+    if ckpt.get("format") == FORMAT:
+        return "isseg", _as_tensor_dict(ckpt["model"])
+    state = ckpt.get("model", ckpt.get("state_dict", ckpt))
+    if isinstance(state, dict):
+        tensors = _as_tensor_dict(state)
+        if tv.is_torchvision(tensors):
+            return "torchvision", tensors
+        if "roi_heads.box_predictor.cls_score.weight" in tensors and "backbone.body.conv1.weight" in tensors:
+            return "isseg-state-dict", tensors
+    for layout, module in _foreign_converters().items():
+        if getattr(module, f"is_{layout}")(ckpt):
+            return layout, {}
+    keys = list(state)[:5] if isinstance(state, dict) else []
+    raise ValueError(f"unrecognized checkpoint layout (first keys: {keys}); expected an isseg, torchvision, "
+                     "detectron2 or mmdetection Mask R-CNN checkpoint")
+
+
+def convert(ckpt: Any, config: ModelConfig) -> tuple[str, dict[str, Tensor], list[str]]:
+    """(layout, state dict in isseg's layout, notes) for the model described by ``config``."""
+    layout, tensors = detect_layout(ckpt)
+    if layout == "isseg":
+        saved = ModelConfig.from_dict(ckpt["config"])
+        check_architecture(saved, config)
+        return layout, tensors, []
+    if layout == "isseg-state-dict":
+        return layout, tensors, []
+    if layout == "torchvision":
+        state, notes = tv.from_torchvision(tensors, config)
+        return layout, state, notes
+    module = _foreign_converters()[layout]
+    state, notes = getattr(module, f"from_{layout}")(ckpt, config)
+    return layout, state, notes
+
+
+def _foreign_converters() -> dict[str, Any]:
+    """detectron2 and mmdetection converters, imported on first use."""
+    import importlib
+
+    modules = {}
+    for layout in ("detectron2", "mmdet"):
+        try:
+            modules[layout] = importlib.import_module(f"isseg.weights.{layout}")
+        except ModuleNotFoundError:
+            continue
+    return modules
+
+
+_ARCH_FIELDS = {
+    "backbone": ("depth", "style", "fpn_channels", "fpn_norm"),
+    "rpn": ("conv_depth",),
+    "roi": ("box_head", "box_head_norm", "mask_head_norm", "representation_size"),
+}
+
+
+def check_architecture(saved: ModelConfig, target: ModelConfig) -> None:
+    """Refuse weights trained for another architecture even where tensor shapes would agree
+    (e.g. caffe vs pytorch stride placement)."""
+    diffs = []
+    for section, names in _ARCH_FIELDS.items():
+        for name in names:
+            a, b = getattr(getattr(saved, section), name), getattr(getattr(target, section), name)
+            if a != b:
+                diffs.append(f"{section}.{name}: checkpoint {a!r}, model {b!r}")
+    if diffs:
+        raise ValueError(f"checkpoint of preset {saved.name!r} does not fit a {target.name!r} model: "
+                         + "; ".join(diffs))
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def load_weights(model: torch.nn.Module, source: str | Path, strict: bool = True,
+                 reinit_class_layers: bool = False) -> LoadReport:
+    """Load ``source`` (path or registry name) into ``model``, converting its layout.
+
+    ``strict``: any missing, unused or mis-shaped key is an error that lists the first few.
+    ``reinit_class_layers``: class-specific layers whose class count differs keep the model's initial
+    values (fine-tuning on another dataset); they are listed in the report.
+    """
+    ckpt, name = read_checkpoint(source)
+    return apply_checkpoint(model, ckpt, name, strict, reinit_class_layers)
+
+
+def apply_checkpoint(model: torch.nn.Module, ckpt: Any, name: str, strict: bool = True,
+                     reinit_class_layers: bool = False) -> LoadReport:
+    """``load_weights`` for a checkpoint already read with ``read_checkpoint``."""
+    config: ModelConfig = model.config  # type: ignore[assignment]
+    try:
+        layout, state, notes = convert(ckpt, config)
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"{name}: {exc}") from exc
+    report = LoadReport(layout, name, notes=notes)
+    own = model.state_dict()
+    mismatched = []
+    for key in list(state):
+        if key in own and state[key].shape != own[key].shape:
+            if reinit_class_layers and key in tv.CLASS_KEYS:
+                report.reinitialized.append(key)
+                del state[key]
+            else:
+                mismatched.append(f"{key}: checkpoint {tuple(state[key].shape)}, model {tuple(own[key].shape)}")
+    report.missing = sorted(k for k in own if k not in state and k not in report.reinitialized)
+    report.unused = sorted(k for k in state if k not in own)
+    if strict and (mismatched or report.missing or report.unused):
+        parts = []
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatch(es): " + "; ".join(mismatched[:5]))
+        if report.missing:
+            parts.append(f"{len(report.missing)} missing key(s): " + ", ".join(report.missing[:5]))
+        if report.unused:
+            parts.append(f"{len(report.unused)} unexpected key(s): " + ", ".join(report.unused[:5]))
+        hint = ""
+        if any("box_predictor" in m or "mask_fcn_logits" in m for m in mismatched):
+            hint = " (another number of classes: pass reinit_class_layers=True to fine-tune)"
+        raise ValueError(f"{name} ({layout} layout) does not fit the {config.name!r} model: "
+                         + " | ".join(parts) + hint)
+    usable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    model.load_state_dict(usable, strict=False)
+    report.loaded = len(usable)
+    return report
+
+
+def checkpoint_config(ckpt: Any, source: str, preset: str | None = None, num_classes: int | None = None
+                      ) -> ModelConfig:
+    """The config a checkpoint needs: its own (isseg), else ``preset`` or the layout's natural preset,
+    with the class count read from the classifier's shape."""
+    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
+        saved = ModelConfig.from_dict(ckpt["config"])
+        if preset is not None and preset != saved.name:
+            cfg = get_config(preset, class_names=saved.class_names)
+            check_architecture(saved, cfg)
+            return cfg
+        return saved
+    layout, tensors = detect_layout(ckpt)
+    class_names: tuple[str, ...] | None = None
+    if layout == "torchvision":
+        default = "torchvision-v2" if "roi_heads.box_head.5.weight" in tensors else "torchvision-v1"
+        slots = tensors["roi_heads.box_predictor.cls_score.weight"].shape[0]
+        count = 80 if slots == 91 else slots - 1
+    elif layout == "isseg-state-dict":
+        default = "security-0002"
+        count = tensors["roi_heads.box_predictor.cls_score.weight"].shape[0] - 1
+    else:
+        module = _foreign_converters()[layout]
+        default = "detectron2-r50-fpn" if layout == "detectron2" else "mmdet-r50-caffe-fpn"
+        count, class_names = module.class_info(ckpt)
+    if num_classes is not None and num_classes != count:
+        raise ValueError(f"{source}: has {count} classes but num_classes={num_classes} was asked for")
+    if class_names is None:
+        class_names = COCO_CLASSES if count == 80 else tuple(f"class_{i}" for i in range(count))
+    return get_config(preset or default, class_names=class_names)
+
+
+def load_model(weights: str | Path, preset: str | None = None, num_classes: int | None = None):
+    """Build the model a checkpoint describes and load it: the one-call way to get a ready model."""
+    from isseg.model.mask_rcnn import MaskRCNN
+
+    source = str(weights)
+    if preset is None and source in registry.REGISTRY and not Path(source).exists():
+        preset = registry.REGISTRY[source].preset
+    ckpt, name = read_checkpoint(source)
+    try:
+        config = checkpoint_config(ckpt, name, preset, num_classes)
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"{name}: {exc}") from exc
+    model = MaskRCNN(config)
+    apply_checkpoint(model, ckpt, name)
+    return model.eval()
+
+
+load_checkpoint = load_model  # the name users of other libraries look for first
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, **extra: Any) -> Path:
+    """Write an isseg checkpoint atomically: a crash mid-write leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(),  # type: ignore[union-attr]
+               "model": model.state_dict(), **extra}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path

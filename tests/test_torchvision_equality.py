@@ -1,0 +1,47 @@
+"""isseg reproduces torchvision's Mask R-CNN (v1 and v2) detection for detection from the same checkpoint.
+
+The checkpoints are torchvision models with seeded random weights, non-trivial BN statistics and a
+classifier bias that lets detections through the score threshold, saved with ``torch.save`` exactly as a
+user's torchvision checkpoint would be (91 COCO class slots, mapped onto isseg's 80 classes).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import isseg
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tv_reference import seeded_torchvision, torchvision_predict, tv_label_to_isseg  # noqa: E402
+
+IMAGES = ["000000000139.jpg", "000000000802.jpg"]  # a landscape and a portrait photo
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_same_detections_as_torchvision(version: int, coco_mini: Path, tmp_path: Path) -> None:
+    tv_model = seeded_torchvision(version)
+    ckpt = tmp_path / "tv.pth"
+    torch.save(tv_model.state_dict(), ckpt)
+    model = isseg.build_model(f"torchvision-v{version}").eval()
+    report = isseg.load_weights(model, ckpt)
+    assert report.layout == "torchvision" and not report.missing and not report.unused
+    for name in IMAGES:
+        image = cv2.imread(str(coco_mini / "val2017" / name))
+        ref = torchvision_predict(tv_model, image)
+        det = model.predict(image)
+        assert len(ref["scores"]) >= 20, "the seeded model should give realistic detections"
+        assert len(det) == len(ref["scores"])
+        np.testing.assert_array_equal(det.labels, tv_label_to_isseg(ref["labels"], 91))
+        np.testing.assert_allclose(det.boxes, ref["boxes"], atol=0.05, rtol=0)
+        np.testing.assert_allclose(det.scores, ref["scores"], atol=1e-4, rtol=0)
+        assert det.masks.shape == ref["masks"].shape == (len(det), *image.shape[:2])
+        inter = (det.masks & ref["masks"]).sum((1, 2))
+        union = (det.masks | ref["masks"]).sum((1, 2))
+        iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+        assert iou.min() >= 0.98
