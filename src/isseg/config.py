@@ -45,7 +45,8 @@ class InputConfig:
     torchvision), "cv2" (uint8 cv2.INTER_LINEAR; mmdetection and OpenVINO Model API), "pil" (uint8 PIL
     bilinear with antialiasing; detectron2).
     size_rounding: how the resized size is rounded: "floor" (torchvision's recompute_scale_factor),
-    "round" (int(x + 0.5): detectron2, mmdetection, Model API).
+    "round" (int(x + 0.5) of the size times min(short/min_side, long/max_side): mmdetection, Model API),
+    "detectron2" (ResizeShortestEdge: short side first, then the long side capped, then int(x + 0.5)).
     pad_to: "divisor" pads right/bottom to a multiple of ``size_divisor``; "fixed" pads to ``fit_size``.
     Padding is done with zeros on the normalized tensor (pixel value == mean) when ``pad_normalized``,
     else with pixel value 0 before normalization (the seed's contract, where the app pads the image).
@@ -60,7 +61,7 @@ class InputConfig:
     max_size: int = 1333
     fit_size: tuple[int, int] = (768, 1024)
     resize_backend: Literal["torch", "cv2", "pil"] = "cv2"
-    size_rounding: Literal["floor", "round"] = "round"
+    size_rounding: Literal["floor", "round", "detectron2"] = "round"
     pad_to: Literal["divisor", "fixed"] = "fixed"
     size_divisor: int = 32
     pad_normalized: bool = False
@@ -111,6 +112,8 @@ class RPNConfig:
     positive_fraction: float = 0.5
     box_loss: Literal["smooth_l1", "l1"] = "smooth_l1"
     smooth_l1_beta: float = 1.0 / 9
+    # exp(dw) is capped at 1000/16; mmdetection also floors it at 16/1000 ("both")
+    delta_clamp: Literal["upper", "both"] = "upper"
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,9 @@ class RoIConfig:
     min_box_size: float = 0.0  # torchvision drops boxes with a side < 1e-2 before NMS
     mask_threshold: float = 0.5
     mask_paste: Literal["torchvision", "grid_sample"] = "grid_sample"
+    delta_clamp: Literal["upper", "both"] = "upper"
+    # detectron2 clips boxes again at the original image size and drops those left empty
+    clip_to_original: bool = False
 
 
 @dataclass(frozen=True)
@@ -201,9 +207,11 @@ _NESTED: dict[tuple[str, str], type] = {
 
 
 def _security_0002() -> ModelConfig:
-    """The seed: caffe-style R50-FPN as mmdetection's ``mask_rcnn_r50_caffe_fpn`` (which the OpenVINO
-    Training Extensions template is built from), run at a fixed 768x1024 input the app pads to."""
-    return ModelConfig(name="security-0002")
+    """The seed: mmdetection's ``mask_rcnn_r50_caffe_fpn`` network (the OpenVINO Training Extensions template
+    ``instance-segmentation-0002`` is that model, and its snapshot is mmdetection's published checkpoint), run
+    at the seed's fixed 768x1024 input: resized to fit with cv2, padded right/bottom with pixel value 0."""
+    mmdet = _mmdet()
+    return ModelConfig(name="security-0002", rpn=mmdet.rpn, roi=mmdet.roi)
 
 
 def _torchvision(v2: bool) -> ModelConfig:
@@ -236,11 +244,11 @@ def _detectron2() -> ModelConfig:
     return ModelConfig(
         name="detectron2-r50-fpn",
         input=InputConfig(
-            resize="shortest_edge", min_size=800, max_size=1333, resize_backend="pil", size_rounding="round",
+            resize="shortest_edge", min_size=800, max_size=1333, resize_backend="pil", size_rounding="detectron2",
             pad_to="divisor", size_divisor=32, pad_normalized=True,
         ),
         rpn=RPNConfig(post_nms_top_n_train=1000, box_loss="l1", smooth_l1_beta=0.0),
-        roi=RoIConfig(level_mapping="detectron2", box_loss="l1", smooth_l1_beta=0.0),
+        roi=RoIConfig(level_mapping="detectron2", box_loss="l1", smooth_l1_beta=0.0, clip_to_original=True),
     )  # fmt: skip
 
 
@@ -252,8 +260,8 @@ def _mmdet() -> ModelConfig:
             resize="shortest_edge", min_size=800, max_size=1333, resize_backend="cv2", size_rounding="round",
             pad_to="divisor", size_divisor=32, pad_normalized=True,
         ),
-        rpn=RPNConfig(post_nms_top_n_train=1000, box_loss="l1", smooth_l1_beta=0.0),
-        roi=RoIConfig(level_mapping="mmdet", box_loss="l1", smooth_l1_beta=0.0),
+        rpn=RPNConfig(post_nms_top_n_train=1000, box_loss="l1", smooth_l1_beta=0.0, delta_clamp="both"),
+        roi=RoIConfig(level_mapping="mmdet", box_loss="l1", smooth_l1_beta=0.0, delta_clamp="both"),
     )  # fmt: skip
 
 

@@ -16,9 +16,11 @@ BBOX_XFORM_CLIP = math.log(1000.0 / 16)
 
 
 class BoxCoder:
-    def __init__(self, weights: tuple[float, float, float, float], clip: float = BBOX_XFORM_CLIP) -> None:
+    def __init__(self, weights: tuple[float, float, float, float], clip: float = BBOX_XFORM_CLIP,
+                 clamp_both_sides: bool = False) -> None:
         self.weights = weights
         self.clip = clip
+        self.min_clip = -clip if clamp_both_sides else None  # mmdetection also bounds shrinking
 
     def encode(self, reference: Tensor, proposals: Tensor) -> Tensor:
         """Targets [N,4] that turn ``proposals`` [N,4] into ``reference`` [N,4] boxes."""
@@ -45,8 +47,8 @@ class BoxCoder:
         wx, wy, ww, wh = self.weights
         dx = deltas[:, 0::4] / wx
         dy = deltas[:, 1::4] / wy
-        dw = (deltas[:, 2::4] / ww).clamp(max=self.clip)
-        dh = (deltas[:, 3::4] / wh).clamp(max=self.clip)
+        dw = (deltas[:, 2::4] / ww).clamp(min=self.min_clip, max=self.clip)
+        dh = (deltas[:, 3::4] / wh).clamp(min=self.min_clip, max=self.clip)
         pred_ctr_x = dx * widths[:, None] + ctr_x[:, None]
         pred_ctr_y = dy * heights[:, None] + ctr_y[:, None]
         pred_w = torch.exp(dw) * widths[:, None]

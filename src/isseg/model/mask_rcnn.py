@@ -59,12 +59,15 @@ class MaskRCNN(nn.Module):
         out = []
         for r, resized, original in zip(results, batch.image_sizes, batch.original_sizes):
             boxes = boxes_to_original(r["boxes"].float().cpu(), resized, original)
-            if cfg.mask_paste == "grid_sample":  # detectron2 clips again at the original size
+            scores, labels, mask_probs = r["scores"].float().cpu(), r["labels"].cpu(), r["mask_probs"].cpu()
+            if cfg.clip_to_original:  # detectron2's detector_postprocess
                 boxes = clip_boxes(boxes, original[0], original[1])
-            masks = paste_masks(r["mask_probs"], boxes, original, cfg.mask_paste, cfg.mask_threshold)
+                keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+                boxes, scores, labels, mask_probs = boxes[keep], scores[keep], labels[keep], mask_probs[keep]
+            masks = paste_masks(mask_probs, boxes, original, cfg.mask_paste, cfg.mask_threshold)
             out.append(Detections(
-                boxes.numpy().astype(np.float32), r["scores"].float().cpu().numpy(),
-                r["labels"].cpu().numpy().astype(np.int64), masks.numpy(), self.class_names, original,
+                boxes.numpy().astype(np.float32), scores.numpy(), labels.numpy().astype(np.int64), masks.numpy(),
+                self.class_names, original,
             ))  # fmt: skip
         return out
 

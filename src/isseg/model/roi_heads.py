@@ -120,7 +120,7 @@ class RoIHeads(nn.Module):
         self.box_predictor = BoxPredictor(cfg.representation_size, num_classes)
         self.mask_head = nn.Sequential(*(ConvNormAct(channels, channels, 3, cfg.mask_head_norm) for _ in range(4)))
         self.mask_predictor = MaskPredictor(channels, num_classes)
-        self.box_coder = BoxCoder(cfg.box_coder_weights)
+        self.box_coder = BoxCoder(cfg.box_coder_weights, clamp_both_sides=cfg.delta_clamp == "both")
 
     # ----------------------------------------------------------------------------------------- inference
     def forward(self, features: list[Tensor], proposals: list[Tensor], image_sizes: list[tuple[int, int]],

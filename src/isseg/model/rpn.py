@@ -45,7 +45,7 @@ class RPN(nn.Module):
         self.cfg = cfg
         self.anchor_generator = AnchorGenerator(anchor_cfg)
         self.head = RPNHead(channels, self.anchor_generator.num_anchors, cfg.conv_depth)
-        self.box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
+        self.box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0), clamp_both_sides=cfg.delta_clamp == "both")
 
     def forward(
         self,

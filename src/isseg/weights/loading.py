@@ -66,12 +66,10 @@ def read_checkpoint(source: str | Path) -> tuple[Any, str]:
         raise FileNotFoundError(f"checkpoint not found: {source}{hint}")
     if path.is_dir():
         raise ValueError(f"{path}: is a folder, expected a checkpoint file (.pth, .pt or .pkl)")
-    if path.suffix == ".pkl":
-        try:
-            with open(path, "rb") as f:
-                return pickle.load(f, encoding="latin1"), str(path)
-        except Exception as exc:  # pickle raises many types on garbage
-            raise ValueError(f"{path}: not a readable pickle checkpoint ({type(exc).__name__}: {exc})") from exc
+    if path.suffix == ".pkl":  # detectron2 model zoo: numpy arrays only, read without running code
+        from isseg.weights.detectron2 import read_detectron2_pkl
+
+        return read_detectron2_pkl(path), str(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True), str(path)
     except pickle.UnpicklingError:

@@ -1,7 +1,8 @@
 """Named pretrained weights: where to download them, how to verify them, which preset they fit.
 
 Files are cached in ``$ISSEG_CACHE`` (default ``~/.cache/isseg``). Publishers give either a full SHA-256
-or, as torchvision and mmdetection do, its first hex digits in the file name; both are checked.
+or, as torchvision and mmdetection do, its first hex digits in the file name; detectron2 puts the first
+digits of an MD5 in its file names. Whatever was published is checked.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 class WeightsEntry:
     name: str
     url: str
-    sha256: str  # full digest or its published prefix
+    sha256: str  # full digest or its published prefix; "md5:<prefix>" where only an MD5 prefix is published
     preset: str
     layout: str  # torchvision | detectron2 | mmdet | isseg
     box_ap: float | None = None  # published COCO val2017 AP, at the library's own test size
@@ -44,6 +45,29 @@ register(WeightsEntry(
     "torchvision/models/detection/mask_rcnn.py, MaskRCNN_ResNet50_FPN_Weights.COCO_V1",
 ))  # fmt: skip
 register(WeightsEntry(
+    "detectron2-r50-fpn-3x-coco",
+    "https://dl.fbaipublicfiles.com/detectron2/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x/137849600/"
+    "model_final_f10217.pkl",
+    "md5:f10217", "detectron2-r50-fpn", "detectron2", 41.0, 37.2,
+    "detectron2 MODEL_ZOO.md, COCO Instance Segmentation, R50-FPN 3x (model id 137849600; MD5 prefix in the name)",
+))  # fmt: skip
+register(WeightsEntry(
+    "mmdet-r50-caffe-fpn-mstrain-poly-3x-coco",
+    "https://download.openmmlab.com/mmdetection/v2.0/mask_rcnn/mask_rcnn_r50_caffe_fpn_mstrain-poly_3x_coco/"
+    "mask_rcnn_r50_caffe_fpn_mstrain-poly_3x_coco_bbox_mAP-0.408__segm_mAP-0.37_20200504_163245-42aa3d00.pth",
+    "42aa3d0009d2ed454406c1270bba9da70f6e5c7a6a96fa447fd568302bf700d1", "mmdet-r50-caffe-fpn", "mmdet", 40.8, 37.0,
+    "mmdetection configs/mask_rcnn/metafile.yml; full SHA-256 from OpenVINO Training Extensions "
+    "instance-segmentation-0002/template.yaml (the same file)",
+))  # fmt: skip
+register(WeightsEntry(
+    "security-0002-snapshot",
+    "https://download.01.org/opencv/openvino_training_extensions/models/instance_segmentation/v2/"
+    "instance-segmentation-0002.pth",
+    "42aa3d0009d2ed454406c1270bba9da70f6e5c7a6a96fa447fd568302bf700d1", "security-0002", "mmdet", 40.8, 36.9,
+    "OpenVINO Training Extensions coco-instance-segmentation/instance-segmentation-0002/template.yaml: the seed's "
+    "PyTorch snapshot, byte-identical to mmdetection's checkpoint above (AP as the seed card reports at 768x1024)",
+))  # fmt: skip
+register(WeightsEntry(
     "torchvision-v2-coco", "https://download.pytorch.org/models/maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth",
     "73cbd019", "torchvision-v2", "torchvision", 47.4, 41.8,
     "torchvision/models/detection/mask_rcnn.py, MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1",
@@ -54,8 +78,8 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ISSEG_CACHE", Path.home() / ".cache" / "isseg")).expanduser()
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+def digest_of(path: Path, algorithm: str = "sha256") -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
@@ -63,9 +87,11 @@ def sha256_of(path: Path) -> str:
 
 
 def verify(path: Path, expected: str) -> None:
-    actual = sha256_of(path)
-    if not actual.startswith(expected.lower()):
-        raise ValueError(f"{path}: SHA-256 {actual[:16]}... does not match the published {expected}; "
+    algorithm, _, value = expected.rpartition(":")
+    algorithm = algorithm or "sha256"
+    actual = digest_of(path, algorithm)
+    if not actual.startswith(value.lower()):
+        raise ValueError(f"{path}: {algorithm.upper()} {actual[:16]}... does not match the published {value}; "
                          "the file is corrupt or not the published one: delete it and download again")
 
 

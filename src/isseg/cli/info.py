@@ -1,0 +1,53 @@
+"""``isseg info``: what isseg offers, and what a preset costs.
+
+isseg info                      presets and registry weights
+isseg info --preset security-0002 --flops   parameters and GFLOPs at the preset's input size
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", help="show this preset's full definition")
+    parser.add_argument("--flops", action="store_true", help="also count parameters and GFLOPs (slow-ish)")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                        help="input size for --flops (default: the preset's fixed size, else 768 1024)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from isseg.config import PRESETS, get_config
+    from isseg.weights.registry import REGISTRY
+
+    if args.preset is None:
+        print("presets:")
+        for name in PRESETS:
+            cfg = get_config(name)
+            print(f"  {name:22s} {cfg.backbone.style}-style R{cfg.backbone.depth}-FPN, "
+                  f"input {cfg.input.channel_order.upper()} {_size(cfg)}, {cfg.num_classes} classes")
+        print("registry weights (downloaded on first use into $ISSEG_CACHE, default ~/.cache/isseg):")
+        for entry in REGISTRY.values():
+            ap = f"box AP {entry.box_ap} / mask AP {entry.mask_ap}" if entry.box_ap else ""
+            print(f"  {entry.name:26s} preset {entry.preset:20s} {ap}")
+        return 0
+    cfg = get_config(args.preset)
+    for section, value in cfg.to_dict().items():
+        print(f"{section}: {value}")
+    if args.flops:
+        from isseg.model.complexity import count_flops, count_parameters
+        from isseg.model.mask_rcnn import MaskRCNN
+
+        model = MaskRCNN(cfg)
+        h, w = args.size or (cfg.input.fit_size if cfg.input.resize == "fit" else (768, 1024))
+        flops = count_flops(model, h, w)
+        print(f"parameters: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M trainable+frozen convs "
+              f"({count_parameters(model) / 1e6:.2f} M with frozen-BN affine)")
+        print(f"GFLOPs at {h}x{w} (1000 proposals, 100 masks): {flops['total']:.1f} = "
+              + ", ".join(f"{k} {v:.1f}" for k, v in flops.items() if k != "total"))
+    return 0
+
+
+def _size(cfg) -> str:
+    i = cfg.input
+    return f"fit {i.fit_size[0]}x{i.fit_size[1]}" if i.resize == "fit" else f"short {i.min_size} / long {i.max_size}"
