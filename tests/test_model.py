@@ -170,3 +170,28 @@ def test_parameter_count_and_flops_of_security_0002() -> None:
     assert flops["total"] == pytest.approx(422.28, abs=0.05)
     assert flops["backbone"] == pytest.approx(120.87, abs=0.05)
     assert flops["mask_head"] == pytest.approx(105.97, abs=0.05)
+
+
+def test_low_quality_matches_follow_the_min_iou() -> None:
+    from isseg.model.sampling import BACKGROUND, IGNORE, match
+
+    iou = torch.tensor([[0.35, 0.1, 0.6], [0.2, 0.25, 0.1]])  # 2 ground truths x 3 predictions
+    assert match(iou, 0.7, 0.3, None).tolist() == [IGNORE, BACKGROUND, IGNORE]
+    # torchvision / detectron2: every gt keeps its best prediction, whatever its IoU
+    assert match(iou, 0.7, 0.3, 0.0).tolist() == [IGNORE, 1, 0]
+    # mmdetection's RPN: only where that best IoU reaches 0.3
+    assert match(iou, 0.7, 0.3, 0.3).tolist() == [IGNORE, BACKGROUND, 0]
+
+
+def test_detectron2_postprocess_clips_to_the_original_image() -> None:
+    from isseg.model.transform import ImageBatch
+
+    model = isseg.MaskRCNN(small_config("detectron2-r50-fpn")).eval()
+    results = [{"boxes": torch.tensor([[-4.0, 2.0, 70.0, 30.0], [66.0, 5.0, 80.0, 9.0]]),
+                "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([0, 1]),
+                "mask_probs": torch.ones(2, 28, 28)}]
+    batch = ImageBatch(torch.zeros(1, 3, 64, 64), [(64, 64)], [(32, 32)])
+    det = model.postprocess(results, batch)[0]
+    # scaled by 0.5, clipped to 32x32; the second box is empty after clipping and dropped
+    np.testing.assert_allclose(det.boxes, [[0.0, 1.0, 32.0, 15.0]])
+    assert det.labels.tolist() == [0] and det.masks.shape == (1, 32, 32)

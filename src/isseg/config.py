@@ -108,6 +108,7 @@ class RPNConfig:
     score_thresh: float = 0.0
     fg_iou_thresh: float = 0.7
     bg_iou_thresh: float = 0.3
+    low_quality_min_iou: float | None = 0.0  # each gt keeps its best anchors if their IoU >= this (None: off)
     batch_size_per_image: int = 256
     positive_fraction: float = 0.5
     box_loss: Literal["smooth_l1", "l1"] = "smooth_l1"
@@ -134,6 +135,7 @@ class RoIConfig:
     # training
     fg_iou_thresh: float = 0.5
     bg_iou_thresh: float = 0.5
+    low_quality_min_iou: float | None = None
     batch_size_per_image: int = 512
     positive_fraction: float = 0.25
     box_loss: Literal["smooth_l1", "l1"] = "smooth_l1"
@@ -260,8 +262,10 @@ def _mmdet() -> ModelConfig:
             resize="shortest_edge", min_size=800, max_size=1333, resize_backend="cv2", size_rounding="round",
             pad_to="divisor", size_divisor=32, pad_normalized=True,
         ),
-        rpn=RPNConfig(post_nms_top_n_train=1000, box_loss="l1", smooth_l1_beta=0.0, delta_clamp="both"),
-        roi=RoIConfig(level_mapping="mmdet", box_loss="l1", smooth_l1_beta=0.0, delta_clamp="both"),
+        rpn=RPNConfig(post_nms_top_n_train=1000, box_loss="l1", smooth_l1_beta=0.0, delta_clamp="both",
+                      low_quality_min_iou=0.3),
+        roi=RoIConfig(level_mapping="mmdet", box_loss="l1", smooth_l1_beta=0.0, delta_clamp="both",
+                      low_quality_min_iou=0.5),
     )  # fmt: skip
 
 

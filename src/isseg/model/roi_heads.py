@@ -175,7 +175,7 @@ class RoIHeads(nn.Module):
         for props, t in zip(proposals, targets):
             gt_boxes, gt_labels = t["boxes"], t["labels"]
             props = torch.cat([props, gt_boxes])  # ground truth joins the proposals, as in every reference
-            m = match(box_iou(gt_boxes, props), cfg.fg_iou_thresh, cfg.bg_iou_thresh, allow_low_quality=False)
+            m = match(box_iou(gt_boxes, props), cfg.fg_iou_thresh, cfg.bg_iou_thresh, cfg.low_quality_min_iou)
             lab = torch.full_like(m, k)
             fg = m >= 0
             lab[fg] = gt_labels[m[fg]]

@@ -109,7 +109,7 @@ class RPN(nn.Module):
         sampled_pos, sampled_neg, reg_targets = [], [], []
         for i, t in enumerate(targets):
             gt = t["boxes"]
-            m = match(box_iou(gt, anchors), cfg.fg_iou_thresh, cfg.bg_iou_thresh, allow_low_quality=True)
+            m = match(box_iou(gt, anchors), cfg.fg_iou_thresh, cfg.bg_iou_thresh, cfg.low_quality_min_iou)
             labels = torch.full_like(m, -1)
             labels[m >= 0] = 1
             labels[m == -1] = 0

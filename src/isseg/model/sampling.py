@@ -9,12 +9,13 @@ BACKGROUND = -1  # matched index of a negative
 IGNORE = -2  # matched index of an element that is neither (between the thresholds)
 
 
-def match(iou: Tensor, fg_thresh: float, bg_thresh: float, allow_low_quality: bool) -> Tensor:
+def match(iou: Tensor, fg_thresh: float, bg_thresh: float, low_quality_min_iou: float | None) -> Tensor:
     """Best ground truth per prediction from ``iou`` [G, P].
 
     Returns int64 [P]: the matched ground-truth index, ``BACKGROUND`` (iou < bg_thresh) or ``IGNORE``.
-    With ``allow_low_quality`` every ground truth also keeps the predictions that overlap it most, even
-    below ``fg_thresh`` (so that small objects get an anchor).
+    Unless ``low_quality_min_iou`` is None, every ground truth also keeps the predictions that overlap it
+    most, even below ``fg_thresh``, when that best IoU is >= ``low_quality_min_iou`` (and > 0), so that
+    small objects get an anchor (torchvision/detectron2: 0; mmdetection: 0.3 for the RPN, 0.5 for RoIs).
     """
     if iou.numel() == 0:
         return torch.full((iou.shape[1],), BACKGROUND, dtype=torch.int64, device=iou.device)
@@ -22,9 +23,10 @@ def match(iou: Tensor, fg_thresh: float, bg_thresh: float, allow_low_quality: bo
     all_matches = matches.clone()
     matches[best_iou < fg_thresh] = IGNORE
     matches[best_iou < bg_thresh] = BACKGROUND
-    if allow_low_quality:
+    if low_quality_min_iou is not None:
         best_per_gt = iou.max(dim=1, keepdim=True).values
-        _, pred_idx = torch.nonzero((iou == best_per_gt) & (best_per_gt > 0), as_tuple=True)
+        good = (best_per_gt > 0) & (best_per_gt >= low_quality_min_iou)
+        _, pred_idx = torch.nonzero((iou == best_per_gt) & good, as_tuple=True)
         matches[pred_idx] = all_matches[pred_idx]
     return matches
 
