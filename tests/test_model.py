@@ -195,3 +195,15 @@ def test_detectron2_postprocess_clips_to_the_original_image() -> None:
     # scaled by 0.5, clipped to 32x32; the second box is empty after clipping and dropped
     np.testing.assert_allclose(det.boxes, [[0.0, 1.0, 32.0, 15.0]])
     assert det.labels.tolist() == [0] and det.masks.shape == (1, 32, 32)
+
+
+@pytest.mark.parametrize(("depth", "params"), [(18, 30_913_122), (34, 41_021_282)])
+def test_small_resnets_for_cpu_training(depth: int, params: int) -> None:
+    """Counts = torchvision resnet18/34 bodies (11.18 M / 21.28 M without fc) + FPN + heads for 3 classes."""
+    cfg = small_config()
+    cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, depth=depth, norm="gn", frozen_stages=0))
+    model = isseg.MaskRCNN(cfg)
+    assert sum(p.numel() for p in model.parameters()) == params
+    assert model.backbone.body.out_channels == (64, 128, 256, 512)
+    losses = model.train()(*[[x] for x in toy_sample()])
+    assert torch.isfinite(sum(losses.values()))

@@ -170,3 +170,15 @@ def test_registry_entries_point_at_official_files() -> None:
     assert v1.url == "https://download.pytorch.org/models/maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"
     assert v1.url.rsplit("-", 1)[1].startswith(v1.sha256) and v1.preset == "torchvision-v1"
     assert (v1.box_ap, v1.mask_ap) == (37.9, 34.6)
+
+
+def test_same_count_other_class_names_reinitializes_class_layers(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "abc.pth", isseg.MaskRCNN(small_config(num_classes=3).with_classes(("a", "b", "c"))))
+    target = isseg.MaskRCNN(small_config(num_classes=3).with_classes(("x", "y", "z")))
+    before = target.roi_heads.box_predictor.cls_score.weight.clone()
+    report = load_weights(target, tmp_path / "abc.pth", reinit_class_layers=True)
+    assert "roi_heads.mask_predictor.mask_fcn_logits.weight" in report.reinitialized
+    assert torch.equal(target.roi_heads.box_predictor.cls_score.weight, before)
+    same = isseg.MaskRCNN(small_config(num_classes=3).with_classes(("a", "b", "c")))
+    assert load_weights(same, tmp_path / "abc.pth", reinit_class_layers=True).reinitialized == []

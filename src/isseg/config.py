@@ -75,7 +75,7 @@ class BackboneConfig:
     """ResNet-50 + FPN. ``style="caffe"`` puts the stride in the first 1x1 conv of a bottleneck
     (MSRA / detectron2 / mmdetection caffe models), ``"pytorch"`` in the 3x3 conv (torchvision)."""
 
-    depth: int = 50
+    depth: int = 50  # 18, 34 (basic blocks: small, for training from scratch on a CPU), 50, 101
     style: Literal["caffe", "pytorch"] = "caffe"
     norm: Norm = "frozen_bn"
     norm_eps: float = 1e-5

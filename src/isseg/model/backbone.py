@@ -95,28 +95,61 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-_STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+class BasicBlock(nn.Module):
+    """Two 3x3 convs (ResNet-18/34): for small models that train from scratch on a CPU."""
+
+    expansion = 1
+
+    def __init__(self, cin: int, width: int, stride: int, cfg: BackboneConfig) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, width, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = make_norm(cfg.norm, width, cfg.norm_eps)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.bn2 = make_norm(cfg.norm, width, cfg.norm_eps)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or cin != width:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(cin, width, 1, stride=stride, bias=False), make_norm(cfg.norm, width, cfg.norm_eps)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+# depth -> (block type, blocks per stage)
+_ARCHS: dict[int, tuple[type[nn.Module], tuple[int, ...]]] = {
+    18: (BasicBlock, (2, 2, 2, 2)),
+    34: (BasicBlock, (3, 4, 6, 3)),
+    50: (Bottleneck, (3, 4, 6, 3)),
+    101: (Bottleneck, (3, 4, 23, 3)),
+}
 
 
 class ResNet(nn.Module):
-    """ResNet body returning C2..C5 (strides 4, 8, 16, 32; 256..2048 channels)."""
+    """ResNet body returning C2..C5 (strides 4, 8, 16, 32; ``out_channels`` 256..2048 for ResNet-50)."""
 
     def __init__(self, cfg: BackboneConfig) -> None:
         super().__init__()
-        if cfg.depth not in _STAGE_BLOCKS:
-            raise ValueError(f"ResNet depth {cfg.depth} not supported; expected one of {list(_STAGE_BLOCKS)}")
+        if cfg.depth not in _ARCHS:
+            raise ValueError(f"ResNet depth {cfg.depth} not supported; expected one of {sorted(_ARCHS)}")
+        block, stages = _ARCHS[cfg.depth]
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = make_norm(cfg.norm, 64, cfg.norm_eps)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         cin = 64
-        for i, (blocks, width) in enumerate(zip(_STAGE_BLOCKS[cfg.depth], (64, 128, 256, 512))):
+        self.out_channels: tuple[int, ...] = ()
+        for i, (blocks, width) in enumerate(zip(stages, (64, 128, 256, 512))):
             stride = 1 if i == 0 else 2
             layers = []
             for b in range(blocks):
-                layers.append(Bottleneck(cin, width, stride if b == 0 else 1, cfg))
-                cin = width * Bottleneck.expansion
+                layers.append(block(cin, width, stride if b == 0 else 1, cfg))
+                cin = width * block.expansion
             self.add_module(f"layer{i + 1}", nn.Sequential(*layers))
+            self.out_channels += (cin,)
         self.freeze(cfg.frozen_stages)
 
     def freeze(self, stages: int) -> None:
@@ -164,7 +197,7 @@ class Backbone(nn.Module):
     def __init__(self, cfg: BackboneConfig) -> None:
         super().__init__()
         self.body = ResNet(cfg)
-        self.fpn = FPN((256, 512, 1024, 2048), cfg.fpn_channels, cfg.fpn_norm)
+        self.fpn = FPN(self.body.out_channels, cfg.fpn_channels, cfg.fpn_norm)
         self.out_channels = cfg.fpn_channels
 
     def forward(self, x: Tensor) -> list[Tensor]:

@@ -223,8 +223,9 @@ class RoIHeads(nn.Module):
             cut = roi_align(masks, torch.cat([gt_index, boxes_orig], 1), (m, m), 1.0, 0, True)[:, 0]
             mask_targets.append((cut >= 0.5).to(boxes.dtype))
         boxes_all = torch.cat(pos_boxes)
-        if boxes_all.shape[0] == 0:
-            return sum(p.sum() for p in self.mask_predictor.parameters()) * 0.0
+        if boxes_all.shape[0] == 0:  # touch every mask parameter so that DDP sees them all used
+            params = [*self.mask_head.parameters(), *self.mask_predictor.parameters()]
+            return sum(p.sum() for p in params) * 0.0
         logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, pos_boxes)))
         lab = torch.cat(pos_labels)
         logits = logits[torch.arange(lab.numel(), device=lab.device), lab]

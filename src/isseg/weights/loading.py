@@ -170,8 +170,9 @@ def load_weights(model: torch.nn.Module, source: str | Path, strict: bool = True
     """Load ``source`` (path or registry name) into ``model``, converting its layout.
 
     ``strict``: any missing, unused or mis-shaped key is an error that lists the first few.
-    ``reinit_class_layers``: class-specific layers whose class count differs keep the model's initial
-    values (fine-tuning on another dataset); they are listed in the report.
+    ``reinit_class_layers``: class-specific layers whose class count (or, for isseg checkpoints, class
+    names) differ keep the model's initial values (fine-tuning on another dataset); they are listed in the
+    report.
     """
     ckpt, name = read_checkpoint(source)
     return apply_checkpoint(model, ckpt, name, strict, reinit_class_layers)
@@ -187,6 +188,12 @@ def apply_checkpoint(model: torch.nn.Module, ckpt: Any, name: str, strict: bool 
         raise ValueError(f"{name}: {exc}") from exc
     report = LoadReport(layout, name, notes=notes)
     own = model.state_dict()
+    if reinit_class_layers and layout == "isseg":
+        saved_names = tuple(ckpt["config"].get("class_names", ()))
+        if saved_names != config.class_names:  # same count, other classes: the class rows mean nothing here
+            report.reinitialized.extend(k for k in tv.CLASS_KEYS if k in state)
+            for key in tv.CLASS_KEYS:
+                state.pop(key, None)
     mismatched = []
     for key in list(state):
         if key in own and state[key].shape != own[key].shape:
