@@ -1,0 +1,16 @@
+"""Deployment benchmark script: ``python benchmarks/bench_deploy.py [isseg benchmark options]``.
+
+Same as ``isseg benchmark`` (see ``src/isseg/deploy/benchmark.py``); writes the Markdown table to stdout and,
+with ``--json``, the raw numbers. Example (this machine, exports kept for the next run):
+
+    python benchmarks/bench_deploy.py --images 8 --workdir /tmp/isseg-bench --json bench.json
+"""
+
+from __future__ import annotations
+
+import sys
+
+from isseg.cli.main import main
+
+if __name__ == "__main__":
+    sys.exit(main(["benchmark", *sys.argv[1:]]))

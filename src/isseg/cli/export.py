@@ -1,0 +1,42 @@
+"""``isseg export``: write an OpenVINO IR or ONNX model with the seed's contract.
+
+    isseg export model.pth --output out/                              # OpenVINO IR, fp32
+    isseg export torchvision-v1-coco --format onnx --output out/     # registry name
+    isseg export model.pth --precision int8 --calibration images/    # NNCF INT8 (default: coco-mini)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("weights", help="checkpoint path (isseg, torchvision, detectron2, mmdetection) or registry name")
+    p.add_argument("--preset", help="preset of a foreign checkpoint (default: the checkpoint's own / natural one)")
+    p.add_argument("--format", "-f", choices=("openvino", "onnx"), default="openvino")
+    p.add_argument("--precision", "-p", choices=("fp32", "fp16", "int8"), default="fp32",
+                   help="fp16: OpenVINO weights in fp16; int8: NNCF post-training quantization")
+    p.add_argument("--output", "-o", default="exported", help="output folder (default: %(default)s)")
+    p.add_argument("--name", help="file stem (default: the preset name, plus -fp16 / -int8)")
+    p.add_argument("--input-size", type=int, nargs=2, default=(768, 1024), metavar=("H", "W"),
+                   help="fixed network input (default: 768 1024, the seed's)")
+    p.add_argument("--calibration", help="folder of calibration images for int8 (default: coco-mini val2017 or "
+                   "$ISSEG_COCO_MINI)")
+    p.add_argument("--calibration-size", type=int, default=32, help="number of calibration images")
+    p.add_argument("--confidence-threshold", type=float, default=0.5,
+                   help="Model API's default display threshold stored in the IR (default: 0.5)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from isseg.deploy.export import export
+    from isseg.weights.loading import load_model
+
+    t0 = time.perf_counter()
+    model = load_model(args.weights, preset=args.preset)
+    path = export(model, args.output, format=args.format, precision=args.precision,
+                  input_size=tuple(args.input_size), name=args.name, confidence_threshold=args.confidence_threshold,
+                  calibration=args.calibration, calibration_size=args.calibration_size)
+    print(f"isseg export: wrote {path} ({args.format}, {args.precision}, preset {model.config.name}, "
+          f"input {args.input_size[0]}x{args.input_size[1]}) in {time.perf_counter() - t0:.1f} s")
+    return 0

@@ -1,0 +1,329 @@
+"""Deployment benchmark: per-stage latency, end-to-end latency and throughput of each backend and precision,
+torchvision's ``maskrcnn_resnet50_fpn`` in eager PyTorch measured in the same run at the same input size,
+and the agreement of the reduced precisions with fp32.
+
+Without weights, the model is :func:`isseg.deploy.random_weights.realistic_random_model` (calibrated
+random weights whose classifier passes ~100 detections per image), and torchvision's model gets a biased
+classifier for the same reason: both do the realistic amount of work (1000 proposals, up to 100 detections
+with masks). Their detections are meaningless, so the agreement numbers only measure how much each
+precision perturbs *this* network; a trained network is usually far less sensitive.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from isseg.deploy.compare import compare
+from isseg.deploy.processing import letterbox
+
+STAGES = ("decode", "preprocess", "infer", "postprocess")
+
+
+@dataclass
+class Result:
+    name: str
+    stages_ms: dict[str, float] = field(default_factory=dict)  # medians
+    e2e_ms: float = 0.0  # median of the per-image sums
+    throughput: float = 0.0  # images / s with several requests in flight (or sequential where none)
+    throughput_mode: str = ""
+    detections: float = 0.0  # mean per image
+    agreement: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+
+def cpu_description() -> str:
+    name = platform.processor() or platform.machine()
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    isa = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
+    return f"{name}, {os.cpu_count()} logical cores, {' '.join(isa) or 'no AVX-512'}"
+
+
+def coco_images(count: int, split: str = "val2017") -> list[Path]:
+    from isseg.deploy.quantize import IMAGE_SUFFIXES, default_calibration_dir
+
+    folder = default_calibration_dir().parent / split
+    if not folder.is_dir():
+        raise FileNotFoundError(f"coco-mini not found at {folder.parent}; set ISSEG_COCO_MINI")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return files[:count]
+
+
+def _median_ms(values: Sequence[float]) -> float:
+    return 1000.0 * statistics.median(values) if values else float("nan")
+
+
+# ------------------------------------------------------------------------------------------------ measuring
+def measure_interleaved(runners: Sequence[tuple[str, Any]], paths: Sequence[Path], warmup: int = 1
+                        ) -> tuple[list[Result], list[list[Any]]]:
+    """Per-stage latency of every runner (``predict(image)`` + ``timings``), image by image in turn, so that
+    the load of a shared machine affects all of them alike. Decoding is timed once per image."""
+    first = cv2.imread(str(paths[0]))
+    for _, runner in runners:
+        for _ in range(warmup):
+            runner.predict(first)
+    times = [{k: [] for k in STAGES} for _ in runners]
+    dets: list[list[Any]] = [[] for _ in runners]
+    for path in paths:
+        t0 = time.perf_counter()
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        decode = time.perf_counter() - t0
+        for i, (_, runner) in enumerate(runners):
+            dets[i].append(runner.predict(image))
+            times[i]["decode"].append(decode)
+            for k, v in runner.timings.items():
+                times[i][k].append(v)
+    results = []
+    for (name, _), t, d in zip(runners, times, dets):
+        e2e = [sum(v) for v in zip(*t.values())]
+        r = Result(name, {k: _median_ms(v) for k, v in t.items()}, _median_ms(e2e))
+        r.detections = float(np.mean([len(x) for x in d]))
+        results.append(r)
+    return results, dets
+
+
+def measure_throughput(predictor: Any, paths: Sequence[Path]) -> tuple[float, str]:
+    """Images / s over ``paths`` (decode included) with the predictor's requests in flight."""
+    first = cv2.imread(str(paths[0]))
+    n = max(1, predictor.runtime.num_requests)
+    list(predictor.predict_stream([first] * n))  # warm up every request
+    t0 = time.perf_counter()
+    for _ in predictor.predict_stream(cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths):
+        pass
+    return len(paths) / (time.perf_counter() - t0), f"async x{n}" if n > 1 else "sequential"
+
+
+# ------------------------------------------------------------------------------------------------ torchvision
+def torchvision_model(seed: int = 0, input_size: tuple[int, int] = (768, 1024)) -> Any:
+    """``maskrcnn_resnet50_fpn(weights=None)``, seeded, with a classifier bias that passes ~100 detections,
+    and its transform set to keep a ``input_size`` image as it is."""
+    import torch
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    torch.manual_seed(seed)
+    model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval()
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        cls = model.roi_heads.box_predictor.cls_score
+        bias = torch.randn(cls.bias.shape[0], generator=g) * 1.5 + 1.0
+        bias[0] = -1.0  # background
+        cls.bias.copy_(bias)
+        cls.weight.mul_(0.1)
+    model.transform.min_size = (min(input_size),)
+    model.transform.max_size = max(input_size)
+    return model
+
+
+class TorchvisionRunner:
+    """torchvision eager fp32 on the same letterboxed input as isseg (its transform keeps 768x1024 as it is):
+    "preprocess" = letterbox + RGB float tensor, "infer" = its whole forward (transform, network, detection
+    post-processing, mask pasting at 768x1024), "postprocess" = thresholding the mask probabilities."""
+
+    def __init__(self, input_size: tuple[int, int] = (768, 1024)) -> None:
+        self.model = torchvision_model(input_size=input_size)
+        self.input_size = input_size
+        self.timings: dict[str, float] = {}
+
+    def predict(self, image: np.ndarray) -> Any:
+        import torch
+
+        t0 = time.perf_counter()
+        canvas, _ = letterbox(image, self.input_size)
+        x = torch.from_numpy(canvas[:, :, ::-1].copy()).permute(2, 0, 1).float().div_(255.0)
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model([x])[0]
+        t2 = time.perf_counter()
+        masks = (out["masks"][:, 0] > 0.5).numpy()
+        t3 = time.perf_counter()
+        self.timings = {"preprocess": t1 - t0, "infer": t2 - t1, "postprocess": t3 - t2}
+        return masks
+
+
+# ------------------------------------------------------------------------------------------------ driver
+@dataclass
+class BenchConfig:
+    weights: str | None = None  # checkpoint / registry name; None: seeded realistic random weights
+    preset: str = "security-0002"
+    images: int = 8
+    warmup: int = 1
+    backends: tuple[str, ...] = ("openvino", "onnx")
+    precisions: tuple[str, ...] = ("fp32", "bf16", "int8")  # OpenVINO inference / export precisions
+    torchvision: bool = True
+    torch_eager: bool = False  # isseg's own graph in eager PyTorch
+    calibration_size: int = 16
+    workdir: str | None = None  # where the exports go (reused when present); default: a temp folder
+    input_size: tuple[int, int] = (768, 1024)
+    throughput: bool = True
+
+
+def _load_model(cfg: BenchConfig) -> Any:
+    if cfg.weights:
+        from isseg.weights.loading import load_model
+
+        return load_model(cfg.weights, preset=cfg.preset)
+    from isseg.deploy.random_weights import realistic_random_model
+
+    return realistic_random_model(cfg.preset, seed=0)
+
+
+def _exported(cfg: BenchConfig, model: Any, workdir: Path, precision: str, log: Callable[[str], None]) -> Path:
+    from isseg.deploy.export import export
+
+    stem = f"{model.config.name}" + ("" if precision == "fp32" else f"-{precision}")
+    xml = workdir / f"{stem}.xml"
+    if xml.is_file() and (precision != "fp32" or xml.with_suffix(".onnx").is_file()):
+        return xml
+    t0 = time.perf_counter()
+    calib = None
+    if precision == "int8":
+        from isseg.deploy.quantize import default_calibration_dir
+
+        train = default_calibration_dir().parent / "train2017"  # calibrate on other images than measured
+        calib = train if train.is_dir() else None
+    path = export(model, workdir, "openvino", precision, input_size=cfg.input_size, keep_onnx=precision == "fp32",
+                  calibration=calib, calibration_size=cfg.calibration_size)
+    log(f"exported {path.name} in {time.perf_counter() - t0:.1f} s")
+    return path
+
+
+def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    from isseg.deploy.predictor import Predictor
+
+    paths = coco_images(cfg.images)
+    if not paths:
+        raise FileNotFoundError("no benchmark images")
+    tmp = None
+    if cfg.workdir:
+        workdir = Path(cfg.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="isseg-bench-")
+        workdir = Path(tmp.name)
+    load_before = os.getloadavg()
+    try:
+        model = _load_model(cfg)
+        makers: list[tuple[str, Callable[[str], Any]]] = []
+        xml32 = None
+        if "openvino" in cfg.backends or "onnx" in cfg.backends:
+            xml32 = _exported(cfg, model, workdir, "fp32", log)
+        if "openvino" in cfg.backends and xml32 is not None:
+            # fp32 first: it is the reference of the agreement columns
+            makers.append(("openvino fp32", lambda mode: Predictor(xml32, precision="f32", mode=mode)))
+            makers.append(("openvino default (" + _default_precision() + ")", lambda mode: Predictor(xml32, mode=mode)))
+            if "bf16" in cfg.precisions and _default_precision() != "bf16":
+                makers.append(("openvino bf16", lambda mode: Predictor(xml32, precision="bf16", mode=mode)))
+            if "fp16" in cfg.precisions:
+                xml16 = _exported(cfg, model, workdir, "fp16", log)
+                makers.append(("openvino fp16 weights", lambda mode: Predictor(xml16, mode=mode)))
+            if "int8" in cfg.precisions:
+                xml8 = _exported(cfg, model, workdir, "int8", log)
+                makers.append(("openvino int8", lambda mode: Predictor(xml8, mode=mode)))
+                makers.append(("openvino int8, rest f32", lambda mode: Predictor(xml8, precision="f32", mode=mode)))
+        if "onnx" in cfg.backends and xml32 is not None:
+            onnx_path = xml32.with_suffix(".onnx")
+            makers.append(("onnxruntime fp32", lambda mode: Predictor(onnx_path)))
+        if cfg.torch_eager:
+            makers.append(("isseg eager fp32", lambda mode: Predictor(model, input_size=cfg.input_size)))
+        runners: list[tuple[str, Any]] = []
+        if cfg.torchvision:
+            runners.append(("torchvision eager fp32", TorchvisionRunner(cfg.input_size)))
+        runners += [(name, make("latency")) for name, make in makers]
+        log(f"measuring {len(runners)} configurations on {len(paths)} images, interleaved ...")
+        results, dets = measure_interleaved(runners, paths, cfg.warmup)
+        offset = 1 if cfg.torchvision else 0
+        if len(dets) > offset:
+            reference = dets[offset]
+            for r, d in zip(results[offset:], dets[offset:]):
+                r.agreement = _agreement(reference, d)
+        if cfg.torchvision:
+            results[0].throughput, results[0].throughput_mode = 1000.0 / results[0].e2e_ms, "sequential"
+        del runners
+        for (name, make), r in zip(makers, results[offset:]):
+            if cfg.throughput and name.startswith("openvino"):
+                log(f"throughput of {name} ...")
+                r.throughput, r.throughput_mode = measure_throughput(make("throughput"), paths)
+            else:
+                r.throughput, r.throughput_mode = 1000.0 / r.e2e_ms, "sequential"
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    base = next((r for r in results if r.name.startswith("torchvision")), None)
+    return {
+        "machine": cpu_description(),
+        "load_average": [round(x, 2) for x in load_before + os.getloadavg()],
+        "images": len(paths),
+        "input_size": cfg.input_size,
+        "model": cfg.weights or f"{cfg.preset} (seeded realistic random weights)",
+        "baseline_e2e_ms": base.e2e_ms if base else None,
+        "results": [r.__dict__ for r in results],
+    }
+
+
+def _default_precision() -> str:
+    try:
+        import openvino as ov
+
+        return ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+def _agreement(reference: list[Any], dets: list[Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for label, min_score in (("all", 0.0), ("0.5", 0.5)):
+        agreements = [compare(a, b, min_score=min_score) for a, b in zip(reference, dets)]
+        ref_count = sum(a.count_a for a in agreements)
+        matched = sum(a.matched for a in agreements)
+        out[f"matched_{label}"] = matched / ref_count if ref_count else 1.0
+        weights = [a.matched for a in agreements]
+        total = sum(weights) or 1
+        out[f"box_iou_{label}"] = sum(a.box_iou * w for a, w in zip(agreements, weights)) / total
+        out[f"mask_iou_{label}"] = sum(a.mask_iou * w for a, w in zip(agreements, weights)) / total
+    return out
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A Markdown table: stage medians (ms), end-to-end, speed-up over torchvision eager, throughput,
+    agreement with OpenVINO fp32 (share of its detections matched at IoU 0.5 with the same label, mask IoU)."""
+    base = report.get("baseline_e2e_ms")
+    lines = [
+        f"machine: {report['machine']}; {report['images']} coco-mini images at "
+        f"{report['input_size'][0]}x{report['input_size'][1]}; model: {report['model']}; load average "
+        f"before {report['load_average'][:3]} after {report['load_average'][3:]} (shared machine)",
+        "",
+        "| backend / precision | decode | preprocess | infer | postprocess | end-to-end ms | x torchvision "
+        "| throughput img/s | dets/img | matched (all / >=0.5) | mask IoU (all / >=0.5) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        s = r["stages_ms"]
+        ratio = f"{base / r['e2e_ms']:.2f}" if base else "-"
+        ag = r["agreement"]
+        matched = f"{ag['matched_all']:.3f} / {ag['matched_0.5']:.3f}" if ag else "-"
+        miou = f"{ag['mask_iou_all']:.3f} / {ag['mask_iou_0.5']:.3f}" if ag else "-"
+        tp = f"{r['throughput']:.2f} ({r['throughput_mode']})" if r["throughput"] else "-"
+        lines.append(
+            f"| {r['name']} | {s['decode']:.1f} | {s['preprocess']:.1f} | {s['infer']:.1f} | {s['postprocess']:.1f} "
+            f"| {r['e2e_ms']:.1f} | {ratio} | {tp} | {r['detections']:.1f} | {matched} | {miou} |"
+        )
+    return "\n".join(lines)

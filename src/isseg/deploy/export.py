@@ -1,0 +1,306 @@
+"""Export a Mask R-CNN to OpenVINO IR or ONNX with the seed's contract (instance-segmentation-security-0002).
+
+    path = isseg.export(model, "out/", format="openvino", precision="int8")
+
+The exported graph is :class:`isseg.deploy.graph.DeployGraph` traced by the TorchScript-based ONNX exporter
+(standard ops only, opset 17; ``NonMaxSuppression``, ``RoiAlign``, ``TopK``, no ``Loop``), and for OpenVINO
+converted with ``ov.convert_model``. The IR then gets:
+
+- ``rt_info/model_info`` for OpenVINO Model API (``Model.create_model("model.xml")`` runs it as ``MaskRCNN``
+  with zero configuration), and ``rt_info/isseg`` (exact class names, preset, input size, precision);
+- the "precise" runtime attribute on every geometry operation (anchors, box decoding, level assignment,
+  RoI coordinates, NMS inputs), so that a runtime computing the network in bf16 / fp16 keeps coordinates
+  in fp32;
+- ``fp16``: weights stored in fp16 (computations follow the device's inference precision);
+  ``int8``: NNCF post-training quantization of the convolutions and fully connected layers on calibration
+  images (coco-mini by default, see :mod:`isseg.deploy.quantize`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from isseg.deploy.graph import INPUT_NAME, OUTPUT_NAMES, DeployGraph
+
+FORMATS = ("openvino", "onnx")
+PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_INPUT_SIZE = (768, 1024)
+OPSET = 17
+# Model API's label list is indexed by label + 1 (the OMZ models' "background" first convention)
+BACKGROUND_LABEL = "background"
+
+
+def resolve_model(model: nn.Module | str | Path, preset: str | None = None) -> nn.Module:
+    """A ready ``MaskRCNN`` from a model, a checkpoint path or a registry name."""
+    if isinstance(model, nn.Module):
+        return model
+    from isseg.weights.loading import load_model
+
+    return load_model(model, preset=preset)
+
+
+def model_info(class_names: Sequence[str], confidence_threshold: float = 0.5) -> dict[str, str]:
+    """``rt_info/model_info`` entries that make OpenVINO Model API run the IR as Mask R-CNN unconfigured.
+
+    Model API splits ``labels`` on whitespace, so spaces inside class names become underscores (the exact
+    names are in ``rt_info/isseg/class_names``), and prepends nothing: the list starts with "background"
+    because its MaskRCNN wrapper shifts the graph's 0-based labels by one.
+    """
+    labels = [BACKGROUND_LABEL] + [n.replace(" ", "_") for n in class_names]
+    return {
+        "model_type": "MaskRCNN",
+        "labels": " ".join(labels),
+        "resize_type": "fit_to_window",
+        "interpolation_mode": "LINEAR",
+        "pad_value": "0",
+        "reverse_input_channels": "False",
+        "confidence_threshold": str(float(confidence_threshold)),
+        "postprocess_semantic_masks": "True",
+    }
+
+
+def isseg_info(model: nn.Module, input_size: tuple[int, int], precision: str) -> dict[str, str]:
+    """``rt_info/isseg``: what the Predictor needs to reproduce the model's own post-processing."""
+    import isseg
+
+    cfg = model.config  # type: ignore[attr-defined]
+    return {
+        "version": isseg.__version__,
+        "preset": cfg.name,
+        "class_names": json.dumps(list(cfg.class_names)),
+        "input_size": f"{input_size[0]} {input_size[1]}",
+        "precision": precision,
+        "score_thresh": str(cfg.roi.score_thresh),
+        "mask_paste": cfg.roi.mask_paste,
+        "mask_threshold": str(cfg.roi.mask_threshold),
+        "config": json.dumps(cfg.to_dict()),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ ONNX
+def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
+                metadata: dict[str, str] | None = None) -> Path:
+    """Trace :class:`DeployGraph` of ``model`` to an ONNX file (standard ops only, opset 17)."""
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    graph = DeployGraph(model, input_size).eval()
+    example = torch.zeros(1, 3, *input_size)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about Python values are expected and benign
+            torch.onnx.export(graph, (example,), str(path), dynamo=False, opset_version=OPSET,
+                              input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                              do_constant_folding=True)
+    finally:
+        model.train(was_training)
+    proto = onnx.load(str(path))
+    ops = {n.op_type for n in proto.graph.node}
+    if "Loop" in ops or "If" in ops:
+        raise RuntimeError(f"exported graph has control flow ops {sorted(ops & {'Loop', 'If'})}")
+    proto.producer_name = "isseg"
+    _set_metadata(proto, metadata or {})
+    onnx.save(proto, str(path))
+    return path
+
+
+def _set_metadata(proto: Any, metadata: dict[str, str]) -> None:
+    for key, value in metadata.items():
+        prop = proto.metadata_props.add()
+        prop.key, prop.value = key, value
+
+
+def add_onnx_metadata(path: str | Path, metadata: dict[str, str]) -> None:
+    import onnx
+
+    path = Path(path)
+    proto = onnx.load(str(path))
+    _set_metadata(proto, metadata)
+    tmp = path.with_suffix(".onnx.tmp")
+    onnx.save(proto, str(tmp))
+    os.replace(tmp, path)  # a new file: anything still mapping the old one keeps reading it
+
+
+def onnx_metadata(info: dict[str, str], extra: dict[str, str]) -> dict[str, str]:
+    """Model API reads ONNX metadata keys "model_info <name>"; isseg's own go under "isseg <name>"."""
+    meta = {f"model_info {k}": v for k, v in info.items()}
+    meta.update({f"isseg {k}": v for k, v in extra.items()})
+    return meta
+
+
+# ------------------------------------------------------------------------------------------------ OpenVINO
+def _in_network(name: str) -> bool:
+    return any(name.startswith(f"/{scope}/") for scope in DeployGraph.MODULE_SCOPES)
+
+
+# Layer types that are always part of the network even where a conversion dropped the module scope from the
+# name (e.g. OpenVINO names a converted ConvTranspose "ConvolutionBackpropData_<n>"). ROIAlign counts as
+# network: the CPU plugin always reads its boxes in fp32, and a fp32-marked ROIAlign would convert the
+# pyramid features to fp32 in a slow layout (0.6 s at 768x1024 in bf16).
+NETWORK_TYPES = frozenset({
+    "Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData", "MatMul",
+    "ROIAlign", "Conv", "ConvTranspose", "Gemm", "RoiAlign",
+})  # fmt: skip
+
+
+def is_geometry(name: str, layer_type: str) -> bool:
+    """Whether an operation of the exported graph computes geometry (anchors, boxes, scores, indices), which
+    stays in fp32 and unquantized, rather than network activations."""
+    if layer_type in ("Parameter", "Result", "Const", "Constant") or layer_type in NETWORK_TYPES:
+        return False
+    return not _in_network(name)
+
+
+def mark_geometry_precise(xml_path: str | Path) -> int:
+    """Add the "precise" runtime attribute (``ov::disable_fp16_compression``) to every geometry layer of a
+    saved IR (operations outside the network's modules, and constants only they consume, e.g. anchors);
+    returns how many. The OpenVINO Python API cannot create this attribute, but the IR reader does, and the
+    CPU / GPU plugins then keep those layers in fp32 under a bf16 / fp16 inference precision, and weight
+    compression to fp16 leaves those constants in fp32.
+    """
+    xml_path = Path(xml_path)
+    tree = ET.parse(xml_path)
+    root = tree.getroot()
+    layers = root.find("layers")
+    edges = root.find("edges")
+    if layers is None:
+        return 0
+    by_id = {layer.get("id"): layer for layer in layers}
+    consumers: dict[str, list[str]] = {}
+    for edge in edges if edges is not None else []:
+        consumers.setdefault(edge.get("from-layer", ""), []).append(edge.get("to-layer", ""))
+
+    def geometry_op(layer: ET.Element) -> bool:
+        return is_geometry(layer.get("name", ""), layer.get("type", ""))
+
+    count = 0
+    for layer in layers:
+        if layer.get("type") == "Const":
+            users = [by_id[i] for i in consumers.get(layer.get("id", ""), []) if i in by_id]
+            if not users or not all(geometry_op(u) or _converts_to_geometry(u, by_id, consumers, geometry_op)
+                                    for u in users):
+                continue
+        elif not geometry_op(layer):
+            continue
+        rt = layer.find("rt_info")
+        if rt is None:
+            rt = ET.Element("rt_info")
+            layer.insert(0, rt)
+        if not any(a.get("name") == "precise" for a in rt.findall("attribute")):
+            ET.SubElement(rt, "attribute", {"name": "precise", "version": "0"})
+            count += 1
+    tmp = xml_path.with_suffix(".xml.tmp")
+    tree.write(tmp, encoding="utf-8", xml_declaration=True)
+    os.replace(tmp, xml_path)
+    return count
+
+
+def _converts_to_geometry(layer: ET.Element, by_id: dict, consumers: dict, geometry_op: Any) -> bool:
+    """A decompression ``Convert`` (fp16 weights -> fp32) whose users are all geometry."""
+    if layer.get("type") != "Convert":
+        return False
+    users = [by_id[i] for i in consumers.get(layer.get("id", ""), []) if i in by_id]
+    return bool(users) and all(geometry_op(u) for u in users)
+
+
+def _save_ir(ov_model: Any, xml_path: Path, compress_to_fp16: bool) -> None:
+    """Save with the geometry marked "precise"; for fp16, save fp32 first so that weight compression sees the
+    marks and leaves the geometry constants (anchors) in fp32."""
+    import openvino as ov
+
+    if not compress_to_fp16:
+        ov.save_model(ov_model, str(xml_path), compress_to_fp16=False)
+        mark_geometry_precise(xml_path)
+        return
+    with tempfile.TemporaryDirectory(prefix="isseg-export-") as tmp:
+        tmp_xml = Path(tmp) / "fp32.xml"
+        ov.save_model(ov_model, str(tmp_xml), compress_to_fp16=False)
+        mark_geometry_precise(tmp_xml)
+        marked = ov.Core().read_model(str(tmp_xml))  # memory-maps the .bin: keep it until saved
+        ov.save_model(marked, str(xml_path), compress_to_fp16=True)
+        del marked
+    mark_geometry_precise(xml_path)  # idempotent; layers created by the compression get marked too
+
+
+def export(model: nn.Module | str | Path, out_dir: str | Path, format: str = "openvino",
+           precision: str = "fp32", *, input_size: tuple[int, int] = DEFAULT_INPUT_SIZE, name: str | None = None,
+           preset: str | None = None, confidence_threshold: float = 0.5,
+           calibration: str | Path | Sequence[np.ndarray] | None = None, calibration_size: int = 32,
+           keep_onnx: bool = False) -> Path:
+    """Export ``model`` (a ``MaskRCNN``, a checkpoint path or a registry name) and return the model file.
+
+    Args:
+        format: "openvino" (``<name>.xml`` + ``.bin``) or "onnx" (``<name>.onnx``, fp32 or int8).
+        precision: "fp32", "fp16" (OpenVINO: weights stored in fp16) or "int8" (NNCF post-training
+            quantization on ``calibration`` images).
+        input_size: (H, W) of the fixed input; the seed's is (768, 1024).
+        name: file stem; default ``<preset>`` plus ``-fp16`` / ``-int8``.
+        preset: the preset of a foreign checkpoint (torchvision / detectron2 / mmdetection files).
+        confidence_threshold: Model API's default display threshold, stored in ``rt_info``.
+        calibration: a folder of images, or a list of BGR images (default: coco-mini val2017, or
+            ``$ISSEG_COCO_MINI``); ``calibration_size`` images are used.
+        keep_onnx: with format "openvino", also keep the (fp32) ONNX file the IR is converted from, as
+            ``<name>.onnx`` next to it (one trace for both formats).
+    """
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}; expected one of {FORMATS}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    if format == "onnx" and precision == "fp16":
+        raise ValueError("ONNX export supports fp32 and int8; use format='openvino' for fp16 weights")
+    net = resolve_model(model, preset)
+    net.eval()
+    input_size = (int(input_size[0]), int(input_size[1]))
+    cfg = net.config  # type: ignore[attr-defined]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = name or (cfg.name + ("" if precision == "fp32" else f"-{precision}"))
+    info = model_info(cfg.class_names, confidence_threshold)
+    extra = isseg_info(net, input_size, precision)
+
+    if format == "onnx":
+        path = out_dir / f"{stem}.onnx"
+        export_onnx(net, path, input_size, onnx_metadata(info, extra))
+        if precision == "int8":
+            from isseg.deploy.quantize import quantize_onnx
+
+            quantize_onnx(path, path, calibration, calibration_size, input_size)
+        return path
+
+    import openvino as ov
+
+    xml_path = out_dir / f"{stem}.xml"
+    with tempfile.TemporaryDirectory(prefix="isseg-export-") as tmp:
+        onnx_path = out_dir / f"{name or cfg.name}.onnx" if keep_onnx else Path(tmp) / "model.onnx"
+        export_onnx(net, onnx_path, input_size)
+        ov_model = ov.convert_model(str(onnx_path))
+        if keep_onnx:  # metadata added after the conversion, which would copy it into rt_info/framework
+            add_onnx_metadata(onnx_path, onnx_metadata(info, dict(extra, precision="fp32")))
+    ov_model.set_friendly_name(f"isseg-{cfg.name}")
+    ov_model.inputs[0].get_tensor().set_names({INPUT_NAME})
+    for output, out_name in zip(ov_model.outputs, OUTPUT_NAMES):
+        output.get_tensor().set_names({out_name})
+    if precision == "int8":
+        from isseg.deploy.quantize import quantize_openvino
+
+        ov_model = quantize_openvino(ov_model, calibration, calibration_size, input_size)
+    for key, value in info.items():
+        ov_model.set_rt_info(value, ["model_info", key])
+    for key, value in extra.items():
+        ov_model.set_rt_info(value, ["isseg", key])
+    _save_ir(ov_model, xml_path, compress_to_fp16=precision == "fp16")
+    return xml_path

@@ -1,0 +1,172 @@
+"""OpenVINO backend: our IR, or an Open Model Zoo IR with the same contract (instance-segmentation-security-*).
+
+The compiled model takes the letterboxed uint8 HxWx3 canvas directly: the conversion to float32 NCHW is
+embedded with OpenVINO's PrePostProcessor. ``infer`` is synchronous; ``stream`` keeps several requests in
+flight (``AsyncInferQueue``) and yields results in input order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from isseg.config import COCO_CLASSES
+
+OUTPUTS = ("labels", "boxes", "masks")
+
+# device precision names accepted for ``precision``
+_PRECISIONS = {"fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}
+
+
+def _rt(model: Any, *path: str) -> str | None:
+    try:
+        return str(model.get_rt_info(list(path)).astype(str))
+    except RuntimeError:
+        return None
+
+
+def read_metadata(model: Any) -> dict[str, Any]:
+    """Class names, mask paste method and the rest of what isseg stored; OMZ defaults for foreign IRs."""
+    names: tuple[str, ...] | None = None
+    exact = _rt(model, "isseg", "class_names")
+    if exact:
+        names = tuple(json.loads(exact))
+    else:
+        labels = _rt(model, "model_info", "labels")
+        if labels:
+            parts = labels.split()
+            names = tuple(parts[1:] if parts and parts[0].lower() in ("background", "__background__") else parts)
+    return {
+        "class_names": names or COCO_CLASSES,
+        "mask_paste": _rt(model, "isseg", "mask_paste") or "torchvision",
+        "mask_threshold": float(_rt(model, "isseg", "mask_threshold") or 0.5),
+        "preset": _rt(model, "isseg", "preset"),
+        "precision": _rt(model, "isseg", "precision"),
+    }
+
+
+def _output_index(model: Any) -> dict[str, int]:
+    """Output positions of labels / boxes / masks: by name, else by rank (1, 2, 3) as Model API does."""
+    found: dict[str, int] = {}
+    for i, out in enumerate(model.outputs):
+        names = out.get_names()
+        for key in OUTPUTS:
+            if key in names:
+                found[key] = i
+    if len(found) == 3:
+        return found
+    by_rank = {1: "labels", 2: "boxes", 3: "masks"}
+    found = {}
+    for i, out in enumerate(model.outputs):
+        rank = out.get_partial_shape().rank.get_length()
+        if rank in by_rank:
+            found[by_rank[rank]] = i
+    if len(found) != 3:
+        raise ValueError("the model does not have the seed's outputs (labels [N], boxes [N,5], masks [N,28,28])")
+    return found
+
+
+class OpenVINORuntime:
+    name = "openvino"
+
+    def __init__(self, path: str | Path, device: str = "CPU", precision: str | None = None,
+                 mode: str = "latency", num_requests: int = 0, num_threads: int = 0,
+                 cache_dir: str | Path | None = None) -> None:
+        import openvino as ov
+        from openvino.preprocess import PrePostProcessor
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {path}")
+        if path.suffix == ".xml" and not path.with_suffix(".bin").is_file():
+            raise FileNotFoundError(f"weights of the IR not found: {path.with_suffix('.bin')}")
+        core = ov.Core()
+        model = core.read_model(str(path))
+        if len(model.inputs) != 1:
+            raise ValueError(f"{path}: expected one image input, got {len(model.inputs)} inputs")
+        shape = model.inputs[0].get_partial_shape()
+        if shape.is_dynamic or len(shape) != 4:
+            raise ValueError(f"{path}: expected a static [1, 3, H, W] image input, got {shape}")
+        self.input_size = (int(shape[2].get_length()), int(shape[3].get_length()))
+        self.metadata = read_metadata(model)
+        self.outputs = _output_index(model)
+        ppp = PrePostProcessor(model)
+        ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+        ppp.input().model().set_layout(ov.Layout("NCHW"))
+        ppp.input().preprocess().convert_element_type(ov.Type.f32)
+        model = ppp.build()
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "THROUGHPUT" if mode == "throughput" else "LATENCY"}
+        if precision is not None:
+            if precision not in _PRECISIONS:
+                raise ValueError(f"unknown precision {precision!r}; expected one of {sorted(_PRECISIONS)}")
+            config["INFERENCE_PRECISION_HINT"] = _PRECISIONS[precision]
+        if num_threads:
+            config["INFERENCE_NUM_THREADS"] = int(num_threads)
+        if num_requests and mode == "throughput":
+            config["PERFORMANCE_HINT_NUM_REQUESTS"] = int(num_requests)
+        if cache_dir is not None:
+            core.set_property({"CACHE_DIR": str(cache_dir)})
+        self.device = device
+        self.compiled = core.compile_model(model, device, config)
+        self.request = self.compiled.create_infer_request()
+        self.num_requests = int(num_requests) or int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT")) \
+            if device.upper().startswith("CPU") else None
+
+    def _unpack(self, request: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return tuple(request.get_output_tensor(self.outputs[k]).data.copy() for k in OUTPUTS)  # type: ignore
+
+    def infer(self, canvas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """uint8 HxWx3 canvas of the input size -> (labels, boxes, masks) as the network gives them."""
+        self.request.infer({0: canvas[None]})
+        return self._unpack(self.request)
+
+    def stream(self, items: Iterable[Any], prepare: Callable[[Any], tuple[np.ndarray, Any]]
+               ) -> Iterator[tuple[Any, tuple[np.ndarray, np.ndarray, np.ndarray] | None, Exception | None]]:
+        """Asynchronous inference of ``prepare(item) -> (canvas, meta)`` over ``items`` with up to
+        ``num_requests`` in flight; yields ``(meta, outputs, error)`` in input order (``prepare`` errors
+        are passed through as ``error`` without stopping the stream)."""
+        import openvino as ov
+
+        queue = ov.AsyncInferQueue(self.compiled, max(1, self.num_requests))
+        done: dict[int, Any] = {}
+
+        def callback(request: Any, idx: int) -> None:
+            try:  # an exception must not escape into OpenVINO's thread
+                done[idx] = self._unpack(request)
+            except Exception as exc:  # noqa: BLE001
+                done[idx] = exc
+
+        def emit(idx: int) -> tuple[Any, Any, Exception | None]:
+            meta, err = pending.pop(idx)
+            out = done.pop(idx)
+            if isinstance(out, Exception):
+                return meta, None, out
+            return meta, out, err
+
+        queue.set_callback(callback)
+        pending: dict[int, tuple[Any, Exception | None]] = {}
+        next_out = 0
+        try:
+            for idx, item in enumerate(items):
+                try:
+                    canvas, meta = prepare(item)
+                except Exception as exc:  # noqa: BLE001 - reported to the caller, the stream goes on
+                    pending[idx] = (item, exc)
+                    done[idx] = None
+                else:
+                    pending[idx] = (meta, None)
+                    queue.start_async({0: canvas[None]}, idx)
+                while next_out in done:
+                    yield emit(next_out)
+                    next_out += 1
+            queue.wait_all()
+            while next_out in done:
+                yield emit(next_out)
+                next_out += 1
+        finally:
+            queue.wait_all()  # never destroy the queue with requests in flight (early exit, errors)

@@ -1,0 +1,163 @@
+"""Export to OpenVINO IR and ONNX: the seed's exact contract, agreement with the PyTorch model, Model API."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from test_export_common import SMALL, canvas_of, coco_image, seed_export, small_export
+
+ov = pytest.importorskip("openvino")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+
+def _run_ov(xml, canvas: np.ndarray, precision: str = "f32"):
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": precision})
+    x = canvas.transpose(2, 0, 1)[None].astype(np.float32)
+    out = compiled([x])
+    return {o.get_any_name(): out[o] for o in compiled.outputs}
+
+
+def _run_ort(path, canvas: np.ndarray):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = canvas.transpose(2, 0, 1)[None].astype(np.float32)
+    return dict(zip(["labels", "boxes", "masks"], session.run(["labels", "boxes", "masks"], {"image": x})))
+
+
+def test_ir_contract():
+    exp = seed_export()
+    model = ov.Core().read_model(str(exp.xml))
+    assert [i.get_any_name() for i in model.inputs] == ["image"]
+    assert model.inputs[0].get_partial_shape() == ov.PartialShape([1, 3, 768, 1024])
+    assert model.inputs[0].get_element_type() == ov.Type.f32
+    outputs = {o.get_any_name(): o for o in model.outputs}
+    assert set(outputs) == {"labels", "boxes", "masks"}
+    assert outputs["labels"].get_partial_shape() == ov.PartialShape([100])
+    assert outputs["labels"].get_element_type().is_integral()
+    assert outputs["boxes"].get_partial_shape() == ov.PartialShape([100, 5])
+    assert outputs["masks"].get_partial_shape() == ov.PartialShape([100, 28, 28])
+    assert outputs["boxes"].get_element_type() == ov.Type.f32 == outputs["masks"].get_element_type()
+    ops = {op.get_type_name() for op in model.get_ops()}
+    assert not ops & {"Loop", "If", "TensorIterator"}
+    assert {"NonMaxSuppression", "ROIAlign", "TopK"} <= ops
+    info = lambda *path: str(model.get_rt_info(list(path)).astype(str))  # noqa: E731
+    assert info("model_info", "model_type") == "MaskRCNN"
+    assert info("model_info", "resize_type") == "fit_to_window"
+    labels = info("model_info", "labels").split()
+    assert labels[0] == "background" and labels[1] == "person" and "traffic_light" in labels and len(labels) == 81
+    names = json.loads(info("isseg", "class_names"))
+    assert names[9] == "traffic light" and len(names) == 80
+    # geometry kept in fp32 under bf16: the "precise" attribute on the layers outside the network modules
+    xml = exp.xml.read_text()
+    assert xml.count('<attribute name="precise" version="0"') > 100
+    nms = re.search(r'<layer id="\d+" name="[^"]*" type="NonMaxSuppression"[^>]*>\s*<rt_info>\s*<attribute '
+                    r'name="precise"', xml)
+    assert nms is not None
+
+
+def test_onnx_contract_standard_ops():
+    exp = seed_export()
+    proto = onnx.load(str(exp.onnx), load_external_data=False)
+    onnx.checker.check_model(proto)
+    assert {d.domain for d in proto.opset_import} <= {"", "ai.onnx"}
+    assert all(n.domain in ("", "ai.onnx") for n in proto.graph.node)
+    ops = {n.op_type for n in proto.graph.node}
+    assert not ops & {"Loop", "If", "Scan"}
+    assert {"NonMaxSuppression", "RoiAlign", "TopK"} <= ops
+    assert [i.name for i in proto.graph.input] == ["image"]
+    dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 768, 1024]
+    assert [o.name for o in proto.graph.output] == ["labels", "boxes", "masks"]
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["model_info model_type"] == "MaskRCNN"
+    assert json.loads(meta["isseg class_names"])[0] == "person"
+
+
+def test_agreement_with_pytorch_model():
+    """Same padded 768x1024 input: the PyTorch model (no resize, no pad), OpenVINO fp32 and ONNX Runtime give
+    the same detections."""
+    exp = seed_export()
+    canvas = canvas_of(coco_image(0), (768, 1024))
+    det = exp.model.predict(canvas)
+    assert len(det) == 100
+    ov_out = _run_ov(exp.xml, canvas)
+    ort_out = _run_ort(exp.onnx, canvas)
+    n = len(det)
+    for out in (ov_out, ort_out):
+        np.testing.assert_array_equal(out["labels"][:n], det.labels)
+        np.testing.assert_allclose(out["boxes"][:n, 4], det.scores, atol=1e-4)
+        np.testing.assert_allclose(out["boxes"][:n, :4], det.boxes, atol=0.05)
+    np.testing.assert_allclose(ov_out["masks"], ort_out["masks"], atol=1e-3)
+    # the PyTorch graph's mask probabilities, pasted by the model, against the runtime's
+    from isseg.deploy.graph import DeployGraph
+
+    with torch.no_grad():
+        ref = DeployGraph(exp.model).eval()(torch.from_numpy(canvas).permute(2, 0, 1)[None].float())
+    np.testing.assert_allclose(ov_out["masks"], ref[2].numpy(), atol=1e-3)
+
+
+def test_padding_rows_are_zero():
+    """Fewer than 100 detections (some on a photo, none on a flat gray image) are padded with zero rows."""
+    exp = small_export(11.0)
+    photo = canvas_of(coco_image(1), SMALL)
+    flat = np.full((*SMALL, 3), 127, np.uint8)
+    for canvas, expect in ((photo, "some"), (flat, "none")):
+        for out in (_run_ov(exp.xml, canvas), _run_ort(exp.onnx, canvas)):
+            assert out["labels"].shape == (100,) and out["boxes"].shape == (100, 5)
+            assert out["masks"].shape == (100, 28, 28)
+            n = int((out["boxes"][:, 4] > 0).sum())
+            assert (0 < n < 100) if expect == "some" else n == 0
+            assert np.all(out["boxes"][n:] == 0) and np.all(out["labels"][n:] == 0) and np.all(out["masks"][n:] == 0)
+            scores = out["boxes"][:n, 4]
+            assert np.all(np.diff(scores) <= 0) and np.all(scores >= 0.05)
+            boxes = out["boxes"][:n, :4]
+            assert np.all(boxes[:, 2:] >= boxes[:, :2]) and np.all(boxes >= 0)
+            assert np.all(boxes[:, [0, 2]] <= SMALL[1]) and np.all(boxes[:, [1, 3]] <= SMALL[0])
+
+
+def test_model_api_zero_config():
+    """OpenVINO Model API recognises the IR as Mask R-CNN from rt_info alone and agrees with the Predictor."""
+    pytest.importorskip("model_api")
+    from model_api.models import Model
+
+    from isseg.deploy.compare import compare
+    from isseg.deploy.predictor import Predictor
+    from isseg.model.detections import Detections
+
+    exp = seed_export()
+    canvas = canvas_of(coco_image(0), (768, 1024))  # exactly the input size: both resize nothing
+    wrapper = Model.create_model(str(exp.xml), configuration={"confidence_threshold": 0.5},
+                                 preload=True)  # confidence_threshold is also 0.5 in rt_info
+    assert type(wrapper).__name__ == "MaskRCNNModel"
+    result = wrapper(canvas)
+    predictor = Predictor(exp.xml, threshold=0.5)
+    predictor.mask_paste = "torchvision"  # Model API pastes masks the Open Model Zoo way
+    ours = predictor.predict(canvas)
+    theirs = Detections(result.bboxes.astype(np.float32), result.scores.astype(np.float32),
+                        (np.asarray(result.labels) - 1).astype(np.int64), result.masks.astype(bool),
+                        predictor.class_names, canvas.shape[:2])
+    assert len(theirs) > 0
+    assert [n.replace("_", " ") for n in result.label_names] == theirs.names
+    agreement = compare(ours, theirs)
+    assert agreement.recall >= 0.9 and agreement.precision >= 0.9, agreement
+    assert agreement.box_iou > 0.95  # Model API rounds boxes to integers
+    assert agreement.mask_iou > 0.6, agreement  # random-weight masks are close to 0.5 everywhere: noisy
+
+
+def test_export_errors(tmp_path):
+    from isseg.deploy.export import export
+
+    model = small_export(11.0).model
+    with pytest.raises(ValueError, match="format"):
+        export(model, tmp_path, format="tflite")
+    with pytest.raises(ValueError, match="precision"):
+        export(model, tmp_path, precision="int4")
+    with pytest.raises(ValueError, match="fp16"):
+        export(model, tmp_path, format="onnx", precision="fp16")
+    with pytest.raises(FileNotFoundError):
+        export(tmp_path / "missing.pth", tmp_path)

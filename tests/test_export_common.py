@@ -1,0 +1,81 @@
+"""Shared, cached artifacts of the deployment tests (no tests here: a module, not fixtures, so that every test
+file reuses the same exports within one pytest process).
+
+- ``seed_export()``: a seeded realistic random-weight security-0002 model exported at the seed's 768x1024
+  (OpenVINO IR + the ONNX file it was converted from, one trace);
+- ``small_export(background)``: the same network exported at 320x416 (fast), with the background logit
+  raised by ``background`` to control how many detections come out.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+SMALL = (320, 416)
+_ROOT = Path(tempfile.mkdtemp(prefix="isseg-deploy-tests-"))
+atexit.register(shutil.rmtree, _ROOT, True)
+
+
+@dataclass
+class Exported:
+    model: torch.nn.Module
+    xml: Path
+    onnx: Path
+    input_size: tuple[int, int]
+
+
+@functools.cache
+def seed_model() -> torch.nn.Module:
+    from isseg.deploy.random_weights import realistic_random_model
+
+    return realistic_random_model("security-0002", seed=0)
+
+
+@functools.cache
+def seed_export() -> Exported:
+    from isseg.deploy.export import export
+
+    model = seed_model()
+    xml = export(model, _ROOT / "seed", "openvino", "fp32", keep_onnx=True)
+    return Exported(model, xml, xml.with_suffix(".onnx"), (768, 1024))
+
+
+@functools.cache
+def small_export(background: float = 0.0) -> Exported:
+    from isseg.deploy.export import export
+    from isseg.deploy.random_weights import realistic_random_model
+
+    model = realistic_random_model("security-0002", seed=1)
+    with torch.no_grad():
+        model.roi_heads.box_predictor.cls_score.bias[-1] += background
+    xml = export(model, _ROOT / f"small{background:g}", "openvino", "fp32", input_size=SMALL, keep_onnx=True)
+    return Exported(model, xml, xml.with_suffix(".onnx"), SMALL)
+
+
+def coco_image(index: int = 0) -> np.ndarray:
+    """A coco-mini val image (skips the test when coco-mini is absent)."""
+    import pytest
+
+    from isseg.deploy.quantize import default_calibration_dir
+
+    folder = default_calibration_dir()
+    files = sorted(folder.glob("*.jpg")) if folder.is_dir() else []
+    if len(files) <= index:
+        pytest.skip(f"coco-mini not found at {folder}; set ISSEG_COCO_MINI")
+    return cv2.imread(str(files[index]), cv2.IMREAD_COLOR)
+
+
+def canvas_of(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The image letterboxed to exactly ``size``: a valid input of the PyTorch model too (no resize, no pad)."""
+    from isseg.deploy.processing import letterbox
+
+    return letterbox(image, size)[0]

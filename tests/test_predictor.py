@@ -1,0 +1,110 @@
+"""``isseg.Predictor``: the PyTorch, OpenVINO and ONNX Runtime backends agree; batches, foreign IRs, errors."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from test_export_common import SMALL, coco_image, small_export
+
+pytest.importorskip("openvino")
+pytest.importorskip("onnxruntime")
+
+from isseg.config import COCO_CLASSES  # noqa: E402
+from isseg.deploy.compare import compare  # noqa: E402
+from isseg.deploy.predictor import Predictor  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def exported():
+    return small_export(11.0)
+
+
+def test_backends_agree(exported):
+    image = coco_image(1)  # not the input size: letterbox, then boxes and masks back to the original
+    torch_p = Predictor(exported.model, input_size=SMALL)
+    ov_p = Predictor(exported.xml, precision="f32")
+    onnx_p = Predictor(exported.onnx)
+    assert torch_p.backend == "torch" and ov_p.backend == "openvino" and onnx_p.backend == "onnx"
+    assert ov_p.input_size == onnx_p.input_size == SMALL
+    ref = torch_p.predict(image)
+    assert 0 < len(ref) < 100
+    assert ref.masks.shape == (len(ref), *image.shape[:2]) and ref.masks.dtype == bool
+    assert ref.boxes.dtype == np.float32 and ref.labels.dtype == np.int64
+    assert ref.boxes[:, [0, 2]].max() <= image.shape[1] and ref.boxes[:, [1, 3]].max() <= image.shape[0]
+    for p in (ov_p, onnx_p):
+        det = p.predict(image)
+        assert det.class_names == COCO_CLASSES and det.image_size == image.shape[:2]
+        a = compare(ref, det)
+        assert a.recall == 1.0 and a.precision == 1.0, a
+        assert a.box_iou > 0.999 and a.mask_iou > 0.98 and a.score_diff < 1e-3, a
+        assert set(p.timings) == {"preprocess", "infer", "postprocess"}
+    # threshold filters; masks can be skipped
+    high = ov_p.predict(image, threshold=float(np.median(ref.scores)), masks=False)
+    assert 0 < len(high) < len(ref) and high.masks is None
+
+
+def test_batch_async_and_inputs(exported, tmp_path):
+    image = coco_image(1)
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    path = tmp_path / "photo.png"
+    cv2.imwrite(str(path), image)
+    sync = Predictor(exported.xml, precision="f32")
+    expected = [sync.predict(x) for x in (image, gray)]
+    batch = Predictor(exported.xml, precision="f32", mode="throughput", num_requests=2)
+    results = batch.predict_batch([image, gray, path])
+    assert len(results) == 3
+    for det, ref in zip(results, expected + expected[:1]):
+        a = compare(ref, det)
+        assert a.recall == 1.0 and a.precision == 1.0 and a.box_iou > 0.999, a
+    out = list(batch.predict_stream([image, tmp_path / "missing.jpg", np.zeros((4, 4, 5), np.uint8), image],
+                                    errors="return"))
+    assert isinstance(out[1], FileNotFoundError) and isinstance(out[2], ValueError)
+    assert len(out[0]) == len(out[3]) == len(expected[0])
+
+
+def test_foreign_ir_without_isseg_metadata(exported, tmp_path):
+    """An IR with the seed's contract but none of our rt_info (as Open Model Zoo's) still works: COCO class
+    names, masks pasted the Open Model Zoo way."""
+    xml = exported.xml.read_text()
+    xml = re.sub(r"<isseg>.*?</isseg>", "", xml, flags=re.S)
+    xml = re.sub(r"<model_info>.*?</model_info>", "", xml, flags=re.S)
+    xml = re.sub(r"<framework>.*?</framework>", "", xml, flags=re.S)
+    (tmp_path / "omz.xml").write_text(xml)
+    shutil.copy(exported.xml.with_suffix(".bin"), tmp_path / "omz.bin")
+    p = Predictor(tmp_path / "omz.xml", precision="f32")
+    assert p.class_names == COCO_CLASSES and p.mask_paste == "torchvision"
+    ref = Predictor(exported.xml, precision="f32").predict(coco_image(1))
+    det = p.predict(coco_image(1))
+    a = compare(ref, det)
+    assert a.recall == 1.0 and a.box_iou > 0.999 and a.mask_iou > 0.8, a
+
+
+def test_errors(exported, tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        Predictor(tmp_path / "missing.xml")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        Predictor(tmp_path / "missing.onnx")
+    with pytest.raises(ValueError, match="backend"):
+        Predictor(exported.xml, backend="tensorrt")
+    p = Predictor(exported.onnx)
+    with pytest.raises(ValueError, match="uint8"):
+        p.predict(np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        p.predict(np.zeros((8, 8, 5), np.uint8))
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match="not an image"):
+        p.predict(tmp_path / "bad.jpg")
+
+
+def test_model_exported_on_the_fly(exported):
+    """A PyTorch model with backend="onnx" is exported to a temporary file first."""
+    p = Predictor(exported.model, backend="onnx", input_size=SMALL)
+    assert p.backend == "onnx" and p.input_size == SMALL
+    ref = Predictor(exported.onnx).predict(coco_image(1))
+    a = compare(ref, p.predict(coco_image(1)))
+    assert a.recall == 1.0 and a.box_iou > 0.999, a
