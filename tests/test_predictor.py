@@ -108,3 +108,12 @@ def test_model_exported_on_the_fly(exported):
     ref = Predictor(exported.onnx).predict(coco_image(1))
     a = compare(ref, p.predict(coco_image(1)))
     assert a.recall == 1.0 and a.box_iou > 0.999, a
+
+
+def test_predictor_and_model_share_input_rules() -> None:
+    """One validation for every entry point: RGBA is refused by the Predictor as by the model."""
+    from isseg.deploy.processing import as_bgr
+
+    with pytest.raises(ValueError, match="RGBA"):
+        as_bgr(np.zeros((8, 8, 4), np.uint8))
+    assert as_bgr(np.zeros((8, 8), np.uint8)).shape == (8, 8, 3)

@@ -20,28 +20,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from torch import nn
 
-from isseg.deploy.processing import as_bgr, letterbox, postprocess
+from isseg.deploy.processing import letterbox, postprocess
 from isseg.model.detections import Detections
+from isseg.model.images import read_image
 
 BACKENDS = ("torch", "openvino", "onnx")
 ImageInput = np.ndarray | str | Path
-
-
-def read_image(source: ImageInput) -> np.ndarray:
-    """A BGR uint8 image from an array or a file, with a one-line error otherwise."""
-    if isinstance(source, str | Path):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"image file not found: {path}")
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"{path}: not an image OpenCV can read")
-        return image
-    return as_bgr(source)
 
 
 def _backend_for(source: Any) -> str:

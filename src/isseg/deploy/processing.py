@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from isseg.model.detections import Detections
+from isseg.model.images import read_image
 
 
 def fit_size(height: int, width: int, target: tuple[int, int]) -> tuple[int, int]:
@@ -24,20 +25,8 @@ def fit_size(height: int, width: int, target: tuple[int, int]) -> tuple[int, int
 
 
 def as_bgr(image: np.ndarray) -> np.ndarray:
-    """Check an image and make it HxWx3 uint8 (grayscale is repeated; 4 channels drop alpha)."""
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f"expected an HxWx3 uint8 BGR numpy array, got {type(image).__name__}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image (0..255), got dtype {image.dtype}")
-    if image.ndim == 2 or image.ndim == 3 and image.shape[2] == 1:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    elif image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    elif image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an HxWx3 BGR or HxW grayscale image, got shape {image.shape}")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"empty image of shape {image.shape}")
-    return image
+    """Check an image and make it HxWx3 uint8 BGR (the model's own rules, see ``isseg.model.images``)."""
+    return read_image(image)
 
 
 def letterbox(image: np.ndarray, target: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:

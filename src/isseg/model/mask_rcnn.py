@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -14,11 +13,10 @@ from isseg.config import ModelConfig, get_config
 from isseg.model.backbone import Backbone
 from isseg.model.box_coder import clip_boxes
 from isseg.model.detections import Detections
+from isseg.model.images import ImageLike, read_image
 from isseg.model.roi_heads import RoIHeads
 from isseg.model.rpn import RPN
 from isseg.model.transform import ImageBatch, ImageTransform, boxes_to_original, paste_masks
-
-ImageLike = np.ndarray | str | Path
 
 
 class MaskRCNN(nn.Module):
@@ -92,31 +90,9 @@ class MaskRCNN(nn.Module):
 
 def to_image_tensor(image: ImageLike) -> Tensor:
     """Check and convert one user image to a BGR uint8 [3, H, W] tensor, with a clear error otherwise."""
-    if isinstance(image, str | Path):
-        path = Path(image)
-        if not path.is_file():
-            raise FileNotFoundError(f"image file not found: {path}")
-        array = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if array is None:
-            raise ValueError(f"{path}: not an image OpenCV can read")
-        image = array
     if isinstance(image, Tensor):
         raise ValueError("predict() takes numpy images (HxWx3 uint8 BGR); call the model on [3,H,W] tensors")
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f"expected an HxWx3 uint8 BGR numpy array, got {type(image).__name__}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image (0..255), got dtype {image.dtype}")
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    elif image.ndim == 3 and image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    elif image.ndim != 3 or image.shape[2] != 3:
-        what = "RGBA/BGRA (4 channels): drop alpha first, e.g. img[..., :3]" if image.ndim == 3 and \
-            image.shape[2] == 4 else f"shape {image.shape}"
-        raise ValueError(f"expected an HxWx3 BGR or HxW grayscale image, got {what}")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"empty image of shape {image.shape}")
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(read_image(image))).permute(2, 0, 1)
 
 
 def build_model(preset: str | ModelConfig = "security-0002", num_classes: int | None = None,
