@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 
 def coco_mini_path() -> Path:
@@ -21,3 +23,14 @@ def coco_mini() -> Path:
     if not (path / "annotations" / "instances_val2017.json").is_file():
         pytest.skip(f"coco-mini not found at {path}; set ISSEG_COCO_MINI to its folder")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for a test module: on a CPU shared with other jobs, two OpenMP threads spin-wait on
+    each other and were measured 3-10x slower than one on 2 shared cores; on an idle 2-core machine one
+    thread costs well under 2x. The results do not depend on it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
