@@ -15,32 +15,19 @@ import numpy as np
 import pytest
 import torch
 
+from converter_states import random_isseg_state
 from isseg.config import get_config
+from isseg.weights.conversion import isseg_layout
 from isseg.weights.detectron2 import (
     class_info,
     from_detectron2,
     is_detectron2,
-    isseg_layout,
     read_detectron2_pkl,
     to_detectron2,
     write_detectron2_pkl,
 )
 
 NAMES = ("cat", "dog", "bird")
-
-
-def random_state(config, seed: int = 0) -> dict[str, torch.Tensor]:
-    """An isseg state dict of random values (positive variances) for ``config``."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for key, shape in isseg_layout(config).items():
-        if key.endswith("num_batches_tracked"):
-            out[key] = torch.tensor(7)
-        elif key.endswith("running_var"):
-            out[key] = torch.rand(shape, generator=g) + 0.5
-        else:
-            out[key] = torch.randn(shape, generator=g) * 0.05
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +37,7 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def state(cfg):
-    return random_state(cfg)
+    return random_isseg_state(cfg)
 
 
 def d2_checkpoint(state, cfg) -> dict:
@@ -270,7 +257,7 @@ def test_class_count_left_to_the_loader(state, cfg):
     from isseg.weights.loading import apply_checkpoint
 
     five = replace(cfg, class_names=tuple(f"c{i}" for i in range(5)))
-    back, notes = from_detectron2(d2_checkpoint(random_state(five, 1), five), cfg)
+    back, notes = from_detectron2(d2_checkpoint(random_isseg_state(five, 1), five), cfg)
     assert back["roi_heads.box_predictor.cls_score.weight"].shape == (6, 1024)
     assert any("checkpoint has 5 classes, the model 3" in n for n in notes)
 
@@ -279,7 +266,7 @@ def test_class_count_left_to_the_loader(state, cfg):
     with torch.device("meta"):  # shapes only: the loader refuses before loading anything
         model = MaskRCNN(cfg)
     with pytest.raises(ValueError, match="shape mismatch"):
-        apply_checkpoint(model, d2_checkpoint(random_state(five, 1), five), "five.pkl")
+        apply_checkpoint(model, d2_checkpoint(random_isseg_state(five, 1), five), "five.pkl")
 
 
 # ------------------------------------------------------------------------------------------ end to end

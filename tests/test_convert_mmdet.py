@@ -7,8 +7,9 @@ from dataclasses import replace
 import pytest
 import torch
 
+from converter_states import random_isseg_state
 from isseg.config import get_config
-from isseg.weights.detectron2 import isseg_layout
+from isseg.weights.conversion import isseg_layout
 from isseg.weights.mmdet import class_info, from_mmdet, is_mmdet, mmdet_version, parse_mm_config, to_mmdet
 
 NAMES = ("cat", "dog", "bird")
@@ -53,19 +54,6 @@ CONFIG_3X = CONFIG_2X.replace(
 ).replace("img_norm_cfg = dict(mean=[103.53, 116.28, 123.675], std=[1.0, 1.0, 1.0], to_rgb=False)\n", "")
 
 
-def random_state(config, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for key, shape in isseg_layout(config).items():
-        if key.endswith("running_var"):
-            out[key] = torch.rand(shape, generator=g) + 0.5
-        elif key.endswith("num_batches_tracked"):
-            out[key] = torch.tensor(3)
-        else:
-            out[key] = torch.randn(shape, generator=g) * 0.05
-    return out
-
-
 @pytest.fixture(scope="module")
 def cfg():
     return get_config("mmdet-r50-caffe-fpn", class_names=NAMES)
@@ -73,7 +61,7 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def state(cfg):
-    return random_state(cfg)
+    return random_isseg_state(cfg)
 
 
 def mm_checkpoint(state, cfg, version: int = 2, text: str | None = None) -> dict:
@@ -216,7 +204,7 @@ def test_ema_unknown_and_missing_keys(state, cfg):
 # ------------------------------------------------------------------------------------------ classes
 def _class_case(cfg):
     """Hand-made predictor: row values encode (class, coordinate) so that every move is visible."""
-    st = random_state(cfg)
+    st = random_isseg_state(cfg)
     st["roi_heads.box_predictor.cls_score.weight"] = torch.tensor([1.0, 2.0, 3.0, 9.0])[:, None].repeat(
         1, 1024
     )

@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-torchvision", action="store_true", help="skip the torchvision eager baseline")
     p.add_argument("--torch-eager", action="store_true", help="also time isseg's own graph in eager PyTorch")
     p.add_argument("--no-throughput", action="store_true", help="skip the asynchronous throughput runs")
+    p.add_argument("--no-ceiling", action="store_true",
+                   help="skip the compute ceiling (the CPU's convolution rate and each configuration's latency bound)")
     p.add_argument("--calibration-size", type=int, default=16, help="INT8 calibration images (coco-mini train)")
     p.add_argument("--workdir", help="keep the exported models here and reuse them in later runs")
     p.add_argument("--json", help="also write the report as JSON to this file")
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
                       backends=tuple(args.backends), precisions=tuple(args.precisions),
                       torchvision=not args.no_torchvision, torch_eager=args.torch_eager,
                       calibration_size=args.calibration_size, workdir=args.workdir,
-                      throughput=not args.no_throughput)
+                      throughput=not args.no_throughput, ceiling=not args.no_ceiling)
     report = run_benchmark(cfg, log=lambda msg: print(f"isseg benchmark: {msg}", flush=True))
     print(format_report(report))
     if args.json:

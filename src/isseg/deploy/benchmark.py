@@ -39,7 +39,8 @@ class Result:
     throughput_mode: str = ""
     detections: float = 0.0  # mean per image
     agreement: dict[str, float] = field(default_factory=dict)
-    note: str = ""
+    precision: str = ""  # the compute precision of the network's convolutions: fp32 / bf16 / int8 ("" unknown)
+    bound_ms: float | None = None  # network GFLOPs / the probed rate at that precision (isseg.deploy.ceiling)
 
 
 def cpu_description() -> str:
@@ -174,6 +175,7 @@ class BenchConfig:
     workdir: str | None = None  # where the exports go (reused when present); default: a temp folder
     input_size: tuple[int, int] = (768, 1024)
     throughput: bool = True
+    ceiling: bool = True  # probe the CPU's convolution rate and report latency bounds (isseg.deploy.ceiling)
 
 
 def _load_model(cfg: BenchConfig) -> Any:
@@ -222,32 +224,36 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[
     load_before = os.getloadavg()
     try:
         model = _load_model(cfg)
-        makers: list[tuple[str, Callable[[str], Any]]] = []
+        makers: list[tuple[str, str, Callable[[str], Any]]] = []  # (name, precision, make(mode))
         xml32 = None
         if "openvino" in cfg.backends or "onnx" in cfg.backends:
             xml32 = _exported(cfg, model, workdir, "fp32", log)
         if "openvino" in cfg.backends and xml32 is not None:
             # fp32 first: it is the reference of the agreement columns
-            makers.append(("openvino fp32", lambda mode: Predictor(xml32, precision="f32", mode=mode)))
-            makers.append(("openvino default (" + _default_precision() + ")", lambda mode: Predictor(xml32, mode=mode)))
-            if "bf16" in cfg.precisions and _default_precision() != "bf16":
-                makers.append(("openvino bf16", lambda mode: Predictor(xml32, precision="bf16", mode=mode)))
+            default = _default_precision()
+            makers.append(("openvino fp32", "fp32", lambda mode: Predictor(xml32, precision="f32", mode=mode)))
+            makers.append((f"openvino default ({default})", _PROBED.get(default, ""),
+                           lambda mode: Predictor(xml32, mode=mode)))
+            if "bf16" in cfg.precisions and default != "bf16":
+                makers.append(("openvino bf16", "bf16", lambda mode: Predictor(xml32, precision="bf16", mode=mode)))
             if "fp16" in cfg.precisions:
                 xml16 = _exported(cfg, model, workdir, "fp16", log)
-                makers.append(("openvino fp16 weights", lambda mode: Predictor(xml16, mode=mode)))
+                makers.append(("openvino fp16 weights", _PROBED.get(default, ""),
+                               lambda mode: Predictor(xml16, mode=mode)))
             if "int8" in cfg.precisions:
                 xml8 = _exported(cfg, model, workdir, "int8", log)
-                makers.append(("openvino int8", lambda mode: Predictor(xml8, mode=mode)))
-                makers.append(("openvino int8, rest f32", lambda mode: Predictor(xml8, precision="f32", mode=mode)))
+                makers.append(("openvino int8", "int8", lambda mode: Predictor(xml8, mode=mode)))
+                makers.append(("openvino int8, rest f32", "int8",
+                               lambda mode: Predictor(xml8, precision="f32", mode=mode)))
         if "onnx" in cfg.backends and xml32 is not None:
             onnx_path = xml32.with_suffix(".onnx")
-            makers.append(("onnxruntime fp32", lambda mode: Predictor(onnx_path)))
+            makers.append(("onnxruntime fp32", "fp32", lambda mode: Predictor(onnx_path)))
         if cfg.torch_eager:
-            makers.append(("isseg eager fp32", lambda mode: Predictor(model, input_size=cfg.input_size)))
+            makers.append(("isseg eager fp32", "fp32", lambda mode: Predictor(model, input_size=cfg.input_size)))
         runners: list[tuple[str, Any]] = []
         if cfg.torchvision:
             runners.append(("torchvision eager fp32", TorchvisionRunner(cfg.input_size)))
-        runners += [(name, make("latency")) for name, make in makers]
+        runners += [(name, make("latency")) for name, _, make in makers]
         log(f"measuring {len(runners)} configurations on {len(paths)} images, interleaved ...")
         results, dets = measure_interleaved(runners, paths, cfg.warmup)
         offset = 1 if cfg.torchvision else 0
@@ -258,16 +264,20 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[
         if cfg.torchvision:
             results[0].throughput, results[0].throughput_mode = 1000.0 / results[0].e2e_ms, "sequential"
         del runners
-        for (name, make), r in zip(makers, results[offset:]):
+        for (name, precision, make), r in zip(makers, results[offset:]):
+            r.precision = precision
             if cfg.throughput and name.startswith("openvino"):
                 log(f"throughput of {name} ...")
                 r.throughput, r.throughput_mode = measure_throughput(make("throughput"), paths)
             else:
                 r.throughput, r.throughput_mode = 1000.0 / r.e2e_ms, "sequential"
+        compute = _compute_ceiling(model, results, cfg, log) if cfg.ceiling else None
     finally:
         if tmp is not None:
             tmp.cleanup()
     base = next((r for r in results if r.name.startswith("torchvision")), None)
+    if compute and base:
+        compute["max_speedup"] = {p: base.e2e_ms / row["bound_ms"] for p, row in compute["rates"].items()}
     return {
         "machine": cpu_description(),
         "load_average": [round(x, 2) for x in load_before + os.getloadavg()],
@@ -276,7 +286,34 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[
         "model": cfg.weights or f"{cfg.preset} (seeded realistic random weights)",
         "baseline_e2e_ms": base.e2e_ms if base else None,
         "results": [r.__dict__ for r in results],
+        "compute": compute,
     }
+
+
+#: OpenVINO's INFERENCE_PRECISION_HINT -> the precision the ceiling probe measures
+_PROBED = {"f32": "fp32", "bf16": "bf16"}
+
+
+def _compute_ceiling(model: Any, results: list[Result], cfg: BenchConfig, log: Callable[[str], None]
+                     ) -> dict[str, Any]:
+    """Probe the CPU's convolution rate at each measured precision and give every result its latency bound:
+    the network's GFLOPs (mask head counted for the detections that configuration actually had) divided by
+    that rate. See :mod:`isseg.deploy.ceiling`."""
+    from isseg.deploy.ceiling import probe_rate
+    from isseg.model.complexity import count_flops
+
+    log("compute ceiling: counting the network's FLOPs and probing the convolution rate ...")
+    flops = count_flops(model, *cfg.input_size)
+    per_mask = flops["mask_head"] / model.config.roi.detections_per_img
+    precisions = sorted({r.precision for r in results if r.precision} | {"fp32", "bf16"} & set(cfg.precisions))
+    rates = {p: probe_rate(p) for p in precisions}
+    for r in results:
+        if r.precision in rates:
+            gflops = flops["total"] - flops["mask_head"] + per_mask * r.detections
+            r.bound_ms = 1000.0 * gflops / rates[r.precision]
+    full = flops["total"]
+    return {"network_gflops": full, "gflops_by_part": flops,
+            "rates": {p: {"gflops_per_s": v, "bound_ms": 1000.0 * full / v} for p, v in rates.items()}}
 
 
 def _default_precision() -> str:
@@ -304,7 +341,8 @@ def _agreement(reference: list[Any], dets: list[Any]) -> dict[str, float]:
 
 def format_report(report: dict[str, Any]) -> str:
     """A Markdown table: stage medians (ms), end-to-end, speed-up over torchvision eager, throughput,
-    agreement with OpenVINO fp32 (share of its detections matched at IoU 0.5 with the same label, mask IoU)."""
+    agreement with OpenVINO fp32 (share of its detections matched at IoU 0.5 with the same label, mask IoU),
+    and the compute bound of each configuration; then what the bounds allow on this machine."""
     base = report.get("baseline_e2e_ms")
     lines = [
         f"machine: {report['machine']}; {report['images']} coco-mini images at "
@@ -312,8 +350,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"before {report['load_average'][:3]} after {report['load_average'][3:]} (shared machine)",
         "",
         "| backend / precision | decode | preprocess | infer | postprocess | end-to-end ms | x torchvision "
-        "| throughput img/s | dets/img | matched (all / >=0.5) | mask IoU (all / >=0.5) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| throughput img/s | dets/img | matched (all / >=0.5) | mask IoU (all / >=0.5) | compute bound ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         s = r["stages_ms"]
@@ -322,8 +360,18 @@ def format_report(report: dict[str, Any]) -> str:
         matched = f"{ag['matched_all']:.3f} / {ag['matched_0.5']:.3f}" if ag else "-"
         miou = f"{ag['mask_iou_all']:.3f} / {ag['mask_iou_0.5']:.3f}" if ag else "-"
         tp = f"{r['throughput']:.2f} ({r['throughput_mode']})" if r["throughput"] else "-"
+        bound = f"{r['bound_ms']:.0f} ({r['precision']})" if r.get("bound_ms") else "-"
         lines.append(
             f"| {r['name']} | {s['decode']:.1f} | {s['preprocess']:.1f} | {s['infer']:.1f} | {s['postprocess']:.1f} "
-            f"| {r['e2e_ms']:.1f} | {ratio} | {tp} | {r['detections']:.1f} | {matched} | {miou} |"
+            f"| {r['e2e_ms']:.1f} | {ratio} | {tp} | {r['detections']:.1f} | {matched} | {miou} | {bound} |"
         )
+    compute = report.get("compute")
+    if compute:
+        lines += ["", f"compute ceiling: the network is {compute['network_gflops']:.1f} GFLOPs per image (100 masks); "
+                  "a 3x3 256-channel convolution runs on this CPU at"]
+        for p, row in compute["rates"].items():
+            best = compute.get("max_speedup", {}).get(p)
+            allowed = f", i.e. at most {best:.2f}x torchvision eager" if best else ""
+            lines.append(f"- {p}: {row['gflops_per_s']:.0f} GFLOP/s -> no implementation of this network beats "
+                         f"{row['bound_ms']:.0f} ms{allowed}")
     return "\n".join(lines)

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from isseg.config import ModelConfig
-from isseg.weights.detectron2 import (
+from isseg.weights.conversion import (
     Conversion,
     _short,
     as_tensor,

@@ -1,0 +1,92 @@
+"""The deployment benchmark: the compute-ceiling probe, the bounds it gives, and one small end-to-end run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from isseg.deploy import benchmark, ceiling
+
+
+def test_int8_probe_runs_an_integer_convolution() -> None:
+    # the int8 bound is only meaningful if the probe really is quantized like an NNCF model
+    assert "i8" in ceiling.probe_exec_type("int8").lower()
+    assert "i8" not in ceiling.probe_exec_type("fp32").lower()
+
+
+def test_probe_rate_is_a_positive_rate() -> None:
+    rate = ceiling.probe_rate("fp32", threads=1, channels=64, size=(32, 48), repeats=2)
+    assert math.isfinite(rate) and rate > 0.5  # GFLOP/s; any CPU that runs the tests does far more
+
+
+def test_probe_rejects_unknown_precision() -> None:
+    with pytest.raises(ValueError, match="precision must be one of"):
+        ceiling.probe_rate("int4")
+
+
+def test_bounds_use_the_detections_each_configuration_had(monkeypatch: pytest.MonkeyPatch) -> None:
+    from isseg.model.complexity import count_flops
+    from isseg.model.mask_rcnn import build_model
+
+    rates = {"fp32": 100.0, "int8": 400.0}
+    monkeypatch.setattr(ceiling, "probe_rate", lambda p: rates[p])
+    model = build_model("security-0002").eval()
+    cfg = benchmark.BenchConfig(input_size=(128, 160), precisions=("fp32", "int8"))
+    results = [benchmark.Result("a", precision="fp32", detections=10.0), benchmark.Result("b", precision="int8",
+                                                                                        detections=100.0)]
+    compute = benchmark._compute_ceiling(model, results, cfg, log=lambda _: None)
+    flops = count_flops(model, 128, 160)
+    per_mask = flops["mask_head"] / 100
+    assert results[0].bound_ms == pytest.approx(1000 * (flops["total"] - 90 * per_mask) / 100.0)
+    assert results[1].bound_ms == pytest.approx(1000 * flops["total"] / 400.0)
+    assert compute["rates"]["int8"]["bound_ms"] == pytest.approx(1000 * flops["total"] / 400.0)
+
+
+def test_small_end_to_end_run_reports_ratios_and_bounds(coco_mini, tmp_path) -> None:  # noqa: ANN001
+    cfg = benchmark.BenchConfig(images=1, backends=("openvino",), precisions=("fp32",), input_size=(192, 256),
+                                throughput=False, workdir=str(tmp_path))
+    report = benchmark.run_benchmark(cfg, log=lambda _: None)
+    names = [r["name"] for r in report["results"]]
+    assert names[0] == "torchvision eager fp32" and "openvino fp32" in names
+    ov32 = next(r for r in report["results"] if r["name"] == "openvino fp32")
+    assert ov32["agreement"]["matched_all"] == 1.0  # the reference of the agreement columns is itself
+    assert ov32["precision"] == "fp32" and ov32["bound_ms"] > 0
+    assert report["baseline_e2e_ms"] > 0 and report["compute"]["max_speedup"]["fp32"] > 0
+    text = benchmark.format_report(report)
+    assert "compute ceiling" in text and "| openvino fp32 |" in text
+
+
+def test_precision_accuracy_script_fp32_equals_pytorch(tmp_path) -> None:  # noqa: ANN001
+    """benchmarks/precision_accuracy.py on a tiny synthetic-data model: OpenVINO fp32 must score exactly the
+    PyTorch model's AP (the same network through the whole deployment pipeline)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from isseg.config import get_config
+    from isseg.data.synth import CLASS_NAMES, make_synthetic_dataset
+    from isseg.engine.config_overrides import apply_overrides
+    from isseg.model.mask_rcnn import build_model
+    from isseg.weights.loading import save_checkpoint
+
+    data = make_synthetic_dataset(tmp_path / "data", 12, seed=3, image_size=96, val_fraction=0.5, max_objects=3)
+    size = ("input.fit_size=[96,96]", "input.min_size=96", "input.max_size=96", "backbone.depth=18",
+            "backbone.fpn_channels=32", "roi.representation_size=64", "roi.score_thresh=0.0")
+    cfg = apply_overrides(get_config("security-0002", class_names=CLASS_NAMES), size)
+    torch.manual_seed(3)
+    ckpt = save_checkpoint(tmp_path / "model.pth", build_model(cfg).eval())
+    spec = importlib.util.spec_from_file_location(
+        "precision_accuracy", Path(__file__).resolve().parents[1] / "benchmarks" / "precision_accuracy.py")
+    script = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(script)  # type: ignore[union-attr]
+    out = tmp_path / "rows.json"
+    assert script.main(["--weights", str(ckpt), "--data", str(data["val_json"]), "--images", str(data["val_images"]),
+                        "--input-size", "96", "96", "--precisions", "fp32", "--json", str(out)]) == 0
+    rows = {r["configuration"]: r for r in json.loads(out.read_text())["rows"]}
+    torch_row, ov_row = rows["pytorch fp32 (reference)"], rows["openvino fp32"]
+    assert torch_row["box_AP"] > 0 and torch_row["mask_AP"] > 0  # some random boxes hit shapes: not 0 == 0
+    assert ov_row["mask_AP"] == pytest.approx(torch_row["mask_AP"], rel=1e-6, abs=1e-12)
+    assert ov_row["box_AP"] == pytest.approx(torch_row["box_AP"], rel=1e-6, abs=1e-12)
