@@ -1,0 +1,62 @@
+"""The scripts under ``benchmarks/`` run as documented (tiny settings; the real runs are in the docs)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+
+def load_script(name: str) -> ModuleType:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_train_synth_reports_and_saves_the_evaluated_weights(tmp_path: Path) -> None:
+    from isseg.weights.loading import load_model
+
+    script = load_script("train_synth")
+    before = torch.get_num_threads()
+    try:
+        assert script.main(["--output", str(tmp_path), "--images", "10", "--size", "64", "--iterations", "3",
+                            "--batch-size", "2", "--workers", "0", "--rois", "16"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    report = json.loads((tmp_path / "benchmark.json").read_text())
+    assert report["iterations"] == 3 and report["val_images"] == 1 and not report["stopped_by_time_budget"]
+    assert 0.0 <= report["mask_AP"] <= 1.0 and report["pass"] == (report["mask_AP"] >= 0.5)
+    model = load_model(report["weights"])
+    assert model.config.backbone.depth == 18
+
+
+def test_precision_accuracy_script_fp32_equals_pytorch(tmp_path) -> None:  # noqa: ANN001
+    """benchmarks/precision_accuracy.py on a tiny synthetic-data model: OpenVINO fp32 must score exactly the
+    PyTorch model's AP (the same network through the whole deployment pipeline)."""
+    from isseg.config import get_config
+    from isseg.data.synth import CLASS_NAMES, make_synthetic_dataset
+    from isseg.engine.config_overrides import apply_overrides
+    from isseg.model.mask_rcnn import build_model
+    from isseg.weights.loading import save_checkpoint
+
+    data = make_synthetic_dataset(tmp_path / "data", 12, seed=3, image_size=96, val_fraction=0.5, max_objects=3)
+    size = ("input.fit_size=[96,96]", "input.min_size=96", "input.max_size=96", "backbone.depth=18",
+            "backbone.fpn_channels=32", "roi.representation_size=64", "roi.score_thresh=0.0")
+    cfg = apply_overrides(get_config("security-0002", class_names=CLASS_NAMES), size)
+    torch.manual_seed(3)
+    ckpt = save_checkpoint(tmp_path / "model.pth", build_model(cfg).eval())
+    script = load_script("precision_accuracy")
+    out = tmp_path / "rows.json"
+    assert script.main(["--weights", str(ckpt), "--data", str(data["val_json"]), "--images", str(data["val_images"]),
+                        "--input-size", "96", "96", "--precisions", "fp32", "--json", str(out)]) == 0
+    rows = {r["configuration"]: r for r in json.loads(out.read_text())["rows"]}
+    torch_row, ov_row = rows["pytorch fp32 (reference)"], rows["openvino fp32"]
+    assert torch_row["box_AP"] > 0 and torch_row["mask_AP"] > 0  # some random boxes hit shapes: not 0 == 0
+    assert ov_row["mask_AP"] == pytest.approx(torch_row["mask_AP"], rel=1e-6, abs=1e-12)
+    assert ov_row["box_AP"] == pytest.approx(torch_row["box_AP"], rel=1e-6, abs=1e-12)
