@@ -117,3 +117,15 @@ def test_predictor_and_model_share_input_rules() -> None:
     with pytest.raises(ValueError, match="RGBA"):
         as_bgr(np.zeros((8, 8, 4), np.uint8))
     assert as_bgr(np.zeros((8, 8), np.uint8)).shape == (8, 8, 3)
+
+
+
+def test_runtimes_share_one_openvino_core(exported):
+    """One ``ov.Core`` per model let deleting a model right after an async stream abort the process
+    ("Resource deadlock avoided", timing-dependent: see benchmarks/stress_async.py); every runtime must use
+    the process's shared Core."""
+    from isseg.deploy.runtime_openvino import shared_core
+
+    a = Predictor(exported.xml, precision="f32")
+    b = Predictor(exported.xml, mode="throughput", num_requests=2)
+    assert a.runtime.core is b.runtime.core is shared_core()

@@ -318,9 +318,9 @@ def _compute_ceiling(model: Any, results: list[Result], cfg: BenchConfig, log: C
 
 def _default_precision() -> str:
     try:
-        import openvino as ov
+        from isseg.deploy.runtime_openvino import shared_core
 
-        return ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
+        return shared_core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
     except Exception:  # noqa: BLE001
         return "?"
 

@@ -49,7 +49,7 @@ def probe_rate(precision: str = "bf16", threads: int | None = None, device: str 
                size: tuple[int, int] = (96, 128), repeats: int = 5) -> float:
     """Best GFLOP/s (multiply and add counted as 2) of one 3x3 ``channels`` -> ``channels`` convolution on a
     ``size`` feature map, with OpenVINO on ``device`` at ``precision`` ("fp32", "bf16" or "int8")."""
-    import openvino as ov
+    from isseg.deploy.runtime_openvino import shared_core
 
     if precision not in PROBE_PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PROBE_PRECISIONS)}, got {precision!r}")
@@ -58,7 +58,7 @@ def probe_rate(precision: str = "bf16", threads: int | None = None, device: str 
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     config["PERF_COUNT"] = True  # time the convolution kernel itself, not the layout conversions around it
-    compiled = ov.Core().compile_model(_probe_model(channels, h, w, precision == "int8"), device, config)
+    compiled = shared_core().compile_model(_probe_model(channels, h, w, precision == "int8"), device, config)
     request = compiled.create_infer_request()
     x = np.random.default_rng(1).uniform(0, 4, (1, channels, h, w)).astype(np.float32)
     request.infer({0: x})  # first run: kernel selection, memory
@@ -73,9 +73,9 @@ def probe_rate(precision: str = "bf16", threads: int | None = None, device: str 
 
 def probe_exec_type(precision: str, device: str = "CPU") -> str:
     """The kernel OpenVINO picks for the probe's convolution at ``precision`` (e.g. ``brgconv_avx512_I8``)."""
-    import openvino as ov
+    from isseg.deploy.runtime_openvino import shared_core
 
-    compiled = ov.Core().compile_model(_probe_model(32, 16, 16, precision == "int8"), device,
+    compiled = shared_core().compile_model(_probe_model(32, 16, 16, precision == "int8"), device,
                                        {"INFERENCE_PRECISION_HINT": PROBE_PRECISIONS[precision], "PERF_COUNT": True})
     request = compiled.create_infer_request()
     request.infer({0: np.ones((1, 32, 16, 16), np.float32)})

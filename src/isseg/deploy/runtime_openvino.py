@@ -3,10 +3,17 @@
 The compiled model takes the letterboxed uint8 HxWx3 canvas directly: the conversion to float32 NCHW is
 embedded with OpenVINO's PrePostProcessor. ``infer`` is synchronous; ``stream`` keeps several requests in
 flight (``AsyncInferQueue``) and yields results in input order.
+
+All runtimes share one ``ov.Core`` (:func:`shared_core`), as OpenVINO recommends. It is also what keeps
+async inference safe: with a Core per model, deleting a model right after an asynchronous stream let an
+OpenVINO worker thread drop the last reference to its plugin and join itself, and the process aborted
+("std::system_error: Resource deadlock avoided"; reproduced by creating, streaming and deleting three
+predictors in a row: ``benchmarks/stress_async.py``; fixed by the shared Core).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -70,6 +77,14 @@ def _output_index(model: Any) -> dict[str, int]:
     return found
 
 
+@functools.lru_cache(maxsize=1)
+def shared_core() -> Any:
+    """The process's one ``openvino.Core`` (see the module docstring for why it must be shared)."""
+    import openvino as ov
+
+    return ov.Core()
+
+
 class OpenVINORuntime:
     name = "openvino"
 
@@ -84,7 +99,7 @@ class OpenVINORuntime:
             raise FileNotFoundError(f"model file not found: {path}")
         if path.suffix == ".xml" and not path.with_suffix(".bin").is_file():
             raise FileNotFoundError(f"weights of the IR not found: {path.with_suffix('.bin')}")
-        core = ov.Core()
+        core = shared_core()
         model = core.read_model(str(path))
         if len(model.inputs) != 1:
             raise ValueError(f"{path}: expected one image input, got {len(model.inputs)} inputs")
@@ -108,9 +123,10 @@ class OpenVINORuntime:
             config["INFERENCE_NUM_THREADS"] = int(num_threads)
         if num_requests and mode == "throughput":
             config["PERFORMANCE_HINT_NUM_REQUESTS"] = int(num_requests)
-        if cache_dir is not None:
-            core.set_property({"CACHE_DIR": str(cache_dir)})
+        if cache_dir is not None:  # a compile option, not a Core property: the Core is shared
+            config["CACHE_DIR"] = str(cache_dir)
         self.device = device
+        self.core = core
         self.compiled = core.compile_model(model, device, config)
         self.request = self.compiled.create_infer_request()
         self.num_requests = int(num_requests) or int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
