@@ -67,6 +67,8 @@ def probe_rate(precision: str = "bf16", threads: int | None = None, device: str 
         request.infer({0: x})
         conv = sum(p.real_time.total_seconds() for p in request.profiling_info if p.node_type == "Convolution")
         best = min(best, conv)
+    if not 0 < best < float("inf"):
+        raise RuntimeError(f"the ceiling probe found no timed Convolution in OpenVINO's profile on {device}")
     flops = 2.0 * channels * channels * 9 * h * w
     return flops / best / 1e9
 
