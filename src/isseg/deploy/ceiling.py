@@ -46,7 +46,7 @@ def _probe_model(channels: int, height: int, width: int, int8: bool) -> Any:
 
 
 def probe_rate(precision: str = "bf16", threads: int | None = None, device: str = "CPU", channels: int = 256,
-               size: tuple[int, int] = (96, 128), repeats: int = 5) -> float:
+               size: tuple[int, int] = (96, 128), repeats: int = 10) -> float:
     """Best GFLOP/s (multiply and add counted as 2) of one 3x3 ``channels`` -> ``channels`` convolution on a
     ``size`` feature map, with OpenVINO on ``device`` at ``precision`` ("fp32", "bf16" or "int8")."""
     from isseg.deploy.runtime_openvino import shared_core
