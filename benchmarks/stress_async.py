@@ -2,11 +2,12 @@
 
     .venv/bin/python benchmarks/stress_async.py --model /tmp/isseg-bench/security-0002.xml --rounds 8
 
-With one ``ov.Core`` per model (isseg before the shared Core of ``isseg.deploy.runtime_openvino``), this
-aborted the process with "terminate called after throwing an instance of 'std::system_error' / Resource
-deadlock avoided" in 6 of 7 runs, within 2-4 rounds, with the seed-size (768x1024) model; small models did
-not show it. Exit status 0 and "done" mean every round finished. Mix ``--modes`` and ``--requests`` to vary
-the executor set-up; a bad image is put into every stream to exercise the error path too.
+With one ``ov.Core`` per model (isseg before the shared Core of ``isseg.deploy.runtime_openvino``), the
+stress runs this script grew out of aborted the process with "terminate called after throwing an instance
+of 'std::system_error' / Resource deadlock avoided" in 6 of 7 runs, within 2-4 rounds, with the seed-size
+(768x1024) model; small models did not show it. Exit status 0 and "done" mean every round finished. Mix
+``--modes`` and ``--requests`` to vary the executor set-up; a bad image is put into every stream to
+exercise the error path too.
 """
 
 from __future__ import annotations
