@@ -1,8 +1,8 @@
 """COCO AP of a trained model in each deployment precision, against the PyTorch model on the same images.
 
     .venv/bin/python benchmarks/precision_accuracy.py --weights runs/synth-bench-r18-3600/train/last.pth \\
-        --data runs/synth-bench-r18-3600/data/annotations/val.json --images runs/synth-bench-r18-3600/data/images \\
-        --calibration runs/synth-bench-r18-3600/data/images --input-size 128 128
+        --data runs/synth-bench-r18-3600/data/val.json --images runs/synth-bench-r18-3600/data/val \\
+        --calibration runs/synth-bench-r18-3600/data/train --input-size 128 128
 
 The benchmark's agreement columns (``isseg benchmark``) use random weights, whose near-tied scores make any
 rounding look catastrophic. This script answers the question users actually have: how much box / mask AP
