@@ -45,40 +45,46 @@ def _probe_model(channels: int, height: int, width: int, int8: bool) -> Any:
     return ov.Model([ops.relu(y)], [x], "ceiling_probe")
 
 
-def probe_rate(precision: str = "bf16", threads: int | None = None, device: str = "CPU", channels: int = 256,
-               size: tuple[int, int] = (96, 128), repeats: int = 10) -> float:
-    """Best GFLOP/s (multiply and add counted as 2) of one 3x3 ``channels`` -> ``channels`` convolution on a
-    ``size`` feature map, with OpenVINO on ``device`` at ``precision`` ("fp32", "bf16" or "int8")."""
+def _profile_probe(precision: str, threads: int | None, device: str, channels: int, size: tuple[int, int],
+                   runs: int) -> list[list[Any]]:
+    """Compile the probe as the benchmark's models are compiled (latency hint, ``threads``), run it once to
+    warm up and then ``runs`` times -> the profile entries of its Convolution node for each run."""
     from isseg.deploy.runtime_openvino import shared_core
 
     if precision not in PROBE_PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PROBE_PRECISIONS)}, got {precision!r}")
     h, w = size
-    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": PROBE_PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY"}
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": PROBE_PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY",
+                              "PERF_COUNT": True}  # profile: time the kernel, not the layout conversions around it
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
-    config["PERF_COUNT"] = True  # time the convolution kernel itself, not the layout conversions around it
     compiled = shared_core().compile_model(_probe_model(channels, h, w, precision == "int8"), device, config)
     request = compiled.create_infer_request()
     x = np.random.default_rng(1).uniform(0, 4, (1, channels, h, w)).astype(np.float32)
     request.infer({0: x})  # first run: kernel selection, memory
-    best = float("inf")
-    for _ in range(repeats):
+    profiles = []
+    for _ in range(runs):
         request.infer({0: x})
-        conv = sum(p.real_time.total_seconds() for p in request.profiling_info if p.node_type == "Convolution")
-        best = min(best, conv)
-    if not 0 < best < float("inf"):
+        profiles.append([p for p in request.profiling_info if p.node_type == "Convolution"])
+    return profiles
+
+
+def probe_rate(precision: str = "bf16", threads: int | None = None, device: str = "CPU", channels: int = 256,
+               size: tuple[int, int] = (96, 128), repeats: int = 10) -> float:
+    """Best GFLOP/s (multiply and add counted as 2) of one 3x3 ``channels`` -> ``channels`` convolution on a
+    ``size`` feature map, with OpenVINO on ``device`` at ``precision`` ("fp32", "bf16" or "int8")."""
+    profiles = _profile_probe(precision, threads, device, channels, size, repeats)
+    best = min(sum(p.real_time.total_seconds() for p in conv) for conv in profiles)
+    if not best > 0:
         raise RuntimeError(f"the ceiling probe found no timed Convolution in OpenVINO's profile on {device}")
-    flops = 2.0 * channels * channels * 9 * h * w
-    return flops / best / 1e9
+    h, w = size
+    return 2.0 * channels * channels * 9 * h * w / best / 1e9
 
 
-def probe_exec_type(precision: str, device: str = "CPU") -> str:
-    """The kernel OpenVINO picks for the probe's convolution at ``precision`` (e.g. ``brgconv_avx512_I8``)."""
-    from isseg.deploy.runtime_openvino import shared_core
-
-    compiled = shared_core().compile_model(_probe_model(32, 16, 16, precision == "int8"), device,
-                                       {"INFERENCE_PRECISION_HINT": PROBE_PRECISIONS[precision], "PERF_COUNT": True})
-    request = compiled.create_infer_request()
-    request.infer({0: np.ones((1, 32, 16, 16), np.float32)})
-    return next(p.exec_type for p in request.profiling_info if p.node_type == "Convolution")
+def probe_exec_type(precision: str, threads: int | None = None, device: str = "CPU", channels: int = 256,
+                    size: tuple[int, int] = (96, 128)) -> str:
+    """The kernel OpenVINO runs for ``probe_rate``'s convolution (same arguments), e.g. ``brgconv_avx512_I8``."""
+    conv = _profile_probe(precision, threads, device, channels, size, 1)[0]
+    if not conv:
+        raise RuntimeError(f"the ceiling probe found no Convolution in OpenVINO's profile on {device}")
+    return conv[0].exec_type
