@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     from isseg.data.synth import make_synthetic_dataset
     from isseg.engine.evaluate import evaluate
     from isseg.engine.trainer import TrainConfig, train
-    from isseg.weights.loading import load_model
+    from isseg.weights.loading import load_model, save_checkpoint
 
     torch.set_num_threads(args.threads)
     periodic = args.eval_every > 0
@@ -135,8 +135,6 @@ def main(argv: list[str] | None = None) -> int:
         model = stopped["model"]  # the weights after the last finished step
         iterations = int(stopped["iteration"])  # type: ignore[call-overload]
     model.eval()
-    from isseg.weights.loading import save_checkpoint
-
     weights = save_checkpoint(out / "final.pth", model, iteration=iterations)  # exactly the weights evaluated
     with torch.no_grad():
         final = evaluate(model, data["val_json"], data["val_images"], progress=False)

@@ -119,7 +119,6 @@ def test_predictor_and_model_share_input_rules() -> None:
     assert as_bgr(np.zeros((8, 8), np.uint8)).shape == (8, 8, 3)
 
 
-
 def test_runtimes_share_one_openvino_core(exported):
     """One ``ov.Core`` per model let deleting a model right after an async stream abort the process
     ("Resource deadlock avoided", timing-dependent: see benchmarks/stress_async.py); every runtime must use

@@ -5,10 +5,10 @@ embedded with OpenVINO's PrePostProcessor. ``infer`` is synchronous; ``stream`` 
 flight (``AsyncInferQueue``) and yields results in input order.
 
 All runtimes share one ``ov.Core`` (:func:`shared_core`), as OpenVINO recommends. It is also what keeps
-async inference safe: with a Core per model, deleting a model right after an asynchronous stream let an
-OpenVINO worker thread drop the last reference to its plugin and join itself, and the process aborted
-("std::system_error: Resource deadlock avoided"; reproduced by creating, streaming and deleting three
-predictors in a row: ``benchmarks/stress_async.py``; fixed by the shared Core).
+async inference safe: with a Core per model, deleting a model right after an asynchronous stream now and
+then aborted the process ("std::system_error: Resource deadlock avoided"; reproduced by creating, streaming
+and deleting predictors in a row: ``benchmarks/stress_async.py``). Apparently an OpenVINO worker thread
+dropped the last reference to the plugin and joined itself (inferred, not proven); the shared Core ended it.
 """
 
 from __future__ import annotations
@@ -89,8 +89,7 @@ class OpenVINORuntime:
     name = "openvino"
 
     def __init__(self, path: str | Path, device: str = "CPU", precision: str | None = None,
-                 mode: str = "latency", num_requests: int = 0, num_threads: int = 0,
-                 cache_dir: str | Path | None = None) -> None:
+                 mode: str = "latency", num_requests: int = 0, num_threads: int = 0) -> None:
         import openvino as ov
         from openvino.preprocess import PrePostProcessor
 
@@ -123,8 +122,6 @@ class OpenVINORuntime:
             config["INFERENCE_NUM_THREADS"] = int(num_threads)
         if num_requests and mode == "throughput":
             config["PERFORMANCE_HINT_NUM_REQUESTS"] = int(num_requests)
-        if cache_dir is not None:  # a compile option, not a Core property: the Core is shared
-            config["CACHE_DIR"] = str(cache_dir)
         self.device = device
         self.core = core
         self.compiled = core.compile_model(model, device, config)
