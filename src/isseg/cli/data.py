@@ -1,0 +1,69 @@
+"""``isseg data``: look at a dataset in any supported format, or convert it.
+
+    isseg data stats cvat_export/                      # format auto-detected
+    isseg data convert yolo_export/ --format yolo-seg --subset val --output val.json    # -> COCO
+    isseg data convert train.json --images imgs/ --to cvat --output cvat_out/          # COCO -> CVAT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from isseg.data.formats import ALIASES, FORMATS
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", metavar="PATH", help="dataset: a COCO .json, a folder, or a YOLO data.yaml")
+    p.add_argument("--format", metavar="FORMAT",
+                   help=f"input format (default: auto-detect): {', '.join(FORMATS)}, or a Datumaro importer name")
+    p.add_argument("--images", metavar="DIR", help="image folder of a COCO .json (default: the file's folder)")
+    p.add_argument("--subset", metavar="NAME", help="only this split (train, val, ...); default all")
+    p.add_argument("--classes", metavar="A,B,...", help="class order to use (default: the format's label order)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    stats = sub.add_parser("stats", help="images, instances per class, polygons / RLE / crowd, sizes")
+    _common(stats)
+    stats.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    convert = sub.add_parser("convert", help="convert to COCO (default) or another format")
+    _common(convert)
+    convert.add_argument("--to", default="coco", metavar="FORMAT",
+                         help="output format: coco (default), yolo-seg, cvat, voc, labelme, datumaro")
+    convert.add_argument("--output", required=True, metavar="PATH", help="output .json (coco) or folder")
+    convert.add_argument("--output-subset", default="train", metavar="NAME",
+                         help="split name written into folder formats (default train)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from isseg.data.formats import dataset_stats, export_dataset, load_dataset
+
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    loaded = load_dataset(args.path, args.format, images=args.images, subset=args.subset, classes=classes)
+    if args.data_command == "stats":
+        stats = dataset_stats(loaded)
+        if args.json:
+            print(json.dumps(stats, indent=2))
+            return 0
+        print(f"{stats['source']}: {stats['format']}, {stats['images']} images "
+              f"({stats['images_without_annotations']} without annotations), {stats['annotations']} instances; "
+              f"images under {stats['image_dir']}")
+        print(f"regions: {stats['polygons']} polygons, {stats['rle']} RLE masks, {stats['crowd']} crowd; "
+              f"size: {stats['small']} small, {stats['medium']} medium, {stats['large']} large")
+        width = max([len(c["name"]) for c in stats["classes"]] + [5])
+        print(f"  {'id':>3}  {'class':<{width}}  instances")
+        for c in stats["classes"]:
+            print(f"  {c['id']:>3}  {c['name']:<{width}}  {c['instances']:>9}")
+        for reason, count in stats["skipped"].items():
+            print(f"left out: {count} x {reason}")
+        return 0
+    target = ALIASES.get(args.to.lower(), args.to.lower())
+    out = export_dataset(loaded, args.output, target, subset=args.output_subset)
+    print(f"isseg data: {len(loaded.coco['images'])} images, {len(loaded.coco['annotations'])} instances "
+          f"({loaded.format}) -> {out} ({target})")
+    if target == "coco":
+        print(f"isseg data: images stay in {loaded.image_dir} (pass it as --images)")
+    for reason, count in loaded.skipped.items():
+        print(f"left out or approximated: {count} x {reason}")
+    return 0
