@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("isseg.cli.evaluate", "COCO box and mask AP of a model on a COCO-format dataset"),
     "convert": ("isseg.cli.convert", "convert a torchvision / detectron2 / mmdetection checkpoint"),
     "synth": ("isseg.cli.synth", "write a procedural COCO-format dataset"),
+    "data": ("isseg.cli.data", "dataset statistics, and conversion between COCO, YOLO-seg, CVAT, VOC, LabelMe"),
     "info": ("isseg.cli.info", "presets, registry weights, parameter counts and FLOPs"),
 }
 
