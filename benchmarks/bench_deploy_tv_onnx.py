@@ -29,7 +29,7 @@ def main() -> None:
     import onnx
     import onnxruntime as ort
 
-    from isseg.deploy.benchmark import coco_images, torchvision_model
+    from isseg.testing.benchmark import coco_images, torchvision_model
     from isseg.deploy.processing import letterbox
 
     model = torchvision_model()

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import cv2
 
-    from isseg.deploy.benchmark import coco_images
+    from isseg.testing.benchmark import coco_images
     from isseg.deploy.predictor import Predictor
 
     images = [cv2.imread(str(path)) for path in coco_images(args.images)]

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from isseg.deploy import benchmark, ceiling
+from isseg.testing import benchmark, ceiling
 
 
 def test_int8_probe_runs_an_integer_convolution() -> None:

@@ -35,7 +35,7 @@ class Exported:
 
 @functools.cache
 def seed_model() -> torch.nn.Module:
-    from isseg.deploy.random_weights import realistic_random_model
+    from isseg.testing.random_weights import realistic_random_model
 
     return realistic_random_model("security-0002", seed=0)
 
@@ -52,7 +52,7 @@ def seed_export() -> Exported:
 @functools.cache
 def small_export(background: float = 0.0) -> Exported:
     from isseg.deploy.export import export
-    from isseg.deploy.random_weights import realistic_random_model
+    from isseg.testing.random_weights import realistic_random_model
 
     model = realistic_random_model("security-0002", seed=1)
     with torch.no_grad():

@@ -34,7 +34,7 @@ def test_preset_exports_and_agrees(preset, tmp_path):
     from isseg.deploy.compare import compare
     from isseg.deploy.export import export
     from isseg.deploy.predictor import Predictor
-    from isseg.deploy.random_weights import realistic_random_model
+    from isseg.testing.random_weights import realistic_random_model
 
     model = realistic_random_model(preset, seed=2)
     canvas = canvas_of(coco_image(1), SMALL)

@@ -9,6 +9,7 @@ these switches.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -34,22 +35,45 @@ COCO_CATEGORY_IDS: tuple[int, ...] = (
 Norm = Literal["frozen_bn", "bn", "gn", "none"]
 
 
-@dataclass(frozen=True)
-class InputConfig:
-    """How a BGR uint8 image becomes the network's input tensor.
+class _Validated:
+    """Frozen dataclasses whose ``Literal`` fields are checked when built, so a typo in a preset, a checkpoint
+    or a ``--set`` is an error naming the field instead of a silent default."""
 
-    resize: "shortest_edge" scales the short side to ``min_size`` unless the long side would exceed
-    ``max_size`` (torchvision, detectron2, mmdetection); "fit" scales the image to fit inside
-    ``fit_size`` = (height, width) keeping the aspect ratio (the OpenVINO seed).
-    resize_backend: which library's bilinear resize to reproduce: "torch" (float, after normalization;
-    torchvision), "cv2" (uint8 cv2.INTER_LINEAR; mmdetection and OpenVINO Model API), "pil" (uint8 PIL
-    bilinear with antialiasing; detectron2).
-    size_rounding: how the resized size is rounded: "floor" (torchvision's recompute_scale_factor),
-    "round" (int(x + 0.5) of the size times min(short/min_side, long/max_side): mmdetection, Model API),
-    "detectron2" (ResizeShortestEdge: short side first, then the long side capped, then int(x + 0.5)).
-    pad_to: "divisor" pads right/bottom to a multiple of ``size_divisor``; "fixed" pads to ``fit_size``.
-    Padding is done with zeros on the normalized tensor (pixel value == mean) when ``pad_normalized``,
-    else with pixel value 0 before normalization (the seed's contract, where the app pads the image).
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            hint = hints[f.name]
+            if typing.get_origin(hint) is Literal:
+                allowed = typing.get_args(hint)
+                value = getattr(self, f.name)
+                if value not in allowed:
+                    raise ValueError(f"{type(self).__name__}.{f.name}: {value!r} is not one of {list(allowed)}")
+
+
+@dataclass(frozen=True)
+class InputConfig(_Validated):
+    """How a BGR uint8 image becomes the network's input, for inference and for training.
+
+    ``size`` is the one inference-size setting. resize "shortest_edge": (short, long) = the short side is
+    scaled to ``size[0]`` unless the long side would exceed ``size[1]`` (torchvision, detectron2,
+    mmdetection); the network then sees the resized image, padded right/bottom to a multiple of
+    ``size_divisor`` with zeros after normalization (the mean pixel), and boxes are clipped to the resized
+    image. resize "fit": (height, width) of a fixed canvas (the OpenVINO seed's 768x1024): the image is
+    scaled to fit inside it keeping its aspect ratio and letterboxed right/bottom; the whole canvas is the
+    network input (an exported model cannot know where the image ends), so boxes are clipped to the canvas.
+
+    ``train_sizes`` is the one training-scale setting: short sides drawn at random per image; the training
+    resize is the inference resize at ``(s, size[1])`` (shortest_edge) or at the canvas scaled to short side
+    ``s`` (fit). Setting ``size`` alone (``--set input.size=...``) scales ``train_sizes`` with it.
+
+    resize_backend: which library's bilinear resize to reproduce: "torch" (F.interpolate on the float
+    image; torchvision), "cv2" (uint8 cv2.INTER_LINEAR; mmdetection and OpenVINO Model API), "pil" (uint8
+    PIL bilinear; detectron2). size_rounding: how the resized size is rounded: "floor" (torchvision's
+    recompute_scale_factor), "round" (int(x + 0.5) of the size times min(short/min_side, long/max_side):
+    mmdetection, Model API), "detectron2" (ResizeShortestEdge: short side first, then the long side capped,
+    then int(x + 0.5)).
+    pad_normalized: the letterbox fill of "fit": the mean pixel (zero after normalization, as mmdetection pads)
+    when True, pixel value 0 when False (Open Model Zoo's demos).
     """
 
     channel_order: Literal["bgr", "rgb"] = "bgr"
@@ -57,21 +81,53 @@ class InputConfig:
     mean: tuple[float, float, float] = (103.53, 116.28, 123.675)  # in ``channel_order``, after pixel_scale
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     resize: Literal["shortest_edge", "fit"] = "fit"
-    min_size: int = 800
-    max_size: int = 1333
-    fit_size: tuple[int, int] = (768, 1024)
+    size: tuple[int, int] = (768, 1024)
     resize_backend: Literal["torch", "cv2", "pil"] = "cv2"
     size_rounding: Literal["floor", "round", "detectron2"] = "round"
-    pad_to: Literal["divisor", "fixed"] = "fixed"
     size_divisor: int = 32
-    pad_normalized: bool = False
-    # training-time multi-scale resize: short side drawn from this range, long side at most train_max_size
-    train_min_sizes: tuple[int, ...] = (640, 672, 704, 736, 768, 800)
-    train_max_size: int = 1333
+    pad_normalized: bool = True
+    train_sizes: tuple[int, ...] = (640, 672, 704, 736, 768, 800)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise ValueError(f"InputConfig.size: expected two positive sizes, got {self.size}")
+        if self.resize == "shortest_edge" and self.size[0] > self.size[1]:
+            raise ValueError(f"InputConfig.size: (short, long) = {self.size}: the short side exceeds the long one")
+        if not self.train_sizes or min(self.train_sizes) < 1:
+            raise ValueError(f"InputConfig.train_sizes: expected positive short sides, got {self.train_sizes}")
+        if self.resize == "shortest_edge" and max(self.train_sizes) > self.size[1]:
+            raise ValueError(f"InputConfig.train_sizes {self.train_sizes} contradict size {self.size}: a training "
+                             f"short side exceeds the long-side limit {self.size[1]}; set both consistently")
+        if self.size_divisor < 1:
+            raise ValueError(f"InputConfig.size_divisor must be >= 1, got {self.size_divisor}")
+        if self.resize == "fit" and any(s % self.size_divisor for s in self.size):
+            raise ValueError(f"InputConfig.size {self.size}: a fixed canvas must be a multiple of size_divisor "
+                             f"{self.size_divisor}")
+
+    def pad_pixel(self) -> tuple[float, float, float]:
+        """BGR value of the letterbox fill (see ``pad_normalized``), in 0..255 pixel units."""
+        if not self.pad_normalized:
+            return (0.0, 0.0, 0.0)
+        bgr = self.mean if self.channel_order == "bgr" else self.mean[::-1]
+        return tuple(float(m) * self.pixel_scale for m in bgr)  # type: ignore[return-value]
+
+    def training_size(self, short: int) -> tuple[int, int]:
+        """The ``size`` used for a training image drawn at short side ``short``."""
+        if self.resize == "shortest_edge":
+            return (short, self.size[1])
+        return (short, int(round(self.size[1] * short / self.size[0])))
+
+    def with_size(self, size: tuple[int, int], train_sizes: tuple[int, ...] | None = None) -> InputConfig:
+        """This input at another inference size; the training scales follow proportionally unless given."""
+        if train_sizes is None:
+            ratio = size[0] / self.size[0]
+            train_sizes = tuple(sorted({max(1, int(round(s * ratio))) for s in self.train_sizes}))
+        return replace(self, size=(int(size[0]), int(size[1])), train_sizes=tuple(train_sizes))
 
 
 @dataclass(frozen=True)
-class BackboneConfig:
+class BackboneConfig(_Validated):
     """ResNet-50 + FPN. ``style="caffe"`` puts the stride in the first 1x1 conv of a bottleneck
     (MSRA / detectron2 / mmdetection caffe models), ``"pytorch"`` in the 3x3 conv (torchvision)."""
 
@@ -85,7 +141,7 @@ class BackboneConfig:
 
 
 @dataclass(frozen=True)
-class AnchorConfig:
+class AnchorConfig(_Validated):
     sizes: tuple[int, ...] = (32, 64, 128, 256, 512)  # one size per level P2..P6
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # height / width
     round_base: bool = False  # torchvision rounds the base anchors to integers
@@ -96,7 +152,7 @@ class AnchorConfig:
 
 
 @dataclass(frozen=True)
-class RPNConfig:
+class RPNConfig(_Validated):
     conv_depth: int = 1
     pre_nms_top_n_train: int = 2000  # per level
     pre_nms_top_n_test: int = 1000  # per level
@@ -118,7 +174,7 @@ class RPNConfig:
 
 
 @dataclass(frozen=True)
-class RoIConfig:
+class RoIConfig(_Validated):
     """RoI feature extraction, box head and mask head."""
 
     aligned: bool = True  # RoIAlign with the half-pixel offset (detectron2 / mmdetection)
@@ -148,8 +204,11 @@ class RoIConfig:
     mask_threshold: float = 0.5
     mask_paste: Literal["torchvision", "grid_sample"] = "grid_sample"
     delta_clamp: Literal["upper", "both"] = "upper"
-    # detectron2 clips boxes again at the original image size and drops those left empty
-    clip_to_original: bool = False
+    # boxes mapped back to the original image: "none" keeps them (torchvision, mmdetection: they lie inside
+    # already); "before_paste" clips them to the image, drops empty ones and pastes masks into the clipped
+    # boxes (detectron2's detector_postprocess); "after_paste" pastes masks into the mapped boxes, then clips
+    # and drops empty ones (a fixed canvas: boxes may reach into the letterbox padding)
+    final_clip: Literal["none", "before_paste", "after_paste"] = "none"
 
 
 @dataclass(frozen=True)
@@ -183,6 +242,9 @@ class ModelConfig:
 def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    migrate = _LEGACY.get(cls.__name__)
+    if migrate is not None:
+        data = migrate(dict(data), where)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -196,7 +258,38 @@ def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
             kwargs[name] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         else:
             kwargs[name] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def _legacy_input(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """Configs written before ``size`` / ``train_sizes`` existed (fit_size, min_size, max_size,
+    train_min_sizes, train_max_size, pad_to) keep computing what they computed."""
+    old = {k: data.pop(k) for k in ("fit_size", "min_size", "max_size", "train_min_sizes", "train_max_size",
+                                    "pad_to") if k in data}
+    if not old:
+        return data
+    if "size" not in data:
+        fit = data.get("resize", "fit") == "fit"
+        if fit and "fit_size" in old:
+            data["size"] = old["fit_size"]
+        elif not fit and "min_size" in old and "max_size" in old:
+            data["size"] = [old["min_size"], old["max_size"]]
+    if "train_sizes" not in data and "train_min_sizes" in old:
+        data["train_sizes"] = old["train_min_sizes"]
+    return data
+
+
+def _legacy_roi(data: dict[str, Any], where: str) -> dict[str, Any]:
+    if "clip_to_original" in data:
+        clip = data.pop("clip_to_original")
+        data.setdefault("final_clip", "before_paste" if clip else "none")
+    return data
+
+
+_LEGACY = {"InputConfig": _legacy_input, "RoIConfig": _legacy_roi}
 
 
 _NESTED: dict[tuple[str, str], type] = {
@@ -211,9 +304,11 @@ _NESTED: dict[tuple[str, str], type] = {
 def _security_0002() -> ModelConfig:
     """The seed: mmdetection's ``mask_rcnn_r50_caffe_fpn`` network (the OpenVINO Training Extensions template
     ``instance-segmentation-0002`` is that model, and its snapshot is mmdetection's published checkpoint), run
-    at the seed's fixed 768x1024 input: resized to fit with cv2, padded right/bottom with pixel value 0."""
+    at the seed's fixed 768x1024 input: resized to fit with cv2 and letterboxed right/bottom with the mean
+    pixel, mmdetection's padding (zero after normalization); boxes reaching into the letterbox are clipped to
+    the image after their masks are pasted."""
     mmdet = _mmdet()
-    return ModelConfig(name="security-0002", rpn=mmdet.rpn, roi=mmdet.roi)
+    return ModelConfig(name="security-0002", rpn=mmdet.rpn, roi=replace(mmdet.roi, final_clip="after_paste"))
 
 
 def _torchvision(v2: bool) -> ModelConfig:
@@ -221,9 +316,8 @@ def _torchvision(v2: bool) -> ModelConfig:
         name="torchvision-v2" if v2 else "torchvision-v1",
         input=InputConfig(
             channel_order="rgb", pixel_scale=255.0, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-            resize="shortest_edge", min_size=800,
-            max_size=1333, resize_backend="torch", size_rounding="floor", pad_to="divisor",
-            size_divisor=32, pad_normalized=True,
+            resize="shortest_edge", size=(800, 1333), resize_backend="torch", size_rounding="floor",
+            size_divisor=32, train_sizes=(800,),
         ),
         backbone=BackboneConfig(
             style="pytorch", norm="bn" if v2 else "frozen_bn", frozen_stages=1,
@@ -246,11 +340,11 @@ def _detectron2() -> ModelConfig:
     return ModelConfig(
         name="detectron2-r50-fpn",
         input=InputConfig(
-            resize="shortest_edge", min_size=800, max_size=1333, resize_backend="pil", size_rounding="detectron2",
-            pad_to="divisor", size_divisor=32, pad_normalized=True,
+            resize="shortest_edge", size=(800, 1333), resize_backend="pil", size_rounding="detectron2",
+            size_divisor=32,
         ),
         rpn=RPNConfig(post_nms_top_n_train=1000, box_loss="l1", smooth_l1_beta=0.0),
-        roi=RoIConfig(level_mapping="detectron2", box_loss="l1", smooth_l1_beta=0.0, clip_to_original=True),
+        roi=RoIConfig(level_mapping="detectron2", box_loss="l1", smooth_l1_beta=0.0, final_clip="before_paste"),
     )  # fmt: skip
 
 
@@ -259,8 +353,7 @@ def _mmdet() -> ModelConfig:
     return ModelConfig(
         name="mmdet-r50-caffe-fpn",
         input=InputConfig(
-            resize="shortest_edge", min_size=800, max_size=1333, resize_backend="cv2", size_rounding="round",
-            pad_to="divisor", size_divisor=32, pad_normalized=True,
+            resize="shortest_edge", size=(800, 1333), resize_backend="cv2", size_rounding="round", size_divisor=32,
         ),
         rpn=RPNConfig(post_nms_top_n_train=1000, box_loss="l1", smooth_l1_beta=0.0, delta_clamp="both",
                       low_quality_min_iou=0.3),

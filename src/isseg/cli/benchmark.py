@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from isseg.deploy.benchmark import BenchConfig, format_report, run_benchmark
+    from isseg.testing.benchmark import BenchConfig, format_report, run_benchmark
 
     cfg = BenchConfig(weights=args.weights, preset=args.preset, images=args.images, warmup=args.warmup,
                       backends=tuple(args.backends), precisions=tuple(args.precisions),

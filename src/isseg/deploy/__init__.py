@@ -11,8 +11,7 @@ from typing import Any
 _EXPORTS = {
     "export": "isseg.deploy.export",
     "Predictor": "isseg.deploy.predictor",
-    "DeployGraph": "isseg.deploy.graph",
-    "realistic_random_model": "isseg.deploy.random_weights",
+    "ExportModule": "isseg.deploy.graph",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -2,12 +2,15 @@
 
     path = isseg.export(model, "out/", format="openvino", precision="int8")
 
-The exported graph is :class:`isseg.deploy.graph.DeployGraph` traced by the TorchScript-based ONNX exporter
-(standard ops only, opset 17; ``NonMaxSuppression``, ``RoiAlign``, ``TopK``, no ``Loop``), and for OpenVINO
-converted with ``ov.convert_model``. The IR then gets:
+The exported graph is the model's own inference traced (:class:`isseg.deploy.graph.ExportModule` around
+``MaskRCNN.infer``) by the TorchScript-based ONNX exporter (standard ops only, opset 17; ``NonMaxSuppression``,
+``RoiAlign``, ``TopK``, no ``Loop``), and for OpenVINO converted with ``ov.convert_model``. Its input is fixed
+for a "fit" preset (the seed's ``image`` [1, 3, 768, 1024]) and dynamic for a "shortest_edge" one (each photo
+resized as the preset says), so an export computes exactly its preset's function. The IR then gets:
 
-- ``rt_info/model_info`` for OpenVINO Model API (``Model.create_model("model.xml")`` runs it as ``MaskRCNN``
-  with zero configuration), and ``rt_info/isseg`` (exact class names, preset, input size, precision);
+- ``rt_info/model_info`` for OpenVINO Model API (``Model.create_model("model.xml")`` runs a "fit" export as
+  ``MaskRCNN`` with zero configuration), and ``rt_info/isseg`` (the whole preset, class names, precision:
+  :mod:`isseg.deploy.contract`);
 - the "precise" runtime attribute on every geometry operation (anchors, box decoding, level assignment,
   RoI coordinates, NMS inputs), so that a runtime computing the network in bf16 / fp16 keeps coordinates
   in fp32;
@@ -18,12 +21,12 @@ converted with ``ov.convert_model``. The IR then gets:
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +34,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from isseg.deploy.graph import INPUT_NAME, OUTPUT_NAMES, DeployGraph
+from isseg.deploy.contract import INPUT_NAME, OUTPUT_NAMES, input_shape, isseg_metadata, model_info
+from isseg.deploy.graph import ExportModule, is_geometry
 
 FORMATS = ("openvino", "onnx")
 PRECISIONS = ("fp32", "fp16", "int8")
-DEFAULT_INPUT_SIZE = (768, 1024)
 OPSET = 17
-# Model API's label list is indexed by label + 1 (the OMZ models' "background" first convention)
-BACKGROUND_LABEL = "background"
 
 
 def resolve_model(model: nn.Module | str | Path, preset: str | None = None) -> nn.Module:
@@ -50,54 +51,36 @@ def resolve_model(model: nn.Module | str | Path, preset: str | None = None) -> n
     return load_model(model, preset=preset)
 
 
-def model_info(class_names: Sequence[str], confidence_threshold: float = 0.5) -> dict[str, str]:
-    """``rt_info/model_info`` entries that make OpenVINO Model API run the IR as Mask R-CNN unconfigured.
-
-    Model API splits ``labels`` on whitespace, so spaces inside class names become underscores (the exact
-    names are in ``rt_info/isseg/class_names``), and prepends nothing: the list starts with "background"
-    because its MaskRCNN wrapper shifts the graph's 0-based labels by one.
-    """
-    labels = [BACKGROUND_LABEL] + [n.replace(" ", "_") for n in class_names]
-    return {
-        "model_type": "MaskRCNN",
-        "labels": " ".join(labels),
-        "resize_type": "fit_to_window",
-        "interpolation_mode": "LINEAR",
-        "pad_value": "0",
-        "reverse_input_channels": "False",
-        "confidence_threshold": str(float(confidence_threshold)),
-        "postprocess_semantic_masks": "True",
-    }
-
-
-def isseg_info(model: nn.Module, input_size: tuple[int, int], precision: str) -> dict[str, str]:
-    """``rt_info/isseg``: what the Predictor needs to reproduce the model's own post-processing."""
-    import isseg
-
+def at_size(model: nn.Module, input_size: tuple[int, int] | None) -> nn.Module:
+    """``model`` itself, or (for another ``input_size`` than its preset's, with a warning that says so) a
+    twin sharing its weights whose preset runs at that size."""
     cfg = model.config  # type: ignore[attr-defined]
-    return {
-        "version": isseg.__version__,
-        "preset": cfg.name,
-        "class_names": json.dumps(list(cfg.class_names)),
-        "input_size": f"{input_size[0]} {input_size[1]}",
-        "precision": precision,
-        "score_thresh": str(cfg.roi.score_thresh),
-        "mask_paste": cfg.roi.mask_paste,
-        "mask_threshold": str(cfg.roi.mask_threshold),
-        "config": json.dumps(cfg.to_dict()),
-    }
+    if input_size is None or tuple(input_size) == tuple(cfg.input.size):
+        return model
+    from isseg.model.mask_rcnn import MaskRCNN
+
+    size = (int(input_size[0]), int(input_size[1]))
+    what = "canvas" if cfg.input.resize == "fit" else "short/long sides"
+    warnings.warn(f"running {cfg.name!r} at {what} {size[0]}x{size[1]} instead of its preset's "
+                  f"{cfg.input.size[0]}x{cfg.input.size[1]}", stacklevel=3)
+    twin = MaskRCNN(replace(cfg, input=cfg.input.with_size(size)))
+    twin.load_state_dict(model.state_dict())
+    return twin.eval()
 
 
 # ------------------------------------------------------------------------------------------------ ONNX
-def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
-                metadata: dict[str, str] | None = None) -> Path:
-    """Trace :class:`DeployGraph` of ``model`` to an ONNX file (standard ops only, opset 17)."""
+def export_onnx(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Trace ``model``'s inference (:class:`ExportModule`) to an ONNX file (standard ops only, opset 17), with
+    the input its preset defines (:func:`isseg.deploy.contract.input_shape`)."""
     import onnx
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    graph = DeployGraph(model, input_size).eval()
-    example = torch.zeros(1, 3, *input_size)
+    cfg = model.config  # type: ignore[attr-defined]
+    shape = input_shape(cfg)
+    graph = ExportModule(model).eval()
+    example = torch.zeros(1, 3, *(shape or _example_size(cfg)))
+    dynamic = None if shape is not None else {INPUT_NAME: {2: "height", 3: "width"}}
     was_training = model.training
     model.eval()
     try:
@@ -105,7 +88,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int] 
             warnings.simplefilter("ignore")  # tracer warnings about Python values are expected and benign
             torch.onnx.export(graph, (example,), str(path), dynamo=False, opset_version=OPSET,
                               input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-                              do_constant_folding=True)
+                              do_constant_folding=True, dynamic_axes=dynamic)
     finally:
         model.train(was_training)
     proto = onnx.load(str(path))
@@ -116,6 +99,12 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int] 
     _set_metadata(proto, metadata or {})
     onnx.save(proto, str(path))
     return path
+
+
+def _example_size(cfg: Any) -> tuple[int, int]:
+    """A trace input of a "shortest_edge" preset: a 4:3 photo at its size (the graph stays dynamic)."""
+    short, long = cfg.input.size
+    return short, min(long, (short * 4) // 3)
 
 
 def _set_metadata(proto: Any, metadata: dict[str, str]) -> None:
@@ -143,28 +132,6 @@ def onnx_metadata(info: dict[str, str], extra: dict[str, str]) -> dict[str, str]
 
 
 # ------------------------------------------------------------------------------------------------ OpenVINO
-def _in_network(name: str) -> bool:
-    return any(name.startswith(f"/{scope}/") for scope in DeployGraph.MODULE_SCOPES)
-
-
-# Layer types that are always part of the network even where a conversion dropped the module scope from the
-# name (e.g. OpenVINO names a converted ConvTranspose "ConvolutionBackpropData_<n>"). ROIAlign counts as
-# network: the CPU plugin always reads its boxes in fp32, and a fp32-marked ROIAlign would convert the
-# pyramid features to fp32 in a slow layout (0.6 s at 768x1024 in bf16).
-NETWORK_TYPES = frozenset({
-    "Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData", "MatMul",
-    "ROIAlign", "Conv", "ConvTranspose", "Gemm", "RoiAlign",
-})  # fmt: skip
-
-
-def is_geometry(name: str, layer_type: str) -> bool:
-    """Whether an operation of the exported graph computes geometry (anchors, boxes, scores, indices), which
-    stays in fp32 and unquantized, rather than network activations."""
-    if layer_type in ("Parameter", "Result", "Const", "Constant") or layer_type in NETWORK_TYPES:
-        return False
-    return not _in_network(name)
-
-
 def mark_geometry_precise(xml_path: str | Path) -> int:
     """Add the "precise" runtime attribute (``ov::disable_fp16_compression``) to every geometry layer of a
     saved IR (operations outside the network's modules, and constants only they consume, e.g. anchors);
@@ -237,7 +204,7 @@ def _save_ir(ov_model: Any, xml_path: Path, compress_to_fp16: bool) -> None:
 
 
 def export(model: nn.Module | str | Path, out_dir: str | Path, format: str = "openvino",
-           precision: str = "fp32", *, input_size: tuple[int, int] = DEFAULT_INPUT_SIZE, name: str | None = None,
+           precision: str = "fp32", *, input_size: tuple[int, int] | None = None, name: str | None = None,
            preset: str | None = None, confidence_threshold: float = 0.5,
            calibration: str | Path | Sequence[np.ndarray] | None = None, calibration_size: int = 32,
            keep_onnx: bool = False) -> Path:
@@ -247,12 +214,13 @@ def export(model: nn.Module | str | Path, out_dir: str | Path, format: str = "op
         format: "openvino" (``<name>.xml`` + ``.bin``) or "onnx" (``<name>.onnx``, fp32 or int8).
         precision: "fp32", "fp16" (OpenVINO: weights stored in fp16) or "int8" (NNCF post-training
             quantization on ``calibration`` images).
-        input_size: (H, W) of the fixed input; the seed's is (768, 1024).
+        input_size: the preset's inference size by default (the seed's canvas is (768, 1024)); another one
+            exports the model at that size, with a warning that says so.
         name: file stem; default ``<preset>`` plus ``-fp16`` / ``-int8``.
         preset: the preset of a foreign checkpoint (torchvision / detectron2 / mmdetection files).
         confidence_threshold: Model API's default display threshold, stored in ``rt_info``.
-        calibration: a folder of images, or a list of BGR images (default: coco-mini val2017, or
-            ``$ISSEG_COCO_MINI``); ``calibration_size`` images are used.
+        calibration: a folder of images, or a list of BGR images (``calibration_size`` of them are used);
+            required for int8.
         keep_onnx: with format "openvino", also keep the (fp32) ONNX file the IR is converted from, as
             ``<name>.onnx`` next to it (one trace for both formats).
     """
@@ -262,23 +230,24 @@ def export(model: nn.Module | str | Path, out_dir: str | Path, format: str = "op
         raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
     if format == "onnx" and precision == "fp16":
         raise ValueError("ONNX export supports fp32 and int8; use format='openvino' for fp16 weights")
-    net = resolve_model(model, preset)
-    net.eval()
-    input_size = (int(input_size[0]), int(input_size[1]))
+    if precision == "int8" and calibration is None:
+        raise ValueError("int8 export needs calibration images: pass calibration=<folder or list of images> "
+                         "(isseg export --calibration DIR), e.g. a few dozen images of the deployment")
+    net = at_size(resolve_model(model, preset).eval(), input_size)
     cfg = net.config  # type: ignore[attr-defined]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = name or (cfg.name + ("" if precision == "fp32" else f"-{precision}"))
-    info = model_info(cfg.class_names, confidence_threshold)
-    extra = isseg_info(net, input_size, precision)
+    info = model_info(cfg, confidence_threshold)
+    extra = isseg_metadata(cfg, precision)
 
     if format == "onnx":
         path = out_dir / f"{stem}.onnx"
-        export_onnx(net, path, input_size, onnx_metadata(info, extra))
+        export_onnx(net, path, onnx_metadata(info, extra))
         if precision == "int8":
             from isseg.deploy.quantize import quantize_onnx
 
-            quantize_onnx(path, path, calibration, calibration_size, input_size)
+            quantize_onnx(path, path, cfg, calibration, calibration_size)
         return path
 
     import openvino as ov
@@ -286,7 +255,7 @@ def export(model: nn.Module | str | Path, out_dir: str | Path, format: str = "op
     xml_path = out_dir / f"{stem}.xml"
     with tempfile.TemporaryDirectory(prefix="isseg-export-") as tmp:
         onnx_path = out_dir / f"{name or cfg.name}.onnx" if keep_onnx else Path(tmp) / "model.onnx"
-        export_onnx(net, onnx_path, input_size)
+        export_onnx(net, onnx_path)
         ov_model = ov.convert_model(str(onnx_path))
         if keep_onnx:  # metadata added after the conversion, which would copy it into rt_info/framework
             add_onnx_metadata(onnx_path, onnx_metadata(info, dict(extra, precision="fp32")))
@@ -297,7 +266,7 @@ def export(model: nn.Module | str | Path, out_dir: str | Path, format: str = "op
     if precision == "int8":
         from isseg.deploy.quantize import quantize_openvino
 
-        ov_model = quantize_openvino(ov_model, calibration, calibration_size, input_size)
+        ov_model = quantize_openvino(ov_model, cfg, calibration, calibration_size)
     for key, value in info.items():
         ov_model.set_rt_info(value, ["model_info", key])
     for key, value in extra.items():

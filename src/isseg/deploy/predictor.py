@@ -4,10 +4,12 @@
     det = predictor.predict(image_bgr)                            # Detections, original image pixels
     dets = predictor.predict_batch(images)                        # several requests in flight (OpenVINO)
 
-Every backend runs the seed's contract on the same input: the image is resized to fit the network input
-(768x1024 for the seed) keeping its aspect ratio (cv2 INTER_LINEAR) and padded right/bottom with 0; the
-network returns up to 100 detections (score >= the preset's 0.05); boxes are mapped back to the original
-image and the 28x28 masks pasted at full resolution (bool, mask threshold 0.5).
+Every backend computes the model's preset function, the same as ``model.predict``: the image is pre-processed
+as the preset says (:func:`isseg.model.transform.prepare_image`: the seed's letterbox into 768x1024, or
+torchvision's / detectron2's / mmdetection's own resize), the network (the eager model's inference, or the
+exported graph traced from it) returns up to 100 detections, and :mod:`isseg.model.postprocess` maps them back
+to the original image and pastes the masks. The preset comes from the model: a ``MaskRCNN``'s config, a
+checkpoint's, or the ``isseg/config`` metadata of an export.
 
 ``threshold`` (default 0.0: every detection the network returns, as ``model.predict``) drops lower scores.
 """
@@ -21,17 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
-from isseg.deploy.processing import letterbox, postprocess
+from isseg.config import ModelConfig
+from isseg.deploy.runtime import Outputs, Runtime
 from isseg.model.detections import Detections
-from isseg.model.images import read_image
+from isseg.model.postprocess import to_detections
+from isseg.model.transform import PreparedImage, network_input
 
 BACKENDS = ("torch", "openvino", "onnx")
 ImageInput = np.ndarray | str | Path
 
 
-def _backend_for(source: Any) -> str:
+def backend_for(source: Any) -> str:
+    """The backend a model source needs: "openvino" for ``.xml``, "onnx" for ``.onnx``, else "torch"."""
     if isinstance(source, nn.Module):
         return "torch"
     suffix = Path(str(source)).suffix.lower()
@@ -46,95 +52,108 @@ class Predictor:
             instance-segmentation-security model); an ONNX file; or a checkpoint path / registry name.
         backend: "torch", "openvino" or "onnx"; default from the file type. A ``MaskRCNN`` or checkpoint with
             backend "openvino" / "onnx" is exported (fp32) to a temporary folder first.
-        device: "CPU" / "GPU" / "AUTO" (OpenVINO), "cpu" / "cuda" (PyTorch, ONNX Runtime).
+        device: "CPU" / "GPU" / "AUTO" (OpenVINO), "cpu" / "cuda" (PyTorch, ONNX Runtime); any case.
         threshold: minimum score of the returned detections (default 0: all the network returns).
         precision: OpenVINO inference precision ("f32", "bf16", "f16"); default: the device's
             (bf16 on CPUs with AVX512-BF16 / AMX, f32 otherwise).
         mode: OpenVINO performance hint, "latency" (one image at a time) or "throughput" (several
-            requests in flight for ``predict_batch``).
-        num_requests: requests in flight in ``predict_batch`` (0: the device's optimum).
-        preset: preset of a foreign checkpoint (torch backend).
-        input_size: network input (H, W) for the torch backend (the exports fix their own).
+            requests in flight for ``predict_stream`` / ``predict_batch``).
+        num_requests: requests in flight in ``predict_stream`` (0: the device's optimum).
+        preset: preset of a foreign checkpoint (torchvision / detectron2 / mmdetection files).
+        input_size: run a PyTorch model or checkpoint at another inference size than its preset's (a warning
+            says so); exported models keep the size they were exported at.
     """
 
     def __init__(self, model_or_path: nn.Module | str | Path, backend: str | None = None,
                  device: str | None = None, threshold: float = 0.0, precision: str | None = None,
                  mode: str = "latency", num_requests: int = 0, num_threads: int = 0, preset: str | None = None,
-                 input_size: tuple[int, int] = (768, 1024)) -> None:
-        backend = backend or _backend_for(model_or_path)
+                 input_size: tuple[int, int] | None = None) -> None:
+        backend = backend or backend_for(model_or_path)
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
         if mode not in ("latency", "throughput"):
             raise ValueError(f"unknown mode {mode!r}; expected 'latency' or 'throughput'")
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         self.backend = backend
         self.threshold = float(threshold)
         self._tmp: tempfile.TemporaryDirectory | None = None
         source: Any = model_or_path
-        suffix = "" if isinstance(source, nn.Module) else Path(str(source)).suffix.lower()
-        if backend in ("openvino", "onnx") and suffix not in (".xml", ".onnx"):
-            from isseg.deploy.export import export, resolve_model
+        exported = backend_for(source) != "torch"
+        if exported and backend == "torch":
+            raise ValueError(f"backend 'torch' needs a model or a checkpoint, got {model_or_path}")
+        if exported and input_size is not None:
+            raise ValueError(f"{model_or_path}: an exported model runs at the input size it was exported at; "
+                             "export it again with another input_size instead")
+        if backend != "torch" and not exported:
+            from isseg.deploy.export import at_size, export, resolve_model
 
             self._tmp = tempfile.TemporaryDirectory(prefix="isseg-predictor-")
-            source = export(resolve_model(source, preset), self._tmp.name, format=backend, input_size=input_size)
-            suffix = source.suffix
+            net = at_size(resolve_model(source, preset), input_size)
+            source = export(net, self._tmp.name, format=backend)
+        elif backend != backend_for(source):
+            raise ValueError(f"backend {backend!r} cannot run {model_or_path}; it needs backend "
+                             f"{backend_for(source)!r}")
+        self.runtime: Runtime
         if backend == "openvino":
-            if suffix != ".xml":
-                raise ValueError(f"backend 'openvino' needs an IR (.xml) file, got {model_or_path}")
             from isseg.deploy.runtime_openvino import OpenVINORuntime
 
-            self.runtime: Any = OpenVINORuntime(source, device or "CPU", precision, mode, num_requests, num_threads)
+            self.runtime = OpenVINORuntime(source, device or "CPU", precision, mode, num_requests, num_threads)
         elif backend == "onnx":
-            if suffix != ".onnx":
-                raise ValueError(f"backend 'onnx' needs an .onnx file, got {model_or_path}")
             from isseg.deploy.runtime_onnx import ONNXRuntime
 
             self.runtime = ONNXRuntime(source, device or "cpu", num_threads)
         else:
-            if suffix in (".xml", ".onnx"):
-                raise ValueError(f"backend 'torch' needs a model or a checkpoint, got {model_or_path}")
-            from isseg.deploy.export import resolve_model
+            from isseg.deploy.export import at_size, resolve_model
             from isseg.deploy.runtime_torch import TorchRuntime
 
             if num_threads:
-                import torch
-
                 torch.set_num_threads(int(num_threads))
-            self.runtime = TorchRuntime(resolve_model(source, preset), device or "cpu", input_size)
-        meta = self.runtime.metadata
-        self.class_names: tuple[str, ...] = tuple(meta["class_names"])
-        self.mask_paste: str = meta["mask_paste"]
-        self.mask_threshold: float = float(meta["mask_threshold"])
-        self.input_size: tuple[int, int] = tuple(self.runtime.input_size)  # type: ignore[assignment]
+            self.runtime = TorchRuntime(at_size(resolve_model(source, preset), input_size),
+                                        (device or "cpu").lower())
+        self.config: ModelConfig = self.runtime.meta.config
+        self.class_names: tuple[str, ...] = tuple(self.config.class_names)
         self.timings: dict[str, float] = {}  # seconds of the last predict(): preprocess, infer, postprocess
 
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """The preset's inference size: the canvas (H, W) of a "fit" model, (short, long) otherwise."""
+        return tuple(self.config.input.size)  # type: ignore[return-value]
+
     def __repr__(self) -> str:
-        return (f"Predictor(backend={self.backend!r}, device={self.runtime.device!r}, "
-                f"input={self.input_size[0]}x{self.input_size[1]}, classes={len(self.class_names)})")
+        kind = "canvas" if self.config.input.resize == "fit" else "short/long"
+        return (f"Predictor(backend={self.backend!r}, device={self.runtime.device!r}, preset={self.config.name!r}, "
+                f"{kind}={self.input_size[0]}x{self.input_size[1]}, classes={len(self.class_names)})")
 
     # ------------------------------------------------------------------------------------------------ steps
-    def preprocess(self, image: ImageInput) -> tuple[np.ndarray, dict[str, Any]]:
-        """-> (uint8 canvas of the input size, meta with the original and resized sizes)."""
-        image = read_image(image)
-        canvas, resized = letterbox(image, self.input_size)
-        return canvas, {"original": image.shape[:2], "resized": resized}
+    def preprocess(self, image: ImageInput) -> tuple[np.ndarray, PreparedImage]:
+        """-> (the network input float32 [1, 3, h, w], the sizes to map the results back)."""
+        return network_input(image, self.config.input)
 
-    def postprocess(self, outputs: tuple[np.ndarray, np.ndarray, np.ndarray], meta: dict[str, Any],
-                    threshold: float | None = None, with_masks: bool = True) -> Detections:
-        labels, boxes, masks = outputs
-        return postprocess(labels, boxes, masks, meta["resized"], meta["original"], self.class_names,
-                           self.threshold if threshold is None else threshold, self.mask_paste,
-                           self.mask_threshold, with_masks)
+    def postprocess(self, outputs: Outputs, prepared: PreparedImage, threshold: float | None = None,
+                    with_masks: bool = True) -> Detections:
+        """The contract's outputs (padded with score-0 rows) -> ``Detections`` of the original image."""
+        labels, boxes5, masks = (np.asarray(o) for o in outputs)
+        boxes5 = boxes5.reshape(-1, 5).astype(np.float32)
+        threshold = self.threshold if threshold is None else threshold
+        scores = boxes5[:, 4]
+        keep = np.nonzero((scores > 0) & (scores >= threshold))[0]
+        keep = keep[np.argsort(-scores[keep], kind="stable")]
+        t = torch.from_numpy
+        return to_detections(t(boxes5[keep, :4]), t(scores[keep]), t(labels.reshape(-1)[keep].astype(np.int64)),
+                             t(masks[keep].astype(np.float32)), prepared.content_size, prepared.original_size,
+                             self.config.roi, self.class_names, with_masks)
 
     # -------------------------------------------------------------------------------------------- inference
     def predict(self, image: ImageInput, threshold: float | None = None, masks: bool = True) -> Detections:
         """Detections in one BGR image (HxWx3 uint8, HxW grayscale, or an image file path);
         ``masks=False`` skips pasting the masks (``Detections.masks`` is None)."""
         t0 = time.perf_counter()
-        canvas, meta = self.preprocess(image)
+        x, prepared = self.preprocess(image)
         t1 = time.perf_counter()
-        outputs = self.runtime.infer(canvas)
+        outputs = self.runtime.infer(x)
         t2 = time.perf_counter()
-        det = self.postprocess(outputs, meta, threshold, masks)
+        det = self.postprocess(outputs, prepared, threshold, masks)
         t3 = time.perf_counter()
         self.timings = {"preprocess": t1 - t0, "infer": t2 - t1, "postprocess": t3 - t2}
         return det
@@ -142,29 +161,22 @@ class Predictor:
     __call__ = predict
 
     def predict_stream(self, images: Iterable[ImageInput], threshold: float | None = None,
-                       errors: str = "raise") -> Iterator[Detections | Exception]:
-        """Detections for each image of an iterable, in order; OpenVINO keeps several requests in flight.
-
-        ``errors="raise"`` stops at the first bad image; ``"return"`` yields the exception in its place.
-        """
+                       errors: str = "raise", masks: bool = True) -> Iterator[Detections | Exception]:
+        """Detections for each image of an iterable, in order; OpenVINO in throughput mode keeps several
+        requests in flight. ``errors="raise"`` stops at the first bad image; ``"return"`` yields the
+        exception in its place and goes on."""
         if errors not in ("raise", "return"):
             raise ValueError("errors must be 'raise' or 'return'")
-        if hasattr(self.runtime, "stream") and self.runtime.num_requests > 1:
-            for meta, outputs, err in self.runtime.stream(images, self.preprocess):
-                if err is not None:
-                    if errors == "raise":
-                        raise err
-                    yield err
-                else:
-                    yield self.postprocess(outputs, meta, threshold)
-            return
-        for image in images:
-            try:
-                yield self.predict(image, threshold)
-            except (ValueError, FileNotFoundError, OSError) as exc:
-                if errors == "raise":
-                    raise
-                yield exc
+        for prepared, outputs, err in self.runtime.stream(images, self.preprocess):
+            if err is None:
+                try:
+                    yield self.postprocess(outputs, prepared, threshold, masks)  # type: ignore[arg-type]
+                    continue
+                except (ValueError, OSError) as exc:
+                    err = exc
+            if errors == "raise":
+                raise err
+            yield err
 
     def predict_batch(self, images: Sequence[ImageInput], threshold: float | None = None) -> list[Detections]:
         """``predict`` over a list (asynchronously with OpenVINO: use ``mode="throughput"``)."""

@@ -6,7 +6,6 @@ is quantized; the geometry (anchors, decoding, RoI coordinates, NMS) is excluded
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,29 +13,22 @@ from typing import Any
 import cv2
 import numpy as np
 
-from isseg.deploy.graph import INPUT_NAME
-from isseg.deploy.processing import letterbox, to_nchw
+from isseg.config import ModelConfig
+from isseg.deploy.contract import INPUT_NAME
+from isseg.deploy.graph import is_geometry
+from isseg.model.transform import network_input
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def default_calibration_dir() -> Path:
-    """``$ISSEG_COCO_MINI/val2017``, else ``../shared/datasets/coco-mini/val2017`` next to the repository."""
-    env = os.environ.get("ISSEG_COCO_MINI")
-    root = Path(env) if env else Path(__file__).resolve().parents[3].parent / "shared/datasets/coco-mini"
-    return root / "val2017"
-
-
-def calibration_images(source: str | Path | Sequence[np.ndarray] | None = None, count: int = 32
-                       ) -> list[np.ndarray]:
-    """Up to ``count`` BGR images: from a list, a folder (sorted file names), or coco-mini val2017."""
-    if source is not None and not isinstance(source, str | Path):
+def calibration_images(source: str | Path | Sequence[np.ndarray], count: int = 32) -> list[np.ndarray]:
+    """Up to ``count`` BGR images: from a list, or a folder (sorted file names)."""
+    if not isinstance(source, str | Path):
         images = [np.asarray(x) for x in list(source)[:count]]
     else:
-        folder = Path(source) if source is not None else default_calibration_dir()
+        folder = Path(source)
         if not folder.is_dir():
-            raise FileNotFoundError(f"calibration images not found: {folder} (pass calibration=<folder> or set "
-                                    "ISSEG_COCO_MINI)")
+            raise FileNotFoundError(f"calibration images not found: {folder} (expected a folder of images)")
         images = []
         for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
             img = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -45,12 +37,14 @@ def calibration_images(source: str | Path | Sequence[np.ndarray] | None = None, 
             if len(images) >= count:
                 break
     if not images:
-        raise ValueError(f"no readable calibration images in {source or default_calibration_dir()}")
+        where = source if isinstance(source, str | Path) else "the list given"
+        raise ValueError(f"no readable calibration images in {where}")
     return images
 
 
-def _inputs(images: list[np.ndarray], input_size: tuple[int, int]) -> list[np.ndarray]:
-    return [to_nchw(letterbox(img, input_size)[0]) for img in images]
+def _inputs(images: list[np.ndarray], cfg: ModelConfig) -> list[np.ndarray]:
+    """The exported graph's inputs for calibration images: the preset's own pre-processing."""
+    return [network_input(img, cfg.input)[0] for img in images]
 
 
 def _quiet_nncf() -> None:
@@ -67,16 +61,14 @@ def _ignored_scope(names: list[str]) -> Any:
     return nncf.IgnoredScope(names=names, validate=False)
 
 
-def quantize_openvino(ov_model: Any, calibration: str | Path | Sequence[np.ndarray] | None = None,
-                      count: int = 32, input_size: tuple[int, int] = (768, 1024)) -> Any:
+def quantize_openvino(ov_model: Any, cfg: ModelConfig, calibration: str | Path | Sequence[np.ndarray],
+                      count: int = 32) -> Any:
     """NNCF PTQ of an ``ov.Model`` of the exported graph (symmetric int8, the CPU's preferred scheme)."""
     import nncf
 
     _quiet_nncf()
-    data = _inputs(calibration_images(calibration, count), input_size)
+    data = _inputs(calibration_images(calibration, count), cfg)
     dataset = nncf.Dataset(data, lambda x: {INPUT_NAME: x})
-    from isseg.deploy.export import is_geometry
-
     geometry = [op.get_friendly_name() for op in ov_model.get_ops()
                 if is_geometry(op.get_friendly_name(), op.get_type_name())]
     return nncf.quantize(ov_model, dataset, subset_size=len(data), preset=nncf.QuantizationPreset.PERFORMANCE,
@@ -101,19 +93,17 @@ def constants_to_initializers(model: Any) -> Any:
     return model
 
 
-def quantize_onnx(src: str | Path, dst: str | Path, calibration: str | Path | Sequence[np.ndarray] | None = None,
-                  count: int = 32, input_size: tuple[int, int] = (768, 1024)) -> Path:
+def quantize_onnx(src: str | Path, dst: str | Path, cfg: ModelConfig, calibration: str | Path | Sequence[np.ndarray],
+                  count: int = 32) -> Path:
     """NNCF PTQ of the exported ONNX file (QuantizeLinear / DequantizeLinear pairs, for ONNX Runtime)."""
     import nncf
     import onnx
 
     _quiet_nncf()
-    from isseg.deploy.export import is_geometry
-
     model = constants_to_initializers(onnx.load(str(src)))
     geometry = [n.name for n in model.graph.node if is_geometry(n.name, n.op_type)]
     meta = [(p.key, p.value) for p in model.metadata_props]
-    data = _inputs(calibration_images(calibration, count), input_size)
+    data = _inputs(calibration_images(calibration, count), cfg)
     dataset = nncf.Dataset(data, lambda x: {INPUT_NAME: x})
     quantized = nncf.quantize(model, dataset, subset_size=len(data), preset=nncf.QuantizationPreset.PERFORMANCE,
                               ignored_scope=_ignored_scope(geometry))

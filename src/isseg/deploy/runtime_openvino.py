@@ -1,8 +1,8 @@
 """OpenVINO backend: our IR, or an Open Model Zoo IR with the same contract (instance-segmentation-security-*).
 
-The compiled model takes the letterboxed uint8 HxWx3 canvas directly: the conversion to float32 NCHW is
-embedded with OpenVINO's PrePostProcessor. ``infer`` is synchronous; ``stream`` keeps several requests in
-flight (``AsyncInferQueue``) and yields results in input order.
+The compiled model takes the pre-processed float32 [1, 3, H, W] input (fixed for a "fit" export, dynamic for a
+"shortest_edge" one). ``infer`` is synchronous; ``stream`` keeps several requests in flight
+(``AsyncInferQueue``) and yields results in input order.
 
 All runtimes share one ``ov.Core`` (:func:`shared_core`), as OpenVINO recommends. It is also what keeps
 async inference safe: with a Core per model, deleting a model right after an asynchronous stream now and
@@ -14,46 +14,24 @@ dropped the last reference to the plugin and joined itself (inferred, not proven
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from isseg.config import COCO_CLASSES
-
-OUTPUTS = ("labels", "boxes", "masks")
+from isseg.deploy.contract import OUTPUT_NAMES, read_metadata
+from isseg.deploy.runtime import Outputs, StreamItem
 
 # device precision names accepted for ``precision``
 _PRECISIONS = {"fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}
 
 
-def _rt(model: Any, *path: str) -> str | None:
+def _rt(model: Any, section: str, key: str) -> str | None:
     try:
-        return str(model.get_rt_info(list(path)).astype(str))
+        return str(model.get_rt_info([section, key]).astype(str))
     except RuntimeError:
         return None
-
-
-def read_metadata(model: Any) -> dict[str, Any]:
-    """Class names, mask paste method and the rest of what isseg stored; OMZ defaults for foreign IRs."""
-    names: tuple[str, ...] | None = None
-    exact = _rt(model, "isseg", "class_names")
-    if exact:
-        names = tuple(json.loads(exact))
-    else:
-        labels = _rt(model, "model_info", "labels")
-        if labels:
-            parts = labels.split()
-            names = tuple(parts[1:] if parts and parts[0].lower() in ("background", "__background__") else parts)
-    return {
-        "class_names": names or COCO_CLASSES,
-        "mask_paste": _rt(model, "isseg", "mask_paste") or "torchvision",
-        "mask_threshold": float(_rt(model, "isseg", "mask_threshold") or 0.5),
-        "preset": _rt(model, "isseg", "preset"),
-        "precision": _rt(model, "isseg", "precision"),
-    }
 
 
 def _output_index(model: Any) -> dict[str, int]:
@@ -61,7 +39,7 @@ def _output_index(model: Any) -> dict[str, int]:
     found: dict[str, int] = {}
     for i, out in enumerate(model.outputs):
         names = out.get_names()
-        for key in OUTPUTS:
+        for key in OUTPUT_NAMES:
             if key in names:
                 found[key] = i
     if len(found) == 3:
@@ -90,29 +68,26 @@ class OpenVINORuntime:
 
     def __init__(self, path: str | Path, device: str = "CPU", precision: str | None = None,
                  mode: str = "latency", num_requests: int = 0, num_threads: int = 0) -> None:
-        import openvino as ov
-        from openvino.preprocess import PrePostProcessor
-
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
         if path.suffix == ".xml" and not path.with_suffix(".bin").is_file():
             raise FileNotFoundError(f"weights of the IR not found: {path.with_suffix('.bin')}")
         core = shared_core()
-        model = core.read_model(str(path))
+        try:
+            model = core.read_model(str(path))
+        except RuntimeError as exc:
+            raise ValueError(f"{path}: not an OpenVINO IR OpenVINO can read ({str(exc).splitlines()[0]})") from None
         if len(model.inputs) != 1:
             raise ValueError(f"{path}: expected one image input, got {len(model.inputs)} inputs")
         shape = model.inputs[0].get_partial_shape()
-        if shape.is_dynamic or len(shape) != 4:
-            raise ValueError(f"{path}: expected a static [1, 3, H, W] image input, got {shape}")
-        self.input_size = (int(shape[2].get_length()), int(shape[3].get_length()))
-        self.metadata = read_metadata(model)
+        if shape.rank.is_dynamic or len(shape) != 4:
+            raise ValueError(f"{path}: expected a [1, 3, H, W] image input, got {shape}")
+        static = None if shape[2].is_dynamic or shape[3].is_dynamic else (shape[2].get_length(),
+                                                                            shape[3].get_length())
+        self.meta = read_metadata(lambda section, key: _rt(model, section, key), static, str(path))
         self.outputs = _output_index(model)
-        ppp = PrePostProcessor(model)
-        ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
-        ppp.input().model().set_layout(ov.Layout("NCHW"))
-        ppp.input().preprocess().convert_element_type(ov.Type.f32)
-        model = ppp.build()
+        device = device.upper()
         config: dict[str, Any] = {"PERFORMANCE_HINT": "THROUGHPUT" if mode == "throughput" else "LATENCY"}
         if precision is not None:
             if precision not in _PRECISIONS:
@@ -124,23 +99,28 @@ class OpenVINORuntime:
             config["PERFORMANCE_HINT_NUM_REQUESTS"] = int(num_requests)
         self.device = device
         self.core = core
-        self.compiled = core.compile_model(model, device, config)
+        try:
+            self.compiled = core.compile_model(model, device, config)
+        except RuntimeError:
+            if device.split(".")[0].split(":")[0] not in {d.split(".")[0] for d in core.available_devices} | {
+                    "AUTO", "MULTI", "HETERO"}:
+                raise ValueError(f"unknown OpenVINO device {device!r}; available: {core.available_devices}") from None
+            raise
         self.request = self.compiled.create_infer_request()
         self.num_requests = int(num_requests) or int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT")) \
-            if device.upper().startswith("CPU") else None
+            if device.startswith("CPU") else None
 
-    def _unpack(self, request: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return tuple(request.get_output_tensor(self.outputs[k]).data.copy() for k in OUTPUTS)  # type: ignore
+    def _unpack(self, request: Any) -> Outputs:
+        return tuple(request.get_output_tensor(self.outputs[k]).data.copy() for k in OUTPUT_NAMES)  # type: ignore
 
-    def infer(self, canvas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """uint8 HxWx3 canvas of the input size -> (labels, boxes, masks) as the network gives them."""
-        self.request.infer({0: canvas[None]})
+    def infer(self, x: np.ndarray) -> Outputs:
+        """float32 [1, 3, H, W] input -> (labels, boxes, masks) as the network gives them."""
+        self.request.infer({0: x})
         return self._unpack(self.request)
 
-    def stream(self, items: Iterable[Any], prepare: Callable[[Any], tuple[np.ndarray, Any]]
-               ) -> Iterator[tuple[Any, tuple[np.ndarray, np.ndarray, np.ndarray] | None, Exception | None]]:
-        """Asynchronous inference of ``prepare(item) -> (canvas, meta)`` over ``items`` with up to
+    def stream(self, items: Iterable[Any], prepare: Callable[[Any], tuple[np.ndarray, Any]]) -> Iterator[StreamItem]:
+        """Asynchronous inference of ``prepare(item) -> (input, meta)`` over ``items`` with up to
         ``num_requests`` in flight; yields ``(meta, outputs, error)`` in input order (``prepare`` errors
         are passed through as ``error`` without stopping the stream)."""
         import openvino as ov
@@ -167,13 +147,13 @@ class OpenVINORuntime:
         try:
             for idx, item in enumerate(items):
                 try:
-                    canvas, meta = prepare(item)
+                    x, meta = prepare(item)
                 except Exception as exc:  # noqa: BLE001 - reported to the caller, the stream goes on
                     pending[idx] = (item, exc)
                     done[idx] = None
                 else:
                     pending[idx] = (meta, None)
-                    queue.start_async({0: canvas[None]}, idx)
+                    queue.start_async({0: x}, idx)
                 while next_out in done:
                     yield emit(next_out)
                     next_out += 1

@@ -14,14 +14,47 @@ from typing import Any
 
 from isseg.config import ModelConfig
 
+# field names of earlier versions, and what replaced them
+_RENAMED = {
+    "input.fit_size": "input.size (the inference size: (height, width) of a fit canvas, (short, long) otherwise)",
+    "input.min_size": "input.size (the inference size: [short, long])",
+    "input.max_size": "input.size (the inference size: [short, long])",
+    "input.train_min_sizes": "input.train_sizes",
+    "input.train_max_size": "input.size (training keeps the inference long side)",
+    "input.pad_to": "input.resize (fit: a fixed canvas; shortest_edge: padded to input.size_divisor)",
+    "roi.clip_to_original": "roi.final_clip",
+}
+
 
 def apply_overrides(cfg: ModelConfig, items: Iterable[str]) -> ModelConfig:
-    """Return ``cfg`` with each ``"a.b=value"`` applied (nested dataclasses are replaced, not mutated)."""
+    """Return ``cfg`` with each ``"a.b=value"`` applied (nested dataclasses are replaced, not mutated).
+
+    ``input.size`` (the inference size) and ``input.train_sizes`` (the training scales) are applied together:
+    ``input.size`` alone scales the training scales with it, so that a model is trained at the size it is
+    tested at; given both, they must agree (see ``InputConfig``).
+    """
+    parsed: list[tuple[str, object]] = []
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. roi.batch_size_per_image=128")
-        cfg = _replace_path(cfg, key.strip().split("."), _parse(raw.strip()), key.strip())
+        if key in _RENAMED:
+            raise ValueError(f"--set {key}: this field is now {_RENAMED[key]}")
+        parsed.append((key, _parse(raw.strip())))
+    sizes = {k: v for k, v in parsed if k in ("input.size", "input.train_sizes")}
+    for key, value in parsed:
+        if key not in sizes:
+            cfg = _replace_path(cfg, key.split("."), value, key)
+    if "input.size" in sizes:
+        size = _coerce(cfg.input.size, sizes["input.size"], "input.size")
+        train = sizes.get("input.train_sizes")
+        train = None if train is None else _coerce(cfg.input.train_sizes, train, "input.train_sizes")
+        if len(size) != 2:
+            raise ValueError(f"--set input.size: expected [height, width] or [short, long], got {list(size)}")
+        cfg = dataclasses.replace(cfg, input=cfg.input.with_size(size, train))
+    elif "input.train_sizes" in sizes:
+        cfg = _replace_path(cfg, ["input", "train_sizes"], sizes["input.train_sizes"], "input.train_sizes")
     return cfg
 
 

@@ -44,14 +44,20 @@ class AnchorGenerator(torch.nn.Module):
     def forward(
         self, feature_sizes: list[tuple[int, int]], image_size: tuple[int, int], device: torch.device
     ) -> list[Tensor]:
-        """One [H_l*W_l*A, 4] tensor per level (the same for every image of a padded batch)."""
-        key = (tuple(feature_sizes), tuple(image_size), str(device))
+        """One [H_l*W_l*A, 4] tensor per level (the same for every image of a padded batch). Sizes may be traced
+        0-dim tensors: then the anchors are computed in the graph, never cached."""
+        if torch.jit.is_tracing() or any(isinstance(v, Tensor) for v in image_size):
+            return self._generate(feature_sizes, image_size, device)
+        key = (tuple(tuple(int(v) for v in s) for s in feature_sizes), tuple(image_size), str(device))
         if key not in self._cache:
             if len(self._cache) > 16:
                 self._cache.clear()
-            levels = []
-            for base, stride, (h, w) in zip(self.cell_anchors, self.strides, feature_sizes):
-                sy, sx = (image_size[0] // h, image_size[1] // w) if self.strides_from_image else (stride, stride)
-                levels.append(grid_anchors(base.to(device), sx, sy, h, w))
-            self._cache[key] = levels
+            self._cache[key] = self._generate(feature_sizes, image_size, device)
         return self._cache[key]
+
+    def _generate(self, feature_sizes: list, image_size: tuple, device: torch.device) -> list[Tensor]:
+        levels = []
+        for base, stride, (h, w) in zip(self.cell_anchors, self.strides, feature_sizes):
+            sy, sx = (image_size[0] // h, image_size[1] // w) if self.strides_from_image else (stride, stride)
+            levels.append(grid_anchors(base.to(device), sx, sy, h, w))
+        return levels

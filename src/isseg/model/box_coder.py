@@ -61,7 +61,13 @@ class BoxCoder:
 
 
 def clip_boxes(boxes: Tensor, height: int | Tensor, width: int | Tensor) -> Tensor:
-    """Clamp x to [0, width] and y to [0, height]; ``boxes`` [..., 4]."""
-    x = boxes[..., 0::2].clamp(min=0, max=width)
-    y = boxes[..., 1::2].clamp(min=0, max=height)
+    """Clamp x to [0, width] and y to [0, height]; ``boxes`` [..., 4]. The size may be a traced 0-dim tensor
+    (an exported graph clips to its own, dynamic, input size)."""
+    x = boxes[..., 0::2].clamp(min=0)
+    y = boxes[..., 1::2].clamp(min=0)
+    if isinstance(width, Tensor) or isinstance(height, Tensor):
+        x = torch.minimum(x, torch.as_tensor(width, dtype=boxes.dtype, device=boxes.device))
+        y = torch.minimum(y, torch.as_tensor(height, dtype=boxes.dtype, device=boxes.device))
+    else:
+        x, y = x.clamp(max=width), y.clamp(max=height)
     return torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)

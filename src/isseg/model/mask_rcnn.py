@@ -11,12 +11,12 @@ from torch import Tensor, nn
 
 from isseg.config import ModelConfig, get_config
 from isseg.model.backbone import Backbone
-from isseg.model.box_coder import clip_boxes
 from isseg.model.detections import Detections
 from isseg.model.images import ImageLike, read_image
+from isseg.model.postprocess import to_detections
 from isseg.model.roi_heads import RoIHeads
 from isseg.model.rpn import RPN
-from isseg.model.transform import ImageBatch, ImageTransform, boxes_to_original, paste_masks
+from isseg.model.transform import ImageBatch, ImageTransform
 
 
 class MaskRCNN(nn.Module):
@@ -45,29 +45,26 @@ class MaskRCNN(nn.Module):
         if self.training and targets is None:
             raise ValueError("MaskRCNN: targets are required in training mode (call model.eval() to predict)")
         batch, targets = self.transform(images, targets)
-        features = self.backbone(batch.tensor)
-        proposals, rpn_losses = self.rpn(features, batch.padded_size, batch.image_sizes, targets)
-        results, roi_losses = self.roi_heads(features, proposals, batch.image_sizes, targets, batch.original_sizes)
         if self.training:
+            features = self.backbone(batch.tensor)
+            proposals, rpn_losses = self.rpn(features, batch.padded_size, batch.image_sizes, targets)
+            _, roi_losses = self.roi_heads(features, proposals, batch.image_sizes, targets, batch.original_sizes)
             return {**rpn_losses, **roi_losses}
-        return self.postprocess(results, batch)
+        return self.postprocess(self.infer(batch.tensor, batch.image_sizes), batch)
+
+    def infer(self, x: Tensor, image_sizes: list) -> list[dict[str, Tensor]]:
+        """The network's inference on a normalized, padded batch ``x`` [N, 3, H, W]: per image ``boxes`` [D, 4]
+        (network-input pixels, clipped to ``image_sizes[i]``), ``scores`` [D], ``labels`` [D], ``mask_probs``
+        [D, 28, 28]. The exported graph traces exactly this (``isseg.deploy.export``)."""
+        features = self.backbone(x)
+        proposals, _ = self.rpn(features, (x.shape[-2], x.shape[-1]), image_sizes)
+        results, _ = self.roi_heads(features, proposals, image_sizes)
+        return results
 
     def postprocess(self, results: list[dict[str, Tensor]], batch: ImageBatch) -> list[Detections]:
-        cfg = self.config.roi
-        out = []
-        for r, resized, original in zip(results, batch.image_sizes, batch.original_sizes):
-            boxes = boxes_to_original(r["boxes"].float().cpu(), resized, original)
-            scores, labels, mask_probs = r["scores"].float().cpu(), r["labels"].cpu(), r["mask_probs"].cpu()
-            if cfg.clip_to_original:  # detectron2's detector_postprocess
-                boxes = clip_boxes(boxes, original[0], original[1])
-                keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-                boxes, scores, labels, mask_probs = boxes[keep], scores[keep], labels[keep], mask_probs[keep]
-            masks = paste_masks(mask_probs, boxes, original, cfg.mask_paste, cfg.mask_threshold)
-            out.append(Detections(
-                boxes.numpy().astype(np.float32), scores.numpy(), labels.numpy().astype(np.int64), masks.numpy(),
-                self.class_names, original,
-            ))  # fmt: skip
-        return out
+        return [to_detections(r["boxes"], r["scores"], r["labels"], r["mask_probs"], content, original,
+                              self.config.roi, self.class_names)
+                for r, content, original in zip(results, batch.content_sizes, batch.original_sizes)]
 
     @torch.inference_mode()
     def predict(self, images: ImageLike | Sequence[ImageLike], batch_size: int = 1
@@ -96,13 +93,8 @@ def to_image_tensor(image: ImageLike) -> Tensor:
 
 
 def build_model(preset: str | ModelConfig = "security-0002", num_classes: int | None = None,
-                class_names: Sequence[str] | None = None, weights: str | Path | None = None) -> MaskRCNN:
-    """A Mask R-CNN from a preset name (see ``isseg.PRESETS``), optionally loading ``weights``
-    (a checkpoint path or a registry name)."""
+                class_names: Sequence[str] | None = None) -> MaskRCNN:
+    """A Mask R-CNN from a preset name (see ``isseg.PRESETS``) or a ``ModelConfig``, with random weights;
+    ``isseg.load_weights(model, ...)`` or ``isseg.load_model(...)`` give it trained ones."""
     cfg = get_config(preset, num_classes, tuple(class_names) if class_names is not None else None)
-    model = MaskRCNN(cfg)
-    if weights is not None:
-        from isseg.weights.loading import load_weights
-
-        load_weights(model, weights)
-    return model
+    return MaskRCNN(cfg)

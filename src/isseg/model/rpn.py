@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, box_iou
+from torchvision.ops import box_iou
 
 from isseg.config import AnchorConfig, RPNConfig
 from isseg.model.anchors import AnchorGenerator
 from isseg.model.backbone import ConvNormAct
 from isseg.model.box_coder import BoxCoder, clip_boxes
 from isseg.model.losses import box_regression_loss
+from isseg.model.ops import nms_rows, topk_dynamic
 from isseg.model.sampling import match, sample_balanced
 
 
@@ -50,15 +51,18 @@ class RPN(nn.Module):
     def forward(
         self,
         features: list[Tensor],
-        padded_size: tuple[int, int],
-        image_sizes: list[tuple[int, int]],
+        padded_size: tuple[int, int] | tuple[Tensor, Tensor],
+        image_sizes: list[tuple[int, int]] | list[tuple[Tensor, Tensor]],
         targets: list[dict[str, Tensor]] | None = None,
     ) -> tuple[list[Tensor], dict[str, Tensor]]:
-        """Proposals ([P_i, 4] per image, in the resized image's pixels) and, when training, losses."""
+        """Proposals ([P_i, 4] per image, in network-input pixels, clipped to ``image_sizes[i]``) and, when
+        training, losses. Sizes may be traced 0-dim tensors (the exported graph's dynamic input)."""
         logits, deltas = self.head(features)
         anchors = self.anchor_generator([f.shape[-2:] for f in features], padded_size, features[0].device)
-        proposals = self.select_proposals(anchors, [x.detach() for x in logits], [d.detach() for d in deltas],
-                                          image_sizes)
+        proposals = [
+            self.select_proposals(anchors, [x[i].detach() for x in logits], [d[i].detach() for d in deltas], size)
+            for i, size in enumerate(image_sizes)
+        ]
         losses: dict[str, Tensor] = {}
         if self.training:
             if targets is None:
@@ -66,38 +70,33 @@ class RPN(nn.Module):
             losses = self.loss(torch.cat(anchors), torch.cat(logits, 1), torch.cat(deltas, 1), targets)
         return proposals, losses
 
-    def select_proposals(
-        self, anchors: list[Tensor], logits: list[Tensor], deltas: list[Tensor], image_sizes: list[tuple[int, int]]
-    ) -> list[Tensor]:
+    def select_proposals(self, anchors: list[Tensor], logits: list[Tensor], deltas: list[Tensor],
+                         image_size: tuple[int, int] | tuple[Tensor, Tensor]) -> Tensor:
+        """One image: per level the top-k anchors by objectness, decoded, clipped, size- and score-filtered and
+        suppressed (NMS within the level); then the best ``post_nms_top_n`` of all levels -> [P, 4].
+
+        ``logits[l]`` [A_l] and ``deltas[l]`` [A_l, 4] of level l; traceable (the exported graph runs this).
+        """
         cfg = self.cfg
         pre_n = cfg.pre_nms_top_n_train if self.training else cfg.pre_nms_top_n_test
         post_n = cfg.post_nms_top_n_train if self.training else cfg.post_nms_top_n_test
-        # Top-k per level over the whole batch at once, then per-image filtering and NMS.
-        top_logits, top_boxes, top_levels = [], [], []
-        for level, (a, lg, d) in enumerate(zip(anchors, logits, deltas)):
-            k = min(pre_n, lg.shape[1])
-            score, idx = lg.topk(k, dim=1)
-            n = lg.shape[0]
-            sel_deltas = d.gather(1, idx[..., None].expand(n, k, 4))
-            boxes = self.box_coder.decode(sel_deltas.reshape(-1, 4), a[idx.reshape(-1)]).reshape(n, k, 4)
-            top_logits.append(score)
-            top_boxes.append(boxes)
-            top_levels.append(torch.full((k,), level, dtype=torch.int64, device=lg.device))
-        all_logits, all_boxes, levels = torch.cat(top_logits, 1), torch.cat(top_boxes, 1), torch.cat(top_levels)
-        proposals = []
-        for i, (h, w) in enumerate(image_sizes):
-            boxes = clip_boxes(all_boxes[i], h, w)
-            scores = torch.sigmoid(all_logits[i])
+        kept_boxes, kept_scores = [], []
+        for a, lg, d in zip(anchors, logits, deltas):
+            top, idx = topk_dynamic(lg, pre_n)
+            boxes = clip_boxes(self.box_coder.decode(d[idx], a[idx]), *image_size)
+            scores = torch.sigmoid(top)
             ws, hs = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
             if cfg.min_size_mode == "ge":
-                keep = (ws >= cfg.min_size) & (hs >= cfg.min_size)
+                valid = (ws >= cfg.min_size) & (hs >= cfg.min_size)
             else:
-                keep = (ws > cfg.min_size) & (hs > cfg.min_size)
-            keep &= scores >= cfg.score_thresh
-            boxes, scores, lvl = boxes[keep], scores[keep], levels[keep]
-            keep = batched_nms(boxes, scores, lvl, cfg.nms_thresh)[:post_n]
-            proposals.append(boxes[keep])
-        return proposals
+                valid = (ws > cfg.min_size) & (hs > cfg.min_size)
+            valid = valid & (scores >= cfg.score_thresh)
+            scores = torch.where(valid, scores, torch.full_like(scores, -1.0))  # ignored by the NMS below
+            keep = nms_rows(boxes[None], scores[None, None], post_n, cfg.nms_thresh, -0.5)[:, 2]
+            kept_boxes.append(boxes[keep])
+            kept_scores.append(scores[keep])
+        _, order = topk_dynamic(torch.cat(kept_scores), post_n)
+        return torch.cat(kept_boxes)[order]
 
     def loss(self, anchors: Tensor, logits: Tensor, deltas: Tensor, targets: list[dict[str, Tensor]]
              ) -> dict[str, Tensor]:

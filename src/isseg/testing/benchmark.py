@@ -2,7 +2,7 @@
 torchvision's ``maskrcnn_resnet50_fpn`` in eager PyTorch measured in the same run at the same input size,
 and the agreement of the reduced precisions with fp32.
 
-Without weights, the model is :func:`isseg.deploy.random_weights.realistic_random_model` (calibrated
+Without weights, the model is :func:`isseg.testing.random_weights.realistic_random_model` (calibrated
 random weights whose classifier passes ~100 detections per image), and torchvision's model gets a biased
 classifier for the same reason: both do the realistic amount of work (1000 proposals, up to 100 detections
 with masks). Their detections are meaningless, so the agreement numbers only measure how much each
@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from isseg.deploy.compare import compare
-from isseg.deploy.processing import letterbox
+from isseg.testing.datasets import coco_mini_dir
 
 STAGES = ("decode", "preprocess", "infer", "postprocess")
 
@@ -40,7 +40,7 @@ class Result:
     detections: float = 0.0  # mean per image
     agreement: dict[str, float] = field(default_factory=dict)
     precision: str = ""  # the compute precision of the network's convolutions: fp32 / bf16 / int8 ("" unknown)
-    bound_ms: float | None = None  # network GFLOPs / the probed rate at that precision (isseg.deploy.ceiling)
+    bound_ms: float | None = None  # network GFLOPs / the probed rate at that precision (isseg.testing.ceiling)
 
 
 def cpu_description() -> str:
@@ -60,9 +60,9 @@ def cpu_description() -> str:
 
 
 def coco_images(count: int, split: str = "val2017") -> list[Path]:
-    from isseg.deploy.quantize import IMAGE_SUFFIXES, default_calibration_dir
+    from isseg.deploy.quantize import IMAGE_SUFFIXES
 
-    folder = default_calibration_dir().parent / split
+    folder = coco_mini_dir() / split
     if not folder.is_dir():
         raise FileNotFoundError(f"coco-mini not found at {folder.parent}; set ISSEG_COCO_MINI")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -134,6 +134,18 @@ def torchvision_model(seed: int = 0, input_size: tuple[int, int] = (768, 1024)) 
     return model
 
 
+def _letterboxed(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 HxWx3 ``image`` resized to fit ``size`` and padded with 0, as the seed's application does."""
+    import torch
+
+    from isseg.config import InputConfig
+    from isseg.model.transform import prepare_image
+
+    cfg = InputConfig(resize="fit", size=size, pad_normalized=False)
+    canvas = prepare_image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), cfg).input
+    return np.ascontiguousarray(canvas.permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy())
+
+
 class TorchvisionRunner:
     """torchvision eager fp32 on the same letterboxed input as isseg (its transform keeps 768x1024 as it is):
     "preprocess" = letterbox + RGB float tensor, "infer" = its whole forward (transform, network, detection
@@ -148,7 +160,7 @@ class TorchvisionRunner:
         import torch
 
         t0 = time.perf_counter()
-        canvas, _ = letterbox(image, self.input_size)
+        canvas = _letterboxed(image, self.input_size)
         x = torch.from_numpy(canvas[:, :, ::-1].copy()).permute(2, 0, 1).float().div_(255.0)
         t1 = time.perf_counter()
         with torch.inference_mode():
@@ -175,7 +187,7 @@ class BenchConfig:
     workdir: str | None = None  # where the exports go (reused when present); default: a temp folder
     input_size: tuple[int, int] = (768, 1024)
     throughput: bool = True
-    ceiling: bool = True  # probe the CPU's convolution rate and report latency bounds (isseg.deploy.ceiling)
+    ceiling: bool = True  # probe the CPU's convolution rate and report latency bounds (isseg.testing.ceiling)
 
 
 def _load_model(cfg: BenchConfig) -> Any:
@@ -183,7 +195,7 @@ def _load_model(cfg: BenchConfig) -> Any:
         from isseg.weights.loading import load_model
 
         return load_model(cfg.weights, preset=cfg.preset)
-    from isseg.deploy.random_weights import realistic_random_model
+    from isseg.testing.random_weights import realistic_random_model
 
     return realistic_random_model(cfg.preset, seed=0)
 
@@ -198,9 +210,7 @@ def _exported(cfg: BenchConfig, model: Any, workdir: Path, precision: str, log: 
     t0 = time.perf_counter()
     calib = None
     if precision == "int8":
-        from isseg.deploy.quantize import default_calibration_dir
-
-        train = default_calibration_dir().parent / "train2017"  # calibrate on other images than measured
+        train = coco_mini_dir() / "train2017"  # calibrate on other images than measured
         calib = train if train.is_dir() else None
     path = export(model, workdir, "openvino", precision, input_size=cfg.input_size, keep_onnx=precision == "fp32",
                   calibration=calib, calibration_size=cfg.calibration_size)
@@ -298,9 +308,9 @@ def _compute_ceiling(model: Any, results: list[Result], cfg: BenchConfig, log: C
                      ) -> dict[str, Any]:
     """Probe the CPU's convolution rate at each measured precision and give every result its latency bound:
     the network's GFLOPs (mask head counted for the detections that configuration actually had) divided by
-    that rate. See :mod:`isseg.deploy.ceiling`."""
-    from isseg.deploy.ceiling import probe_rate
+    that rate. See :mod:`isseg.testing.ceiling`."""
     from isseg.model.complexity import count_flops
+    from isseg.testing.ceiling import probe_rate
 
     log("compute ceiling: counting the network's FLOPs and probing the convolution rate ...")
     flops = count_flops(model, *cfg.input_size)
