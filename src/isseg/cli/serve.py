@@ -1,0 +1,88 @@
+"""``isseg serve MODEL...``: serve models over HTTP (KServe v2 / OpenVINO Model Server protocol, ``/predict``,
+a page at ``/``, Prometheus ``/metrics``).
+
+    isseg serve exported/security-0002.xml                       # contract model + security-0002-detections
+    isseg serve seg=exported/security-0002.xml torchvision-v2-coco --port 9000
+    isseg serve model.xml --workers 2 --max-queue 16 --set model-detections.timeout_s=5
+
+Needs ``pip install "isseg[serve]"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+_FIELDS = {"workers": int, "max_queue": int, "timeout_s": float, "retry_after_s": int}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help="[NAME=]SOURCE: an exported IR (.xml) / ONNX file (served as NAME, the raw contract, and "
+                        "NAME-detections), a checkpoint or a registry name (NAME)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s; 0.0.0.0: all)")
+    p.add_argument("--port", type=int, default=8000, help="port (default %(default)s; 0: any free port)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="inferences at once per model (Predictors / OpenVINO requests; default %(default)s)")
+    p.add_argument("--max-queue", type=int, default=8,
+                   help="requests admitted per model, running + waiting; more get 503 (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds a request may wait (504 after; 0: none)")
+    p.add_argument("--set", action="append", default=[], metavar="MODEL.FIELD=VALUE",
+                   help=f"per-model setting, fields: {', '.join(_FIELDS)} (repeatable)")
+    p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body (413 above; default 32)")
+    p.add_argument("--max-pixels", type=int, default=50_000_000, help="largest decoded image (413 above)")
+    p.add_argument("--threshold", type=float, default=0.5, help="default score threshold of the detections models")
+    p.add_argument("--backend", choices=("torch", "openvino", "onnx"), help="detections backend (default: from file)")
+    p.add_argument("--device", help="CPU / GPU / AUTO (OpenVINO), cpu / cuda (PyTorch, ONNX Runtime)")
+    p.add_argument("--precision", help="OpenVINO inference precision: f32, bf16, f16 (default: the device's)")
+    p.add_argument("--threads", type=int, default=0, help="inference threads per Predictor (0: the runtime's)")
+    p.add_argument("--preset", help="preset of a foreign checkpoint")
+    p.add_argument("--no-contract", action="store_true", help="serve IR/ONNX files as detections models only")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+
+
+def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``MODEL.FIELD=VALUE`` options -> {model: {field: value}}, with one clear error for a bad one."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        model, dot, field = key.rpartition(".")
+        if not sep or not dot or not model or field not in _FIELDS:
+            raise ValueError(f"--set {item!r}: expected MODEL.FIELD=VALUE with FIELD one of {', '.join(_FIELDS)}")
+        try:
+            out.setdefault(model, {})[field] = _FIELDS[field](value)
+        except ValueError:
+            raise ValueError(f"--set {item!r}: {value!r} is not a valid {_FIELDS[field].__name__}") from None
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from isseg.serve.app import create_app
+        from isseg.serve.models import ModelSettings, ServeSettings, load_models
+    except ModuleNotFoundError as exc:
+        print(f"isseg serve: error: {exc.name} is missing; install the extra: pip install \"isseg[serve]\"",
+              file=sys.stderr)
+        return 1
+    settings = ServeSettings(max_body_bytes=int(args.max_body_mb * 1024 * 1024), max_pixels=args.max_pixels,
+                             threshold=args.threshold,
+                             default=ModelSettings(args.workers, max(args.max_queue, args.workers), args.timeout),
+                             models=parse_sets(args.set))
+    models = load_models(args.models, settings, args.backend, args.device, args.precision, args.threads,
+                         args.preset, contract=not args.no_contract)
+    unknown = set(settings.models) - {m.name for m in models}
+    if unknown:
+        raise ValueError(f"--set names unknown model(s) {', '.join(sorted(unknown))}; "
+                         f"served: {', '.join(m.name for m in models)}")
+    for m in models:
+        print(f"isseg serve: model '{m.name}' ({m.kind}, workers {m.settings.workers}, "
+              f"queue {m.settings.max_queue})", file=sys.stderr)
+    app = create_app(models, settings)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                            timeout_graceful_shutdown=60, access_log=args.log_level == "debug")
+    server = uvicorn.Server(config)
+    server.run()
+    return 0
