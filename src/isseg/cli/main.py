@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("isseg.cli.synth", "write a procedural COCO-format dataset"),
     "data": ("isseg.cli.data", "dataset statistics, and conversion between COCO, YOLO-seg, CVAT, VOC, LabelMe"),
     "info": ("isseg.cli.info", "presets, registry weights, parameter counts and FLOPs"),
+    "serve": ("isseg.cli.serve", "serve models over HTTP: KServe v2 / OVMS protocol, /predict, a web page"),
 }
 
 
