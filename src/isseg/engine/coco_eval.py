@@ -180,6 +180,7 @@ def _detection_records(results: list[dict[str, Any]], iou_type: str) -> list[dic
 def _summarize(
     backend: str, gt_api: Any, dts: list[dict[str, Any]], iou_type: str, image_ids: list[int]
 ) -> Any:
+    """Run COCOeval (evaluate, accumulate, summarize) and return the evaluator: ``.stats`` and ``.eval``."""
     gt = gt_api.dataset
     dt_data = {"images": gt["images"], "categories": copy.deepcopy(gt["categories"]), "annotations": dts}
     if backend == "faster":
@@ -193,7 +194,7 @@ def _summarize(
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-        return evaluator.stats
+        return evaluator
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -206,7 +207,7 @@ def _summarize(
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return evaluator.stats
+    return evaluator
 
 
 def _gt_api(backend: str, gt: dict[str, Any]) -> Any:
@@ -242,6 +243,7 @@ def coco_eval(
     iou_types: Iterable[str] = IOU_TYPES,
     image_ids: Iterable[int] | None = None,
     backend: str = "auto",
+    evaluators: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, float]]:
     """The 12 COCO numbers per IoU type: ``{"bbox": {"AP": .., "AP50": .., ..., "ARl": ..}, "segm": {...}}``.
 
@@ -250,7 +252,9 @@ def coco_eval(
     ``[x, y, w, h]`` for box AP, ``segmentation`` RLE for mask AP) or a JSON file of them; an empty list
     scores 0. ``image_ids``: evaluate only these images (default: all of the ground truth), e.g. when
     only part of the set was predicted. Values are fractions in 0..1; -1 where COCO defines none (no
-    ground truth in that area range). A bad record raises ``ValueError`` naming it.
+    ground truth in that area range). A bad record raises ``ValueError`` naming it. ``evaluators``: a dict
+    that receives the COCOeval object of each IoU type, whose ``eval["precision"]`` / ``eval["recall"]``
+    arrays give per-class numbers consistent with these (``isseg.engine.analysis``).
     """
     iou_types = tuple(iou_types)
     unknown = [t for t in iou_types if t not in IOU_TYPES]
@@ -274,8 +278,10 @@ def coco_eval(
     gt_api = _gt_api(chosen, gt)
     out: dict[str, dict[str, float]] = {}
     for iou_type in iou_types:
-        stats = _summarize(chosen, gt_api, _detection_records(normalized, iou_type), iou_type, ids)
-        out[iou_type] = {name: float(v) for name, v in zip(STAT_NAMES, list(stats)[:12])}
+        evaluator = _summarize(chosen, gt_api, _detection_records(normalized, iou_type), iou_type, ids)
+        if evaluators is not None:
+            evaluators[iou_type] = evaluator
+        out[iou_type] = {name: float(v) for name, v in zip(STAT_NAMES, list(evaluator.stats)[:12])}
     return out
 
 
