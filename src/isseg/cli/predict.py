@@ -3,27 +3,38 @@ videos and COCO-format results.
 
     isseg predict photos/ clip.mp4 "shots/*.png" --model out/security-0002.xml --output runs/
     isseg predict 0 --weights model.pth --backend openvino --max-frames 300      # camera 0
+    isseg predict photos/ --model out/security-0002.xml --output runs/ --resume   # finish an interrupted run
 
 Writes into ``--output``: one drawn image per input image (same name), ``<video stem>.mp4`` per video or
-camera, ``results.json`` (COCO results: image_id, category_id, bbox [x, y, w, h], score, RLE segmentation)
-and ``images.json`` (image_id -> file, size; for a video the image_id is the frame's). A bad input is
-reported in one line and the rest of the batch still runs; the exit code is 1 when any input failed.
+camera, ``results.jsonl`` (one record per input image or frame, streamed as it is computed, bad inputs as error
+records: :mod:`isseg.engine.records`), and from those records ``results.json`` (COCO results: image_id,
+category_id, bbox [x, y, w, h], score, RLE segmentation) and ``images.json`` (image_id -> file, size; for a
+video the image_id is the frame's). Options and the output folder are checked before the model is loaded. A
+bad input is reported in one line and the rest of the batch still runs; the exit code is 1 when any input
+failed. Ctrl-C (or a crash) keeps everything computed: ``results.json`` / ``images.json`` are written from the
+records done so far, ``results.jsonl.partial`` stays for ``--resume``, and the exit code is 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import inspect
 import json
+import os
 import sys
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from isseg.cli import checks
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pgm", ".ppm", ".pbm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"}
 STAGES = ("decode", "preprocess", "infer", "postprocess", "draw", "write")
+RECORDS_NAME = "results.jsonl"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,27 +46,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "with --backend openvino/onnx)")
     p.add_argument("--preset", help="preset of a foreign checkpoint (torchvision / detectron2 / mmdetection)")
     p.add_argument("--backend", choices=("torch", "openvino", "onnx"), help="default: from the model file type")
-    p.add_argument("--device", help="CPU / GPU / AUTO (OpenVINO), cpu / cuda (PyTorch, ONNX Runtime)")
+    p.add_argument("--device", help="CPU / GPU / AUTO (OpenVINO), cpu / cuda (PyTorch, ONNX Runtime); any case")
     p.add_argument("--precision", help="OpenVINO inference precision: f32, bf16, f16 (default: the device's)")
     p.add_argument("--threshold", "-t", type=float, default=0.5,
-                   help="minimum score drawn and written (default 0.5; use 0.05 for COCO AP evaluation)")
+                   help="minimum score drawn and written, in [0, 1] (default 0.5; use 0.05 for COCO AP evaluation)")
     p.add_argument("--classes", help="comma-separated class names or indices to keep (default: all)")
     p.add_argument("--output", "-o", default="isseg_predictions", help="output folder (default: %(default)s)")
+    p.add_argument("--resume", action="store_true",
+                   help=f"skip the inputs already done in OUTPUT/{RECORDS_NAME} (or the .partial file of an "
+                   "interrupted run) and add the rest; failed inputs are tried again")
     p.add_argument("--no-images", action="store_true", help="do not write drawn images / videos")
-    p.add_argument("--no-json", action="store_true", help="do not write results.json / images.json")
+    p.add_argument("--no-json", action="store_true", help=f"do not write {RECORDS_NAME}, results.json, images.json")
     p.add_argument("--no-masks", action="store_true", help="boxes only (faster; no segmentation in the JSON)")
     p.add_argument("--max-frames", type=int, default=0, help="stop each video / camera after N frames")
     p.add_argument("--async", dest="use_async", action="store_true",
                    help="OpenVINO throughput mode: several images in flight (no per-stage timings)")
     p.add_argument("--recursive", "-r", action="store_true", help="look for images in sub-folders too")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    ray = p.add_argument_group("Ray (isseg[ray]): resumable sharded runs over large image collections")
+    ray.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                     help="run on Ray Data (no ADDRESS: the running cluster, else a local one; host:port, ray://...); "
+                     "inputs may also be manifests and fsspec URIs; writes OUTPUT/shard-*.jsonl records and resumes")
+    ray.add_argument("--shard-size", type=int, help="--ray: images per shard (default 256)")
+    ray.add_argument("--actors", type=int, help="--ray: Predictor actors (default: cluster CPUs / --cpus-per-actor)")
+    ray.add_argument("--cpus-per-actor", type=float, help="--ray: CPUs (threads) per actor (default 2)")
 
 
 # ------------------------------------------------------------------------------------------------ inputs
-def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[tuple[str, Any]], list[str]]:
-    """-> ([(kind, value)], errors) with kind "image" (Path), "video" (Path) or "camera" (int)."""
+def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[tuple[str, Any]], list[tuple[str, str]]]:
+    """-> ([(kind, value)], [(input, problem)]) with kind "image" (Path), "video" (Path) or "camera" (int)."""
     items: list[tuple[str, Any]] = []
-    errors: list[str] = []
+    errors: list[tuple[str, str]] = []
     for raw in inputs:
         if raw.isdigit() and not Path(raw).exists():
             items.append(("camera", int(raw)))
@@ -65,72 +86,94 @@ def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[tupl
             pattern = "**/*" if recursive else "*"
             files = sorted(f for f in path.glob(pattern) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
-                errors.append(f"{raw}: no images in this folder")
+                errors.append((raw, "no images in this folder"))
             items.extend(("image", f) for f in files)
         elif path.is_file():
             suffix = path.suffix.lower()
             if suffix in VIDEO_SUFFIXES:
                 items.append(("video", path))
-            else:  # unknown suffixes are tried as images; OpenCV decides
+            else:  # unknown suffixes are tried as images; the decoder decides
                 items.append(("image", path))
         elif glob.has_magic(raw):
             matches = sorted(Path(m) for m in glob.glob(raw, recursive=True) if Path(m).is_file())
             if not matches:
-                errors.append(f"{raw}: no file matches this pattern")
+                errors.append((raw, "no file matches this pattern"))
             for m in matches:
                 items.append(("video" if m.suffix.lower() in VIDEO_SUFFIXES else "image", m))
         else:
-            errors.append(f"{raw}: no such file, folder or camera")
+            errors.append((raw, "no such file, folder or camera"))
     return items, errors
 
 
 # ------------------------------------------------------------------------------------------------ outputs
-class Results:
-    """COCO results records and the image table, written at the end."""
+def category_ids_for(class_names: tuple[str, ...]) -> list[int]:
+    """COCO's own category ids for the 80 COCO classes, else 1..K."""
+    from isseg.config import COCO_CATEGORY_IDS, COCO_CLASSES
 
-    def __init__(self, class_names: tuple[str, ...], masks: bool) -> None:
-        from isseg.config import COCO_CATEGORY_IDS, COCO_CLASSES
+    return list(COCO_CATEGORY_IDS) if tuple(class_names) == COCO_CLASSES else list(range(1, len(class_names) + 1))
 
-        self.category_ids = list(COCO_CATEGORY_IDS) if tuple(class_names) == COCO_CLASSES else \
-            list(range(1, len(class_names) + 1))
-        self.class_names = class_names
-        self.masks = masks
-        self.records: list[dict[str, Any]] = []
-        self.images: list[dict[str, Any]] = []
-        self._used: set[int] = set()
 
-    def image_id(self, path: Path | None, fallback: int) -> int:
-        """COCO file names (000000000139.jpg) give their numeric id; others a running number."""
-        if path is not None and path.stem.isdigit() and int(path.stem) not in self._used:
-            return int(path.stem)
-        i = fallback
-        while i in self._used:
-            i += 1
+class ImageIds:
+    """COCO file names (000000000139.jpg) give their numeric id; others a running number; never twice."""
+
+    def __init__(self, used: Iterable[int] = ()) -> None:
+        self.used = set(used)
+        self.next = max(self.used, default=0) + 1
+
+    def take(self, path: Path | None = None) -> int:
+        if path is not None and path.stem.isdigit() and int(path.stem) not in self.used:
+            i = int(path.stem)
+        else:
+            i = self.next
+            while i in self.used:
+                i += 1
+        self.used.add(i)
+        self.next = max(self.next, i + 1)
         return i
 
-    def add(self, image_id: int, file: str, det: Any, frame: int | None = None) -> None:
-        from isseg.data.masks import masks_to_rles
 
-        self._used.add(image_id)
-        entry = {"id": image_id, "file_name": file, "height": det.image_size[0], "width": det.image_size[1]}
-        if frame is not None:
-            entry["frame"] = frame
-        self.images.append(entry)
-        rles = masks_to_rles(det.masks) if self.masks and det.masks is not None and len(det) else [None] * len(det)
-        for box, score, label, rle in zip(det.boxes, det.scores, det.labels, rles):
-            x0, y0, x1, y1 = (float(v) for v in box)
-            rec = {"image_id": image_id, "category_id": self.category_ids[int(label)],
-                   "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-                   "score": round(float(score), 5)}
-            if rle is not None:
-                rec["segmentation"] = rle
-            self.records.append(rec)
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Temporary file in the same folder + rename: a reader (or an interrupted run) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
-    def write(self, folder: Path) -> None:
-        (folder / "results.json").write_text(json.dumps(self.records))
-        categories = [{"id": c, "name": n} for c, n in zip(self.category_ids, self.class_names)]
-        (folder / "images.json").write_text(json.dumps({"images": self.images, "categories": categories},
-                                                       indent=1))
+
+def latest_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per (file, frame): a later record (a resumed retry) replaces an earlier one, in first order."""
+    by_key: dict[tuple[str, Any], dict[str, Any]] = {}
+    for rec in records:
+        by_key[(rec.get("file"), rec.get("frame"))] = rec
+    return list(by_key.values())
+
+
+def write_coco(out_dir: Path, records_file: Path, class_names: tuple[str, ...]) -> tuple[Path, Path]:
+    """``results.json`` + ``images.json`` from the records file, each written atomically."""
+    from isseg.engine.records import read_records, records_to_coco
+
+    category_ids = category_ids_for(class_names)
+    records = latest_records(read_records(records_file, tolerate_partial=True)) if records_file.is_file() else []
+    good = [r for r in records if r.get("error") is None]
+    results, _ = records_to_coco(good, category_ids)
+    for r in results:
+        r["bbox"] = [round(v, 2) for v in r["bbox"]]
+        r["score"] = round(r["score"], 5)
+    images = []
+    for r in good:
+        entry = {"id": int(r["image_id"]), "file_name": r["file"], "height": r["height"], "width": r["width"]}
+        if r.get("frame") is not None:
+            entry["frame"] = r["frame"]
+        images.append(entry)
+    categories = [{"id": c, "name": n} for c, n in zip(category_ids, class_names)]
+    results_path, images_path = out_dir / "results.json", out_dir / "images.json"
+    _atomic_write(results_path, json.dumps(results).encode())
+    _atomic_write(images_path, json.dumps({"images": images, "categories": categories}, indent=1).encode())
+    return results_path, images_path
 
 
 def _unique_path(folder: Path, name: str, taken: set[str]) -> Path:
@@ -141,6 +184,24 @@ def _unique_path(folder: Path, name: str, taken: set[str]) -> Path:
         i += 1
     taken.add(candidate)
     return folder / candidate
+
+
+def _write_image(path: Path, image: Any) -> None:
+    """Encode by the file's suffix (PNG when OpenCV has no writer for it) and write atomically."""
+    import cv2
+
+    suffix = path.suffix.lower() if path.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff",
+                                                             ".webp"} else ".png"
+    try:
+        ok, encoded = cv2.imencode(suffix, image)
+    except cv2.error:
+        ok, encoded = False, None
+    if not ok:
+        raise OSError(f"{path}: cannot encode the drawn image")
+    try:
+        _atomic_write(path, encoded.tobytes())
+    except OSError as exc:
+        raise OSError(f"{path}: cannot write the drawn image ({exc.strerror or exc})") from None
 
 
 def _class_filter(spec: str | None, class_names: tuple[str, ...]) -> set[int] | None:
@@ -179,171 +240,311 @@ def _frames(source: Any, max_frames: int) -> Iterator[Any]:
         cap.release()
 
 
-# ------------------------------------------------------------------------------------------------ main
-def run(args: argparse.Namespace) -> int:
-    import cv2
-    import numpy as np
-    from tqdm import tqdm
-
-    from isseg.deploy.predictor import Predictor
-    from isseg.deploy.visualize import draw_detections
-
+def check_options(args: argparse.Namespace) -> None:
+    """Everything that can be checked before the model is loaded (one clear line for the first problem)."""
     if not args.model and not args.weights:
         raise ValueError("pass --model (an exported .xml / .onnx) or --weights (a checkpoint)")
     if args.model and args.weights:
         raise ValueError("pass either --model or --weights, not both")
-    items, errors = expand_inputs(args.inputs, args.recursive)
-    for e in errors:
-        print(f"isseg predict: {e}", file=sys.stderr)
+    checks.in_range(args.threshold, "--threshold", 0.0, 1.0)
+    checks.at_least(args.max_frames, "--max-frames", 0)
+    if args.resume and args.no_json:
+        raise ValueError(f"--resume reads OUTPUT/{RECORDS_NAME}, which --no-json does not write")
+    if args.no_json and args.no_images:
+        raise ValueError("--no-json and --no-images together would write nothing")
+    if args.model:
+        model = Path(args.model)
+        if not model.is_file():
+            raise FileNotFoundError(f"model file not found: {model}")
+    checks.output_dir(args.output, "--output")
+
+
+# ------------------------------------------------------------------------------------------------ main
+def run(args: argparse.Namespace) -> int:
+    if getattr(args, "ray", None):  # the Ray path: isseg.cluster (resumable shards)
+        from isseg.cluster.cli import run as run_ray
+
+        return run_ray(args)
+    check_options(args)
+    out_dir = Path(args.output)
+    items, input_errors = expand_inputs(args.inputs, args.recursive)
+    for raw, problem in input_errors:
+        print(f"isseg predict: {raw}: {problem}", file=sys.stderr)
     if not items:
-        print("isseg predict: nothing to process", file=sys.stderr)
+        print(f"isseg predict: nothing to process ({len(input_errors)} input(s) failed)", file=sys.stderr)
         return 1
+    backend = checks.backend_of(args.model or args.weights, args.backend)
+    device = checks.device_for(backend, args.device)
+    from isseg.deploy.predictor import Predictor
+
     t_load = time.perf_counter()
-    predictor = Predictor(args.model or args.weights, backend=args.backend, device=args.device,
+    predictor = Predictor(args.model or args.weights, backend=args.backend, device=device,
                           threshold=args.threshold, precision=args.precision, preset=args.preset,
                           mode="throughput" if args.use_async else "latency")
     t_load = time.perf_counter() - t_load
     keep = _class_filter(args.classes, predictor.class_names)
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results = Results(predictor.class_names, not args.no_masks)
-    stage_totals = dict.fromkeys(STAGES, 0.0)
-    taken: set[str] = set()
-    done = failed = 0
-    detections_total = 0
-    t_start = time.perf_counter()
+    return _Run(args, predictor, out_dir, items, input_errors, t_load, device, keep).execute()
 
-    def select(det: Any) -> Any:
-        return det if keep is None else det.filter(np.isin(det.labels, list(keep)))
 
-    def finish(det: Any, image: np.ndarray, image_id: int, name: str, writer: Any = None,
-               frame: int | None = None, path_out: Path | None = None) -> None:
-        nonlocal detections_total
-        det = select(det)
-        detections_total += len(det)
-        if not args.no_json:
-            results.add(image_id, name, det, frame)
-        if not args.no_images:
-            t0 = time.perf_counter()
-            drawn = draw_detections(image, det, masks=not args.no_masks)
-            t1 = time.perf_counter()
-            if writer is not None:
-                writer.write(drawn)
-            elif path_out is not None:
-                cv2.imwrite(str(path_out), drawn)
-            t2 = time.perf_counter()
-            stage_totals["draw"] += t1 - t0
-            stage_totals["write"] += t2 - t1
+class _Run:
+    """One ``isseg predict`` run: the loop over the inputs, the streamed records, and the final summary."""
 
-    def timed_predict(image: np.ndarray) -> Any:
-        det = predictor.predict(image, masks=not args.no_masks)
-        for k, v in predictor.timings.items():
-            stage_totals[k] += v
+    def __init__(self, args: argparse.Namespace, predictor: Any, out_dir: Path, items: list[tuple[str, Any]],
+                 input_errors: list[tuple[str, str]], t_load: float, device: str | None,
+                 keep: set[int] | None) -> None:
+        from isseg.engine.records import RecordWriter, error_record
+
+        self.args, self.predictor, self.out_dir = args, predictor, out_dir
+        self.t_load, self.device, self.keep = t_load, device, keep
+        self.images = [v for k, v in items if k == "image"]
+        self.streams = [(k, v) for k, v in items if k != "image"]
+        self.total = len(items) + len(input_errors)
+        self.stage_totals = dict.fromkeys(STAGES, 0.0)
+        self.done = self.failed = self.skipped = self.frames_total = self.detections_total = 0
+        self.writer = None if args.no_json else RecordWriter(out_dir / RECORDS_NAME, resume=args.resume)
+        previous = self.writer.done if self.writer is not None else []
+        # inputs already done (a failed one is tried again); frames: the records of each video
+        self.done_images = {r["file"] for r in previous if r.get("error") is None and r.get("frame") is None}
+        self.done_frames: dict[str, dict[int, dict[str, Any]]] = {}
+        for r in previous:
+            if r.get("error") is None and r.get("frame") is not None:
+                self.done_frames.setdefault(r["file"], {})[int(r["frame"])] = r
+        self.ids = ImageIds(int(r["image_id"]) for r in previous if r.get("image_id") is not None)
+        for raw, problem in input_errors:
+            self.failed += 1
+            self._record(error_record(raw, f"{raw}: {problem}"))
+
+    # -- helpers -------------------------------------------------------------------------------------------
+    def _record(self, record: dict[str, Any]) -> None:
+        if self.writer is not None:
+            self.writer.write(record)
+
+    def _fail(self, file: str, exc: BaseException, frame: int | None = None, log: Any = None) -> None:
+        from isseg.engine.records import error_record
+
+        message = str(exc) if str(file) in str(exc) else f"{file}: {exc}"
+        self.failed += 1
+        (log or print)(f"isseg predict: {message}", file=sys.stderr)
+        self._record(error_record(str(file), message, frame=frame))
+
+    def _select(self, det: Any) -> Any:
+        import numpy as np
+
+        return det if self.keep is None else det.filter(np.isin(det.labels, list(self.keep)))
+
+    def _emit(self, det: Any, image: Any, file: str, image_id: int, frame: int | None = None,
+              path_out: Path | None = None, video: Any = None) -> None:
+        """Record first (nothing computed is lost), then draw; a drawing that cannot be written fails the input
+        in one line but keeps its record."""
+        import cv2
+
+        from isseg.engine.records import detections_record
+
+        det = self._select(det)
+        self.detections_total += len(det)
+        self._record(detections_record(det, file, image_id, frame, masks=not self.args.no_masks))
+        try:
+            self._draw(det, image, path_out, video)
+        except (OSError, cv2.error) as exc:
+            self.failed += 1
+            kept = f" (its detections are in {RECORDS_NAME})" if self.writer is not None else ""
+            print(f"isseg predict: {exc}{kept}", file=sys.stderr)
+            return
+        if frame is None:
+            self.done += 1
+
+    def _draw(self, det: Any, image: Any, path_out: Path | None, video: Any) -> None:
+        if self.args.no_images:
+            return
+        from isseg.deploy.visualize import draw_detections
+
+        t0 = time.perf_counter()
+        drawn = draw_detections(image, det, masks=not self.args.no_masks and det.masks is not None)
+        t1 = time.perf_counter()
+        if video is not None:
+            video.write(drawn)
+        elif path_out is not None:
+            _write_image(path_out, drawn)
+        self.stage_totals["draw"] += t1 - t0
+        self.stage_totals["write"] += time.perf_counter() - t1
+
+    def _read(self, path: Path) -> Any:
+        from isseg.model.images import read_image
+
+        t0 = time.perf_counter()
+        try:
+            return read_image(path)
+        finally:
+            self.stage_totals["decode"] += time.perf_counter() - t0
+
+    def _predict(self, image: Any) -> Any:
+        det = self.predictor.predict(image, masks=not self.args.no_masks)
+        for k, v in self.predictor.timings.items():
+            if k in self.stage_totals:
+                self.stage_totals[k] += v
         return det
 
-    images = [(k, v) for k, v in items if k == "image"]
-    streams = [(k, v) for k, v in items if k != "image"]
-    bar = tqdm(total=len(images), unit="img", disable=args.quiet or not images, desc="images")
-    next_id = 1
+    # -- images --------------------------------------------------------------------------------------------
+    def _image_jobs(self) -> list[tuple[Path, Path]]:
+        """(input, drawn output) of every image, names given in input order (the same on a resumed run)."""
+        taken: set[str] = set()
+        return [(path, _unique_path(self.out_dir, path.name, taken)) for path in self.images]
 
-    def read(path: Path) -> tuple[np.ndarray, Path]:
-        t0 = time.perf_counter()
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        stage_totals["decode"] += time.perf_counter() - t0
-        if image is None:
-            raise ValueError(f"{path}: not an image OpenCV can read (corrupt or unsupported format)")
-        return image, path
+    def _run_images(self, bar: Any) -> None:
+        import cv2
 
-    if args.use_async and predictor.backend == "openvino":
-        def prepare(item: tuple[str, Path]) -> tuple[np.ndarray, dict[str, Any]]:
-            image, path = read(item[1])
-            canvas, meta = predictor.preprocess(image)
-            meta.update(image=image, path=path)
-            return canvas, meta
-
-        for meta, outputs, err in predictor.runtime.stream(images, prepare):
-            bar.update(1)
-            if err is not None:
-                failed += 1
-                tqdm.write(f"isseg predict: {err}", file=sys.stderr)
-                continue
-            det = predictor.postprocess(outputs, meta, with_masks=not args.no_masks)
-            path = meta["path"]
-            image_id = results.image_id(path, next_id)
-            next_id = max(next_id, image_id) + 1
-            finish(det, meta["image"], image_id, str(path), path_out=_unique_path(out_dir, path.name, taken))
-            done += 1
-    else:
-        for _, path in images:
+        jobs = []
+        for path, out in self._image_jobs():
+            if str(path) in self.done_images:
+                self.skipped += 1
+                bar.update(1)
+            else:
+                jobs.append((path, out))
+        if self.args.use_async and self.predictor.backend == "openvino":
+            self._run_images_async(jobs, bar)
+            return
+        for path, path_out in jobs:
             try:
-                image, _ = read(path)
-                det = timed_predict(image)
-                image_id = results.image_id(path, next_id)
-                next_id = max(next_id, image_id) + 1
-                finish(det, image, image_id, str(path), path_out=_unique_path(out_dir, path.name, taken))
-                done += 1
+                image = self._read(path)
+                det = self._predict(image)
+                self._emit(det, image, str(path), self.ids.take(path), path_out=path_out)
             except (ValueError, OSError, cv2.error) as exc:
-                failed += 1
-                tqdm.write(f"isseg predict: {exc}", file=sys.stderr)
+                self._fail(str(path), exc, log=bar.write)
             bar.update(1)
-    bar.close()
 
-    frames_total = 0
-    for kind, source in streams:
+    def _run_images_async(self, jobs: list[tuple[Path, Path]], bar: Any) -> None:
+        """Several images in flight through ``Predictor.predict_stream``; results come back in input order."""
+        import cv2
+
+        pending: deque[tuple[Path, Path, Any, BaseException | None]] = deque()
+
+        def feed() -> Iterator[Any]:
+            for path, path_out in jobs:
+                try:
+                    image = self._read(path)
+                except (ValueError, OSError) as exc:
+                    pending.append((path, path_out, None, exc))
+                    yield str(path)  # the predictor fails on it in turn: its place in the order is kept
+                else:
+                    pending.append((path, path_out, image, None))
+                    yield image
+
+        kwargs: dict[str, Any] = {"errors": "return"}
+        if "masks" in inspect.signature(self.predictor.predict_stream).parameters:
+            kwargs["masks"] = not self.args.no_masks
+        for result in self.predictor.predict_stream(feed(), **kwargs):
+            path, path_out, image, err = pending.popleft()
+            if err is None and isinstance(result, BaseException):
+                err = result
+            try:
+                if err is not None:
+                    raise err
+                self._emit(result, image, str(path), self.ids.take(path), path_out=path_out)
+            except (ValueError, OSError, cv2.error) as exc:
+                self._fail(str(path), exc, log=bar.write)
+            bar.update(1)
+
+    # -- videos and cameras --------------------------------------------------------------------------------
+    def _run_stream(self, kind: str, source: Any, taken: set[str]) -> None:
+        import cv2
+        from tqdm import tqdm
+
+        from isseg.engine.records import record_to_detections
+
         name = f"camera{source}" if kind == "camera" else Path(source).name
+        file = name if kind == "camera" else str(source)
+        done_frames = self.done_frames.get(file, {}) if kind == "video" else {}
         writer = None
+        fbar = None
         try:
-            cap_total = 0
+            cap_total, fps = 0, 25.0
             if kind == "video":
                 cap = cv2.VideoCapture(str(source))
                 cap_total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
                 fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
                 cap.release()
-            else:
-                fps = 25.0
-            total = min(cap_total, args.max_frames) if args.max_frames and cap_total else (args.max_frames or
-                                                                                          cap_total or None)
-            fbar = tqdm(total=total, unit="frame", desc=name, disable=args.quiet)
+            mf = self.args.max_frames
+            total = min(cap_total, mf) if mf and cap_total else (mf or cap_total or None)
+            fbar = tqdm(total=total, unit="frame", desc=name, disable=self.args.quiet)
             n = 0
-            src = int(source) if kind == "camera" else str(source)
-            frame_iter = _frames(src, args.max_frames)
+            frame_iter = _frames(int(source) if kind == "camera" else str(source), mf)
             while True:
                 t0 = time.perf_counter()
                 frame = next(frame_iter, None)
-                stage_totals["decode"] += time.perf_counter() - t0
+                self.stage_totals["decode"] += time.perf_counter() - t0
                 if frame is None:
                     break
-                if writer is None and not args.no_images:
-                    stem = Path(name).stem
-                    out_path = _unique_path(out_dir, f"{stem}.mp4", taken)
+                if writer is None and not self.args.no_images:
+                    out_path = _unique_path(self.out_dir, f"{Path(name).stem}.mp4", taken)
                     h, w = frame.shape[:2]
                     writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-                det = timed_predict(frame)
-                finish(det, frame, next_id, name, writer=writer, frame=n)
-                next_id += 1
+                    if not writer.isOpened():
+                        raise OSError(f"{out_path}: cannot write the drawn video")
+                if n in done_frames:  # resumed: redraw from the record, no inference
+                    self._draw(record_to_detections(done_frames[n], self.predictor.class_names), frame, None,
+                               writer)
+                else:
+                    self._emit(self._predict(frame), frame, file, self.ids.take(), frame=n, video=writer)
                 n += 1
                 fbar.update(1)
-            fbar.close()
             if n == 0:
                 raise ValueError(f"{source}: no frames could be read")
-            frames_total += n
-            done += 1
+            self.frames_total += n
+            self.done += 1
         except (ValueError, OSError, cv2.error) as exc:
-            failed += 1
-            print(f"isseg predict: {exc}", file=sys.stderr)
+            self._fail(file, exc)
         finally:
+            if fbar is not None:
+                fbar.close()
             if writer is not None:
                 writer.release()
 
-    if not args.no_json:
-        results.write(out_dir)
-    wall = time.perf_counter() - t_start
-    count = sum(1 for _ in results.images) if not args.no_json else done + frames_total
-    print(f"isseg predict: {done} input(s) processed, {failed} failed; {len(images)} image(s), "
-          f"{frames_total} video frame(s); {detections_total} detection(s) >= {args.threshold}; "
-          f"output in {out_dir}")
-    n_img = max(1, count)
-    parts = ", ".join(f"{k} {1000 * v / n_img:.1f}" for k, v in stage_totals.items() if v > 0)
-    print(f"  model load {t_load:.2f} s ({predictor.backend}, {predictor.runtime.device}); per image ms: {parts}; "
-          f"wall {wall:.2f} s = {n_img / wall if wall else 0:.2f} images/s")
-    return 1 if failed or errors else 0
+    # -- the run -------------------------------------------------------------------------------------------
+    def execute(self) -> int:
+        from tqdm import tqdm
+
+        t_start = time.perf_counter()
+        bar = tqdm(total=len(self.images), unit="img", disable=self.args.quiet or not self.images, desc="images")
+        interrupted = False
+        try:
+            try:
+                self._run_images(bar)
+            finally:
+                bar.close()
+            taken = {p.name for _, p in self._image_jobs()}
+            for kind, source in self.streams:
+                self._run_stream(kind, source, taken)
+        except KeyboardInterrupt:
+            interrupted = True
+        except BaseException:
+            self._finalize(interrupted=True)  # a crash keeps what was computed, then says what it was
+            raise
+        written = self._finalize(interrupted)
+        if interrupted:
+            where = ", ".join(str(p) for p in written) or "nothing was written (--no-json)"
+            finished = self.done + self.failed + self.skipped
+            print(f"isseg predict: interrupted after {finished} of {self.total} input(s); partial results in "
+                  f"{where}; run the same command with --resume to finish", file=sys.stderr)
+            return 130
+        self._summary(time.perf_counter() - t_start)
+        return 1 if self.failed else 0
+
+    def _finalize(self, interrupted: bool) -> list[Path]:
+        """Close the records (kept as ``.partial`` when interrupted) and write the COCO files from them."""
+        if self.writer is None:
+            return []
+        records = self.writer.close(finalize=not interrupted)
+        results, images = write_coco(self.out_dir, records, self.predictor.class_names)
+        return [results, images, records]
+
+    def _summary(self, wall: float) -> None:
+        args = self.args
+        skipped = f"; {self.skipped} already done (--resume)" if self.skipped else ""
+        print(f"isseg predict: {self.done} input(s) processed, {self.failed} failed{skipped}; "
+              f"{len(self.images)} image(s), {self.frames_total} video frame(s); {self.detections_total} "
+              f"detection(s) >= {args.threshold}; output in {self.out_dir}")
+        n_img = max(1, len(self.images) - self.skipped + self.frames_total)
+        parts = ", ".join(f"{k} {1000 * v / n_img:.1f}" for k, v in self.stage_totals.items() if v > 0)
+        device = f", {self.device}" if self.device else ""
+        print(f"  model load {self.t_load:.2f} s ({self.predictor.backend}{device}); per image ms: {parts}; "
+              f"wall {wall:.2f} s = {n_img / wall if wall else 0:.2f} images/s")

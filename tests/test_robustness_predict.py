@@ -1,0 +1,192 @@
+"""``isseg predict`` robustness: options and output folder checked before the model runs, every input accounted
+for (missing, truncated), results streamed to results.jsonl and kept on Ctrl-C, ``--resume``.
+
+Uses the small random-weight export of test_export_common (320x416) and images drawn here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from test_export_common import small_export
+
+pytest.importorskip("openvino")
+
+from isseg.cli.main import main  # noqa: E402
+from isseg.engine.records import read_records  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def exported():
+    return small_export(11.0)
+
+
+def scene(seed: int, size: tuple[int, int] = (96, 128)) -> np.ndarray:
+    """A textured image with a few bright blobs (the random-weight model finds something in it or not:
+    these tests are about what is written, not what is found)."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 80, (*size, 3), dtype=np.uint8)
+    for _ in range(3):
+        c = (int(rng.integers(10, size[1] - 10)), int(rng.integers(10, size[0] - 10)))
+        cv2.circle(image, c, int(rng.integers(5, 20)), tuple(int(v) for v in rng.integers(120, 255, 3)), -1)
+    return image
+
+
+def image_folder(root: Path, n: int, start: int = 1) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(start, start + n):
+        cv2.imwrite(str(root / f"{i:012d}.jpg"), scene(i))
+    return root
+
+
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.strip()]
+
+
+def test_bad_options_and_output_fail_before_inference(exported, tmp_path, capsys):
+    images = image_folder(tmp_path / "in", 1)
+    base = ["predict", str(images), "--model", str(exported.xml), "--quiet"]
+    file_out = tmp_path / "taken.txt"
+    file_out.write_text("a file, not a folder")
+    cases = [
+        (["-o", str(file_out)], ["taken.txt", "is a file"]),
+        (["-o", str(tmp_path / "o"), "--threshold", "2"], ["--threshold", "[0, 1]", "got 2.0"]),
+        (["-o", str(tmp_path / "o"), "--threshold", "-1"], ["--threshold", "got -1.0"]),
+        (["-o", str(tmp_path / "o"), "--max-frames", "-3"], ["--max-frames"]),
+        (["-o", str(tmp_path / "o"), "--resume", "--no-json"], ["--resume"]),
+    ]
+    for extra, expected in cases:
+        rc = main(base + extra)
+        captured = capsys.readouterr()
+        lines = error_lines(captured.err)
+        assert rc == 1 and len(lines) == 1, (extra, captured.err)
+        assert all(e in lines[0] for e in expected), (extra, lines)
+        assert "model load" not in captured.out  # nothing was loaded or run
+    assert not (tmp_path / "o" / "results.jsonl").exists()
+
+
+def test_read_only_output_folder_is_one_line(exported, tmp_path, capsys):
+    images = image_folder(tmp_path / "in", 1)
+    if os.geteuid() == 0:  # root writes through any permission bits; sysfs refuses everyone
+        read_only = Path("/sys/kernel")
+    else:
+        read_only = tmp_path / "ro"
+        read_only.mkdir()
+        read_only.chmod(0o555)
+    rc = main(["predict", str(images), "--model", str(exported.xml), "-o", str(read_only), "--quiet"])
+    captured = capsys.readouterr()
+    lines = error_lines(captured.err)
+    assert rc == 1 and len(lines) == 1, captured.err
+    assert str(read_only) in lines[0] and "not writable" in lines[0]
+    assert "model load" not in captured.out
+
+
+def test_missing_and_truncated_inputs_are_counted_and_recorded(exported, tmp_path, capsys):
+    folder = image_folder(tmp_path / "in", 2)
+    whole = (folder / "000000000001.jpg").read_bytes()
+    (folder / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    out = tmp_path / "out"
+    rc = main(["predict", str(folder), str(tmp_path / "missing.jpg"), "--model", str(exported.xml), "-o", str(out),
+               "--threshold", "0.05", "--quiet", "--device", "cpu"])  # lower-case device for OpenVINO
+    captured = capsys.readouterr()
+    assert rc == 1
+    lines = error_lines(captured.err)
+    assert len(lines) == 2, captured.err
+    assert any("cut.jpg" in line and "truncated JPEG" in line for line in lines)
+    assert any("missing.jpg" in line and "no such file" in line for line in lines)
+    assert "Traceback" not in captured.err
+    assert "2 input(s) processed, 2 failed" in captured.out
+    records = read_records(out / "results.jsonl")
+    by_file = {Path(r["file"]).name: r for r in records}
+    assert set(by_file) == {"000000000001.jpg", "000000000002.jpg", "cut.jpg", "missing.jpg"}
+    assert "truncated" in by_file["cut.jpg"]["error"] and by_file["000000000001.jpg"]["error"] is None
+    table = json.loads((out / "images.json").read_text())
+    assert sorted(im["id"] for im in table["images"]) == [1, 2]
+    assert (out / "000000000001.jpg").is_file() and not (out / "cut.jpg").exists()
+    assert not list(out.glob(".*.tmp")) and not (out / "results.jsonl.partial").exists()
+
+
+def test_resume_skips_done_inputs_and_retries_failed_ones(exported, tmp_path, capsys):
+    folder = image_folder(tmp_path / "in", 2)
+    (folder / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    out = tmp_path / "out"
+    args = ["predict", str(folder), "--model", str(exported.xml), "-o", str(out), "--threshold", "0.05", "--quiet"]
+    assert main(args) == 1
+    first = read_records(out / "results.jsonl")
+    capsys.readouterr()
+    cv2.imwrite(str(folder / "bad.png"), scene(7))  # fixed
+    image_folder(folder, 1, start=3)  # and one more
+    assert main(args + ["--resume"]) == 0
+    captured = capsys.readouterr()
+    assert "2 input(s) processed, 0 failed; 2 already done (--resume)" in captured.out
+    records = read_records(out / "results.jsonl")
+    assert records[: len(first)] == first  # the earlier records were kept as they were, not recomputed
+    assert len(records) == len(first) + 2
+    table = json.loads((out / "images.json").read_text())
+    names = sorted(Path(im["file_name"]).name for im in table["images"])
+    assert names == ["000000000001.jpg", "000000000002.jpg", "000000000003.jpg", "bad.png"]
+    assert len({im["id"] for im in table["images"]}) == 4
+
+
+def test_async_stream_keeps_order_and_reports_bad_files(exported, tmp_path, capsys):
+    folder = image_folder(tmp_path / "in", 4)
+    (folder / "000000000002.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    out = tmp_path / "out"
+    rc = main(["predict", str(folder), "--model", str(exported.xml), "-o", str(out), "--async", "--threshold",
+               "0.05", "--quiet", "--no-images"])
+    captured = capsys.readouterr()
+    assert rc == 1
+    lines = error_lines(captured.err)
+    assert len(lines) == 1 and "000000000002.jpg" in lines[0], captured.err
+    records = read_records(out / "results.jsonl")
+    assert [Path(r["file"]).name for r in records] == [f"{i:012d}.jpg" for i in range(1, 5)]
+    assert [r["error"] is None for r in records] == [True, False, True, True]
+    assert [r["image_id"] for r in records if r["error"] is None] == [1, 3, 4]
+
+
+def test_ctrl_c_keeps_results_and_resume_finishes(exported, tmp_path):
+    folder = image_folder(tmp_path / "in", 40)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "isseg", "predict", str(folder), "--model", str(exported.xml), "-o", str(out),
+           "--threshold", "0.05", "--quiet", "--no-images"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    partial = out / "results.jsonl.partial"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if partial.is_file() and partial.read_text().count("\n") >= 1:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (stdout, stderr)
+    lines = error_lines(stderr)
+    assert len(lines) == 1 and "interrupted after" in lines[0] and "--resume" in lines[0], stderr
+    assert str(out / "results.json") in lines[0] and "Traceback" not in stderr
+    done = read_records(partial)
+    assert 1 <= len(done) < 40
+    table = json.loads((out / "images.json").read_text())
+    assert len(table["images"]) == len(done)  # every record computed before Ctrl-C is in the COCO files
+    results = json.loads((out / "results.json").read_text())
+    assert {r["image_id"] for r in results} <= {im["id"] for im in table["images"]}
+    assert main(["predict", str(folder), "--model", str(exported.xml), "-o", str(out), "--threshold", "0.05",
+                 "--quiet", "--no-images", "--resume"]) == 0
+    assert len(read_records(out / "results.jsonl")) == 40 and not partial.exists()
+    assert len(json.loads((out / "images.json").read_text())["images"]) == 40
