@@ -12,12 +12,22 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     data = p.add_argument_group("data")
-    data.add_argument("--data", required=True, metavar="ANN.json", help="training annotations (COCO json)")
-    data.add_argument("--images", required=True, metavar="DIR", help="training image directory")
-    data.add_argument("--val-data", metavar="ANN.json", help="validation annotations; enables best.pth")
+    data.add_argument("--data", required=True, metavar="PATH",
+                      help="training annotations: a COCO json, or a dataset in another format (--format)")
+    data.add_argument("--images", metavar="DIR", help="training image directory (for a COCO json)")
+    data.add_argument("--format", metavar="FORMAT",
+                      help="dataset format of --data / --val-data (default: auto-detect): coco, yolo-seg, cvat, "
+                           "voc, labelme, datumaro; others are converted to RUN_DIR/data/*.json")
+    data.add_argument("--subset", metavar="NAME", help="training split of a multi-split dataset (e.g. train)")
+    data.add_argument("--val-subset", metavar="NAME",
+                      help="validation split (of --val-data, or of --data when --val-data is not given)")
+    data.add_argument("--val-data", metavar="PATH", help="validation annotations; enables best.pth")
     data.add_argument("--val-images", metavar="DIR", help="validation image directory")
     data.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
     data.add_argument("--no-flip", action="store_true", help="disable the random horizontal flip")
+    data.add_argument("--skip-bad-images", action="store_true",
+                      help="train on the other images when the pre-flight finds missing or corrupt ones "
+                           "(default: list them and stop)")
 
     model = p.add_argument_group("model")
     model.add_argument("--preset", default="security-0002", help="model preset (default security-0002)")
@@ -66,8 +76,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from isseg.cli import checks
+    from isseg.data.formats import prepare_coco
     from isseg.engine.trainer import TrainConfig, train
 
+    checks.output_dir(args.output, "--output")  # before any conversion, loading or training
+    args.device = args.device.strip().lower()  # "CPU", "CUDA:0" as torch spells them
+    verbose, converted = os.environ.get("RANK", "0") == "0", Path(args.output) / "data"
+    if args.val_subset and args.val_data is None:  # both splits from one dataset
+        args.val_data, args.val_images = args.data, args.images
+    args.data, args.images = prepare_coco(args.data, args.images, args.format, args.subset, converted, "train",
+                                          verbose)
+    if args.val_data is not None:
+        args.val_data, args.val_images = prepare_coco(args.val_data, args.val_images, args.format, args.val_subset,
+                                                      converted, "val", verbose)
     cfg = TrainConfig(
         data=args.data, images=args.images, output=args.output, val_data=args.val_data,
         val_images=args.val_images, preset=args.preset, overrides=tuple(args.overrides), weights=args.weights,
@@ -78,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, log_every=args.log_every,
         workers=args.workers, device=args.device, threads=args.threads, resume=args.resume, seed=args.seed,
         progress=not args.no_progress, horizontal_flip=0.0 if args.no_flip else 0.5,
+        skip_bad_images=args.skip_bad_images,
     )  # fmt: skip
     result = train(cfg)
     if result.is_main:

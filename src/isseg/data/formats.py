@@ -478,6 +478,28 @@ def _datumaro_instance(builder: _Builder, iid: int, label: int, anns: list[Any],
         builder.add_annotation(iid, label, polygons, crowd)
 
 
+def prepare_coco(data: PathLike, images: PathLike | None, format: str | None, subset: str | None,
+                 out_dir: PathLike, name: str, verbose: bool = True) -> tuple[Path, Path]:
+    """``(COCO json, image folder)`` for a command that takes COCO: a COCO file passes through unchanged;
+    any other dataset is converted once to ``out_dir/<name>.json`` (its images stay where they are)."""
+    data = Path(data)
+    fmt = normalize_format(format)
+    if fmt in (None, "coco") and data.suffix.lower() == ".json" and subset is None:
+        if images is None:
+            raise ValueError(f"{data}: a COCO annotation file needs its image folder (--images / --val-images)")
+        return data, Path(images)
+    loaded = load_dataset(data, format, images=images, subset=subset)
+    target = loaded.write(Path(out_dir) / f"{name}.json")
+    if verbose:
+        names = loaded.class_names
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        left = "".join(f"; left out {n} x {why}" for why, n in loaded.skipped.items())
+        print(f"isseg: {data} ({loaded.format}{f', subset {subset}' if subset else ''}): "
+              f"{len(loaded.coco['images'])} images, {len(loaded.coco['annotations'])} instances, "
+              f"{len(names)} classes ({shown}){left} -> {target}", flush=True)
+    return target, loaded.image_dir
+
+
 # --------------------------------------------------------------------------------------------------------
 # writing other formats (isseg data convert --to ...)
 # --------------------------------------------------------------------------------------------------------
@@ -517,7 +539,8 @@ def to_datumaro(loaded: LoadedDataset, subset: str = "default", masks_only: bool
 
 
 def write_yolo_seg(loaded: LoadedDataset, out: PathLike, split: str = "train") -> Path:
-    """Write an Ultralytics segmentation dataset (``data.yaml``, ``images/<split>``, ``labels/<split>``).
+    """Write an Ultralytics segmentation dataset (``data.yaml``, ``images/<split>``, ``labels/<split>``); call
+    once per split into the same folder to add splits.
 
     YOLO-seg stores one polygon per object, so an object of several polygons keeps its largest, and an RLE
     mask is traced to its largest outer contour (holes are lost); both are counted in ``loaded.skipped``.
@@ -554,11 +577,10 @@ def write_yolo_seg(loaded: LoadedDataset, out: PathLike, split: str = "train") -
                     loaded.skipped["polygons beyond the first part"] += len(polys) - 1
                 poly = max(polys, key=len) if polys else []
             else:
-                mask = rle_to_mask(segm)
+                mask = np.ascontiguousarray(rle_to_mask(segm))
                 contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
                 contours = [c for c in contours if len(c) >= 3]
-                if len(contours) != 1 or mask.sum() != cv2.drawContours(np.zeros_like(mask), contours, -1, 1, -1).sum():
-                    loaded.skipped["mask traced approximately"] += 1
+                loaded.skipped["mask traced to a polygon (approximate)"] += 1
                 poly = max(contours, key=cv2.contourArea).reshape(-1).astype(float).tolist() if contours else []
             if len(poly) < 6:
                 loaded.skipped["no polygon"] += 1
@@ -566,7 +588,10 @@ def write_yolo_seg(loaded: LoadedDataset, out: PathLike, split: str = "train") -
             coords = [v / (w if j % 2 == 0 else h) for j, v in enumerate(poly)]
             lines.append(" ".join([str(label_of[a["category_id"]])] + [repr(v) for v in coords]))
         (out / "labels" / split / Path(stem).with_suffix(".txt")).write_text("\n".join(lines) + "\n")
-    meta = {"path": ".", split: f"images/{split}", "names": {i: c["name"] for i, c in enumerate(cats)}}
+    meta: dict[str, Any] = {"path": "."}
+    if (out / "data.yaml").is_file():  # another split written before: keep it (same classes)
+        meta.update(yaml.safe_load((out / "data.yaml").read_text(encoding="utf-8")) or {})
+    meta.update({split: f"images/{split}", "names": {i: c["name"] for i, c in enumerate(cats)}})
     (out / "data.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
     return out
 
