@@ -1,0 +1,38 @@
+"""``isseg predict ... --ray [ADDRESS]``: the Ray path of ``isseg predict`` (the CLI dispatches here early)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``isseg predict``'s arguments through :func:`isseg.cluster.predict_ray`; exit code 1 when any input
+    failed (as ``isseg predict``)."""
+    from isseg.cluster.pipeline import predict_ray
+
+    if not args.model and not args.weights:
+        raise ValueError("pass --model (an exported .xml / .onnx) or --weights (a checkpoint)")
+    if args.model and args.weights:
+        raise ValueError("pass either --model or --weights, not both")
+    if getattr(args, "use_async", False) or getattr(args, "max_frames", 0):
+        print("isseg predict: --ray ignores --async / --max-frames (images only)", file=sys.stderr)
+    summary = predict_ray(args.inputs, args.model or args.weights, args.output, address=args.ray,
+                          actors=getattr(args, "actors", None), cpus_per_actor=getattr(args, "cpus_per_actor", None),
+                          shard_size=getattr(args, "shard_size", None), backend=args.backend, device=args.device,
+                          threshold=args.threshold, precision=args.precision, preset=args.preset,
+                          masks=not args.no_masks, classes=args.classes, recursive=args.recursive,
+                          coco=not args.no_json, progress=not args.quiet,
+                          gpus_per_actor=1.0 if (args.device or "").lower().startswith(("cuda", "gpu")) else 0.0)
+    for e in summary["input_errors"]:
+        print(f"isseg predict: {e}", file=sys.stderr)
+    secs = summary["seconds"]
+    print(f"isseg predict --ray: {summary['images']} image(s) in {summary['shards']} shard(s), {summary['errors']} "
+          f"error(s), {summary['detections']} detection(s) >= {args.threshold}; {summary['images_computed']} "
+          f"computed now, {summary['shards_done_before']} shard(s) found done; output in {summary['output']}")
+    if summary["images_computed"]:
+        pool = summary.get("pool", {})
+        print(f"  Ray start {secs['ray_start']:.2f} s, first result {secs['first_result']:.2f} s, "
+              f"{pool.get('actors')} actor(s) x {pool.get('cpus_per_actor')} CPU; {secs['pipeline']:.2f} s = "
+              f"{summary['images_per_s']:.2f} images/s")
+    return 1 if summary["errors"] or summary["input_errors"] else 0

@@ -1,0 +1,252 @@
+"""``predict_ray``: batch inference over a large image collection on Ray Data, resumable and loss-free.
+
+    input list (sorted) -> shards still to compute -> Ray Data: decode (task) -> Predictor (actor pool)
+                        -> the driver collects records per shard and writes each shard once it is complete
+
+The driver holds only the records of shards in progress (Ray Data streams blocks roughly in input order, so
+few shards are open at a time) and writes the output folder itself, so the workers need no shared file system:
+inputs are read by the workers (local paths on a single machine or a shared mount, fsspec URIs anywhere), the
+model's files travel through Ray's object store.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from isseg.cluster.actor import PredictActor, PredictorSpec, decode_batch, model_files, spec_dict
+from isseg.cluster.inputs import is_uri, list_inputs
+from isseg.cluster.shards import ShardLayout
+
+DEFAULT_SHARD_SIZE = 256
+
+
+def _require_ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise RuntimeError("--ray needs Ray Data: pip install 'isseg[ray]'") from None
+    return ray
+
+
+def connect(address: str | None = "auto", num_cpus: int | None = None) -> bool:
+    """Join the Ray cluster at ``address`` ("auto": the running one if any, else a new local one; "local": always
+    a new local one). -> True when this call started Ray (the caller shuts it down)."""
+    ray = _require_ray()
+    if ray.is_initialized():
+        return False
+    common = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if address in (None, "", "local"):
+        ray.init(num_cpus=num_cpus, **common)
+        return True
+    if address == "auto":
+        try:
+            ray.init(address="auto", **common)
+        except ConnectionError:
+            ray.init(num_cpus=num_cpus, **common)
+        return True
+    try:
+        ray.init(address=address, **common)
+    except ConnectionError as exc:
+        raise RuntimeError(f"--ray {address}: cannot reach a Ray cluster there ({exc})") from None
+    return True
+
+
+def _settings(spec: PredictorSpec) -> dict[str, Any]:
+    """What a resumed run must share with the first one (the model by its resolved path)."""
+    source = spec.source
+    if not is_uri(source) and Path(source).exists():
+        source = str(Path(source).resolve())
+    return {"model": source, "backend": spec.backend, "threshold": spec.threshold, "masks": spec.masks,
+            "classes": None if spec.classes is None else list(spec.classes), "preset": spec.preset,
+            "precision": spec.precision}
+
+
+def _class_indices(classes: str | list | tuple | None, spec: PredictorSpec) -> tuple[int, ...] | None:
+    """``--classes`` as indices; names need the model's class list (read once, here)."""
+    if classes is None or classes == "":
+        return None
+    parts = [p.strip() for p in classes.split(",")] if isinstance(classes, str) else [str(c) for c in classes]
+    parts = [p for p in parts if p]
+    if all(p.isdigit() for p in parts):
+        return tuple(sorted({int(p) for p in parts}))
+    from isseg.cluster.actor import class_names_of, load_predictor
+
+    names = class_names_of(load_predictor(PredictorSpec(spec.source, spec.backend, "CPU" if spec.backend
+                                                        in (None, "openvino") else None, preset=spec.preset,
+                                                        num_threads=1))[0])
+    keep = set()
+    for p in parts:
+        if p.isdigit():
+            if int(p) >= len(names):
+                raise ValueError(f"--classes: index {p} out of range (0..{len(names) - 1})")
+            keep.add(int(p))
+        elif p in names:
+            keep.add(names.index(p))
+        else:
+            raise ValueError(f"--classes: unknown class {p!r}")
+    return tuple(sorted(keep))
+
+
+def write_coco(layout: ShardLayout, spec: PredictorSpec, path: Path) -> dict[str, Any]:
+    """COCO results (bbox ``[x, y, w, h]``, RLE) of every record with an image id, as ``isseg predict``'s
+    ``results.json``; the category ids come from the model's class list (COCO's ids for the COCO classes)."""
+    import json
+
+    from isseg.cluster.actor import class_names_of, load_predictor
+    from isseg.config import COCO_CATEGORY_IDS, COCO_CLASSES
+    from isseg.engine.records import records_to_coco
+
+    names = class_names_of(load_predictor(PredictorSpec(spec.source, spec.backend, preset=spec.preset,
+                                                        num_threads=1))[0])
+    category_ids = list(COCO_CATEGORY_IDS) if tuple(names) == COCO_CLASSES else list(range(1, len(names) + 1))
+    with_id = [r for r in layout.records() if r.get("image_id") is not None]
+    results, _ = records_to_coco(with_id, category_ids)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(results))
+    os.replace(tmp, path)
+    return {"results_file": str(path), "coco_results": len(results),
+            "images_without_id": layout.summarize()["images"] - len(with_id)}
+
+
+def predict_ray(inputs: list[str] | str, model: str, output: str | os.PathLike, *, address: str | None = "auto",
+                actors: int | None = None, cpus_per_actor: float | None = None, gpus_per_actor: float = 0,
+                shard_size: int | None = None, batch_size: int = 1, backend: str | None = None,
+                device: str | None = None, threshold: float = 0.5, precision: str | None = None,
+                preset: str | None = None, masks: bool = True, classes: str | list | None = None,
+                recursive: bool = False, coco: bool = False, ship_model: bool = True, num_cpus: int | None = None,
+                progress: bool = False) -> dict[str, Any]:
+    """Segment every image of ``inputs`` on Ray, writing record shards to ``output``; resumes a run there.
+
+    Args:
+        inputs: folders, globs, manifest files, image files, fsspec URIs (see :mod:`isseg.cluster.inputs`).
+        model: an exported model (.xml / .onnx) or a checkpoint / registry name, as ``isseg.Predictor``.
+        address: Ray cluster ("auto": the running one, else a local one started here; "local"; "host:port";
+            "ray://host:10001").
+        actors: size of the Predictor actor pool (default: the cluster's CPUs / ``cpus_per_actor``, or its GPUs
+            / ``gpus_per_actor``).
+        cpus_per_actor: CPUs Ray reserves for each actor; its Predictor runs that many threads (default 2, or 1
+            on a 1-CPU cluster).
+        gpus_per_actor: GPUs for each actor (use with ``device="cuda"`` / ``"GPU"``).
+        shard_size: images per shard (default 256; a resumed run keeps its own).
+        batch_size: images per Ray Data batch (1 balances the actors best; larger amortizes Ray's overhead for
+            small models).
+        threshold, masks, classes, backend, device, precision, preset: as ``isseg predict``.
+        coco: also write ``results.json`` (COCO results of the images with a numeric image id).
+        ship_model: send a local model's files to the actors through the object store (nodes need no copy).
+        num_cpus: CPUs of a local Ray started here (default: all).
+
+    Returns: a summary: images, errors, detections, shards, how many were computed now / found done, seconds
+    (Ray start, first result, total), images per second of this run, and the output paths.
+    """
+    t0 = time.perf_counter()
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [str(inputs)]
+    paths, input_errors = list_inputs([str(i) for i in inputs], recursive)
+    if not paths:
+        raise ValueError("nothing to process: " + ("; ".join(input_errors) or "no inputs"))
+    spec = PredictorSpec(str(model), backend, device, float(threshold), precision, preset, bool(masks))
+    spec = PredictorSpec(**{**spec_dict(spec), "classes": _class_indices(classes, spec)})
+    layout = ShardLayout.open(output, paths, shard_size, _settings(spec), DEFAULT_SHARD_SIZE)
+    todo = layout.pending()
+    summary: dict[str, Any] = {"output": str(layout.folder), "input_errors": input_errors,
+                               "shards_done_before": layout.count - len(todo), "shards_computed": 0,
+                               "images_computed": 0}
+    t_ray = t_first = None
+    started = False
+    if todo:
+        ray = _require_ray()
+        started = connect(address, num_cpus)
+        t_ray = time.perf_counter() - t0
+        try:
+            t_first = _run(ray, layout, todo, spec, summary, actors, cpus_per_actor, gpus_per_actor, batch_size,
+                           ship_model, progress)
+        finally:
+            if started:
+                ray.shutdown()
+    t_pipeline = time.perf_counter() - t0
+    summary.update(layout.summarize())
+    if coco:
+        summary.update(write_coco(layout, spec, layout.folder / "results.json"))
+    wall = time.perf_counter() - t0
+    n = summary["images_computed"]
+    summary["seconds"] = {"ray_start": t_ray, "first_result": t_first, "pipeline": t_pipeline, "total": wall}
+    summary["images_per_s"] = n / t_pipeline if n and t_pipeline else 0.0
+    import json
+
+    (layout.folder / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def _pool_size(ray: Any, actors: int | None, cpus: float | None, gpus: float) -> tuple[int, float]:
+    resources = ray.cluster_resources()
+    total_cpus = float(resources.get("CPU", 0))
+    if cpus is None:
+        cpus = 2.0 if total_cpus >= 2 else max(1.0, total_cpus)
+    if actors is None:
+        if gpus:
+            actors = int(float(resources.get("GPU", 0)) // gpus)
+        else:
+            actors = int(total_cpus // cpus)
+    if actors < 1 or actors * cpus > total_cpus or (gpus and actors * gpus > float(resources.get("GPU", 0))):
+        raise ValueError(f"--actors {actors} x {cpus:g} CPU{f' x {gpus:g} GPU' if gpus else ''} does not fit the "
+                         f"Ray cluster ({total_cpus:g} CPUs, {resources.get('GPU', 0):g} GPUs)")
+    return int(actors), float(cpus)
+
+
+def _run(ray: Any, layout: ShardLayout, todo: list[int], spec: PredictorSpec, summary: dict[str, Any],
+         actors: int | None, cpus: float | None, gpus: float, batch_size: int, ship_model: bool,
+         progress: bool) -> float | None:
+    """Run the pipeline over the pending shards; -> seconds from the start to the first result."""
+    t0 = time.perf_counter()
+    actors, cpus = _pool_size(ray, actors, cpus, gpus)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    rows = [{"index": i, "path": layout.paths[i]} for k in todo for i in layout.chunk(k)]
+    # blocks small enough to keep every actor busy and shards completing in order, large enough to be cheap
+    block = max(1, min(layout.shard_size, math.ceil(len(rows) / (4 * actors)), 64))
+    ds = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / block))
+    ds = ds.map_batches(decode_batch, batch_size=batch_size, num_cpus=cpus if not gpus else 1)
+    files = model_files(spec.source) if ship_model else None
+    kwargs = {"spec": spec_dict(spec), "files": ray.put(files) if files else None}
+    ds = ds.map_batches(PredictActor, fn_constructor_kwargs=kwargs, batch_size=batch_size,
+                        compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus, num_gpus=gpus or None)
+    shard_of = {i: k for k in todo for i in layout.chunk(k)}
+    open_shards: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(rows), unit="img", desc="images", file=sys.stderr)
+    import json
+
+    t_first = None
+    for row in ds.iter_rows():
+        if t_first is None:
+            t_first = time.perf_counter() - t0
+        i = int(row["index"])
+        k = shard_of[i]
+        open_shards[k][i] = json.loads(row["record"])
+        if bar is not None:
+            bar.update(1)
+        if len(open_shards[k]) == len(layout.chunk(k)):
+            done = open_shards.pop(k)
+            layout.write(k, [done[j] for j in layout.chunk(k)])
+            summary["shards_computed"] += 1
+            summary["images_computed"] += len(done)
+    if bar is not None:
+        bar.close()
+    if open_shards:
+        missing = sum(len(layout.chunk(k)) - len(v) for k, v in open_shards.items())
+        raise RuntimeError(f"the pipeline returned no record for {missing} input(s); run again to complete them")
+    summary["pool"] = {"actors": actors, "cpus_per_actor": cpus, "gpus_per_actor": gpus}
+    return t_first
