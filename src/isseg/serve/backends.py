@@ -40,6 +40,12 @@ def detect(predictor: Any, image: np.ndarray, threshold: float, masks: bool = Tr
     return det, dict(predictor.timings)
 
 
+def network_input(predictor: Any, image: np.ndarray) -> np.ndarray:
+    """HxWx3 uint8 BGR image -> the network's float32 [1, 3, H, W] input, exactly as ``predict`` prepares it."""
+    x = predictor.preprocess(image)[0]
+    return np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(1, 3, *np.asarray(x).shape[-2:]))
+
+
 def record(det: Any, file: str, masks: bool = True) -> dict[str, Any]:
     """The per-image result record (COCO RLE masks) that ``isseg predict`` and the Ray shards write too."""
     from isseg.engine.records import detections_record

@@ -231,8 +231,10 @@ class ContractModel(ServedModel):
     request_level_binary = False
 
     def __init__(self, name: str, path: str | Path, settings: ModelSettings, device: str = "CPU",
-                 precision: str | None = None) -> None:
+                 precision: str | None = None,
+                 preprocess: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         super().__init__(name, settings)
+        self._preprocess = preprocess  # image -> network input, e.g. the Predictor's own (see _embedded_preprocess)
         import openvino as ov
 
         from isseg.deploy.runtime_openvino import shared_core
@@ -310,14 +312,18 @@ class ContractModel(ServedModel):
                                  f"({spec['datatype']}) or one BGR image [1, height, width, 3]")
 
     def _embedded_preprocess(self, image: np.ndarray) -> np.ndarray:
-        """[1, h, w, 3] -> the network's [1, 3, H, W] f32 with the rt_info resize (fit_to_window by default)."""
+        """[1, h, w, 3] -> the network's [1, 3, H, W] f32. With the Predictor of the same file at hand (the usual
+        case: ``load_models`` passes it), its own pre-processing, so Model API over HTTP sees what the local
+        Predictor sees; otherwise the resize + pad that ``rt_info/model_info`` describes (fit_to_window ...)."""
         import cv2
 
-        info = self.rt_info.get("model_info", {}) if isinstance(self.rt_info.get("model_info"), dict) else {}
-        _, _, H, W = self.inputs[0]["shape"]
         img = np.asarray(image[0])
         if img.dtype != np.uint8 and np.all((img >= 0) & (img <= 255) & (img == np.round(img))):
             img = img.astype(np.uint8)  # Model API casts the uint8 image to FP32: resize it as the uint8 it was
+        if self._preprocess is not None and img.dtype == np.uint8:
+            return self._preprocess(img)
+        info = self.rt_info.get("model_info", {}) if isinstance(self.rt_info.get("model_info"), dict) else {}
+        _, _, H, W = self.inputs[0]["shape"]
         h, w = img.shape[:2]
         mode = info.get("resize_type", "fit_to_window")
         interp = {"NEAREST": cv2.INTER_NEAREST, "CUBIC": cv2.INTER_CUBIC}.get(
@@ -393,7 +399,7 @@ class DetectionsModel(ServedModel):
 
     kind = "detections"
     platform = "isseg_detections"
-    outputs_default = ("boxes", "scores", "labels", "names", "masks")
+    outputs_default = ("boxes", "scores", "labels", "names", "masks", "image_size")  # "record" by name
 
     def __init__(self, name: str, source: str | Path, settings: ModelSettings, threshold: float = 0.5,
                  max_pixels: int = 50_000_000, backend: str | None = None, device: str | None = None,
@@ -408,6 +414,7 @@ class DetectionsModel(ServedModel):
             for _ in range(settings.workers)]
         self.class_names = backends.class_names(made[0])
         self.backend_info = backends.describe(made[0])
+        self._first = made[0]
         self._free: queue.Queue = queue.Queue()
         for p in made:
             self._free.put(p)
@@ -429,6 +436,10 @@ class DetectionsModel(ServedModel):
                              "parameters": {"content": "the per-image JSON record (asked for by name)"}}],
                 "parameters": {"threshold": self.threshold, "class_names": list(self.class_names),
                                "source": Path(self.source).name, **self.backend_info}}
+
+    def network_input(self, image: np.ndarray) -> np.ndarray:
+        """The Predictor's pre-processing alone (thread-safe: no inference state): for the contract model."""
+        return backends.network_input(self._first, image)
 
     def _work(self, data: bytes, threshold: float, masks: bool, file: str) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -519,10 +530,12 @@ def load_models(specs: Sequence[str], settings: ServeSettings, backend: str | No
             if n in seen:
                 raise ValueError(f"two models are named '{n}'; name them with NAME=SOURCE")
             seen.add(n)
+        det_name = names[-1]
+        det = DetectionsModel(det_name, source, settings.for_model(det_name), settings.threshold,
+                              settings.max_pixels, backend, device, precision, num_threads, preset)
         if exported and contract:
             ov_device = device if device and device.isupper() else "CPU"
-            models.append(ContractModel(name, source, settings.for_model(name), ov_device, precision))
-        det_name = names[-1]
-        models.append(DetectionsModel(det_name, source, settings.for_model(det_name), settings.threshold,
-                                      settings.max_pixels, backend, device, precision, num_threads, preset))
+            models.append(ContractModel(name, source, settings.for_model(name), ov_device, precision,
+                                        det.network_input))
+        models.append(det)
     return models
