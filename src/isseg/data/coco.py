@@ -12,6 +12,7 @@ matches, the image is rejected because its annotations cannot be placed.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from isseg.data.masks import segmentation_to_mask
+from isseg.model.images import check_image_bytes, image_format
 
 PathLike = str | os.PathLike
 
@@ -291,10 +293,9 @@ def read_image_bgr(path: PathLike, expected_hw: tuple[int, int] | None = None) -
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
+    data = _read_bytes(path)
     try:
-        with Image.open(path) as raw:
+        with Image.open(io.BytesIO(data)) as raw:
             raw.load()
             stored_wh = raw.size
             try:
@@ -313,8 +314,61 @@ def read_image_bgr(path: PathLike, expected_hw: tuple[int, int] | None = None) -
                         f"{expected_hw[0]}x{expected_hw[1]}"
                     )
             return _pil_to_bgr(upright), exif_ignored
+    except ValueError as exc:
+        if str(path) in str(exc):
+            raise
+        raise ValueError(f"cannot decode image file {path}: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ValueError(f"cannot decode image file {path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - PIL's decoders raise assorted types on corrupt data
+        raise ValueError(f"cannot decode image file {path}: {type(exc).__name__}: {exc}") from None
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes after the checks every reader shares (missing, unreadable, truncated: see
+    :func:`isseg.model.images.check_image_bytes`)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read image file {path}: {exc.strerror or exc}") from None
+    check_image_bytes(data, path)
+    return data
+
+
+def check_image_file(path: PathLike, expected_hw: tuple[int, int] | None = None) -> None:
+    """The training pre-flight of one file: present, complete, decodable, and of the annotation's size.
+
+    Faster than :func:`read_image_bgr`: JPEGs are decoded at 1/8 scale (libjpeg still reads every entropy-coded
+    byte, so truncation and broken Huffman data are found), PNGs are checked chunk by chunk with their CRCs and
+    decoded in full. Raises ``FileNotFoundError`` / ``ValueError`` naming the file.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    data = _read_bytes(path)
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            stored = im.size
+            try:
+                orientation = im.getexif().get(0x0112, 1)
+            except Exception:  # noqa: BLE001 - a malformed EXIF block is ignored by the loader too
+                orientation = 1
+            if image_format(data) == "jpeg":
+                im.draft("RGB", (max(1, stored[0] // 8), max(1, stored[1] // 8)))
+            im.load()
+    except Exception as exc:  # noqa: BLE001 - PIL raises assorted types on corrupt data
+        reason = str(exc) if isinstance(exc, OSError | SyntaxError | ValueError) else f"{type(exc).__name__}: {exc}"
+        raise ValueError(f"cannot decode image file {path}: {reason}") from None
+    if expected_hw is not None:
+        want = (expected_hw[1], expected_hw[0])
+        upright = stored[::-1] if orientation in (5, 6, 7, 8) else stored
+        if want not in (stored, upright):
+            raise ValueError(
+                f"{path}: image is {upright[1]}x{upright[0]} (HxW, EXIF orientation applied; {stored[1]}x{stored[0]} "
+                f"as stored) but the annotation file says {expected_hw[0]}x{expected_hw[1]}"
+            )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -435,6 +489,37 @@ class CocoDataset(torch.utils.data.Dataset):
             return self.load_image(i), None
         except (FileNotFoundError, ValueError) as exc:
             return None, str(exc)
+
+    def preflight(self, progress: bool = False, workers: int = 4) -> list[tuple[int, str]]:
+        """``(index, reason)`` of every image that cannot be used (missing, unreadable, truncated, corrupt, or
+        not the annotated size), found before training starts rather than when the image is first sampled.
+        See :func:`check_image_file`; ``workers`` threads (the decoders release the GIL)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tqdm import tqdm
+
+        def check(i: int) -> str | None:
+            info = self.images[i]
+            try:
+                check_image_file(self.image_path(i), (info["height"], info["width"]))
+            except (FileNotFoundError, ValueError) as exc:
+                return str(exc)
+            return None
+
+        bad: list[tuple[int, str]] = []
+        with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(
+            total=len(self), desc="checking images", unit="img", disable=not progress, dynamic_ncols=True
+        ) as bar:
+            for i, reason in enumerate(pool.map(check, range(len(self)))):
+                if reason is not None:
+                    bad.append((i, reason))
+                bar.update(1)
+        return bad
+
+    def drop(self, indices: Sequence[int]) -> None:
+        """Leave items out (e.g. the bad images :meth:`preflight` found)."""
+        gone = set(indices)
+        self.images = [img for i, img in enumerate(self.images) if i not in gone]
 
     # -- targets ---------------------------------------------------------------------------------------
     def _keep(self, ann: dict[str, Any], img: dict[str, Any]) -> bool:
