@@ -85,6 +85,7 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = True
     horizontal_flip: float = 0.5  # probability of the training flip (0 disables it)
+    skip_bad_images: bool = False  # train on the rest when the pre-flight finds unusable images (else: stop)
 
     def validate(self) -> None:
         """Fail early, with the option's name, on values that would break a run later."""
@@ -277,9 +278,30 @@ class _Trainer:
             transform = RandomHorizontalFlip(self.cfg.horizontal_flip)
         ds = CocoDataset(ann, images, train=train, class_names=self.model_config.class_names,
                          transform=transform, skip_empty=train)
+        if train:
+            self._preflight(ds)
         if train and len(ds) == 0:
             raise ValueError(f"{ann}: no image with a usable (non-crowd, >= 1 px) annotation to train on")
         return ds
+
+    def _preflight(self, ds: Any) -> None:
+        """Check every training image before the first step (a bad file would otherwise stop the run when it
+        is first sampled, maybe hours in): list each bad one, then stop, or leave them out (skip_bad_images)."""
+        import sys
+
+        bad = ds.preflight(progress=self.main and self.cfg.progress, workers=max(1, self.cfg.workers))
+        if not bad:
+            return
+        total = len(ds)
+        if self.main:
+            for _, reason in bad:
+                print(f"isseg train: bad image: {reason}", file=sys.stderr)
+        if not self.cfg.skip_bad_images:
+            raise ValueError(f"{ds.annotation_file}: {len(bad)} of {total} training image(s) cannot be used (listed "
+                             f"above); fix them, or pass --skip-bad-images to train on the other {total - len(bad)}")
+        ds.drop([i for i, _ in bad])
+        if self.main:
+            print(f"isseg train: --skip-bad-images: training on {len(ds)} of {total} image(s)", file=sys.stderr)
 
     def _build_model(self) -> nn.Module:
         from isseg.model.mask_rcnn import build_model
@@ -484,6 +506,15 @@ class _Trainer:
                     if done:
                         break
                     t_data = time.perf_counter()
+        except (ValueError, FileNotFoundError) as exc:
+            # An image that broke after the pre-flight: a DataLoader worker re-raises its error with the worker's
+            # whole traceback in the message; keep only the worker's last line (the file and the problem).
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            if "Original Traceback" not in str(exc) or not lines:
+                raise
+            reason = lines[-1].split(": ", 1)[-1] if lines[-1].startswith(type(exc).__name__) else lines[-1]
+            raise type(exc)(f"{reason} (iteration {self.iteration}; --resume continues from the last "
+                            "checkpoint once the file is fixed)") from None
         finally:
             if bar is not None:
                 bar.close()
