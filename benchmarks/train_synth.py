@@ -39,8 +39,7 @@ def small_image_overrides(size: int, depth: int = 18, norm: str = "gn", fpn_chan
                           representation_size: int = 512, rois: int = 64) -> list[str]:
     """Preset overrides for training from scratch at ``size`` px on a CPU (see the module docstring)."""
     return [
-        f"input.fit_size=[{size},{size}]", f"input.min_size={size}", f"input.max_size={size}",
-        f"input.train_min_sizes=[{size}]", f"input.train_max_size={size}",
+        f"input.size=[{size},{size}]", f"input.train_sizes=[{size}]",
         "anchors.sizes=[16,32,64,128,256]",
         f"backbone.depth={depth}", f"backbone.norm={norm}", "backbone.frozen_stages=0",
         f"backbone.fpn_channels={fpn_channels}",

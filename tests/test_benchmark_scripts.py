@@ -46,7 +46,7 @@ def test_precision_accuracy_script_fp32_equals_pytorch(tmp_path) -> None:  # noq
     from isseg.weights.loading import save_checkpoint
 
     data = make_synthetic_dataset(tmp_path / "data", 12, seed=3, image_size=96, val_fraction=0.5, max_objects=3)
-    size = ("input.fit_size=[96,96]", "input.min_size=96", "input.max_size=96", "backbone.depth=18",
+    size = ("input.size=[96,96]", "input.train_sizes=[96]", "backbone.depth=18",
             "backbone.fpn_channels=32", "roi.representation_size=64", "roi.score_thresh=0.0")
     cfg = apply_overrides(get_config("security-0002", class_names=CLASS_NAMES), size)
     torch.manual_seed(3)

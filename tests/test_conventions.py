@@ -17,8 +17,9 @@ import torch
 from isseg.config import BackboneConfig, RoIConfig, get_config
 from isseg.model.anchors import base_anchors, grid_anchors
 from isseg.model.box_coder import BoxCoder, clip_boxes
+from isseg.model.postprocess import paste_masks
 from isseg.model.roi_heads import assign_levels
-from isseg.model.transform import paste_masks, resized_size
+from isseg.model.transform import resized_size
 
 
 def square(side: float) -> torch.Tensor:
@@ -151,13 +152,18 @@ def test_background_is_the_last_class():
     from isseg.model.roi_heads import RoIHeads
 
     heads = RoIHeads(256, 2, RoIConfig())
-    proposal = [torch.tensor([[10.0, 10.0, 50.0, 50.0]])]
+    proposal = torch.tensor([[10.0, 10.0, 50.0, 50.0]])
     deltas = torch.zeros(1, 8)
-    fg = heads.postprocess_boxes(torch.tensor([[5.0, 0.0, 0.0]]), deltas, proposal, [(100, 100)])[0]
+
+    def detect(logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        scores, boxes = heads.decode_predictions(logits, deltas, proposal)
+        return heads.postprocess_detections(boxes, scores, (100, 100))
+
+    fg = detect(torch.tensor([[5.0, 0.0, 0.0]]))
     assert fg["labels"].tolist() == [0]
     torch.testing.assert_close(fg["scores"], torch.tensor([math.exp(5) / (math.exp(5) + 2)]))
     assert fg["boxes"].tolist() == [[10.0, 10.0, 50.0, 50.0]]
-    bg = heads.postprocess_boxes(torch.tensor([[0.0, 0.0, 5.0]]), deltas, proposal, [(100, 100)])[0]
+    bg = detect(torch.tensor([[0.0, 0.0, 5.0]]))
     assert bg["labels"].numel() == 0  # 1 / (e^5 + 2) = 0.0066 < 0.05 for both foreground classes
 
 

@@ -279,7 +279,7 @@ def small_model():
     base = get_config("detectron2-r50-fpn", class_names=NAMES)
     config = replace(
         base,
-        input=replace(base.input, min_size=160, max_size=224),
+        input=base.input.with_size((160, 224), (160,)),
         rpn=replace(base.rpn, pre_nms_top_n_test=100, post_nms_top_n_test=40),
         roi=replace(base.roi, detections_per_img=8),
     )

@@ -38,8 +38,7 @@ ITERATIONS = 3
 LR = 0.01
 # Deterministic sampling: batch sizes above the number of anchors / proposals keep all of them.
 EXACT = (
-    f"input.fit_size=[{SIZE},{SIZE}]", f"input.min_size={SIZE}", f"input.max_size={SIZE}",
-    f"input.train_min_sizes=[{SIZE}]", f"input.train_max_size={SIZE}",
+    f"input.size=[{SIZE},{SIZE}]", f"input.train_sizes=[{SIZE}]",
     "rpn.pre_nms_top_n_train=200", "rpn.post_nms_top_n_train=64", "rpn.batch_size_per_image=100000",
     "roi.batch_size_per_image=100000", "backbone.fpn_channels=64", "roi.representation_size=256",
     "backbone.norm=gn", "backbone.frozen_stages=0",

@@ -18,8 +18,7 @@ def small_config(preset: str = "security-0002", num_classes: int = 3) -> ModelCo
     cfg = get_config(preset, num_classes=num_classes)
     return dataclasses.replace(
         cfg,
-        input=dataclasses.replace(cfg.input, fit_size=(128, 160), min_size=128, max_size=160,
-                                  train_min_sizes=(128,), train_max_size=160),
+        input=cfg.input.with_size((128, 160), train_sizes=(128,)),
         rpn=dataclasses.replace(cfg.rpn, pre_nms_top_n_test=200, post_nms_top_n_test=100,
                                 pre_nms_top_n_train=200, post_nms_top_n_train=100),
     )  # fmt: skip
@@ -190,11 +189,32 @@ def test_detectron2_postprocess_clips_to_the_original_image() -> None:
     results = [{"boxes": torch.tensor([[-4.0, 2.0, 70.0, 30.0], [66.0, 5.0, 80.0, 9.0]]),
                 "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([0, 1]),
                 "mask_probs": torch.ones(2, 28, 28)}]
-    batch = ImageBatch(torch.zeros(1, 3, 64, 64), [(64, 64)], [(32, 32)])
+    batch = ImageBatch(torch.zeros(1, 3, 64, 64), [(64, 64)], [(64, 64)], [(32, 32)])
     det = model.postprocess(results, batch)[0]
     # scaled by 0.5, clipped to 32x32; the second box is empty after clipping and dropped
     np.testing.assert_allclose(det.boxes, [[0.0, 1.0, 32.0, 15.0]])
     assert det.labels.tolist() == [0] and det.masks.shape == (1, 32, 32)
+    assert det.masks[0, 1:15, 0:32].all()  # the mask fills the clipped box (pasted after clipping)
+
+
+def test_letterbox_postprocess_pastes_then_clips() -> None:
+    """security-0002 (a fixed canvas): a box reaching into the letterbox keeps its mask's geometry (pasted into
+    the mapped box, then cut at the image border) and is reported clipped; a box inside the padding goes."""
+    from isseg.model.transform import ImageBatch
+
+    model = isseg.MaskRCNN(small_config("security-0002")).eval()
+    probs = torch.zeros(2, 28, 28)
+    probs[:, :14] = 1.0  # top half of each box
+    # a 40x64 photo letterboxed into the 128x160 canvas at scale 2.5: content rows 0..99, padding below
+    results = [{"boxes": torch.tensor([[20.0, 80.0, 60.0, 120.0], [20.0, 105.0, 60.0, 125.0]]),
+                "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([0, 1]), "mask_probs": probs}]
+    batch = ImageBatch(torch.zeros(1, 3, 128, 160), [(128, 160)], [(100, 160)], [(40, 64)])
+    det = model.postprocess(results, batch)[0]
+    np.testing.assert_allclose(det.boxes, [[8.0, 32.0, 24.0, 40.0]], atol=1e-5)  # y2 48 clipped to 40
+    assert det.labels.tolist() == [0]  # the second box lies in the padding: empty once clipped, dropped
+    # pasted into the unclipped box 32..48, the top half of the mask covers rows 32..39 (clipped first, it
+    # would have been squeezed into 32..35)
+    assert det.masks[0, 32:40, 9:23].all() and not det.masks[0, :32].any()
 
 
 @pytest.mark.parametrize(("depth", "params"), [(18, 30_913_122), (34, 41_021_282)])

@@ -19,16 +19,15 @@ import torch
 
 from isseg.config import get_config
 from isseg.data.synth import CLASS_NAMES, make_synthetic_dataset
-from isseg.engine.checkpoint import atomic_torch_save
 from isseg.engine.config_overrides import apply_overrides
 from isseg.engine.sampler import SeededDataset, TrainSampler
 from isseg.engine.schedule import LRSchedule, resolve_steps
 from isseg.engine.trainer import TrainConfig, train
+from isseg.weights.checkpoint import atomic_save as atomic_torch_save
 
 SIZE = 96
 TINY = (
-    f"input.fit_size=[{SIZE},{SIZE}]", f"input.min_size={SIZE}", f"input.max_size={SIZE}",
-    f"input.train_min_sizes=[{SIZE}]", f"input.train_max_size={SIZE}",
+    f"input.size=[{SIZE},{SIZE}]", f"input.train_sizes=[{SIZE}]",
     "rpn.pre_nms_top_n_train=256", "rpn.post_nms_top_n_train=128", "rpn.pre_nms_top_n_test=256",
     "rpn.post_nms_top_n_test=64", "roi.batch_size_per_image=64", "backbone.fpn_channels=64",
     "roi.representation_size=256", "backbone.norm=gn", "backbone.frozen_stages=0",
@@ -117,9 +116,9 @@ def test_seeded_dataset_draws_per_sample_not_per_process() -> None:
 
 
 def test_config_overrides() -> None:
-    cfg = apply_overrides(get_config("security-0002"), ["input.fit_size=[64,96]", "roi.score_thresh=1",
+    cfg = apply_overrides(get_config("security-0002"), ["input.size=[64,96]", "roi.score_thresh=1",
                                                         "backbone.norm=gn"])
-    assert cfg.input.fit_size == (64, 96) and cfg.roi.score_thresh == 1.0 and cfg.backbone.norm == "gn"
+    assert cfg.input.size == (64, 96) and cfg.roi.score_thresh == 1.0 and cfg.backbone.norm == "gn"
     for bad, match in [("roi.nope=1", "no field 'nope'"), ("roi=1", "is a section"),
                        ("rpn.nms_thresh=high", "expected a float"), ("justtext", "KEY=VALUE")]:
         with pytest.raises(ValueError, match=match):
@@ -132,7 +131,7 @@ def test_checkpoint_write_killed_midway_keeps_the_previous_file(tmp_path: Path) 
     atomic_torch_save({"iteration": 1, "w": torch.ones(1000)}, target)
     script = textwrap.dedent(f"""
         import os, signal, torch
-        from isseg.engine.checkpoint import atomic_torch_save
+        from isseg.weights.checkpoint import atomic_save as atomic_torch_save
         os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)
         atomic_torch_save({{"iteration": 2, "w": torch.zeros(1000)}}, {str(target)!r})
     """)
@@ -157,7 +156,7 @@ def test_resume_after_interruption_is_bit_exact(synth: dict[str, Path], tmp_path
     Uses DataLoader workers, the random flip and multi-scale training, so every RNG the run touches
     (data order, augmentation, python's size choice, RPN / RoI sampling) must be restored exactly.
     """
-    kw = dict(workers=1, checkpoint_every=2, overrides=TINY + (f"input.train_min_sizes=[{SIZE},80]",))
+    kw = dict(workers=1, checkpoint_every=2, overrides=TINY + (f"input.train_sizes=[{SIZE},80]",))
     straight = train(_config(synth, tmp_path / "a", **kw))
 
     def kill_in_3(iteration: int, values: dict[str, float], model: torch.nn.Module) -> None:

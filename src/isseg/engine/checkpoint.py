@@ -1,51 +1,13 @@
-"""Crash-safe checkpoint files and the random-number-generator state a bit-exact resume needs.
-
-A checkpoint is first written to a temporary file in the same directory, flushed and fsync'ed, and then
-moved over the old one with ``os.replace`` (atomic on POSIX and Windows). A process killed at any moment
-therefore leaves either the previous checkpoint or the new one, never a truncated file.
-"""
+"""The random-number-generator state a bit-exact resume needs (the checkpoint file itself is
+:mod:`isseg.weights.checkpoint`'s)."""
 
 from __future__ import annotations
 
-import os
 import random
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` that never leaves ``path`` half-written (see the module docstring)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist the rename itself (the directory entry); not possible on Windows, where it is skipped."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def get_rng_state() -> dict[str, Any]:

@@ -27,14 +27,13 @@ from torch.utils.data import DataLoader
 
 from isseg.config import ModelConfig, get_config
 from isseg.engine import distributed as dist_utils
-from isseg.engine.checkpoint import atomic_torch_save, get_rng_state, seed_everything, set_rng_state
+from isseg.engine.checkpoint import get_rng_state, seed_everything, set_rng_state
 from isseg.engine.config_overrides import apply_overrides
 from isseg.engine.logger import MetricsLogger
 from isseg.engine.sampler import SeededDataset, TrainSampler
 from isseg.engine.schedule import LRSchedule, resolve_steps
+from isseg.weights.checkpoint import atomic_save, checkpoint_payload
 
-CHECKPOINT_FORMAT = "isseg"
-CHECKPOINT_VERSION = 1
 LOSS_KEYS = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask")
 # parameters that depend on the class list; re-initialized when fine-tuning on other classes
 CLASS_SPECIFIC_PREFIXES = ("roi_heads.box_predictor.", "roi_heads.mask_predictor.mask_fcn_logits.")
@@ -355,24 +354,21 @@ class _Trainer:
 
     def _checkpoint_state(self) -> dict[str, Any]:
         rng = dist_utils.all_gather_object(get_rng_state())  # collective: every rank takes part
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "config": self.model_config.to_dict(),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "schedule": dataclasses.asdict(self.schedule),
-            "iteration": self.iteration,
-            "epoch": self.iteration // self.sampler.iters_per_epoch,
-            "best_metric": self.best_metric,
-            "rng": rng,
-            "train": {
+        return checkpoint_payload(
+            self.model,
+            optimizer=self.optimizer.state_dict(),
+            scaler=self.scaler.state_dict() if self.scaler is not None else None,
+            schedule=dataclasses.asdict(self.schedule),
+            iteration=self.iteration,
+            epoch=self.iteration // self.sampler.iters_per_epoch,
+            best_metric=self.best_metric,
+            rng=rng,
+            train={
                 "global_batch": self.cfg.batch_size * self.world, "world_size": self.world,
                 "seed": self.cfg.seed, "iters_per_epoch": self.sampler.iters_per_epoch,
                 "config": dataclasses.asdict(self.cfg),
             },
-        }  # fmt: skip
+        )  # fmt: skip
 
     def _save(self, names: Sequence[str]) -> None:
         """Write the same state under each of ``names``; rank 0 writes, everyone waits for it."""
@@ -380,7 +376,7 @@ class _Trainer:
         dist_utils.barrier()
         if self.main:
             for name in names:
-                atomic_torch_save(state, self.out / name)
+                atomic_save(state, self.out / name)
         dist_utils.barrier()
 
     # -- evaluation ----------------------------------------------------------------------------------------
@@ -566,14 +562,11 @@ class _Trainer:
         self.logger.log(row)
         if metric is not None and (self.best_metric is None or metric > self.best_metric):
             self.best_metric = metric
-            atomic_torch_save(self._best_state(), self.out / "best.pth")
+            atomic_save(self._best_state(), self.out / "best.pth")
 
     def _best_state(self) -> dict[str, Any]:
         """A lean checkpoint for deployment: the model and its config, no optimizer."""
-        return {
-            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": self.model_config.to_dict(),
-            "model": self.model.state_dict(), "iteration": self.iteration, "best_metric": self.best_metric,
-        }  # fmt: skip
+        return checkpoint_payload(self.model, iteration=self.iteration, best_metric=self.best_metric)
 
 
 def build_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float,

@@ -165,13 +165,10 @@ class RoIHeads(nn.Module):
                ) -> list[dict[str, Tensor]]:
         """Box head on every proposal, class-specific decoding, clipping, score threshold, NMS per class and
         the best ``detections_per_img`` of each image. Traceable: the exported graph runs this."""
-        k = self.num_classes
         rois = rois_of(proposals)
         x, order = self.box_roi_pool.grouped(features, rois)
         rois = rois[order]  # proposals are a set: keep them in the pooled (level) order
-        class_logits, box_deltas = self.box_predictor(self.box_head(x))
-        scores = F.softmax(class_logits, -1)[:, :k]  # [R, K]; background is the last column
-        boxes = self.box_coder.decode(box_deltas, rois[:, 1:]).reshape(-1, k, 4)
+        scores, boxes = self.decode_predictions(*self.box_predictor(self.box_head(x)), rois[:, 1:])
         results = []
         for i, size in enumerate(image_sizes):
             if len(image_sizes) == 1:
@@ -181,6 +178,14 @@ class RoIHeads(nn.Module):
                 b, s = boxes[mine], scores[mine]
             results.append(self.postprocess_detections(b, s, size))
         return results
+
+    def decode_predictions(self, class_logits: Tensor, box_deltas: Tensor, proposals: Tensor
+                           ) -> tuple[Tensor, Tensor]:
+        """Class logits [R, K+1] (background last) and deltas [R, 4K] of proposals [R, 4] -> foreground class
+        probabilities [R, K] and class-specific boxes [R, K, 4]."""
+        k = self.num_classes
+        scores = F.softmax(class_logits, -1)[:, :k]
+        return scores, self.box_coder.decode(box_deltas, proposals).reshape(-1, k, 4)
 
     def postprocess_detections(self, boxes: Tensor, scores: Tensor, image_size: tuple) -> dict[str, Tensor]:
         """One image's class-specific ``boxes`` [R, K, 4] and ``scores`` [R, K] -> its detections."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,9 @@ from torch import Tensor
 from isseg.config import COCO_CLASSES, ModelConfig, get_config
 from isseg.weights import registry
 from isseg.weights import torchvision as tv
+from isseg.weights.checkpoint import FORMAT, save_checkpoint
 
-FORMAT = "isseg"
-VERSION = 1
+__all__ = ["LoadReport", "apply_checkpoint", "load_model", "load_weights", "read_checkpoint", "save_checkpoint"]
 
 
 @dataclass
@@ -113,9 +112,39 @@ def detect_layout(ckpt: Any) -> tuple[str, dict[str, Tensor]]:
                      "detectron2 or mmdetection Mask R-CNN checkpoint")
 
 
+def other_architecture(tensors: dict[str, Tensor]) -> str | None:
+    """What a torchvision / isseg-named state dict is, when it is not a Mask R-CNN isseg can load: a Faster
+    R-CNN (no mask head) or a Keypoint R-CNN."""
+    if any(k.startswith("roi_heads.keypoint_") for k in tensors):
+        return "a Keypoint R-CNN checkpoint (keypoint head, no mask head)"
+    has_boxes = "roi_heads.box_predictor.cls_score.weight" in tensors
+    if has_boxes and not any(k.startswith("roi_heads.mask_predictor.") for k in tensors):
+        return "a Faster R-CNN checkpoint (box head only, no mask head)"
+    return None
+
+
+def _backbone_depth(tensors: dict[str, Tensor]) -> int | None:
+    """ResNet depth from the number of blocks in layer3 (and the block type): 18/34/50/101/152."""
+    blocks = {int(k.split(".")[3]) for k in tensors if k.startswith("backbone.body.layer3.")}
+    if not blocks:
+        return None
+    n = max(blocks) + 1
+    bottleneck = any(k.startswith("backbone.body.layer3.0.conv3.") for k in tensors)
+    table = {(2, False): 18, (6, False): 34, (6, True): 50, (23, True): 101, (36, True): 152}
+    return table.get((n, bottleneck))
+
+
 def convert(ckpt: Any, config: ModelConfig) -> tuple[str, dict[str, Tensor], list[str]]:
     """(layout, state dict in isseg's layout, notes) for the model described by ``config``."""
     layout, tensors = detect_layout(ckpt)
+    if tensors:
+        other = other_architecture(tensors)
+        if other:
+            raise ValueError(f"{other}; isseg needs a Mask R-CNN (box and mask heads)")
+        depth = _backbone_depth(tensors)
+        if depth is not None and depth != config.backbone.depth:
+            raise ValueError(f"the checkpoint has a ResNet-{depth} backbone, the {config.name!r} model a "
+                             f"ResNet-{config.backbone.depth} one (pass a preset / --set backbone.depth={depth})")
     if layout == "isseg":
         saved = ModelConfig.from_dict(ckpt["config"])
         check_architecture(saved, config)
@@ -188,6 +217,13 @@ def apply_checkpoint(model: torch.nn.Module, ckpt: Any, name: str, strict: bool 
         raise ValueError(f"{name}: {exc}") from exc
     report = LoadReport(layout, name, notes=notes)
     own = model.state_dict()
+    # BatchNorm's num_batches_tracked counts training steps and carries no weight: a checkpoint trained with
+    # BatchNorm2d loads into frozen BN (and the reverse) without it
+    counters = [k for k in state if k.endswith("num_batches_tracked") and k not in own]
+    for k in counters:
+        del state[k]
+    if counters:
+        report.notes.append(f"ignored {len(counters)} BatchNorm num_batches_tracked counter(s) (no weights)")
     if reinit_class_layers and layout == "isseg":
         saved_names = tuple(ckpt["config"].get("class_names", ()))
         if saved_names != config.class_names:  # same count, other classes: the class rows mean nothing here
@@ -202,7 +238,8 @@ def apply_checkpoint(model: torch.nn.Module, ckpt: Any, name: str, strict: bool 
                 del state[key]
             else:
                 mismatched.append(f"{key}: checkpoint {tuple(state[key].shape)}, model {tuple(own[key].shape)}")
-    report.missing = sorted(k for k in own if k not in state and k not in report.reinitialized)
+    report.missing = sorted(k for k in own if k not in state and k not in report.reinitialized
+                            and not k.endswith("num_batches_tracked"))
     report.unused = sorted(k for k in state if k not in own)
     if strict and (mismatched or report.missing or report.unused):
         parts = []
@@ -272,22 +309,3 @@ def load_model(weights: str | Path, preset: str | None = None, num_classes: int 
 
 
 load_checkpoint = load_model  # the name users of other libraries look for first
-
-
-def save_checkpoint(path: str | Path, model: torch.nn.Module, **extra: Any) -> Path:
-    """Write an isseg checkpoint atomically: a crash mid-write leaves the previous file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(),  # type: ignore[union-attr]
-               "model": model.state_dict(), **extra}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
