@@ -31,8 +31,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from isseg.cli import checks
     from isseg.testing.benchmark import BenchConfig, format_report, run_benchmark
 
+    checks.at_least(args.images, "--images", 1)
+    checks.at_least(args.warmup, "--warmup", 0)
+    checks.at_least(args.calibration_size, "--calibration-size", 1)
+    if args.workdir:
+        checks.output_dir(args.workdir, "--workdir")
+    if args.json:
+        checks.output_file(args.json, "--json")
     cfg = BenchConfig(weights=args.weights, preset=args.preset, images=args.images, warmup=args.warmup,
                       backends=tuple(args.backends), precisions=tuple(args.precisions),
                       torchvision=not args.no_torchvision, torch_eager=args.torch_eager,

@@ -11,6 +11,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from isseg.cli import checks
+
 TARGETS = ("isseg", "detectron2", "mmdet2", "mmdet3")
 
 
@@ -77,14 +79,17 @@ def run(args: argparse.Namespace) -> int:
     from isseg.weights.loading import apply_checkpoint, checkpoint_config, save_checkpoint
 
     names = read_class_names(args.classes) if args.classes else None
+    dst = checks.output_file(args.dst, "dst")  # before minutes of reading and converting
     ckpt, source = _read(args.src)
     config = checkpoint_config(ckpt, source, args.preset, len(names) if names else None)
     if names is not None:
         config = config.with_classes(names)
     model = MaskRCNN(config)
     report = apply_checkpoint(model, ckpt, source, strict=not args.partial)
+    generic = _is_generic(config.class_names)
+    if generic:
+        _correct_class_note(report, config.num_classes)
     print(report)
-    dst = Path(args.dst)
     if args.to == "isseg":
         save_checkpoint(
             dst,
@@ -109,5 +114,20 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"wrote {dst} ({args.to} layout): preset {config.name!r}, {config.num_classes} classes "
         f"({', '.join(config.class_names[:5])}{', ...' if config.num_classes > 5 else ''})"
+        + ("; name them with --classes NAMES.TXT" if generic else "")
     )
     return 0
+
+
+def _is_generic(names: tuple[str, ...] | list[str]) -> bool:
+    return all(n == f"class_{i}" for i, n in enumerate(names))
+
+
+def _correct_class_note(report: Any, count: int) -> None:
+    """The loader's note says the preset's names are used; when the preset has none for this class count the
+    names written are generic, and the note must say so (and how to give real ones)."""
+    last = f"class_{count - 1}"
+    text = (f"class names: not stored in the checkpoint, and the preset has no names for {count} classes; "
+            f"writing generic names class_0 ... {last} (pass --classes NAMES.TXT to name them)")
+    replaced = [text if n.startswith("class names:") else n for n in report.notes]
+    report.notes[:] = replaced if text in replaced else [*replaced, text]

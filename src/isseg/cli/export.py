@@ -28,10 +28,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="Model API's default display threshold stored in the IR (default: 0.5)")
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """What can fail is checked before the model is loaded and traced (minutes for INT8)."""
+    from pathlib import Path
+
+    from isseg.cli import checks
+
+    checks.in_range(args.confidence_threshold, "--confidence-threshold", 0.0, 1.0)
+    checks.at_least(args.calibration_size, "--calibration-size", 1)
+    if min(args.input_size) < 32:
+        raise ValueError(f"--input-size: expected H and W >= 32, got {args.input_size[0]} {args.input_size[1]}")
+    if args.calibration is not None and not Path(args.calibration).is_dir():
+        raise FileNotFoundError(f"--calibration: image folder not found: {args.calibration}")
+    checks.output_dir(args.output, "--output")
+
+
 def run(args: argparse.Namespace) -> int:
     from isseg.deploy.export import export
     from isseg.weights.loading import load_model
 
+    check_options(args)
     t0 = time.perf_counter()
     model = load_model(args.weights, preset=args.preset)
     path = export(model, args.output, format=args.format, precision=args.precision,

@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
             ap = f"box AP {entry.box_ap} / mask AP {entry.mask_ap}" if entry.box_ap else ""
             print(f"  {entry.name:26s} preset {entry.preset:20s} {ap}")
         return 0
+    if args.size is not None and min(args.size) < 32:
+        raise ValueError(f"--size: expected H and W >= 32, got {args.size[0]} {args.size[1]}")
     cfg = get_config(args.preset)
     for section, value in cfg.to_dict().items():
         print(f"{section}: {value}")

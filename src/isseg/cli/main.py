@@ -49,12 +49,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"isseg {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        # Expected user errors (bad file, bad field, missing weights) become one clear line.
-        print(f"isseg {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError, RuntimeError) as exc:
+        # Expected user errors (bad file, bad field, missing weights, an unwritable disk) become one clear line;
+        # a library's multi-line message is joined onto it.
+        print(f"isseg {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's message on one line (its lines joined with ' | '), or its type when it has none."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " | ".join(lines) if lines else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -29,8 +29,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from isseg.cli import checks
     from isseg.data.synth import CLASS_NAMES, make_synthetic_dataset
 
+    checks.at_least(args.num_images, "--num-images", 1)
+    checks.at_least(args.size, "--size", 16)
+    checks.at_least(args.max_objects, "--max-objects", 1)
+    checks.in_range(args.val_fraction, "--val-fraction", 0.0, 1.0)
+    checks.output_dir(args.output, "--output")
     paths = make_synthetic_dataset(
         args.output, args.num_images, seed=args.seed, image_size=args.size, val_fraction=args.val_fraction,
         max_objects=args.max_objects, image_format=args.format,
