@@ -11,6 +11,7 @@ Needs ``pip install "isseg[serve]"``.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Any
 
@@ -84,5 +85,11 @@ def run(args: argparse.Namespace) -> int:
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                             timeout_graceful_shutdown=60, access_log=args.log_level == "debug")
     server = uvicorn.Server(config)
+    stopped: list[int] = []
+    # uvicorn drains on SIGTERM, then re-raises the signal to the handler it found: make that one a no-op, so a
+    # drained server exits with 0 instead of dying of the signal after the drain
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stopped.append(signum))
     server.run()
+    if stopped:
+        print("isseg serve: stopped by SIGTERM after finishing the requests in flight", file=sys.stderr)
     return 0
