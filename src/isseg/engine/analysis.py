@@ -283,8 +283,9 @@ def text_table(rows: Sequence[Mapping[str, Any]]) -> str:
         return ""
     keys = [k for k in rows[0] if k != "category_id"]
     width = max([len(str(r["class"])) for r in rows] + [5])
-    head = f"{'class':<{width}}" + "".join(f"{k:>10}" for k in keys[1:])
-    body = [f"{str(r['class']):<{width}}" + "".join(f"{_fmt(r[k]):>10}" for k in keys[1:]) for r in rows]
+    cols = {k: max(9, len(k)) + 1 for k in keys[1:]}
+    head = f"{'class':<{width}}" + "".join(f"{k:>{cols[k]}}" for k in keys[1:])
+    body = [f"{str(r['class']):<{width}}" + "".join(f"{_fmt(r[k]):>{cols[k]}}" for k in keys[1:]) for r in rows]
     return "\n".join([head, *body])
 
 
