@@ -209,3 +209,50 @@ def test_cli_stats_and_convert(coco: dict[str, Any], tmp_path: Path, capsys: pyt
     assert main(["data", "stats", str(coco["json"])]) == 0
     text = capsys.readouterr().out
     assert "3 images" in text and "1 crowd" in text and "zebra" in text
+
+
+@pytest.mark.parametrize("fmt", ["cvat", "labelme", "datumaro"])
+def test_real_coco_polygons_round_trip_exactly(coco_mini: Path, tmp_path: Path, fmt: str) -> None:
+    """Real COCO polygons (2-decimal coordinates) through formats whose reader (Datumaro) holds float32: every
+    mask comes back pixel for pixel, crowd RLE included; classes keep the COCO order (80, ids 1..90)."""
+    full = load_dataset(coco_mini / "annotations" / "instances_val2017.json", images=coco_mini / "val2017")
+    keep = {img["id"] for img in full.coco["images"][:20]}
+    full.coco = {**full.coco, "images": [i for i in full.coco["images"] if i["id"] in keep],
+                 "annotations": [a for a in full.coco["annotations"] if a["image_id"] in keep]}
+    out = export_dataset(full, tmp_path / fmt, fmt)
+    back = load_dataset(out, classes=full.class_names if fmt == "labelme" else None)
+    assert back.class_names == full.class_names and len(back.class_names) == 80
+    _assert_same(back.coco, full.coco, polygons=True, crowd=fmt == "datumaro", atol=1e-9)
+
+
+def test_hand_written_cvat_xml(tmp_path: Path) -> None:
+    """A file as CVAT's "CVAT for images 1.1" export writes it: label order from <meta>, polygon points kept,
+    a <mask> (RLE of its box, row by row, starting with background) placed in the image, a lone box counted."""
+    (tmp_path / "images").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "frame_000.png"), np.zeros((48, 64, 3), np.uint8))
+    (tmp_path / "annotations.xml").write_text("""<?xml version="1.0" encoding="utf-8"?>
+<annotations>
+  <version>1.1</version>
+  <meta><task><name>t</name><labels>
+    <label><name>tram</name><type>any</type><attributes></attributes></label>
+    <label><name>bike</name><type>any</type><attributes></attributes></label>
+  </labels></task></meta>
+  <image id="0" name="frame_000.png" width="64" height="48">
+    <polygon label="bike" source="manual" occluded="0" points="2.50,3.00;20.00,3.00;20.00,15.25;2.50,15.25" z_order="0">
+    </polygon>
+    <mask label="tram" source="manual" occluded="0" rle="1, 3, 2, 2" left="40" top="30" width="4" height="2" z_order="0">
+    </mask>
+    <box label="tram" source="manual" occluded="0" xtl="1.00" ytl="1.00" xbr="5.00" ybr="5.00" z_order="0"></box>
+  </image>
+</annotations>
+""")
+    assert detect_format(tmp_path) == "cvat"
+    back = load_dataset(tmp_path)
+    assert back.class_names == ["tram", "bike"] and back.skipped == {"bbox without a region": 1}
+    by_class = {a["category_id"]: a for a in back.coco["annotations"]}
+    assert by_class[2]["segmentation"] == [[2.5, 3.0, 20.0, 3.0, 20.0, 15.25, 2.5, 15.25]]
+    mask = segmentation_to_mask(by_class[1]["segmentation"], 48, 64)
+    expected = np.zeros((48, 64), np.uint8)
+    expected[30, 41:44] = 1  # runs 1 background, 3 object, 2 background, 2 object over the 4x2 box
+    expected[31, 42:44] = 1
+    assert (mask == expected).all() and by_class[1]["bbox"] == [41.0, 30.0, 3.0, 2.0]

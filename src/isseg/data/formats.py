@@ -139,7 +139,8 @@ def load_dataset(
 
     ``images``: the image folder of a COCO JSON (default: the JSON's folder). ``subset``: only that split
     (``train``, ``val``...) of a multi-split dataset; default all. ``classes``: the class order to use (each
-    name must be one of the dataset's labels; the others are dropped with their annotations).
+    name must be one of the dataset's labels, except for LabelMe, which lists none; the others are dropped with
+    their annotations).
     """
     path = Path(path)
     if not path.exists():
@@ -167,9 +168,9 @@ def _reorder(loaded: LoadedDataset, classes: Sequence[str]) -> LoadedDataset:
     """Renumber categories 1..K in the order of ``classes``; annotations of other categories are dropped."""
     by_name = {c["name"]: c["id"] for c in loaded.coco["categories"]}
     missing = [n for n in classes if n not in by_name]
-    if missing:
+    if missing and loaded.format != "labelme":  # LabelMe lists no labels: a class without instances is unseen
         raise ValueError(f"{loaded.source}: classes {missing} are not among its labels {list(by_name)}")
-    new_id = {by_name[n]: i + 1 for i, n in enumerate(classes)}
+    new_id = {by_name[n]: i + 1 for i, n in enumerate(classes) if n in by_name}
     anns = []
     for a in loaded.coco["annotations"]:
         if a["category_id"] in new_id:
@@ -446,6 +447,13 @@ def _datumaro_item(builder: _Builder, item: Any, source: Path, offset: int) -> N
         _datumaro_instance(builder, iid, key[0], groups[key], h, w, source, name)
 
 
+def _from_float32(points: Sequence[float]) -> list[float]:
+    """Datumaro keeps coordinates as float32 (201.36 becomes 201.36000061...), which moves pixels when the polygon
+    is rasterized; the shortest decimal that float32 value stands for is the number the file had (exactly, for
+    files written with up to 7 significant digits, as CVAT, LabelMe and COCO write them)."""
+    return [float(str(v)) for v in np.asarray(points, dtype=np.float32)]
+
+
 def _datumaro_instance(builder: _Builder, iid: int, label: int, anns: list[Any], h: int, w: int,
                        source: Path, name: str) -> None:
     from datumaro.components.annotation import AnnotationType
@@ -455,9 +463,9 @@ def _datumaro_instance(builder: _Builder, iid: int, label: int, anns: list[Any],
     masks = []
     for a in anns:
         if a.type == AnnotationType.polygon:
-            polygons.append([float(v) for v in a.points])
+            polygons.append(_from_float32(a.points))
         elif a.type == AnnotationType.ellipse:
-            polygons.append([float(v) for v in a.as_polygon()])
+            polygons.append(_from_float32(a.as_polygon()))
         else:
             m = np.asarray(a.image)
             if m.shape != (h, w):
