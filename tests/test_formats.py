@@ -240,7 +240,7 @@ def test_hand_written_cvat_xml(tmp_path: Path) -> None:
   <image id="0" name="frame_000.png" width="64" height="48">
     <polygon label="bike" source="manual" occluded="0" points="2.50,3.00;20.00,3.00;20.00,15.25;2.50,15.25" z_order="0">
     </polygon>
-    <mask label="tram" source="manual" occluded="0" rle="1, 3, 2, 2" left="40" top="30" width="4" height="2" z_order="0">
+    <mask label="tram" source="manual" occluded="0" rle="1, 3, 2, 2" left="40" top="30" width="4" height="2">
     </mask>
     <box label="tram" source="manual" occluded="0" xtl="1.00" ytl="1.00" xbr="5.00" ybr="5.00" z_order="0"></box>
   </image>
