@@ -177,7 +177,9 @@ def test_records_stream_and_rescore(run: dict[str, object], shapes: dict[str, Pa
     assert code == 1 and "x.jsonl: record 1: file 'elsewhere/nope.png' matches no 'file_name'" in err
 
 
-def test_interrupted_evaluation_keeps_its_records(shapes: dict[str, Path], tmp_path: Path) -> None:
+def test_interrupted_evaluation_keeps_its_records(shapes: dict[str, Path], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     ds = CocoDataset(shapes["train_json"], shapes["train_images"])
     out = tmp_path / "cut.json"
     with pytest.raises(KeyboardInterrupt):
@@ -187,6 +189,13 @@ def test_interrupted_evaluation_keeps_its_records(shapes: dict[str, Path], tmp_p
     assert partial.is_file() and not records_path_for(out).exists() and not out.exists()
     done = evaluate_records([partial], shapes["train_json"])
     assert done["images"] == 3 and done["segm"]["AP"] > 0
+
+    # the command says where the work went and how to score it
+    monkeypatch.setattr(cli_evaluate, "build_predictor", lambda *a: NoisyPredictor(ds, fail_after=2))
+    code = main(["evaluate", "--data", str(shapes["train_json"]), "--images", str(shapes["train_images"]),
+                 "--weights", "m.pth", "--output", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 130 and f"--results {partial}" in err and len(read_records(partial)) == 2
 
 
 def test_cli_evaluates_a_cvat_dataset(shapes: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

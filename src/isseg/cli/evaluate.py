@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -111,10 +112,19 @@ def run(args: argparse.Namespace) -> int:
             if images is None:
                 raise ValueError(f"--images: the image folder of {ann} is needed to run a model")
             predictor = build_predictor(args.weights, args.backend, args.preset, args.device)
-            report = evaluate(
-                predictor, ann, images, output=args.output, max_images=args.max_images,
-                progress=not args.no_progress, analysis=analysis, score_threshold=args.score_threshold,
-            )  # fmt: skip
+            try:
+                report = evaluate(
+                    predictor, ann, images, output=args.output, max_images=args.max_images,
+                    progress=not args.no_progress, analysis=analysis, score_threshold=args.score_threshold,
+                )  # fmt: skip
+            except KeyboardInterrupt:
+                if args.output:
+                    from isseg.engine.evaluate import records_path_for
+
+                    partial = f"{records_path_for(args.output)}.partial"
+                    print(f"isseg evaluate: interrupted; the images done so far are in {partial} "
+                          f"(score them: isseg evaluate --data {args.data} --results {partial})", file=sys.stderr)
+                raise
     print(format_coco_table({k: report[k] for k in ("bbox", "segm") if k in report}))
     if report.get("per_class"):
         print(text_table(report["per_class"]))
