@@ -117,3 +117,17 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
     assert rc == 0, log.read_text()[-2000:]
     text = log.read_text()
     assert "Traceback" not in text and "Finished server process" in text
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from isseg.cli.main import main
+    from isseg.serve.models import split_spec
+
+    assert split_spec("seg=exported/a.xml") == ("seg", "exported/a.xml")
+    assert split_spec("exported/security-0002.xml") == ("security-0002", "exported/security-0002.xml")
+    assert split_spec("torchvision-v2-coco") == ("torchvision-v2-coco", "torchvision-v2-coco")
+    assert main(["serve", str(tmp_path / "missing.xml")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"isseg serve: error: model file not found: {tmp_path / 'missing.xml'}"]
+    assert main(["serve", "x.xml", "--set", "seg.speed=3"]) == 1
+    assert "expected MODEL.FIELD=VALUE" in capsys.readouterr().err
