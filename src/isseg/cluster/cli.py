@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
           f"computed now, {summary['shards_done_before']} shard(s) found done; output in {summary['output']}")
     if summary["images_computed"]:
         pool = summary.get("pool", {})
-        print(f"  Ray start {secs['ray_start']:.2f} s, first result {secs['first_result']:.2f} s, "
-              f"{pool.get('actors')} actor(s) x {pool.get('cpus_per_actor')} CPU; {secs['pipeline']:.2f} s = "
-              f"{summary['images_per_s']:.2f} images/s")
+        print(f"  Ray start {secs['ray_start']:.2f} s, first image started at {secs['first_image_started']:.2f} s "
+              f"(actors up, model loaded), {pool.get('actors')} actor(s) x {pool.get('cpus_per_actor'):g} CPU; "
+              f"{secs['pipeline']:.2f} s = {summary['images_per_s']:.2f} images/s end to end, "
+              f"{summary['steady_images_per_s']:.2f} images/s once running")
     return 1 if summary["errors"] or summary["input_errors"] else 0

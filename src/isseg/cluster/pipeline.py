@@ -160,14 +160,14 @@ def predict_ray(inputs: list[str] | str, model: str, output: str | os.PathLike, 
     summary: dict[str, Any] = {"output": str(layout.folder), "input_errors": input_errors,
                                "shards_done_before": layout.count - len(todo), "shards_computed": 0,
                                "images_computed": 0}
-    t_ray = t_first = None
+    t_ray = t_first = t_last = None
     started = False
     if todo:
         ray = _require_ray()
         started = connect(address, num_cpus)
         t_ray = time.perf_counter() - t0
         try:
-            t_first = _run(ray, layout, todo, spec, summary, actors, cpus_per_actor, gpus_per_actor, batch_size,
+            t_first, t_last = _run(ray, layout, todo, spec, summary, actors, cpus_per_actor, gpus_per_actor, batch_size,
                            ship_model, progress)
         finally:
             if started:
@@ -178,8 +178,10 @@ def predict_ray(inputs: list[str] | str, model: str, output: str | os.PathLike, 
         summary.update(write_coco(layout, spec, layout.folder / "results.json"))
     wall = time.perf_counter() - t0
     n = summary["images_computed"]
-    summary["seconds"] = {"ray_start": t_ray, "first_result": t_first, "pipeline": t_pipeline, "total": wall}
+    summary["seconds"] = {"ray_start": t_ray, "first_image_started": summary.pop("seconds_first_image_started", None),
+                          "first_result": t_first, "last_result": t_last, "pipeline": t_pipeline, "total": wall}
     summary["images_per_s"] = n / t_pipeline if n and t_pipeline else 0.0
+    summary.setdefault("steady_images_per_s", 0.0)
     import json
 
     (layout.folder / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -204,8 +206,8 @@ def _pool_size(ray: Any, actors: int | None, cpus: float | None, gpus: float) ->
 
 def _run(ray: Any, layout: ShardLayout, todo: list[int], spec: PredictorSpec, summary: dict[str, Any],
          actors: int | None, cpus: float | None, gpus: float, batch_size: int, ship_model: bool,
-         progress: bool) -> float | None:
-    """Run the pipeline over the pending shards; -> seconds from the start to the first result."""
+         progress: bool) -> tuple[float | None, float | None]:
+    """Run the pipeline over the pending shards; -> seconds from the start to the first and the last result."""
     t0 = time.perf_counter()
     actors, cpus = _pool_size(ray, actors, cpus, gpus)
     logging.getLogger("ray.data").setLevel(logging.WARNING)
@@ -229,10 +231,15 @@ def _run(ray: Any, layout: ShardLayout, todo: list[int], spec: PredictorSpec, su
         bar = tqdm(total=len(rows), unit="img", desc="images", file=sys.stderr)
     import json
 
-    t_first = None
+    wall0 = time.time()
+    t_first = t_last = None
+    first_start = last_done = None
     for row in ds.iter_rows():
+        t_last = time.perf_counter() - t0
         if t_first is None:
-            t_first = time.perf_counter() - t0
+            t_first = t_last
+        first_start = row["started"] if first_start is None else min(first_start, row["started"])
+        last_done = row["done"] if last_done is None else max(last_done, row["done"])
         i = int(row["index"])
         k = shard_of[i]
         open_shards[k][i] = json.loads(row["record"])
@@ -249,4 +256,8 @@ def _run(ray: Any, layout: ShardLayout, todo: list[int], spec: PredictorSpec, su
         missing = sum(len(layout.chunk(k)) - len(v) for k, v in open_shards.items())
         raise RuntimeError(f"the pipeline returned no record for {missing} input(s); run again to complete them")
     summary["pool"] = {"actors": actors, "cpus_per_actor": cpus, "gpus_per_actor": gpus}
-    return t_first
+    if first_start is not None:
+        # from the first image's start to the last one's end in the actors: actor start-up and model loading excluded
+        summary["steady_images_per_s"] = len(rows) / max(1e-9, last_done - first_start)
+        summary["seconds_first_image_started"] = first_start - wall0
+    return t_first, t_last
