@@ -214,3 +214,16 @@ def test_cli_evaluates_a_cvat_dataset(shapes: dict[str, Path], tmp_path: Path, m
     assert "(cvat, 10 images) as COCO" in out and "mask_AP" in out and "report.html" in out
     saved = json.loads(report.read_text())
     assert 0.2 < saved["segm"]["AP"] < 0.95 and (tmp_path / "r_gt.json").is_file()
+
+
+def test_per_class_from_pycocotools_too(run: dict[str, object], shapes: dict[str, Path]) -> None:
+    """The fallback backend lays out its arrays the same way: its per-class AP averages to its AP."""
+    from isseg.engine.analysis import per_class_metrics
+
+    results = json.loads(Path(run["report"]["results_file"]).read_text())
+    gt = json.loads(shapes["train_json"].read_text())
+    evaluators: dict[str, object] = {}
+    stats = coco_eval(gt, results, ("segm",), backend="pycocotools", evaluators=evaluators)
+    rows = per_class_metrics(evaluators["segm"], gt["categories"])
+    assert np.mean([r["AP"] for r in rows if r["AP"] >= 0]) == pytest.approx(stats["segm"]["AP"], abs=1e-12)
+    assert stats["segm"]["AP"] == pytest.approx(run["report"]["segm"]["AP"], abs=1e-9)
