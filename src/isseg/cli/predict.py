@@ -252,10 +252,6 @@ def check_options(args: argparse.Namespace) -> None:
         raise ValueError(f"--resume reads OUTPUT/{RECORDS_NAME}, which --no-json does not write")
     if args.no_json and args.no_images:
         raise ValueError("--no-json and --no-images together would write nothing")
-    if args.model:
-        model = Path(args.model)
-        if not model.is_file():
-            raise FileNotFoundError(f"model file not found: {model}")
     checks.output_dir(args.output, "--output")
 
 
