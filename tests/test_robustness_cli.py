@@ -97,3 +97,11 @@ def test_read_only_folder_message(tmp_path):
     with pytest.raises(ValueError, match="not writable"):
         output_file(target / "x.json", "--json")
     assert output_dir(tmp_path / "new" / "deep") == tmp_path / "new" / "deep"
+
+
+def test_info_runs_and_says_when_torch_is_a_useless_cuda_build(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "presets:" in out and "security-0002" in out
+    useless = bool(torch.version.cuda) and not torch.cuda.is_available()
+    assert ("download.pytorch.org/whl/cpu" in out) == useless

@@ -190,3 +190,29 @@ def test_ctrl_c_keeps_results_and_resume_finishes(exported, tmp_path):
                  "--quiet", "--no-images", "--resume"]) == 0
     assert len(read_records(out / "results.jsonl")) == 40 and not partial.exists()
     assert len(json.loads((out / "images.json").read_text())["images"]) == 40
+
+
+def test_crash_mid_run_keeps_what_was_computed(exported, tmp_path, capsys, monkeypatch):
+    import isseg.deploy.visualize as visualize
+
+    calls = {"n": 0}
+    real = visualize.draw_detections
+
+    def draw_then_fail(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated crash while drawing")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(visualize, "draw_detections", draw_then_fail)
+    folder = image_folder(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    rc = main(["predict", str(folder), "--model", str(exported.xml), "-o", str(out), "--threshold", "0.05",
+               "--quiet"])
+    lines = error_lines(capsys.readouterr().err)
+    assert rc == 1 and len(lines) == 2, lines
+    assert "stopped after 1 of 3" in lines[0] and str(out / "results.json") in lines[0]
+    assert "simulated crash" in lines[1]
+    records = read_records(out / "results.jsonl.partial")
+    assert len(records) == 2  # the second image's detections were recorded before its drawing failed
+    assert len(json.loads((out / "images.json").read_text())["images"]) == 2

@@ -30,6 +30,9 @@ def run(args: argparse.Namespace) -> int:
         for entry in REGISTRY.values():
             ap = f"box AP {entry.box_ap} / mask AP {entry.mask_ap}" if entry.box_ap else ""
             print(f"  {entry.name:26s} preset {entry.preset:20s} {ap}")
+        note = torch_build_note()
+        if note:
+            print(note)
         return 0
     if args.size is not None and min(args.size) < 32:
         raise ValueError(f"--size: expected H and W >= 32, got {args.size[0]} {args.size[1]}")
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         from isseg.model.mask_rcnn import MaskRCNN
 
         model = MaskRCNN(cfg)
-        h, w = args.size or (cfg.input.fit_size if cfg.input.resize == "fit" else (768, 1024))
+        h, w = args.size or (cfg.input.size if cfg.input.resize == "fit" else (768, 1024))
         flops = count_flops(model, h, w)
         print(f"parameters: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M trainable+frozen convs "
               f"({count_parameters(model) / 1e6:.2f} M with frozen-BN affine)")
@@ -52,4 +55,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _size(cfg) -> str:
     i = cfg.input
-    return f"fit {i.fit_size[0]}x{i.fit_size[1]}" if i.resize == "fit" else f"short {i.min_size} / long {i.max_size}"
+    return f"fit {i.size[0]}x{i.size[1]}" if i.resize == "fit" else f"short {i.size[0]} / long {i.size[1]}"
+
+
+def torch_build_note() -> str | None:
+    """A line when torch is a CUDA build on a machine without a GPU: those wheels (torch, nvidia-*, triton:
+    5.2 GB measured) bring nothing there, and pip installs them without saying so."""
+    import torch
+
+    if torch.version.cuda and not torch.cuda.is_available():
+        return (f"note: torch {torch.__version__} is a CUDA build but this machine has no usable GPU; the CPU "
+                "wheels are ~5 GB smaller: pip install torch torchvision --index-url "
+                "https://download.pytorch.org/whl/cpu (README, set-up)")
+    return None

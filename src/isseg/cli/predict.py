@@ -513,7 +513,11 @@ class _Run:
         except KeyboardInterrupt:
             interrupted = True
         except BaseException:
-            self._finalize(interrupted=True)  # a crash keeps what was computed, then says what it was
+            written = self._finalize(interrupted=True)  # a crash keeps what was computed, then says where
+            if written:
+                print(f"isseg predict: stopped after {self.done + self.failed + self.skipped} of {self.total} "
+                      f"input(s); what was done is in {', '.join(str(p) for p in written)} (--resume continues)",
+                      file=sys.stderr)
             raise
         written = self._finalize(interrupted)
         if interrupted:
