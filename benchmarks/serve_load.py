@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -211,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         "serve_vs_predict": round((ok / wall) / predict_ips, 3) if predict_ips else None,
         "queue_depth_metric_present": "isseg_queue_depth" in metrics,
     }
+    log.close()
+    shutil.rmtree(tmp, ignore_errors=True)  # the export, the logs and the predict output of this run
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
