@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="initial weights: checkpoint path or registry name; the class-specific layers "
                             "are re-initialized when the dataset has other classes")
     model.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a preset field, e.g. --set input.fit_size=[384,512] "
+                       help="override a preset field, e.g. --set input.size=[384,512] "
                             "--set roi.batch_size_per_image=256 (repeatable)")
     model.add_argument("--freeze-stages", type=int, metavar="K",
                        help="freeze the stem and the first K ResNet stages (0..4; default: the preset's)")
