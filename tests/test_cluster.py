@@ -155,29 +155,36 @@ def test_kill_and_resume(local_ray, ray_run, images, exported, tmp_path):
     assert again["images_computed"] == 0 and again["shards_done_before"] == 4 and again["images"] == 8
 
 
-def test_evaluate_reads_the_shards(ray_run, coco_mini, reference, tmp_path):
-    """The shards score exactly like ``isseg predict``'s records on the ground truth of those images."""
+def test_evaluate_reads_the_shards(ray_run, coco_mini, reference, tmp_path, capsys):
+    """``isseg evaluate --results SHARD_DIR`` scores the shards exactly like ``isseg predict``'s records."""
     import isseg
     from isseg.config import COCO_CATEGORY_IDS
     from isseg.engine.records import records_to_coco
 
     ann = json.loads((coco_mini / "annotations" / "instances_val2017.json").read_text())
-    records = [r for f in iter_record_files([ray_run]) for r in read_records(f)]
-    ids = {r["image_id"] for r in records if r["image_id"] is not None}
+    ids = {int(Path(n).stem) for n in reference if Path(n).stem.isdigit()}
     assert len(ids) == COCO_NAMES
     ann["images"] = [im for im in ann["images"] if im["id"] in ids]
     ann["annotations"] = [a for a in ann["annotations"] if a["image_id"] in ids]
+    # the folder's other files, listed without objects: records without a numeric id match them by file name
+    others = {"gray.png": 1, "broken.jpg": 2, "empty.png": 3}
+    ann["images"] += [{"id": i, "file_name": n, "height": 240, "width": 320} for n, i in others.items()]
     gt = tmp_path / "gt.json"
     gt.write_text(json.dumps(ann))
-    ours, _ = records_to_coco([r for r in records if r["image_id"] is not None], COCO_CATEGORY_IDS)
-    theirs, _ = records_to_coco([r for r in reference.values() if r["error"] is None
-                                 and Path(r["file"]).stem.isdigit()], COCO_CATEGORY_IDS)
-    assert len(ours) == len(theirs) > 0
-    a, b = isseg.coco_eval(str(gt), ours), isseg.coco_eval(str(gt), theirs)
+    report_path = tmp_path / "report.json"
+    rc = main(["evaluate", "--data", str(gt), "--results", str(ray_run), "--no-analysis", "--output",
+               str(report_path)])
+    out = capsys.readouterr()
+    assert rc in (0, None), out.err
+    report = json.loads(report_path.read_text())
+    ok = [dict(r, image_id=r["image_id"] if Path(r["file"]).stem.isdigit() else others[Path(r["file"]).name])
+          for r in reference.values() if r["error"] is None]
+    theirs, _ = records_to_coco(ok, COCO_CATEGORY_IDS)
+    assert theirs and report["images"] == 6
+    expected = isseg.coco_eval(str(gt), theirs)
     for iou in ("bbox", "segm"):
-        for k, v in a[iou].items():
-            assert v == pytest.approx(b[iou][k], abs=1e-6), (iou, k)
-    assert a["bbox"]["AR100"] >= 0
+        for k, v in expected[iou].items():
+            assert report[iou][k] == pytest.approx(v, abs=1e-6), (iou, k)
 
 
 # ------------------------------------------------------------------------------------------ without Ray work
