@@ -157,7 +157,7 @@ def test_async_stream_keeps_order_and_reports_bad_files(exported, tmp_path, caps
 
 
 def test_ctrl_c_keeps_results_and_resume_finishes(exported, tmp_path):
-    folder = image_folder(tmp_path / "in", 40)
+    folder = image_folder(tmp_path / "in", 12)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "isseg", "predict", str(folder), "--model", str(exported.xml), "-o", str(out),
            "--threshold", "0.05", "--quiet", "--no-images"]
@@ -181,15 +181,15 @@ def test_ctrl_c_keeps_results_and_resume_finishes(exported, tmp_path):
     assert len(lines) == 1 and "interrupted after" in lines[0] and "--resume" in lines[0], stderr
     assert str(out / "results.json") in lines[0] and "Traceback" not in stderr
     done = read_records(partial)
-    assert 1 <= len(done) < 40
+    assert 1 <= len(done) < 12
     table = json.loads((out / "images.json").read_text())
     assert len(table["images"]) == len(done)  # every record computed before Ctrl-C is in the COCO files
     results = json.loads((out / "results.json").read_text())
     assert {r["image_id"] for r in results} <= {im["id"] for im in table["images"]}
     assert main(["predict", str(folder), "--model", str(exported.xml), "-o", str(out), "--threshold", "0.05",
                  "--quiet", "--no-images", "--resume"]) == 0
-    assert len(read_records(out / "results.jsonl")) == 40 and not partial.exists()
-    assert len(json.loads((out / "images.json").read_text())["images"]) == 40
+    assert len(read_records(out / "results.jsonl")) == 12 and not partial.exists()
+    assert len(json.loads((out / "images.json").read_text())["images"]) == 12
 
 
 def test_crash_mid_run_keeps_what_was_computed(exported, tmp_path, capsys, monkeypatch):
@@ -216,3 +216,24 @@ def test_crash_mid_run_keeps_what_was_computed(exported, tmp_path, capsys, monke
     records = read_records(out / "results.jsonl.partial")
     assert len(records) == 2  # the second image's detections were recorded before its drawing failed
     assert len(json.loads((out / "images.json").read_text())["images"]) == 2
+
+
+def test_resumed_video_is_redrawn_from_its_records(exported, tmp_path, capsys):
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (128, 96))
+    for i in range(3):
+        writer.write(scene(i))
+    writer.release()
+    out = tmp_path / "out"
+    args = ["predict", str(video), "--model", str(exported.xml), "-o", str(out), "--threshold", "0.05", "--quiet"]
+    assert main(args) == 0
+    first = read_records(out / "results.jsonl")
+    assert [r["frame"] for r in first] == [0, 1, 2]
+    (out / "clip.mp4").unlink()
+    capsys.readouterr()
+    assert main(args + ["--resume"]) == 0
+    assert read_records(out / "results.jsonl") == first  # no frame inferred again
+    assert "infer" not in capsys.readouterr().out  # the timing line lists no inference stage
+    cap = cv2.VideoCapture(str(out / "clip.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3  # the drawn video is whole again
+    cap.release()
