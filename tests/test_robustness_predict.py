@@ -157,7 +157,7 @@ def test_async_stream_keeps_order_and_reports_bad_files(exported, tmp_path, caps
     assert [r["image_id"] for r in records if r["error"] is None] == [1, 3, 4]
 
 
-def test_ctrl_c_keeps_results_and_resume_finishes(exported, tmp_path):
+def test_ctrl_c_keeps_results_and_resume_finishes(exported, tmp_path, capsys):
     folder = image_folder(tmp_path / "in", 12)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "isseg", "predict", str(folder), "--model", str(exported.xml), "-o", str(out),
@@ -187,8 +187,13 @@ def test_ctrl_c_keeps_results_and_resume_finishes(exported, tmp_path):
     assert len(table["images"]) == len(done)  # every record computed before Ctrl-C is in the COCO files
     results = json.loads((out / "results.json").read_text())
     assert {r["image_id"] for r in results} <= {im["id"] for im in table["images"]}
-    assert main(["predict", str(folder), "--model", str(exported.xml), "-o", str(out), "--threshold", "0.05",
-                 "--quiet", "--no-images", "--resume"]) == 0
+    again = ["predict", str(folder), "--model", str(exported.xml), "-o", str(out), "--threshold", "0.05", "--quiet",
+             "--no-images"]
+    assert main(again) == 1  # without --resume the interrupted run's records would be replaced: refused
+    refused = error_lines(capsys.readouterr().err)
+    assert len(refused) == 1 and "interrupted run" in refused[0] and "--resume" in refused[0]
+    assert read_records(partial) == done
+    assert main(again + ["--resume"]) == 0
     assert len(read_records(out / "results.jsonl")) == 12 and not partial.exists()
     assert len(json.loads((out / "images.json").read_text())["images"]) == 12
 

@@ -253,6 +253,10 @@ def check_options(args: argparse.Namespace) -> None:
     if args.no_json and args.no_images:
         raise ValueError("--no-json and --no-images together would write nothing")
     checks.output_dir(args.output, "--output")
+    partial = Path(args.output) / f"{RECORDS_NAME}.partial"
+    if partial.is_file() and not args.resume and not args.no_json:  # never wipe an interrupted run's results
+        raise ValueError(f"{partial} holds the results of an interrupted run: pass --resume to finish it, or "
+                         "delete the file to start over")
 
 
 # ------------------------------------------------------------------------------------------------ main
