@@ -29,14 +29,13 @@ def main() -> None:
     import onnx
     import onnxruntime as ort
 
-    from isseg.testing.benchmark import coco_images, torchvision_model
-    from isseg.deploy.processing import letterbox
+    from isseg.testing.benchmark import _letterboxed, coco_images, torchvision_model
 
     model = torchvision_model()
     paths = coco_images(args.images)
 
     def prep(path: Path) -> torch.Tensor:
-        canvas, _ = letterbox(cv2.imread(str(path)), (768, 1024))
+        canvas = _letterboxed(cv2.imread(str(path)), (768, 1024))
         return torch.from_numpy(canvas[:, :, ::-1].copy()).permute(2, 0, 1).float().div_(255.0)
 
     out = Path(args.model)

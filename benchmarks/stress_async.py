@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import cv2
 
-    from isseg.testing.benchmark import coco_images
     from isseg.deploy.predictor import Predictor
+    from isseg.testing.benchmark import coco_images
 
     images = [cv2.imread(str(path)) for path in coco_images(args.images)]
     stream = images + [Path("/nonexistent/missing.jpg")] + images[::-1]

@@ -9,23 +9,21 @@ import numpy as np
 import pytest
 import torch
 
-from test_export_common import SMALL, canvas_of, coco_image, seed_export, small_export
+from test_export_common import SMALL, coco_image, network_input, seed_export, small_export
 
 ov = pytest.importorskip("openvino")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 
-def _run_ov(xml, canvas: np.ndarray, precision: str = "f32"):
+def _run_ov(xml, x: np.ndarray, precision: str = "f32"):
     compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": precision})
-    x = canvas.transpose(2, 0, 1)[None].astype(np.float32)
     out = compiled([x])
     return {o.get_any_name(): out[o] for o in compiled.outputs}
 
 
-def _run_ort(path, canvas: np.ndarray):
+def _run_ort(path, x: np.ndarray):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = canvas.transpose(2, 0, 1)[None].astype(np.float32)
     return dict(zip(["labels", "boxes", "masks"], session.run(["labels", "boxes", "masks"], {"image": x})))
 
 
@@ -82,36 +80,32 @@ def test_onnx_contract_standard_ops():
     assert json.loads(meta["isseg class_names"])[0] == "person"
 
 
-def test_agreement_with_pytorch_model():
-    """Same padded 768x1024 input: the PyTorch model (no resize, no pad), OpenVINO fp32 and ONNX Runtime give
-    the same detections."""
-    exp = seed_export()
-    canvas = canvas_of(coco_image(0), (768, 1024))
-    det = exp.model.predict(canvas)
-    assert len(det) == 100
-    ov_out = _run_ov(exp.xml, canvas)
-    ort_out = _run_ort(exp.onnx, canvas)
-    n = len(det)
-    for out in (ov_out, ort_out):
-        np.testing.assert_array_equal(out["labels"][:n], det.labels)
-        np.testing.assert_allclose(out["boxes"][:n, 4], det.scores, atol=1e-4)
-        np.testing.assert_allclose(out["boxes"][:n, :4], det.boxes, atol=0.05)
-    np.testing.assert_allclose(ov_out["masks"], ort_out["masks"], atol=1e-3)
-    # the PyTorch graph's mask probabilities, pasted by the model, against the runtime's
-    from isseg.deploy.graph import DeployGraph
+def test_traced_equals_eager():
+    """The seed's 768x1024 graph in OpenVINO fp32 and ONNX Runtime against the same code run eagerly in PyTorch
+    (``ExportModule`` around ``MaskRCNN.infer``), on a letterboxed photo: the raw contract outputs agree."""
+    from isseg.deploy.graph import ExportModule
 
+    exp = seed_export()
+    x = network_input(coco_image(1), exp.model)  # a portrait photo: letterbox padding on the right
+    assert x.shape == (1, 3, 768, 1024)
     with torch.no_grad():
-        ref = DeployGraph(exp.model).eval()(torch.from_numpy(canvas).permute(2, 0, 1)[None].float())
-    np.testing.assert_allclose(ov_out["masks"], ref[2].numpy(), atol=1e-3)
+        labels, boxes, masks = (t.numpy() for t in ExportModule(exp.model).eval()(torch.from_numpy(x)))
+    n = int((boxes[:, 4] > 0).sum())
+    assert n >= 50, "the seeded model should give realistic detections"
+    for out in (_run_ov(exp.xml, x), _run_ort(exp.onnx, x)):
+        np.testing.assert_array_equal(out["labels"][:n], labels[:n])
+        np.testing.assert_allclose(out["boxes"][:n, 4], boxes[:n, 4], atol=1e-4)
+        np.testing.assert_allclose(out["boxes"][:n, :4], boxes[:n, :4], atol=0.05)
+        np.testing.assert_allclose(out["masks"][:n], masks[:n], atol=2e-3)
 
 
 def test_padding_rows_are_zero():
     """Fewer than 100 detections (some on a photo, none on a flat gray image) are padded with zero rows."""
     exp = small_export(11.0)
-    photo = canvas_of(coco_image(1), SMALL)
-    flat = np.full((*SMALL, 3), 127, np.uint8)
-    for canvas, expect in ((photo, "some"), (flat, "none")):
-        for out in (_run_ov(exp.xml, canvas), _run_ort(exp.onnx, canvas)):
+    photo = network_input(coco_image(1), exp.model)
+    flat = np.full((1, 3, *SMALL), 127, np.float32)
+    for x, expect in ((photo, "some"), (flat, "none")):
+        for out in (_run_ov(exp.xml, x), _run_ort(exp.onnx, x)):
             assert out["labels"].shape == (100,) and out["boxes"].shape == (100, 5)
             assert out["masks"].shape == (100, 28, 28)
             n = int((out["boxes"][:, 4] > 0).sum())
@@ -127,6 +121,7 @@ def test_padding_rows_are_zero():
 def test_model_api_zero_config():
     """OpenVINO Model API recognises the IR as Mask R-CNN from rt_info alone and agrees with the Predictor."""
     pytest.importorskip("model_api")
+    import cv2
     from model_api.models import Model
 
     from isseg.deploy.compare import compare
@@ -134,13 +129,16 @@ def test_model_api_zero_config():
     from isseg.model.detections import Detections
 
     exp = seed_export()
-    canvas = canvas_of(coco_image(0), (768, 1024))  # exactly the input size: both resize nothing
+    canvas = cv2.resize(coco_image(0), (1024, 768))  # exactly the input size: both resize and pad nothing
     wrapper = Model.create_model(str(exp.xml), configuration={"confidence_threshold": 0.5},
                                  preload=True)  # confidence_threshold is also 0.5 in rt_info
     assert type(wrapper).__name__ == "MaskRCNNModel"
     result = wrapper(canvas)
+    from dataclasses import replace
+
     predictor = Predictor(exp.xml, threshold=0.5)
-    predictor.mask_paste = "torchvision"  # Model API pastes masks the Open Model Zoo way
+    cfg = predictor.config  # Model API pastes masks the Open Model Zoo way
+    predictor.config = replace(cfg, roi=replace(cfg.roi, mask_paste="torchvision"))
     ours = predictor.predict(canvas)
     theirs = Detections(result.bboxes.astype(np.float32), result.scores.astype(np.float32),
                         (np.asarray(result.labels) - 1).astype(np.int64), result.masks.astype(bool),
@@ -150,7 +148,7 @@ def test_model_api_zero_config():
     agreement = compare(ours, theirs)
     assert agreement.recall >= 0.9 and agreement.precision >= 0.9, agreement
     assert agreement.box_iou > 0.95  # Model API rounds boxes to integers
-    assert agreement.mask_iou > 0.6, agreement  # random-weight masks are close to 0.5 everywhere: noisy
+    assert agreement.mask_iou > 0.8, agreement
 
 
 def test_export_errors(tmp_path):

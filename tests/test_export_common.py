@@ -3,7 +3,7 @@ file reuses the same exports within one pytest process).
 
 - ``seed_export()``: a seeded realistic random-weight security-0002 model exported at the seed's 768x1024
   (OpenVINO IR + the ONNX file it was converted from, one trace);
-- ``small_export(background)``: the same network exported at 320x416 (fast), with the background logit
+- ``small_export(background)``: the same network at a 320x416 canvas (fast), with the background logit
   raised by ``background`` to control how many detections come out.
 """
 
@@ -51,13 +51,13 @@ def seed_export() -> Exported:
 
 @functools.cache
 def small_export(background: float = 0.0) -> Exported:
-    from isseg.deploy.export import export
+    from isseg.deploy.export import at_size, export
     from isseg.testing.random_weights import realistic_random_model
 
-    model = realistic_random_model("security-0002", seed=1)
+    model = at_size(realistic_random_model("security-0002", seed=1), SMALL)
     with torch.no_grad():
         model.roi_heads.box_predictor.cls_score.bias[-1] += background
-    xml = export(model, _ROOT / f"small{background:g}", "openvino", "fp32", input_size=SMALL, keep_onnx=True)
+    xml = export(model, _ROOT / f"small{background:g}", "openvino", "fp32", keep_onnx=True)
     return Exported(model, xml, xml.with_suffix(".onnx"), SMALL)
 
 
@@ -65,17 +65,18 @@ def coco_image(index: int = 0) -> np.ndarray:
     """A coco-mini val image (skips the test when coco-mini is absent)."""
     import pytest
 
-    from isseg.deploy.quantize import default_calibration_dir
+    from isseg.testing.datasets import coco_mini_dir
 
-    folder = default_calibration_dir()
+    folder = coco_mini_dir() / "val2017"
     files = sorted(folder.glob("*.jpg")) if folder.is_dir() else []
     if len(files) <= index:
         pytest.skip(f"coco-mini not found at {folder}; set ISSEG_COCO_MINI")
     return cv2.imread(str(files[index]), cv2.IMREAD_COLOR)
 
 
-def canvas_of(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The image letterboxed to exactly ``size``: a valid input of the PyTorch model too (no resize, no pad)."""
-    from isseg.deploy.processing import letterbox
+def network_input(image: np.ndarray, model: torch.nn.Module) -> np.ndarray:
+    """The exported graph's ``image`` input for a photo: the model's own pre-processing (letterbox for a "fit"
+    preset), float32 [1, 3, H, W]."""
+    from isseg.model.transform import network_input as prepare
 
-    return letterbox(image, size)[0]
+    return prepare(image, model.config.input)[0]

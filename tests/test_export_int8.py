@@ -42,3 +42,10 @@ def test_calibration_images_errors(tmp_path):
     (tmp_path / "a.jpg").write_bytes(b"junk")
     with pytest.raises(ValueError, match="no readable"):
         calibration_images(tmp_path)
+
+
+def test_int8_needs_calibration_images(tmp_path):
+    from isseg.deploy.export import export
+
+    with pytest.raises(ValueError, match="calibration images"):
+        export(small_export(11.0).model, tmp_path, "openvino", "int8")

@@ -77,9 +77,11 @@ def test_foreign_ir_without_isseg_metadata(exported, tmp_path):
     (tmp_path / "omz.xml").write_text(xml)
     shutil.copy(exported.xml.with_suffix(".bin"), tmp_path / "omz.bin")
     p = Predictor(tmp_path / "omz.xml", precision="f32")
-    assert p.class_names == COCO_CLASSES and p.mask_paste == "torchvision"
-    ref = Predictor(exported.xml, precision="f32").predict(coco_image(1))
-    det = p.predict(coco_image(1))
+    assert p.class_names == COCO_CLASSES and p.config.roi.mask_paste == "torchvision"
+    assert not p.config.input.pad_normalized and p.input_size == SMALL  # Open Model Zoo pads with 0
+    photo = cv2.resize(coco_image(1), SMALL[::-1])  # exactly the canvas: no letterbox, the padding is moot
+    ref = Predictor(exported.xml, precision="f32").predict(photo)
+    det = p.predict(photo)
     a = compare(ref, det)
     assert a.recall == 1.0 and a.box_iou > 0.999 and a.mask_iou > 0.8, a
 
@@ -112,11 +114,10 @@ def test_model_exported_on_the_fly(exported):
 
 def test_predictor_and_model_share_input_rules() -> None:
     """One validation for every entry point: RGBA is refused by the Predictor as by the model."""
-    from isseg.deploy.processing import as_bgr
-
+    p = Predictor(small_export(11.0).onnx)
     with pytest.raises(ValueError, match="RGBA"):
-        as_bgr(np.zeros((8, 8, 4), np.uint8))
-    assert as_bgr(np.zeros((8, 8), np.uint8)).shape == (8, 8, 3)
+        p.predict(np.zeros((8, 8, 4), np.uint8))
+    assert len(p.predict(np.zeros((8, 8), np.uint8))) == 0
 
 
 def test_runtimes_share_one_openvino_core(exported):

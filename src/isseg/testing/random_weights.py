@@ -8,7 +8,8 @@ degenerate ones (all boxes equal, all scores equal). ``realistic_random_model`` 
 - the classifier's weights are scaled to give logits with a spread across proposals, and its biases put
   a realistic share of the ~1000 proposals above the 0.05 score threshold (so NMS, the top-100 selection
   and the mask head all have real work, and some scores pass 0.5);
-- box regression gets small but non-zero deltas.
+- box regression gets small but non-zero deltas;
+- mask logits are scaled to a spread of a few units, so masks are partial with clear borders.
 
 The result is deterministic for a seed. Its detections are of course meaningless.
 """
@@ -83,4 +84,18 @@ def realistic_random_model(preset: str = "security-0002", seed: int = 0, image: 
     box = heads.box_predictor.bbox_pred
     box.weight.copy_(torch.randn(box.weight.shape, generator=g) * (0.3 / spread))
     box.bias.zero_()
+
+    # 3. mask logits with a spread of a few units around 0: partial masks with clear borders, so that a mask
+    # pixel is seldom within float rounding of the 0.5 threshold (untrained, every probability is ~0.5)
+    rois = proposals[0][:64]
+    if rois.shape[0]:
+        logits = heads.mask_predictor(heads.mask_head(heads.mask_roi_pool(features[:4], [rois])))
+        std = float(logits.std()) + 1e-6
+        fcn = heads.mask_predictor.mask_fcn_logits
+        fcn.weight.mul_(4.0 / std)
+        # per-class offsets of 0.5..2 logits off zero: where the head's features vanish (ReLU), a mask is constant,
+        # and a constant at exactly 0.5 would make the whole mask a tie at the threshold
+        sign = torch.where(torch.rand(fcn.bias.shape, generator=g) < 0.5, -1.0, 1.0)
+        offset = sign * (0.5 + 1.5 * torch.rand(fcn.bias.shape, generator=g))
+        fcn.bias.copy_(-logits.mean((0, 2, 3)) * (4.0 / std) + offset)
     return model

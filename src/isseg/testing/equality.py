@@ -1,0 +1,110 @@
+""""Same detections", measured: the equality check of every path test (backends, CLI, reference libraries).
+
+Two ``Detections`` of one image are the same when, matched in score order, every pair has the same label,
+boxes within ``box_tol`` px, scores within ``score_tol`` and mask IoU >= ``mask_iou`` (or at most
+``mask_pixels`` differing pixels: a tiny mask whose border pixels sit at the threshold). Float rounding of two
+implementations can reorder detections whose scores tie within ``score_tol``, and can move a detection across
+a cut (the score threshold, the 100 kept): an unmatched detection is accepted only when its score is within
+``score_tol`` of the other list's last score or of ``score_thresh``, and the report says how many there were.
+torchvision's mask paste (``mask_paste="torchvision"``) truncates the grown box to integers and resizes the mask to
+that size, so two boxes within rounding of each other on either side of an integer give masks resized one pixel
+apart: such a pair (its integer boxes differ) is accepted whatever its mask IoU, and counted as ``at_boundary``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Equality:
+    count_a: int
+    count_b: int
+    matched: int = 0
+    max_box_diff: float = 0.0
+    max_score_diff: float = 0.0
+    min_mask_iou: float = 1.0
+    at_cut: int = 0  # unmatched detections whose score sits at a cut (accepted)
+    at_boundary: int = 0  # torchvision paste: the integer-truncated boxes differ (masks not compared)
+    # same label and box (within 1 px) but a score beyond ``score_tol``: a RoI on the edge of a discrete choice
+    # (its pyramid level, an NMS decision) that float rounding tipped; allowed only up to ``discontinuities``
+    jumps: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def __str__(self) -> str:
+        head = (f"{self.count_a} vs {self.count_b} detections, {self.matched} matched: boxes within "
+                f"{self.max_box_diff:.2e} px, scores within {self.max_score_diff:.2e}, mask IoU >= "
+                f"{self.min_mask_iou:.4f} ({self.at_boundary} boxes at an integer boundary), {self.at_cut} at a cut, "
+                f"{self.jumps} score jump(s)")
+        return head + ("" if self.ok else "; PROBLEMS: " + "; ".join(self.problems[:5]))
+
+
+def _mask_iou(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
+    inter = int(np.logical_and(a, b).sum())
+    union = int(np.logical_or(a, b).sum())
+    return (inter / union if union else 1.0), union - inter
+
+
+def _grown_int_box(box: np.ndarray, m: int = 28) -> tuple[int, ...]:
+    """The integer box torchvision pastes an ``m`` x ``m`` mask into (grown by one cell, truncated), float32."""
+    x0, y0, x1, y1 = (np.float32(v) for v in box)
+    s = np.float32((m + 2) / m)
+    hw, hh = (x1 - x0) * np.float32(0.5) * s, (y1 - y0) * np.float32(0.5) * s
+    cx, cy = (x1 + x0) * np.float32(0.5), (y1 + y0) * np.float32(0.5)
+    return tuple(int(v) for v in (cx - hw, cy - hh, cx + hw, cy + hh))
+
+
+def same_detections(a, b, box_tol: float = 0.05, score_tol: float = 1e-4, mask_iou: float = 0.98,  # noqa: ANN001
+                    mask_pixels: int = 2, score_thresh: float = 0.05, mask_paste: str = "grid_sample",
+                    discontinuities: int = 0) -> Equality:
+    """Compare ``a`` and ``b`` (``Detections``, or anything with boxes / scores / labels / masks arrays)."""
+    sa, sb = np.asarray(a.scores, np.float64), np.asarray(b.scores, np.float64)
+    eq = Equality(len(sa), len(sb))
+    used = np.zeros(len(sb), bool)
+    unmatched_a = []
+    for i in np.argsort(-sa, kind="stable"):
+        # candidates of b: same label, score within tolerance, not used; the closest box wins
+        cand = np.nonzero(~used & (np.asarray(b.labels) == a.labels[i]) & (np.abs(sb - sa[i]) <= score_tol))[0]
+        if len(cand) == 0:
+            unmatched_a.append(i)
+            continue
+        diffs = np.abs(np.asarray(b.boxes)[cand] - np.asarray(a.boxes)[i]).max(1)
+        j = cand[int(np.argmin(diffs))]
+        used[j] = True
+        eq.matched += 1
+        eq.max_box_diff = max(eq.max_box_diff, float(diffs.min()))
+        eq.max_score_diff = max(eq.max_score_diff, float(abs(sb[j] - sa[i])))
+        if diffs.min() > box_tol:
+            eq.problems.append(f"box of {a.labels[i]}@{sa[i]:.4f} differs by {diffs.min():.3f} px")
+        if a.masks is not None and b.masks is not None:
+            iou, differing = _mask_iou(a.masks[i], b.masks[j])
+            if iou < mask_iou and differing > mask_pixels:
+                if mask_paste == "torchvision" and _grown_int_box(a.boxes[i]) != _grown_int_box(b.boxes[j]):
+                    eq.at_boundary += 1
+                else:
+                    eq.problems.append(f"mask of {a.labels[i]}@{sa[i]:.4f}: IoU {iou:.3f} ({differing} pixels)")
+            else:
+                eq.min_mask_iou = min(eq.min_mask_iou, iou)
+    free_b = np.nonzero(~used)[0]
+    for i in list(unmatched_a):
+        near = [j for j in free_b if not used[j] and b.labels[j] == a.labels[i]
+                and np.abs(np.asarray(b.boxes[j]) - np.asarray(a.boxes[i])).max() <= 1.0]
+        if near and eq.jumps < discontinuities:
+            used[near[0]] = True
+            unmatched_a.remove(i)
+            eq.jumps += 1
+    cuts_a = [score_thresh] + ([float(sa.min())] if len(sa) else [])
+    cuts_b = [score_thresh] + ([float(sb.min())] if len(sb) else [])
+    for side, idx, scores, cuts in (("a", unmatched_a, sa, cuts_b), ("b", np.nonzero(~used)[0], sb, cuts_a)):
+        for i in idx:
+            if any(abs(scores[i] - c) <= score_tol for c in cuts):
+                eq.at_cut += 1
+            else:
+                eq.problems.append(f"detection {i} of {side} (score {scores[i]:.5f}) has no partner")
+    return eq
