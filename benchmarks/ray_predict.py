@@ -6,7 +6,9 @@ machine, same run; and Ray's start-up overhead.
 
 Configurations (2 CPUs): ``isseg predict`` (one process, OpenVINO on both cores); Ray, 1 actor x 2 CPUs; Ray,
 2 actors x 1 CPU. Each round runs all three, in that order, so a machine shared with other jobs slows them
-alike; each round's figures are compared with that round's ``isseg predict``. Figures:
+alike (Ray's workers at normal priority, as a Ray started by ``isseg.cluster`` runs them, not Ray's default
+nice 15, which on a shared machine hands their CPU time to the other jobs); each round's figures are compared
+with that round's ``isseg predict``. Figures:
 
 - end-to-end images/s: images / (process or ``predict_ray`` wall time, model loading included; Ray's start
   excluded, reported on its own);
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -57,11 +60,12 @@ def run_predict(images: Path, model: Path, out: Path, threshold: float) -> dict[
     return {"images": n, "wall_s": wall, "end_to_end": n / wall, "steady": float(m.group(1)) if m else float("nan")}
 
 
-def run_ray(images: Path, model: Path, out: Path, threshold: float, actors: int, cpus: float) -> dict[str, float]:
+def run_ray(images: Path, model: Path, out: Path, threshold: float, actors: int, cpus: float,
+            batch_size: int = 1) -> dict[str, float]:
     from isseg.cluster import predict_ray
 
     s = predict_ray([str(images)], str(model), out, threshold=threshold, actors=actors, cpus_per_actor=cpus,
-                    shard_size=8)
+                    shard_size=8, batch_size=batch_size)
     n, sec = s["images_computed"], s["seconds"]
     return {"images": n, "wall_s": sec["pipeline"], "end_to_end": n / sec["pipeline"],
             "steady": s["steady_images_per_s"], "first_image_started_s": sec["first_image_started"]}
@@ -73,6 +77,7 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=24, help="coco-mini val2017 images (default 24)")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--threshold", type=float, default=0.05)
+    ap.add_argument("--batch-size", type=int, default=1, help="images per Ray Data batch (default 1)")
     ap.add_argument("--coco-mini", default=str(ROOT.parent / "shared/datasets/coco-mini"))
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
@@ -89,6 +94,7 @@ def main() -> int:
         for f in files:
             shutil.copy(f, images / f.name)
         model = Path(args.model) if args.model else small_model(work / "model")
+        os.environ.setdefault("RAY_worker_niceness", "0")  # as isseg.cluster.connect: workers at normal priority
         t0 = time.perf_counter()
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         ray_start = time.perf_counter() - t0
@@ -100,7 +106,7 @@ def main() -> int:
             for i, (name, cfg) in enumerate(configs.items()):
                 out = work / f"out-{r}-{i}"
                 res = run_predict(images, model, out, args.threshold) if cfg is None else \
-                    run_ray(images, model, out, args.threshold, *cfg)
+                    run_ray(images, model, out, args.threshold, *cfg, args.batch_size)
                 rounds[-1][name] = res
                 print(f"round {r + 1}: {name}: {json.dumps({k: round(v, 3) for k, v in res.items()})}", flush=True)
         ray.shutdown()

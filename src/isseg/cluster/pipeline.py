@@ -44,6 +44,9 @@ def connect(address: str | None = "auto", num_cpus: int | None = None) -> bool:
         return False
     common = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Ray runs its workers at nice 15 by default; a Ray started here does the work in those workers, so on a
+    # machine shared with other jobs they compete like any other process (as `isseg predict` does)
+    os.environ.setdefault("RAY_worker_niceness", "0")
     if address in (None, "", "local"):
         ray.init(num_cpus=num_cpus, **common)
         return True
