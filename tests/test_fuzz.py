@@ -183,12 +183,6 @@ def tiny_ir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export(MaskRCNN(cfg).eval(), tmp_path_factory.mktemp("ir"), "openvino", "fp32")
 
 
-# Found by this test in isseg.deploy (owned elsewhere, reported): invalid UTF-8 in an IR's rt_info escapes from
-# OpenVINO's ``get_rt_info(...).astype(str)`` as a bare UnicodeDecodeError that does not name the file.
-# test_ir_with_invalid_utf8_metadata_names_the_file pins it (strict xfail: it fails loudly once fixed).
-KNOWN_IR_PROBLEM = "UnicodeDecodeError without the file name"
-
-
 def test_fuzz_ir_metadata(tiny_ir: Path, tmp_path: Path) -> None:
     import isseg
 
@@ -197,13 +191,10 @@ def test_fuzz_ir_metadata(tiny_ir: Path, tmp_path: Path) -> None:
     # rt_info (the metadata isseg reads) sits at the end of the IR
     ok, bad, problems = fuzz(isseg.Predictor, tmp_path / "model.xml", valid, 40, np.random.default_rng(SEED + 2),
                              hot=4096)
-    problems = [p for p in problems if KNOWN_IR_PROBLEM not in p]
     assert not problems, "\n".join(problems)
     assert bad >= 10
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="isseg.deploy: rt_info that is not UTF-8 raises a bare UnicodeDecodeError")
 def test_ir_with_invalid_utf8_metadata_names_the_file(tiny_ir: Path, tmp_path: Path) -> None:
     import isseg
 
@@ -214,7 +205,7 @@ def test_ir_with_invalid_utf8_metadata_names_the_file(tiny_ir: Path, tmp_path: P
     mutated.write_bytes(text[:value] + b"\xd5\xd5" + text[value:])
     try:
         isseg.Predictor(mutated)
-    except ValueError as exc:  # UnicodeDecodeError is one: what matters is that the message names the file
+    except ValueError as exc:  # found by the fuzz test: OpenVINO's bare UnicodeDecodeError did not name the file
         message = str(exc)
     else:
         pytest.fail("an IR with invalid UTF-8 metadata was accepted")

@@ -85,7 +85,10 @@ class OpenVINORuntime:
             raise ValueError(f"{path}: expected a [1, 3, H, W] image input, got {shape}")
         static = None if shape[2].is_dynamic or shape[3].is_dynamic else (shape[2].get_length(),
                                                                             shape[3].get_length())
-        self.meta = read_metadata(lambda section, key: _rt(model, section, key), static, str(path))
+        try:
+            self.meta = read_metadata(lambda section, key: _rt(model, section, key), static, str(path))
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: its rt_info metadata is not valid UTF-8 (a damaged IR?)") from None
         self.outputs = _output_index(model)
         device = device.upper()
         config: dict[str, Any] = {"PERFORMANCE_HINT": "THROUGHPUT" if mode == "throughput" else "LATENCY"}
