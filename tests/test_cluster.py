@@ -226,3 +226,20 @@ def test_shard_layout_refuses_another_run(tmp_path):
     (tmp_path / "shard-00001.jsonl").write_text(json.dumps(dict(rec, file="img2.jpg")) + "\n")  # one of two
     with pytest.raises(ValueError, match="shard-00001.jsonl: does not hold the records of its 2 inputs"):
         again.pending()
+
+
+def test_bad_model_fails_in_one_line(images, tmp_path):
+    with pytest.raises(FileNotFoundError, match="model file not found: .*nope.xml"):
+        predict_ray([str(images)], str(tmp_path / "nope.xml"), tmp_path / "out")
+    (tmp_path / "lonely.xml").write_text("<net/>")
+    with pytest.raises(FileNotFoundError, match="weights of the IR not found: .*lonely.bin"):
+        predict_ray([str(images)], str(tmp_path / "lonely.xml"), tmp_path / "out")
+    from isseg.cluster.pipeline import _root_cause
+
+    try:
+        try:
+            raise ValueError("photos/a.xml: not an OpenVINO IR")
+        except ValueError as inner:
+            raise RuntimeError("Traceback ...\n  File x\nValueError: photos/a.xml: not an OpenVINO IR") from inner
+    except RuntimeError as exc:
+        assert _root_cause(exc) == "ValueError: photos/a.xml: not an OpenVINO IR"

@@ -99,8 +99,11 @@ def load_predictor(spec: PredictorSpec, files: dict[str, bytes] | None = None) -
         for name, data in files.items():
             Path(keep.name, name).write_bytes(data)
         source = str(Path(keep.name, Path(spec.source).name))
-    predictor = Predictor(source, backend=spec.backend, device=spec.device, threshold=spec.threshold,
-                          precision=spec.precision, preset=spec.preset, num_threads=spec.num_threads)
+    try:
+        predictor = Predictor(source, backend=spec.backend, device=spec.device, threshold=spec.threshold,
+                              precision=spec.precision, preset=spec.preset, num_threads=spec.num_threads)
+    except (ValueError, OSError, RuntimeError) as exc:  # name the user's file, not the actor's private copy
+        raise type(exc)(str(exc).replace(source, spec.source)) from None
     return predictor, keep
 
 

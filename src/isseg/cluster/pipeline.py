@@ -156,6 +156,7 @@ def predict_ray(inputs: list[str] | str, model: str, output: str | os.PathLike, 
     paths, input_errors = list_inputs([str(i) for i in inputs], recursive)
     if not paths:
         raise ValueError("nothing to process: " + ("; ".join(input_errors) or "no inputs"))
+    _check_model(str(model))
     spec = PredictorSpec(str(model), backend, device, float(threshold), precision, preset, bool(masks))
     spec = PredictorSpec(**{**spec_dict(spec), "classes": _class_indices(classes, spec)})
     layout = ShardLayout.open(output, paths, shard_size, _settings(spec), DEFAULT_SHARD_SIZE)
@@ -189,6 +190,34 @@ def predict_ray(inputs: list[str] | str, model: str, output: str | os.PathLike, 
 
     (layout.folder / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def _check_model(source: str) -> None:
+    """A missing local model fails here in one line, not in every actor."""
+    path = Path(source)
+    if is_uri(source) or path.suffix.lower() not in (".xml", ".onnx", ".pth", ".pt", ".pkl", ".bin"):
+        return  # a registry name: the Predictor resolves it
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {source}")
+    if path.suffix.lower() == ".xml" and not path.with_suffix(".bin").is_file():
+        raise FileNotFoundError(f"weights of the IR not found: {path.with_suffix('.bin')}")
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The user-facing line of an error raised inside Ray (a task's or an actor's), without Ray's traceback: the
+    last ``SomeError: message`` line of the error chain's texts."""
+    import re
+
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            break
+        lines = [line.strip() for line in str(seen).splitlines()]
+        found = [line for line in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception): \S", line)]
+        if found:
+            return found[-1]
+        seen = getattr(seen, "cause", None) or seen.__cause__ or seen.__context__
+    return type(exc).__name__
 
 
 def _pool_size(ray: Any, actors: int | None, cpus: float | None, gpus: float) -> tuple[int, float]:
@@ -237,7 +266,15 @@ def _run(ray: Any, layout: ShardLayout, todo: list[int], spec: PredictorSpec, su
     wall0 = time.time()
     t_first = t_last = None
     first_start = last_done = None
-    for row in ds.iter_rows():
+    rows_iter = iter(ds.iter_rows())
+    while True:
+        try:
+            row = next(rows_iter)
+        except StopIteration:
+            break
+        except Exception as exc:  # noqa: BLE001 - Ray wraps the workers' errors: one line; written shards are kept
+            raise RuntimeError(f"the Ray pipeline failed ({_root_cause(exc)}); the shards written are kept: run "
+                               "again to resume") from None
         t_last = time.perf_counter() - t0
         if t_first is None:
             t_first = t_last
