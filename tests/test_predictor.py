@@ -25,7 +25,7 @@ def exported():
 
 
 def test_backends_agree(exported):
-    image = coco_image(1)  # not the input size: letterbox, then boxes and masks back to the original
+    image = coco_image(0)  # not the input size: letterbox, then boxes and masks back to the original
     torch_p = Predictor(exported.model, input_size=SMALL)
     ov_p = Predictor(exported.xml, precision="f32")
     onnx_p = Predictor(exported.onnx)
@@ -49,7 +49,7 @@ def test_backends_agree(exported):
 
 
 def test_batch_async_and_inputs(exported, tmp_path):
-    image = coco_image(1)
+    image = coco_image(0)
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     path = tmp_path / "photo.png"
     cv2.imwrite(str(path), image)
@@ -79,7 +79,7 @@ def test_foreign_ir_without_isseg_metadata(exported, tmp_path):
     p = Predictor(tmp_path / "omz.xml", precision="f32")
     assert p.class_names == COCO_CLASSES and p.config.roi.mask_paste == "torchvision"
     assert not p.config.input.pad_normalized and p.input_size == SMALL  # Open Model Zoo pads with 0
-    photo = cv2.resize(coco_image(1), SMALL[::-1])  # exactly the canvas: no letterbox, the padding is moot
+    photo = cv2.resize(coco_image(0), SMALL[::-1])  # exactly the canvas: no letterbox, the padding is moot
     ref = Predictor(exported.xml, precision="f32").predict(photo)
     det = p.predict(photo)
     a = compare(ref, det)
@@ -107,8 +107,8 @@ def test_model_exported_on_the_fly(exported):
     """A PyTorch model with backend="onnx" is exported to a temporary file first."""
     p = Predictor(exported.model, backend="onnx", input_size=SMALL)
     assert p.backend == "onnx" and p.input_size == SMALL
-    ref = Predictor(exported.onnx).predict(coco_image(1))
-    a = compare(ref, p.predict(coco_image(1)))
+    ref = Predictor(exported.onnx).predict(coco_image(0))
+    a = compare(ref, p.predict(coco_image(0)))
     assert a.recall == 1.0 and a.box_iou > 0.999, a
 
 
