@@ -83,8 +83,7 @@ def _class_indices(classes: str | list | tuple | None, spec: PredictorSpec) -> t
         return tuple(sorted({int(p) for p in parts}))
     from isseg.cluster.actor import class_names_of, load_predictor
 
-    names = class_names_of(load_predictor(PredictorSpec(spec.source, spec.backend, "CPU" if spec.backend
-                                                        in (None, "openvino") else None, preset=spec.preset,
+    names = class_names_of(load_predictor(PredictorSpec(spec.source, spec.backend, preset=spec.preset,
                                                         num_threads=1))[0])
     keep = set()
     for p in parts:
