@@ -243,3 +243,14 @@ def test_bad_model_fails_in_one_line(images, tmp_path):
             raise RuntimeError("Traceback ...\n  File x\nValueError: photos/a.xml: not an OpenVINO IR") from inner
     except RuntimeError as exc:
         assert _root_cause(exc) == "ValueError: photos/a.xml: not an OpenVINO IR"
+
+
+def test_classes_by_name_and_index(exported):
+    from isseg.cluster.actor import PredictorSpec
+    from isseg.cluster.pipeline import _class_indices
+
+    spec = PredictorSpec(str(exported.xml))
+    assert _class_indices("person, 2", spec) == (0, 2)  # names need the model's class list (COCO here)
+    assert _class_indices("7,1", spec) == (1, 7) and _class_indices(None, spec) is None
+    with pytest.raises(ValueError, match="unknown class 'unicorn'"):
+        _class_indices("unicorn", spec)
