@@ -57,10 +57,18 @@ def test_ir_contract():
                     r'name="precise"', xml)
     assert nms is not None
     # ...but the concatenation of pooled features is network: in fp32 it cost ~20 ms of layout conversions
-    concats = re.findall(r'<layer id="\d+" name="/model/roi_heads/(?:box|mask)_roi_pool/concat/[^"]*" '
+    concats = re.findall(r'<layer id="\d+" name="/roi_heads/(?:box|mask)_roi_pool/concat/[^"]*" '
                          r'type="Concat"[^>]*>\s*(<rt_info>)?'
                          r'\s*(<attribute name="precise")?', xml)
     assert len(concats) == 2 and not any(precise for _, precise in concats), concats
+    # every network scope names real layers (a renamed module would silently put the network in fp32)
+    from isseg.deploy.graph import NETWORK_SCOPES
+
+    names = [op.get_friendly_name() for op in model.get_ops()]
+    for scope in NETWORK_SCOPES:
+        assert any(n.startswith(scope) for n in names), f"no layer of the IR is in scope {scope}"
+    convs = re.findall(r'type="Convolution"[^>]*>\s*<rt_info>\s*<attribute name="precise"', xml)
+    assert not convs, "convolutions must run in the network's precision"
 
 
 def test_onnx_contract_standard_ops():

@@ -2,7 +2,7 @@
 
     isseg export model.pth --output out/                              # OpenVINO IR, fp32
     isseg export torchvision-v1-coco --format onnx --output out/     # registry name
-    isseg export model.pth --precision int8 --calibration images/    # NNCF INT8 (default: coco-mini)
+    isseg export model.pth --precision int8 --calibration images/    # NNCF INT8 (calibration images required)
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fp16: OpenVINO weights in fp16; int8: NNCF post-training quantization")
     p.add_argument("--output", "-o", default="exported", help="output folder (default: %(default)s)")
     p.add_argument("--name", help="file stem (default: the preset name, plus -fp16 / -int8)")
-    p.add_argument("--input-size", type=int, nargs=2, default=(768, 1024), metavar=("H", "W"),
-                   help="fixed network input (default: 768 1024, the seed's)")
-    p.add_argument("--calibration", help="folder of calibration images for int8 (default: coco-mini val2017 or "
-                   "$ISSEG_COCO_MINI)")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("A", "B"),
+                   help="inference size: a fit canvas H W, or short/long sides (default: the checkpoint's own, "
+                        "e.g. 768 1024 for security-0002)")
+    p.add_argument("--calibration", metavar="DIR", help="folder of calibration images (required for int8)")
     p.add_argument("--calibration-size", type=int, default=32, help="number of calibration images")
     p.add_argument("--confidence-threshold", type=float, default=0.5,
                    help="Model API's default display threshold stored in the IR (default: 0.5)")
@@ -36,7 +36,10 @@ def check_options(args: argparse.Namespace) -> None:
 
     checks.in_range(args.confidence_threshold, "--confidence-threshold", 0.0, 1.0)
     checks.at_least(args.calibration_size, "--calibration-size", 1)
-    if min(args.input_size) < 32:
+    if args.precision == "int8" and args.calibration is None:
+        raise ValueError("--precision int8 needs --calibration DIR: a folder of a few dozen images like the "
+                         "deployment's")
+    if args.input_size is not None and min(args.input_size) < 32:
         raise ValueError(f"--input-size: expected H and W >= 32, got {args.input_size[0]} {args.input_size[1]}")
     if args.calibration is not None and not Path(args.calibration).is_dir():
         raise FileNotFoundError(f"--calibration: image folder not found: {args.calibration}")
@@ -51,8 +54,12 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model = load_model(args.weights, preset=args.preset)
     path = export(model, args.output, format=args.format, precision=args.precision,
-                  input_size=tuple(args.input_size), name=args.name, confidence_threshold=args.confidence_threshold,
+                  input_size=tuple(args.input_size) if args.input_size else None, name=args.name,
+                  confidence_threshold=args.confidence_threshold,
                   calibration=args.calibration, calibration_size=args.calibration_size)
+    size = tuple(args.input_size) if args.input_size else model.config.input.size
+    kind = "canvas" if model.config.input.resize == "fit" else "short/long"
     print(f"isseg export: wrote {path} ({args.format}, {args.precision}, preset {model.config.name}, "
-          f"input {args.input_size[0]}x{args.input_size[1]}) in {time.perf_counter() - t0:.1f} s")
+          f"{kind} {size[0]}x{size[1]}{'' if args.input_size else ' from the checkpoint'}) in "
+          f"{time.perf_counter() - t0:.1f} s")
     return 0

@@ -19,12 +19,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-# Module scopes (ONNX node-name prefixes) of the network proper: everything else in the graph is geometry
-# (anchors, box decoding, level assignment, RoI coordinates, NMS inputs), kept in fp32 and unquantized.
+# Module scopes (ONNX node-name prefixes: the path of the modules called, from the model's submodules) of the
+# network proper: everything else in the graph is geometry (anchors, box decoding, level assignment, RoI
+# coordinates, NMS inputs), kept in fp32 and unquantized. tests/test_export.py checks they name real layers.
 NETWORK_SCOPES = (
-    "/model/backbone/", "/model/rpn/head/", "/model/roi_heads/box_roi_pool/concat/", "/model/roi_heads/box_head/",
-    "/model/roi_heads/box_predictor/", "/model/roi_heads/mask_roi_pool/concat/", "/model/roi_heads/mask_head/",
-    "/model/roi_heads/mask_predictor/",
+    "/backbone/", "/rpn/head/", "/roi_heads/box_roi_pool/concat/", "/roi_heads/box_head/",
+    "/roi_heads/box_predictor/", "/roi_heads/mask_roi_pool/concat/", "/roi_heads/mask_head/",
+    "/roi_heads/mask_predictor/",
 )  # fmt: skip
 
 # Layer types that are always part of the network even where a conversion dropped the module scope from the

@@ -54,7 +54,7 @@ class MultiScaleRoIAlign(nn.Module):
         self.strides = strides
         self.concat = PooledFeatures()
 
-    def grouped(self, features: list[Tensor], rois: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, features: list[Tensor], rois: Tensor) -> tuple[Tensor, Tensor]:
         """``rois`` [R, 5] (batch index, x1, y1, x2, y2) -> (pooled [R, C, S, S], order [R]): row i of
         ``pooled`` belongs to ``rois[order[i]]``. Grouped by level, which avoids a zero-filled [R, C, S, S]
         tensor and a scatter into it; callers keep the grouped order or put the results back."""
@@ -67,9 +67,9 @@ class MultiScaleRoIAlign(nn.Module):
             order.append(idx)
         return self.concat(pooled), torch.cat(order, 0)
 
-    def forward(self, features: list[Tensor], boxes: list[Tensor]) -> Tensor:
+    def in_order(self, features: list[Tensor], boxes: list[Tensor]) -> Tensor:
         """Boxes of each image [R_i, 4] -> [sum R_i, C, S, S] in the boxes' order."""
-        pooled, order = self.grouped(features, rois_of(boxes))
+        pooled, order = self(features, rois_of(boxes))
         return torch.zeros_like(pooled).index_put((order,), pooled)
 
 
@@ -166,7 +166,7 @@ class RoIHeads(nn.Module):
         """Box head on every proposal, class-specific decoding, clipping, score threshold, NMS per class and
         the best ``detections_per_img`` of each image. Traceable: the exported graph runs this."""
         rois = rois_of(proposals)
-        x, order = self.box_roi_pool.grouped(features, rois)
+        x, order = self.box_roi_pool(features, rois)
         rois = rois[order]  # proposals are a set: keep them in the pooled (level) order
         scores, boxes = self.decode_predictions(*self.box_predictor(self.box_head(x)), rois[:, 1:])
         results = []
@@ -210,7 +210,7 @@ class RoIHeads(nn.Module):
         counts = [b.shape[0] for b in boxes]
         if not torch.jit.is_tracing() and sum(counts) == 0:
             return [features[0].new_zeros((0, m, m)) for _ in boxes]
-        x, order = self.mask_roi_pool.grouped(features, rois_of(boxes))
+        x, order = self.mask_roi_pool(features, rois_of(boxes))
         logits = self.mask_predictor(self.mask_head(x))  # [D, K, M, M] in level order
         lab = torch.cat(labels)
         d = lab.shape[0]
@@ -241,7 +241,7 @@ class RoIHeads(nn.Module):
             reg_targets.append(self.box_coder.encode(gt_boxes[safe], props[idx]) if gt_boxes.numel()
                                else props[idx] * 0)
             matched_gt.append(torch.where(fg[idx], m[idx], -1))
-        class_logits, box_deltas = self.box_predictor(self.box_head(self.box_roi_pool(features, rois)))
+        class_logits, box_deltas = self.box_predictor(self.box_head(self.box_roi_pool.in_order(features, rois)))
         labels_cat = torch.cat(labels)
         loss_cls = F.cross_entropy(class_logits, labels_cat)
         pos = torch.nonzero(labels_cat < k).squeeze(1)
@@ -278,7 +278,7 @@ class RoIHeads(nn.Module):
         if boxes_all.shape[0] == 0:  # touch every mask parameter so that DDP sees them all used
             params = [*self.mask_head.parameters(), *self.mask_predictor.parameters()]
             return sum(p.sum() for p in params) * 0.0
-        logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, pos_boxes)))
+        logits = self.mask_predictor(self.mask_head(self.mask_roi_pool.in_order(features, pos_boxes)))
         lab = torch.cat(pos_labels)
         logits = logits[torch.arange(lab.numel(), device=lab.device), lab]
         return F.binary_cross_entropy_with_logits(logits, torch.cat(mask_targets))

@@ -70,7 +70,7 @@ def realistic_random_model(preset: str = "security-0002", seed: int = 0, image: 
     heads = model.roi_heads
     size = (int(x.shape[2]), int(x.shape[3]))
     proposals, _ = model.rpn(features, size, [size])
-    f = heads.box_head(heads.box_roi_pool(features[:4], proposals))
+    f = heads.box_head(heads.box_roi_pool.in_order(features[:4], proposals))
     k = heads.num_classes
     mu = f.mean(0)
     spread = float((f - mu).pow(2).sum(1).mean().sqrt()) + 1e-6
@@ -89,7 +89,7 @@ def realistic_random_model(preset: str = "security-0002", seed: int = 0, image: 
     # pixel is seldom within float rounding of the 0.5 threshold (untrained, every probability is ~0.5)
     rois = proposals[0][:64]
     if rois.shape[0]:
-        logits = heads.mask_predictor(heads.mask_head(heads.mask_roi_pool(features[:4], [rois])))
+        logits = heads.mask_predictor(heads.mask_head(heads.mask_roi_pool.in_order(features[:4], [rois])))
         std = float(logits.std()) + 1e-6
         fcn = heads.mask_predictor.mask_fcn_logits
         fcn.weight.mul_(4.0 / std)
