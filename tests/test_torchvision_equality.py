@@ -45,3 +45,22 @@ def test_same_detections_as_torchvision(version: int, coco_mini: Path, tmp_path:
         union = (det.masks | ref["masks"]).sum((1, 2))
         iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
         assert iou.min() >= 0.98
+
+
+def test_from_scratch_and_fine_tuned_layouts(coco_mini: Path, tmp_path: Path) -> None:
+    """A v1 model trained from scratch (BatchNorm2d: running stats and ``num_batches_tracked``) with another
+    number of classes (5 + background) loads with ``isseg.load_model`` and gives torchvision's detections."""
+    from isseg.testing.equality import same_detections
+
+    tv_model = seeded_torchvision(1, seed=4, num_classes=6, frozen_bn=False)
+    assert any(k.endswith("num_batches_tracked") for k in tv_model.state_dict())
+    ckpt = tmp_path / "scratch.pth"
+    torch.save(tv_model.state_dict(), ckpt)
+    model = isseg.load_model(ckpt, preset="torchvision-v1")
+    assert model.config.num_classes == 5
+    image = cv2.imread(str(coco_mini / "val2017" / IMAGES[1]))
+    ref = torchvision_predict(tv_model, image)
+    ref["labels"] = tv_label_to_isseg(ref["labels"], 6)
+    assert len(ref["scores"]) >= 20
+    eq = same_detections(type("Ref", (), ref), model.predict(image), mask_paste="torchvision")
+    assert eq.ok and eq.matched == len(ref["scores"]), eq

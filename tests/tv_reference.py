@@ -25,7 +25,9 @@ def _freeze_bn(module: torch.nn.Module) -> None:
 
 
 @torch.no_grad()
-def seeded_torchvision(version: int, seed: int = 0, num_classes: int = 91) -> torch.nn.Module:
+def seeded_torchvision(version: int, seed: int = 0, num_classes: int = 91, frozen_bn: bool = True) -> torch.nn.Module:
+    """``frozen_bn=False`` keeps v1's BatchNorm2d (with ``num_batches_tracked``), as a model trained from scratch
+    (``weights=None, weights_backbone=None``) has it."""
     torch.manual_seed(seed)
     builder = maskrcnn_resnet50_fpn if version == 1 else maskrcnn_resnet50_fpn_v2
     model = builder(weights=None, weights_backbone=None, num_classes=num_classes)
@@ -37,7 +39,7 @@ def seeded_torchvision(version: int, seed: int = 0, num_classes: int = 91) -> to
             m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
             m.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
             m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-    if version == 1:
+    if version == 1 and frozen_bn:
         _freeze_bn(model.backbone.body)
     cls = model.roi_heads.box_predictor.cls_score
     bias = torch.randn(num_classes, generator=g) * 1.5 + 1.0
