@@ -21,7 +21,6 @@ import argparse
 import glob
 import inspect
 import json
-import os
 import sys
 import time
 from collections import deque
@@ -134,14 +133,9 @@ class ImageIds:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     """Temporary file in the same folder + rename: a reader (or an interrupted run) never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    from isseg.atomic import atomic_write
+
+    atomic_write(path, data)
 
 
 def latest_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -112,9 +112,9 @@ def write_coco(layout: ShardLayout, spec: PredictorSpec, path: Path) -> dict[str
     category_ids = list(COCO_CATEGORY_IDS) if tuple(names) == COCO_CLASSES else list(range(1, len(names) + 1))
     with_id = [r for r in layout.records() if r.get("image_id") is not None]
     results, _ = records_to_coco(with_id, category_ids)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(results))
-    os.replace(tmp, path)
+    from isseg.atomic import atomic_write
+
+    atomic_write(path, json.dumps(results))
     return {"results_file": str(path), "coco_results": len(results),
             "images_without_id": layout.summarize()["images"] - len(with_id)}
 

@@ -36,12 +36,9 @@ def _digest(paths: Sequence[str]) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    from isseg.atomic import atomic_write
+
+    atomic_write(path, text)
 
 
 class ShardLayout:

@@ -71,12 +71,9 @@ class LoadedDataset:
 
     def write(self, path: PathLike) -> Path:
         """Write the COCO dict as JSON, atomically (temporary file + rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.coco), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        from isseg.atomic import atomic_write
+
+        return atomic_write(path, json.dumps(self.coco))
 
 
 def normalize_format(name: str | None) -> str | None:

@@ -176,10 +176,9 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=90)
-    os.replace(tmp, path)
-    return path
+    from isseg.atomic import atomic_write
+
+    return atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=90))
 
 
 def plot_pr_curves(evaluator: Any, class_names: Sequence[str], path: PathLike, title: str) -> Path:

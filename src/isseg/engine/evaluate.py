@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from isseg.atomic import atomic_write
 from isseg.data.coco import CocoDataset, load_coco_json, match_class_names
 from isseg.engine.coco_eval import coco_eval
 from isseg.engine.records import (
@@ -187,9 +188,7 @@ def score_results(
             written = write_analysis(analysis_dir_for(output), report, evaluators, gt, results, image_ids,
                                      score_threshold=score_threshold)
             report["analysis"] = written["files"]
-        tmp = output.with_name(f".{output.name}.tmp")
-        tmp.write_text(json.dumps(report, indent=2))
-        os.replace(tmp, output)
+        atomic_write(output, json.dumps(report, indent=2))
     return report
 
 

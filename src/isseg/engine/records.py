@@ -118,20 +118,9 @@ def read_records(path: str | os.PathLike, tolerate_partial: bool | None = None) 
 
 def write_records(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> Path:
     """Write a whole file of records atomically (temporary file in the same folder, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for rec in records:
-                f.write(json.dumps(rec, separators=(",", ":")) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    from isseg.atomic import atomic_write
+
+    return atomic_write(path, "".join(json.dumps(rec, separators=(",", ":")) + "\n" for rec in records))
 
 
 class RecordWriter:

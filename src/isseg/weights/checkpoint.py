@@ -4,18 +4,18 @@
 the writer adds (the trainer: optimizer, scaler, iteration, RNG states). The config makes a checkpoint
 self-describing: the preset, its classes and its inference size travel with the weights.
 
-A file is first written to a temporary file in the same directory, flushed and fsync'ed, and then moved over
-the old one with ``os.replace`` (atomic on POSIX and Windows): a process killed at any moment leaves either
-the previous checkpoint or the new one, never a truncated file.
+A checkpoint is written with :func:`isseg.atomic.atomic_write`: a process killed at any moment leaves either the
+previous checkpoint or the new one, never a truncated file.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from isseg.atomic import atomic_write
 
 FORMAT = "isseg"
 VERSION = 1
@@ -28,37 +28,10 @@ def checkpoint_payload(model: torch.nn.Module, **extra: Any) -> dict[str, Any]:
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` that never leaves ``path`` half-written (see the module docstring)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    """``torch.save`` that never leaves ``path`` half-written (:func:`isseg.atomic.atomic_write`)."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, **extra: Any) -> Path:
     """Write an isseg checkpoint of ``model`` atomically."""
     return atomic_save(checkpoint_payload(model, **extra), path)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist the rename itself (the directory entry); not possible on Windows, where it is skipped."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
