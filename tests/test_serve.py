@@ -79,6 +79,15 @@ def test_tritonclient_detections_equal_local_predictor(server: Server, predictor
     timings = result.get_response()["parameters"]["timings_ms"]
     assert {"decode", "infer", "postprocess"} <= set(timings)
 
+    # gzip-compressed request, two outputs asked for by name, one of them as JSON
+    wanted = [tc.InferRequestedOutput("labels", binary_data=False), tc.InferRequestedOutput("scores")]
+    small = client.infer("seg-detections", [inp], outputs=wanted, parameters={"threshold": 0.1},
+                         request_compression_algorithm="gzip")
+    assert [o["name"] for o in small.get_response()["outputs"]] == ["labels", "scores"]
+    assert "data" in small.get_output("labels") and "data" not in small.get_output("scores")
+    np.testing.assert_array_equal(small.as_numpy("labels"), local.labels)
+    np.testing.assert_array_equal(small.as_numpy("scores"), local.scores)
+
     # JSON tensors (no binary extension): base64 BYTES in, JSON out, the per-image record by name
     body = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "parameters": {"content_type": "base64"},
                         "data": [base64.b64encode(data).decode()]}],

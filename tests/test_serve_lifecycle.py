@@ -86,13 +86,14 @@ def test_one_crash_is_a_500_for_that_request_only() -> None:
 def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
     xml = small_xml()
     log = tmp_path / "server.log"
-    proc, port = start_server([f"seg={xml}", "--no-contract", "--max-queue", "8", "--log-level", "info"], log)
+    proc, port = start_server([f"seg={xml}", "--max-queue", "8", "--log-level", "info"], log)
     url = f"http://127.0.0.1:{port}"
     data = coco_images(1)[0].read_bytes()
     results: list[int] = []
 
     def send() -> None:
-        r = httpx.post(f"{url}/predict", files={"image": ("a.jpg", data)}, timeout=120)
+        r = httpx.post(f"{url}/predict", params={"model": "seg-detections"}, files={"image": ("a.jpg", data)},
+                       timeout=120)
         results.append(r.status_code)
 
     try:
@@ -102,7 +103,7 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # wait until all three are admitted
             text = httpx.get(f"{url}/metrics").text
-            if 'isseg_queue_depth{model="seg"} 3.0' in text:
+            if 'isseg_queue_depth{model="seg-detections"} 3.0' in text:
                 break
             time.sleep(0.02)
         else:
