@@ -118,7 +118,7 @@ def test_pkl_reader_refuses_code(tmp_path):
 
     path = tmp_path / "evil.pkl"
     path.write_bytes(pickle.dumps({"model": Evil(), "__author__": "x"}))
-    with pytest.raises(ValueError, match="refusing to unpickle builtins.print"):
+    with pytest.raises(ValueError, match="refusing to unpickle .*print"):  # Ray, once imported, wraps print
         read_detectron2_pkl(path)
 
 

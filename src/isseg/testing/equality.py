@@ -2,8 +2,8 @@
 
 Two ``Detections`` of one image are the same when, matched in score order, every pair has the same label,
 boxes within ``box_tol`` px, scores within ``score_tol`` and mask IoU >= ``mask_iou``, or, for a small mask,
-differing pixels only on the mask's border (where the pasted probability crosses the threshold, so float
-rounding may flip them; counted as ``border_only``). Float rounding of two
+at most 2 differing pixels or differing pixels only on the mask's border (where the pasted probability crosses
+the threshold, so float rounding may flip them; counted as ``border_only``). Float rounding of two
 implementations can reorder detections whose scores tie within ``score_tol``, and can move a detection across
 a cut (the score threshold, the 100 kept): an unmatched detection is accepted only when its score is within
 ``score_tol`` of the other list's last score or of ``score_thresh``, and the report says how many there were.
@@ -30,8 +30,9 @@ class Equality:
     border_only: int = 0  # masks below ``mask_iou`` whose differing pixels all lie on the mask border
     at_cut: int = 0  # unmatched detections whose score sits at a cut (accepted)
     at_boundary: int = 0  # torchvision paste: the integer-truncated boxes differ (masks not compared)
-    # same label and box (within 1 px) but a score beyond ``score_tol``: a RoI on the edge of a discrete choice
-    # (its pyramid level, an NMS decision) that float rounding tipped; allowed only up to ``discontinuities``
+    # an unmatched pair of the same label with overlapping boxes (IoU >= 0.5): a discrete choice upstream (an RPN
+    # NMS decision at the 0.7 IoU threshold, the 1000th proposal, a RoI's pyramid level) that float rounding
+    # tipped, so another proposal became this detection; allowed only up to ``discontinuities``
     jumps: int = 0
     problems: list[str] = field(default_factory=list)
 
@@ -52,6 +53,13 @@ def _mask_iou(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
     inter = int(np.logical_and(a, b).sum())
     union = int(np.logical_or(a, b).sum())
     return (inter / union if union else 1.0), union - inter
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, float(min(a[2], b[2]) - max(a[0], b[0])))
+    h = max(0.0, float(min(a[3], b[3]) - max(a[1], b[1])))
+    union = float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - w * h
+    return w * h / union if union > 0 else 1.0
 
 
 def _on_border(a: np.ndarray, b: np.ndarray) -> bool:
@@ -101,7 +109,7 @@ def same_detections(a, b, box_tol: float = 0.05, score_tol: float = 1e-4, mask_i
         if a.masks is not None and b.masks is not None:
             iou, differing = _mask_iou(a.masks[i], b.masks[j])
             if iou < mask_iou:
-                if _on_border(a.masks[i], b.masks[j]):
+                if differing <= 2 or _on_border(a.masks[i], b.masks[j]):
                     eq.border_only += 1
                 elif mask_paste == "torchvision" and _grown_int_box(a.boxes[i]) != _grown_int_box(b.boxes[j]):
                     eq.at_boundary += 1
@@ -112,7 +120,7 @@ def same_detections(a, b, box_tol: float = 0.05, score_tol: float = 1e-4, mask_i
     free_b = np.nonzero(~used)[0]
     for i in list(unmatched_a):
         near = [j for j in free_b if not used[j] and b.labels[j] == a.labels[i]
-                and np.abs(np.asarray(b.boxes[j]) - np.asarray(a.boxes[i])).max() <= 1.0]
+                and _box_iou(np.asarray(b.boxes[j]), np.asarray(a.boxes[i])) >= 0.5]
         if near and eq.jumps < discontinuities:
             used[near[0]] = True
             unmatched_a.remove(i)
