@@ -16,6 +16,7 @@ serve = pytest.importorskip("ray.serve")
 httpx = pytest.importorskip("httpx")
 
 from isseg.cluster.serving import parse_replicas, serve_ray  # noqa: E402
+from isseg.serve.models import ServeSettings  # noqa: E402
 
 
 def _free_port() -> int:
@@ -30,7 +31,7 @@ def served():
     exported = small_export(11.0)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        url = serve_ray([f"small={exported.xml}"], port=_free_port(), replicas="2", threshold=0.05)
+        url = serve_ray([f"small={exported.xml}"], ServeSettings(threshold=0.05), port=_free_port(), replicas="2")
         yield url, exported
     finally:
         serve.shutdown()

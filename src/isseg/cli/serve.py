@@ -4,8 +4,9 @@ a page at ``/``, Prometheus ``/metrics``).
     isseg serve exported/security-0002.xml                       # contract model + security-0002-detections
     isseg serve seg=exported/security-0002.xml torchvision-v2-coco --port 9000
     isseg serve model.xml --workers 2 --max-queue 16 --set model-detections.timeout_s=5
+    isseg serve model.xml --ray --replicas 1:4                   # the same app on Ray Serve replicas
 
-Needs ``pip install "isseg[serve]"``.
+Needs ``pip install "isseg[serve]"`` (and ``"isseg[ray]"`` for ``--ray``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="preset of a foreign checkpoint")
     p.add_argument("--no-contract", action="store_true", help="serve IR/ONNX files as detections models only")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    ray = p.add_argument_group("Ray Serve (isseg[ray]): the same endpoints on replicas Ray places and scales")
+    ray.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                     help="deploy on Ray Serve (no ADDRESS: the running cluster, else a local one; host:port, ray://...)")
+    ray.add_argument("--replicas", help="--ray: N replicas, or MIN:MAX autoscaling bounds (default 1)")
+    ray.add_argument("--cpus-per-replica", type=float, help="--ray: CPUs Ray reserves per replica (default 1)")
+    ray.add_argument("--gpus-per-replica", type=float, help="--ray: GPUs per replica (default 0)")
 
 
 def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -58,12 +65,29 @@ def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _check_ray_options(args: argparse.Namespace) -> None:
+    if args.ray:
+        from isseg.cluster.serving import parse_replicas
+
+        parse_replicas(args.replicas or "1")
+        for flag, value in (("--cpus-per-replica", args.cpus_per_replica),
+                            ("--gpus-per-replica", args.gpus_per_replica)):
+            if value is not None and value < 0:
+                raise ValueError(f"{flag} must be >= 0, got {value}")
+        return
+    given = [f for f, v in (("--replicas", args.replicas), ("--cpus-per-replica", args.cpus_per_replica),
+                            ("--gpus-per-replica", args.gpus_per_replica)) if v is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} only apply with --ray")
+
+
 def run(args: argparse.Namespace) -> int:
+    _check_ray_options(args)
     try:
         import uvicorn
 
         from isseg.serve.app import create_app
-        from isseg.serve.models import ModelSettings, ServeSettings, load_models
+        from isseg.serve.models import ModelSettings, ServeSettings, load_models, plan_models
     except ModuleNotFoundError as exc:
         print(f"isseg serve: error: {exc.name} is missing; install the extra: pip install \"isseg[serve]\"",
               file=sys.stderr)
@@ -72,12 +96,15 @@ def run(args: argparse.Namespace) -> int:
                              threshold=args.threshold,
                              default=ModelSettings(args.workers, max(args.max_queue, args.workers), args.timeout),
                              models=parse_sets(args.set))
-    models = load_models(args.models, settings, args.backend, args.device, args.precision, args.threads,
-                         args.preset, contract=not args.no_contract)
-    unknown = set(settings.models) - {m.name for m in models}
+    names = [n for served, _, _ in plan_models(args.models, contract=not args.no_contract) for n in served]
+    unknown = set(settings.models) - set(names)
     if unknown:
-        raise ValueError(f"--set names unknown model(s) {', '.join(sorted(unknown))}; "
-                         f"served: {', '.join(m.name for m in models)}")
+        raise ValueError(f"--set names unknown model(s) {', '.join(sorted(unknown))}; served: {', '.join(names)}")
+    load_kwargs = {"backend": args.backend, "device": args.device, "precision": args.precision,
+                   "num_threads": args.threads, "preset": args.preset, "contract": not args.no_contract}
+    if args.ray:
+        return _run_ray(args, settings, load_kwargs)
+    models = load_models(args.models, settings, **load_kwargs)
     for m in models:
         print(f"isseg serve: model '{m.name}' ({m.kind}, workers {m.settings.workers}, "
               f"queue {m.settings.max_queue})", file=sys.stderr)
@@ -92,4 +119,14 @@ def run(args: argparse.Namespace) -> int:
     server.run()
     if stopped:
         print("isseg serve: stopped by SIGTERM after finishing the requests in flight", file=sys.stderr)
+    return 0
+
+
+def _run_ray(args: argparse.Namespace, settings: Any, load_kwargs: dict[str, Any]) -> int:
+    """The same app (``isseg.serve.create_app``) on Ray Serve replicas; serves until Ctrl-C or SIGTERM."""
+    from isseg.cluster.serving import serve_ray
+
+    serve_ray(args.models, settings, load_kwargs, address=args.ray, host=args.host, port=args.port,
+              replicas=args.replicas or "1", cpus_per_replica=1.0 if args.cpus_per_replica is None
+              else args.cpus_per_replica, gpus_per_replica=args.gpus_per_replica or 0.0, blocking=True)
     return 0

@@ -1,6 +1,6 @@
 """``isseg serve``'s app on Ray Serve: the same endpoints, served by replicas that Ray places and scales.
 
-    python -m isseg.cluster.serving exported/security-0002.xml --replicas 1:4 --port 8000 [--ray ADDRESS]
+    isseg serve exported/security-0002.xml --ray [ADDRESS] --replicas 1:4 --port 8000
 
 Each replica builds its own models and app with ``isseg.serve`` (``load_models`` + ``create_app``, the exact
 app ``isseg serve`` runs under uvicorn) when Ray starts it, so the models are never pickled and every replica
@@ -11,10 +11,9 @@ besides the ``serve`` extra.
 
 from __future__ import annotations
 
-import argparse
-import logging
+import signal
 import sys
-import time
+import threading
 from dataclasses import asdict
 from typing import Any
 
@@ -72,21 +71,25 @@ def settings_dict(settings: Any) -> dict[str, Any]:
     return d
 
 
-def serve_ray(models: list[str], *, address: str | None = "auto", host: str = "127.0.0.1", port: int = 8000,
-              replicas: str = "1", cpus_per_replica: float = 1.0, gpus_per_replica: float = 0.0,
-              threshold: float = 0.5, workers: int = 1, max_queue: int = 8, timeout_s: float = 60.0,
-              backend: str | None = None, device: str | None = None, precision: str | None = None,
-              num_threads: int = 0, preset: str | None = None, blocking: bool = False) -> str:
-    """Deploy the serving app on Ray Serve; -> its base URL. ``blocking`` keeps serving until Ctrl-C."""
-    from ray import serve
-
+def serve_ray(models: list[str], settings: Any = None, load_kwargs: dict[str, Any] | None = None, *,
+              address: str | None = "auto", host: str = "127.0.0.1", port: int = 8000, replicas: str = "1",
+              cpus_per_replica: float = 1.0, gpus_per_replica: float = 0.0, blocking: bool = False) -> str:
+    """Deploy the serving app on Ray Serve; -> its base URL. ``settings``: an ``isseg.serve.ServeSettings``
+    (default: ``isseg serve``'s defaults); ``load_kwargs``: ``isseg.serve.models.load_models``'s keyword
+    arguments (backend, device, precision, num_threads, preset, contract). ``blocking`` serves until Ctrl-C
+    or SIGTERM, then shuts the deployment down."""
     from isseg.cluster.pipeline import connect
-    from isseg.serve.models import ModelSettings, ServeSettings
 
-    settings = ServeSettings(threshold=threshold, default=ModelSettings(workers, max(max_queue, workers), timeout_s))
-    load_kwargs = {"backend": backend, "device": device, "precision": precision, "num_threads": num_threads,
-                   "preset": preset}
-    parse_replicas(replicas)  # a bad spec fails before Ray starts
+    try:
+        from ray import serve
+    except ImportError:
+        raise RuntimeError("--ray needs Ray Serve: pip install 'isseg[ray]'") from None
+    from isseg.serve.models import ServeSettings, plan_models
+
+    settings = settings or ServeSettings()
+    load_kwargs = dict(load_kwargs or {})
+    parse_replicas(replicas)  # a bad spec or a missing file fails before Ray starts
+    plan_models(models, load_kwargs.get("contract", True))
     connect(address)
     serve.start(http_options={"host": host, "port": port})
     app = build_deployment(models, settings_dict(settings), load_kwargs, replicas, cpus_per_replica,
@@ -95,44 +98,22 @@ def serve_ray(models: list[str], *, address: str | None = "auto", host: str = "1
     url = f"http://{host}:{port}"
     if blocking:
         print(f"isseg serve --ray: {url} ({replicas} replica(s)); Ctrl-C stops", file=sys.stderr)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
+            stop.wait()
+        finally:  # SIGTERM or Ctrl-C: take the deployment down, then say so
             serve.shutdown()
+            print("isseg serve --ray: stopped", file=sys.stderr)
     return url
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m isseg.cluster.serving", description=__doc__.splitlines()[0])
-    p.add_argument("models", nargs="+", metavar="MODEL", help="[NAME=]SOURCE, as isseg serve")
-    p.add_argument("--ray", default="auto", metavar="ADDRESS", help="Ray cluster (default: running one, else local)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--replicas", default="1", help="N replicas, or MIN:MAX for autoscaling (default 1)")
-    p.add_argument("--cpus-per-replica", type=float, default=1.0)
-    p.add_argument("--gpus-per-replica", type=float, default=0.0)
-    p.add_argument("--threshold", type=float, default=0.5)
-    p.add_argument("--workers", type=int, default=1, help="inferences at once per model in each replica")
-    p.add_argument("--max-queue", type=int, default=8)
-    p.add_argument("--timeout", type=float, default=60.0)
-    p.add_argument("--backend", choices=("torch", "openvino", "onnx"))
-    p.add_argument("--device")
-    p.add_argument("--precision")
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--preset")
-    args = p.parse_args(argv)
-    logging.getLogger("ray.serve").setLevel(logging.WARNING)
-    try:
-        serve_ray(args.models, address=args.ray, host=args.host, port=args.port, replicas=args.replicas,
-                  cpus_per_replica=args.cpus_per_replica, gpus_per_replica=args.gpus_per_replica,
-                  threshold=args.threshold, workers=args.workers, max_queue=args.max_queue, timeout_s=args.timeout,
-                  backend=args.backend, device=args.device, precision=args.precision, num_threads=args.threads,
-                  preset=args.preset, blocking=True)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"isseg serve --ray: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    """``python -m isseg.cluster.serving ARGS`` = ``isseg serve --ray ARGS`` (kept for older scripts)."""
+    from isseg.cli.main import main as isseg_main
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return isseg_main(["serve", *argv] if "--ray" in argv else ["serve", "--ray", *argv])
 
 
 if __name__ == "__main__":

@@ -512,17 +512,15 @@ def split_spec(spec: str) -> tuple[str, str]:
     return Path(spec).stem if Path(spec).suffix else spec, spec
 
 
-def load_models(specs: Sequence[str], settings: ServeSettings, backend: str | None = None,
-                device: str | None = None, precision: str | None = None, num_threads: int = 0,
-                preset: str | None = None, contract: bool = True) -> list[ServedModel]:
-    """Served models of each source: an IR / ONNX file gives the contract model NAME and the detections model
+def plan_models(specs: Sequence[str], contract: bool = True) -> list[tuple[list[str], str, bool]]:
+    """-> (served names, source, exported) of each ``[NAME=]SOURCE``, checked (files exist, names unique)
+    without loading anything: an IR / ONNX file gives the contract model NAME and the detections model
     NAME-detections; a checkpoint or registry name gives the detections model NAME."""
-    models: list[ServedModel] = []
+    plan: list[tuple[list[str], str, bool]] = []
     seen: set[str] = set()
     for spec in specs:
         name, source = split_spec(spec)
-        suffix = Path(source).suffix.lower()
-        exported = suffix in (".xml", ".onnx")
+        exported = Path(source).suffix.lower() in (".xml", ".onnx")
         if exported and not Path(source).is_file():
             raise FileNotFoundError(f"model file not found: {source}")
         names = [name, f"{name}-detections"] if exported and contract else [name]
@@ -530,12 +528,22 @@ def load_models(specs: Sequence[str], settings: ServeSettings, backend: str | No
             if n in seen:
                 raise ValueError(f"two models are named '{n}'; name them with NAME=SOURCE")
             seen.add(n)
+        plan.append((names, source, exported))
+    return plan
+
+
+def load_models(specs: Sequence[str], settings: ServeSettings, backend: str | None = None,
+                device: str | None = None, precision: str | None = None, num_threads: int = 0,
+                preset: str | None = None, contract: bool = True) -> list[ServedModel]:
+    """The served models of :func:`plan_models`, loaded."""
+    models: list[ServedModel] = []
+    for names, source, exported in plan_models(specs, contract):
         det_name = names[-1]
         det = DetectionsModel(det_name, source, settings.for_model(det_name), settings.threshold,
                               settings.max_pixels, backend, device, precision, num_threads, preset)
         if exported and contract:
             ov_device = device if device and device.isupper() else "CPU"
-            models.append(ContractModel(name, source, settings.for_model(name), ov_device, precision,
+            models.append(ContractModel(names[0], source, settings.for_model(names[0]), ov_device, precision,
                                         det.network_input))
         models.append(det)
     return models
