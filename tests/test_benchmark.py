@@ -45,7 +45,7 @@ def test_bounds_use_the_detections_each_configuration_had(monkeypatch: pytest.Mo
 
 def test_small_end_to_end_run_reports_ratios_and_bounds(coco_mini, tmp_path) -> None:  # noqa: ANN001
     cfg = benchmark.BenchConfig(images=1, backends=("openvino",), precisions=("fp32",), input_size=(192, 256),
-                                throughput=False, workdir=str(tmp_path))
+                                throughput=False, workdir=str(tmp_path), detections=())
     report = benchmark.run_benchmark(cfg, log=lambda _: None)
     names = [r["name"] for r in report["results"]]
     assert names[0] == "torchvision eager fp32" and "openvino fp32" in names
@@ -56,3 +56,17 @@ def test_small_end_to_end_run_reports_ratios_and_bounds(coco_mini, tmp_path) -> 
     text = benchmark.format_report(report)
     assert "compute ceiling" in text and "| openvino fp32 |" in text
 
+
+
+def test_throughput_mode_and_detection_counts_are_measured(coco_mini, tmp_path) -> None:  # noqa: ANN001
+    cfg = benchmark.BenchConfig(images=2, backends=("openvino",), precisions=("fp32",), input_size=(192, 256),
+                                torchvision=False, ceiling=False, workdir=str(tmp_path), detections=(0, 7))
+    report = benchmark.run_benchmark(cfg, log=lambda _: None)
+    ov32 = next(r for r in report["results"] if r["name"] == "openvino fp32")
+    assert ov32["latency_ips"] > 0 and ov32["throughput"] > 0 and "requests" in ov32["throughput_mode"]
+    counts = {r["name"]: r["detections"] for r in report["detections_sweep"]}
+    assert len(counts) == 2
+    zero = next(v for k, v in counts.items() if k.endswith(", 0 detections"))
+    seven = next(v for k, v in counts.items() if k.endswith(", 7 detections"))
+    assert zero == 0 and 0 < seven <= 7  # the twins return what they were made to
+    assert "by number of detections" in benchmark.format_report(report)

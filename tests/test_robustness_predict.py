@@ -224,14 +224,16 @@ def test_crash_mid_run_keeps_what_was_computed(exported, tmp_path, capsys, monke
     assert len(json.loads((out / "images.json").read_text())["images"]) == 2
 
 
-def test_resumed_video_is_redrawn_from_its_records(exported, tmp_path, capsys):
+@pytest.mark.parametrize("mode", ["latency", "throughput"])
+def test_resumed_video_is_redrawn_from_its_records(exported, tmp_path, capsys, mode):
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (128, 96))
     for i in range(3):
         writer.write(scene(i))
     writer.release()
     out = tmp_path / "out"
-    args = ["predict", str(video), "--model", str(exported.xml), "-o", str(out), "--threshold", "0.05", "--quiet"]
+    args = ["predict", str(video), "--model", str(exported.xml), "-o", str(out), "--threshold", "0.05", "--quiet",
+            "--mode", mode]
     assert main(args) == 0
     first = read_records(out / "results.jsonl")
     assert [r["frame"] for r in first] == [0, 1, 2]
@@ -243,3 +245,65 @@ def test_resumed_video_is_redrawn_from_its_records(exported, tmp_path, capsys):
     cap = cv2.VideoCapture(str(out / "clip.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3  # the drawn video is whole again
     cap.release()
+
+
+def _video(path: Path, frames: int) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (128, 96))
+    for i in range(frames):
+        writer.write(scene(10 + i))
+    writer.release()
+    return path
+
+
+def _drawn_frames(path: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames
+
+
+def test_throughput_mode_is_the_default_for_folders_and_videos_and_computes_the_same(exported, tmp_path, capsys):
+    """auto picks throughput for a folder and a video; the records and the drawn video equal latency mode's,
+    frame for frame, also when a resumed run infers only the frames missing in between done ones."""
+    from isseg.cli.predict import choose_mode
+
+    assert choose_mode("auto", "openvino", [("image", Path("a.jpg"))]) == "latency"
+    assert choose_mode("auto", "openvino", [("image", Path("a.jpg")), ("image", Path("b.jpg"))]) == "throughput"
+    assert choose_mode("auto", "openvino", [("video", Path("v.mp4"))]) == "throughput"
+    assert choose_mode("auto", "openvino", [("camera", 0)]) == "latency"
+    assert choose_mode("auto", "onnx", [("video", Path("v.mp4"))]) == "latency"
+    assert choose_mode("latency", "openvino", [("video", Path("v.mp4"))]) == "latency"
+
+    folder = image_folder(tmp_path / "in", 4)
+    _video(folder.parent / "clip.avi", 6)
+    inputs = [str(folder), str(folder.parent / "clip.avi")]
+    common = ["--model", str(exported.xml), "--threshold", "0.05", "--quiet"]
+    assert main(["predict", *inputs, *common, "-o", str(tmp_path / "lat"), "--mode", "latency"]) == 0
+    assert main(["predict", *inputs, *common, "-o", str(tmp_path / "auto")]) == 0
+    latency, auto = read_records(tmp_path / "lat" / "results.jsonl"), read_records(tmp_path / "auto" / "results.jsonl")
+    assert len(latency) == 4 + 6 and sum(len(r["detections"]) for r in latency) > 0
+    assert auto == latency
+    drawn = _drawn_frames(tmp_path / "lat" / "clip.mp4")
+    assert len(drawn) == 6
+    assert all(np.array_equal(a, b) for a, b in zip(drawn, _drawn_frames(tmp_path / "auto" / "clip.mp4")))
+
+    # resume with frames 0, 2, 3 done and 1, 4, 5 missing: only those are inferred, the video is drawn in order
+    records = tmp_path / "auto" / "results.jsonl"
+    keep = [line for line in records.read_text().splitlines() if json.loads(line).get("frame") not in (1, 4, 5)]
+    records.write_text("\n".join(keep) + "\n")
+    (tmp_path / "auto" / "clip.mp4").unlink()
+    capsys.readouterr()
+    assert main(["predict", *inputs, *common, "-o", str(tmp_path / "auto"), "--resume"]) == 0
+    resumed = read_records(records)
+    key = lambda r: (r["file"], -1 if r.get("frame") is None else r["frame"])  # noqa: E731
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "image_id"} for r in sorted(rs, key=key)]  # noqa: E731
+    assert strip(resumed) == strip(latency)  # the same detections (re-inferred frames get new, unused ids)
+    assert len({r["image_id"] for r in resumed}) == len(resumed)
+    redrawn = _drawn_frames(tmp_path / "auto" / "clip.mp4")
+    assert len(redrawn) == 6
+    assert all(np.array_equal(a, b) for a, b in zip(drawn, redrawn))

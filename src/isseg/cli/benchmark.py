@@ -1,5 +1,6 @@
-"""``isseg benchmark``: latency per stage, end-to-end latency and throughput of the deployment backends and
-precisions, against torchvision's eager ``maskrcnn_resnet50_fpn`` measured in the same run.
+"""``isseg benchmark``: latency per stage, end-to-end latency, images/s in latency and throughput mode, the
+compute bound of each deployment backend and precision, and latency by number of detections, against
+torchvision's eager ``maskrcnn_resnet50_fpn`` measured in the same run.
 
     isseg benchmark                                   # seeded realistic random weights, 8 coco-mini images
     isseg benchmark --weights model.pth --images 20 --precisions fp32 bf16 int8 --json bench.json
@@ -22,7 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    choices=("fp32", "bf16", "fp16", "int8"), help="OpenVINO precisions (fp32 always runs)")
     p.add_argument("--no-torchvision", action="store_true", help="skip the torchvision eager baseline")
     p.add_argument("--torch-eager", action="store_true", help="also time isseg's own graph in eager PyTorch")
-    p.add_argument("--no-throughput", action="store_true", help="skip the asynchronous throughput runs")
+    p.add_argument("--no-throughput", action="store_true", help="skip the throughput-mode runs")
+    p.add_argument("--detections", type=int, nargs="*", default=[0, 20, 100], metavar="N",
+                   help="also time OpenVINO's default precision and int8 at these detection counts (default "
+                   "0 20 100; twins of the model that return at most N); give the flag alone to skip")
     p.add_argument("--no-ceiling", action="store_true",
                    help="skip the compute ceiling (the CPU's convolution rate and each configuration's latency bound)")
     p.add_argument("--calibration-size", type=int, default=16, help="INT8 calibration images (coco-mini train)")
@@ -37,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     checks.at_least(args.images, "--images", 1)
     checks.at_least(args.warmup, "--warmup", 0)
     checks.at_least(args.calibration_size, "--calibration-size", 1)
+    for n in args.detections:
+        checks.at_least(n, "--detections", 0)
     if args.workdir:
         checks.output_dir(args.workdir, "--workdir")
     if args.json:
@@ -45,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
                       backends=tuple(args.backends), precisions=tuple(args.precisions),
                       torchvision=not args.no_torchvision, torch_eager=args.torch_eager,
                       calibration_size=args.calibration_size, workdir=args.workdir,
-                      throughput=not args.no_throughput, ceiling=not args.no_ceiling)
+                      throughput=not args.no_throughput, ceiling=not args.no_ceiling,
+                      detections=tuple(args.detections))
     report = run_benchmark(cfg, log=lambda msg: print(f"isseg benchmark: {msg}", flush=True))
     print(format_report(report))
     if args.json:

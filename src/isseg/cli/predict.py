@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import glob
 import inspect
+import itertools
 import json
 import sys
 import time
@@ -58,8 +59,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-json", action="store_true", help=f"do not write {RECORDS_NAME}, results.json, images.json")
     p.add_argument("--no-masks", action="store_true", help="boxes only (faster; no segmentation in the JSON)")
     p.add_argument("--max-frames", type=int, default=0, help="stop each video / camera after N frames")
-    p.add_argument("--async", dest="use_async", action="store_true",
-                   help="OpenVINO throughput mode: several images in flight (no per-stage timings)")
+    p.add_argument("--mode", choices=("auto", "latency", "throughput"), default="auto",
+                   help="OpenVINO performance mode. throughput: several images / frames in flight on the CPU's "
+                   "streams while the next ones are decoded and the finished ones written (results stay in input "
+                   "order; no per-stage timings); latency: one at a time; auto (default): throughput for a "
+                   "folder / several images / a video, latency for one image or a camera")
+    p.add_argument("--async", dest="mode", action="store_const", const="throughput",
+                   help="same as --mode throughput")
     p.add_argument("--recursive", "-r", action="store_true", help="look for images in sub-folders too")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     ray = p.add_argument_group("Ray (isseg[ray]): resumable sharded runs over large image collections")
@@ -254,6 +260,18 @@ def check_options(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ main
+def choose_mode(mode: str, backend: str, items: list[tuple[str, Any]]) -> str:
+    """``--mode auto``: throughput where it wins, i.e. OpenVINO on more than one image or on a video file
+    (measured: see docs/deploy.md, "Latency and throughput mode"); latency for a single image (nothing to
+    overlap) and for a camera (the newest frame matters, not the rate). Other backends run one at a time."""
+    if mode != "auto":
+        return mode
+    if backend != "openvino":
+        return "latency"
+    images = sum(1 for kind, _ in items if kind == "image")
+    return "throughput" if images > 1 or any(kind == "video" for kind, _ in items) else "latency"
+
+
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "ray", None):  # the Ray path: isseg.cluster (resumable shards)
         from isseg.cluster.cli import run as run_ray
@@ -271,10 +289,10 @@ def run(args: argparse.Namespace) -> int:
     device = checks.device_for(backend, args.device)
     from isseg.deploy.predictor import Predictor
 
+    mode = args.mode = choose_mode(args.mode, backend, items)
     t_load = time.perf_counter()
     predictor = Predictor(args.model or args.weights, backend=args.backend, device=device,
-                          threshold=args.threshold, precision=args.precision, preset=args.preset,
-                          mode="throughput" if args.use_async else "latency")
+                          threshold=args.threshold, precision=args.precision, preset=args.preset, mode=mode)
     t_load = time.perf_counter() - t_load
     keep = _class_filter(args.classes, predictor.class_names)
     return _Run(args, predictor, out_dir, items, input_errors, t_load, device, keep).execute()
@@ -289,6 +307,8 @@ class _Run:
         from isseg.engine.records import RecordWriter, error_record
 
         self.args, self.predictor, self.out_dir = args, predictor, out_dir
+        # OpenVINO in throughput mode: several requests in flight (results still come back in input order)
+        self.streaming = predictor.backend == "openvino" and args.mode == "throughput"
         self.t_load, self.device, self.keep = t_load, device, keep
         self.images = [v for k, v in items if k == "image"]
         self.streams = [(k, v) for k, v in items if k != "image"]
@@ -394,7 +414,7 @@ class _Run:
                 bar.update(1)
             else:
                 jobs.append((path, out))
-        if self.args.use_async and self.predictor.backend == "openvino":
+        if self.streaming:
             self._run_images_async(jobs, bar)
             return
         for path, path_out in jobs:
@@ -448,7 +468,7 @@ class _Run:
         name = f"camera{source}" if kind == "camera" else Path(source).name
         file = name if kind == "camera" else str(source)
         done_frames = self.done_frames.get(file, {}) if kind == "video" else {}
-        writer = None
+        writer: list[Any] = []  # the drawn video, opened at the first frame
         fbar = None
         try:
             cap_total, fps = 0, 25.0
@@ -460,38 +480,85 @@ class _Run:
             mf = self.args.max_frames
             total = min(cap_total, mf) if mf and cap_total else (mf or cap_total or None)
             fbar = tqdm(total=total, unit="frame", desc=name, disable=self.args.quiet)
-            n = 0
-            frame_iter = _frames(int(source) if kind == "camera" else str(source), mf)
-            while True:
-                t0 = time.perf_counter()
-                frame = next(frame_iter, None)
-                self.stage_totals["decode"] += time.perf_counter() - t0
-                if frame is None:
-                    break
-                if writer is None and not self.args.no_images:
-                    out_path = _unique_path(self.out_dir, f"{Path(name).stem}.mp4", taken)
-                    h, w = frame.shape[:2]
-                    writer = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-                    if not writer.isOpened():
-                        raise OSError(f"{out_path}: cannot write the drawn video")
-                if n in done_frames:  # resumed: redraw from the record, no inference
-                    self._draw(record_to_detections(done_frames[n], self.predictor.class_names), frame, None,
-                               writer)
+
+            def frames() -> Iterator[tuple[int, Any]]:
+                frame_iter = _frames(int(source) if kind == "camera" else str(source), mf)
+                for n in itertools.count():
+                    t0 = time.perf_counter()
+                    frame = next(frame_iter, None)
+                    self.stage_totals["decode"] += time.perf_counter() - t0
+                    if frame is None:
+                        return
+                    if not writer and not self.args.no_images:
+                        out_path = _unique_path(self.out_dir, f"{Path(name).stem}.mp4", taken)
+                        h, w = frame.shape[:2]
+                        writer.append(cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h)))
+                        if not writer[0].isOpened():
+                            raise OSError(f"{out_path}: cannot write the drawn video")
+                    yield n, frame
+
+            def finish(n: int, frame: Any, det: Any) -> None:
+                video = writer[0] if writer else None
+                if det is None:  # resumed: redraw from the record, no inference
+                    self._draw(record_to_detections(done_frames[n], self.predictor.class_names), frame, None, video)
                 else:
-                    self._emit(self._predict(frame), frame, file, self.ids.take(), frame=n, video=writer)
-                n += 1
+                    self._emit(det, frame, file, self.ids.take(), frame=n, video=video)
                 fbar.update(1)
-            if n == 0:
+
+            count = self._stream_frames(frames(), done_frames, finish) if self.streaming else \
+                self._sync_frames(frames(), done_frames, finish)
+            if count == 0:
                 raise ValueError(f"{source}: no frames could be read")
-            self.frames_total += n
+            self.frames_total += count
             self.done += 1
         except (ValueError, OSError, cv2.error) as exc:
             self._fail(file, exc)
         finally:
             if fbar is not None:
                 fbar.close()
-            if writer is not None:
-                writer.release()
+            if writer:
+                writer[0].release()
+
+    def _sync_frames(self, frames: Iterator[tuple[int, Any]], done: dict[int, Any], finish: Any) -> int:
+        count = 0
+        for n, frame in frames:
+            finish(n, frame, None if n in done else self._predict(frame))
+            count += 1
+        return count
+
+    def _stream_frames(self, frames: Iterator[tuple[int, Any]], done: dict[int, Any], finish: Any) -> int:
+        """Frames through ``predict_stream`` (several in flight); frames already done (``--resume``) are not
+        inferred but drawn in their place, so the drawn video keeps the frame order."""
+        waiting: deque[tuple[int, Any, bool]] = deque()  # (frame number, frame, inferred) in frame order
+        count = 0
+
+        def drain_done() -> None:
+            while waiting and not waiting[0][2]:
+                n, frame, _ = waiting.popleft()
+                finish(n, frame, None)
+
+        def feed() -> Iterator[Any]:
+            nonlocal count
+            for n, frame in frames:
+                count += 1
+                waiting.append((n, frame, n not in done))
+                if n in done:
+                    drain_done()
+                else:
+                    yield frame
+
+        kwargs: dict[str, Any] = {"errors": "return"}
+        if "masks" in inspect.signature(self.predictor.predict_stream).parameters:
+            kwargs["masks"] = not self.args.no_masks
+        for result in self.predictor.predict_stream(feed(), **kwargs):
+            drain_done()
+            n, frame, _ = waiting.popleft()
+            if isinstance(result, BaseException):
+                raise result
+            finish(n, frame, result)
+            drain_done()
+        drain_done()
+        return count
 
     # -- the run -------------------------------------------------------------------------------------------
     def execute(self) -> int:

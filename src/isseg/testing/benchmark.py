@@ -35,7 +35,8 @@ class Result:
     name: str
     stages_ms: dict[str, float] = field(default_factory=dict)  # medians
     e2e_ms: float = 0.0  # median of the per-image sums
-    throughput: float = 0.0  # images / s with several requests in flight (or sequential where none)
+    latency_ips: float = 0.0  # images / s of predict() one image after the other (latency mode), decode included
+    throughput: float = 0.0  # images / s of predict_stream in throughput mode (or latency_ips where none)
     throughput_mode: str = ""
     detections: float = 0.0  # mean per image
     agreement: dict[str, float] = field(default_factory=dict)
@@ -96,21 +97,32 @@ def measure_interleaved(runners: Sequence[tuple[str, Any]], paths: Sequence[Path
     results = []
     for (name, _), t, d in zip(runners, times, dets):
         e2e = [sum(v) for v in zip(*t.values())]
-        r = Result(name, {k: _median_ms(v) for k, v in t.items()}, _median_ms(e2e))
+        r = Result(name, {k: _median_ms(v) for k, v in t.items()}, _median_ms(e2e), len(e2e) / sum(e2e))
         r.detections = float(np.mean([len(x) for x in d]))
         results.append(r)
     return results, dets
 
 
 def measure_throughput(predictor: Any, paths: Sequence[Path]) -> tuple[float, str]:
-    """Images / s over ``paths`` (decode included) with the predictor's requests in flight."""
+    """Images / s over ``paths`` (decode included) through ``predict_stream``: with a throughput-mode OpenVINO
+    predictor, several requests in flight on the plugin's streams while this thread decodes, pre-processes
+    the next images and post-processes the finished ones (what ``isseg predict`` does on a folder)."""
     first = cv2.imread(str(paths[0]))
     n = max(1, predictor.runtime.num_requests)
     list(predictor.predict_stream([first] * n))  # warm up every request
     t0 = time.perf_counter()
     for _ in predictor.predict_stream(cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths):
         pass
-    return len(paths) / (time.perf_counter() - t0), f"async x{n}" if n > 1 else "sequential"
+    streams = _streams(predictor)
+    mode = f"{n} requests" + (f", {streams} streams" if streams else "")
+    return len(paths) / (time.perf_counter() - t0), mode
+
+
+def _streams(predictor: Any) -> int | None:
+    try:
+        return int(predictor.runtime.compiled.get_property("NUM_STREAMS"))
+    except Exception:  # noqa: BLE001 - not an OpenVINO runtime
+        return None
 
 
 # ------------------------------------------------------------------------------------------------ torchvision
@@ -188,6 +200,7 @@ class BenchConfig:
     input_size: tuple[int, int] = (768, 1024)
     throughput: bool = True
     ceiling: bool = True  # probe the CPU's convolution rate and report latency bounds (isseg.testing.ceiling)
+    detections: tuple[int, ...] = (0, 20, 100)  # latency at these detection counts (OpenVINO default, int8); ()
 
 
 def _load_model(cfg: BenchConfig) -> Any:
@@ -200,10 +213,26 @@ def _load_model(cfg: BenchConfig) -> Any:
     return realistic_random_model(cfg.preset, seed=0)
 
 
-def _exported(cfg: BenchConfig, model: Any, workdir: Path, precision: str, log: Callable[[str], None]) -> Path:
+def detections_variant(model: Any, count: int) -> Any:
+    """A twin of ``model`` (same weights) that returns at most ``count`` detections; 0: none (a score
+    threshold no softmax score passes), so the mask head runs on no RoI. With the calibrated random weights
+    ~100 detections pass, so ``count`` <= 100 is the number the graph really returns."""
+    from dataclasses import replace
+
+    from isseg.model.mask_rcnn import MaskRCNN
+
+    cfg = model.config
+    roi = replace(cfg.roi, score_thresh=1.0) if count == 0 else replace(cfg.roi, detections_per_img=count)
+    twin = MaskRCNN(replace(cfg, roi=roi))
+    twin.load_state_dict(model.state_dict())
+    return twin.eval()
+
+
+def _exported(cfg: BenchConfig, model: Any, workdir: Path, precision: str, log: Callable[[str], None],
+              tag: str = "") -> Path:
     from isseg.deploy.export import export
 
-    stem = f"{model.config.name}" + ("" if precision == "fp32" else f"-{precision}")
+    stem = f"{model.config.name}{tag}" + ("" if precision == "fp32" else f"-{precision}")
     xml = workdir / f"{stem}.xml"
     if xml.is_file() and (precision != "fp32" or xml.with_suffix(".onnx").is_file()):
         return xml
@@ -272,7 +301,7 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[
             for r, d in zip(results[offset:], dets[offset:]):
                 r.agreement = _agreement(reference, d)
         if cfg.torchvision:
-            results[0].throughput, results[0].throughput_mode = 1000.0 / results[0].e2e_ms, "sequential"
+            results[0].throughput = results[0].latency_ips
         del runners
         for (name, precision, make), r in zip(makers, results[offset:]):
             r.precision = precision
@@ -280,8 +309,11 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[
                 log(f"throughput of {name} ...")
                 r.throughput, r.throughput_mode = measure_throughput(make("throughput"), paths)
             else:
-                r.throughput, r.throughput_mode = 1000.0 / r.e2e_ms, "sequential"
-        compute = _compute_ceiling(model, results, cfg, log) if cfg.ceiling else None
+                r.throughput, r.throughput_mode = r.latency_ips, "latency"
+        if cfg.torchvision:
+            results[0].throughput_mode = "latency"
+        sweep = _detections_sweep(cfg, model, workdir, paths, log) if cfg.detections else []
+        compute = _compute_ceiling(model, results + sweep, cfg, log) if cfg.ceiling else None
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -296,8 +328,35 @@ def run_benchmark(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[
         "model": cfg.weights or f"{cfg.preset} (seeded realistic random weights)",
         "baseline_e2e_ms": base.e2e_ms if base else None,
         "results": [r.__dict__ for r in results],
+        "detections_sweep": [r.__dict__ for r in sweep],
         "compute": compute,
     }
+
+
+def _detections_sweep(cfg: BenchConfig, model: Any, workdir: Path, paths: Sequence[Path],
+                      log: Callable[[str], None]) -> list[Result]:
+    """End-to-end latency of OpenVINO's default precision and of int8 at each of ``cfg.detections``
+    detection counts (twins of the model exported for each count), interleaved on the same images."""
+    from isseg.deploy.predictor import Predictor
+
+    default = _default_precision()
+    runners: list[tuple[str, Any]] = []
+    precisions: list[str] = []
+    for count in cfg.detections:
+        twin = model if count == model.config.roi.detections_per_img else detections_variant(model, count)
+        tag = "" if twin is model else f"-det{count}"
+        xml = _exported(cfg, twin, workdir, "fp32", log, tag)
+        runners.append((f"openvino default ({default}), {count} detections", Predictor(xml)))
+        precisions.append(_PROBED.get(default, ""))
+        if "int8" in cfg.precisions:
+            xml8 = _exported(cfg, twin, workdir, "int8", log, tag)
+            runners.append((f"openvino int8, {count} detections", Predictor(xml8)))
+            precisions.append("int8")
+    log(f"latency at {', '.join(map(str, cfg.detections))} detections: {len(runners)} configurations ...")
+    results, _ = measure_interleaved(runners, paths, cfg.warmup)
+    for r, p in zip(results, precisions):
+        r.precision = p
+    return results
 
 
 #: OpenVINO's INFERENCE_PRECISION_HINT -> the precision the ceiling probe measures
@@ -360,8 +419,9 @@ def format_report(report: dict[str, Any]) -> str:
         f"before {report['load_average'][:3]} after {report['load_average'][3:]} (shared machine)",
         "",
         "| backend / precision | decode | preprocess | infer | postprocess | end-to-end ms | x torchvision "
-        "| throughput img/s | dets/img | matched (all / >=0.5) | mask IoU (all / >=0.5) | compute bound ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| bound ms (precision) | x bound | img/s latency mode | img/s throughput mode | dets/img "
+        "| matched (all / >=0.5) | mask IoU (all / >=0.5) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         s = r["stages_ms"]
@@ -369,12 +429,25 @@ def format_report(report: dict[str, Any]) -> str:
         ag = r["agreement"]
         matched = f"{ag['matched_all']:.3f} / {ag['matched_0.5']:.3f}" if ag else "-"
         miou = f"{ag['mask_iou_all']:.3f} / {ag['mask_iou_0.5']:.3f}" if ag else "-"
-        tp = f"{r['throughput']:.2f} ({r['throughput_mode']})" if r["throughput"] else "-"
+        tp = f"{r['throughput']:.2f} ({r['throughput_mode']})" if r["throughput_mode"] != "latency" else "-"
         bound = f"{r['bound_ms']:.0f} ({r['precision']})" if r.get("bound_ms") else "-"
+        over = f"{r['e2e_ms'] / r['bound_ms']:.2f}" if r.get("bound_ms") else "-"
         lines.append(
             f"| {r['name']} | {s['decode']:.1f} | {s['preprocess']:.1f} | {s['infer']:.1f} | {s['postprocess']:.1f} "
-            f"| {r['e2e_ms']:.1f} | {ratio} | {tp} | {r['detections']:.1f} | {matched} | {miou} | {bound} |"
+            f"| {r['e2e_ms']:.1f} | {ratio} | {bound} | {over} | {r['latency_ips']:.2f} | {tp} "
+            f"| {r['detections']:.1f} | {matched} | {miou} |"
         )
+    sweep = report.get("detections_sweep") or []
+    if sweep:
+        lines += ["", "end-to-end ms by number of detections (twins of the model that return at most N; the mask "
+                  "head runs on the real detections only):", "",
+                  "| configuration | detections/img | end-to-end ms | infer ms | bound ms | x bound |",
+                  "|---|---|---|---|---|---|"]
+        for r in sweep:
+            bound = f"{r['bound_ms']:.0f}" if r.get("bound_ms") else "-"
+            over = f"{r['e2e_ms'] / r['bound_ms']:.2f}" if r.get("bound_ms") else "-"
+            lines.append(f"| {r['name']} | {r['detections']:.1f} | {r['e2e_ms']:.1f} | {r['stages_ms']['infer']:.1f} "
+                         f"| {bound} | {over} |")
     compute = report.get("compute")
     if compute:
         lines += ["", f"compute ceiling: the network is {compute['network_gflops']:.1f} GFLOPs per image (100 masks); "
