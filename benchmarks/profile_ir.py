@@ -34,8 +34,11 @@ def part_of(name: str) -> str:
 
 
 def kernel_precision(exec_type: str) -> str:
-    m = re.search(r"_(I8|U8|BF16|FP32|F32|FP16|I32|I64)$", exec_type)
-    return {"F32": "FP32"}.get(m.group(1), m.group(1)) if m else "?"
+    m = re.search(r"_(I8|U8|BF16|FP32|F32|FP16|F16|I32|I64)$", exec_type, re.IGNORECASE)
+    if not m:
+        return "?"
+    kind = m.group(1).upper()
+    return {"F32": "FP32", "F16": "FP16"}.get(kind, kind)
 
 
 def profile(xml: Path, images: list[np.ndarray], precision: str | None) -> dict:
@@ -76,7 +79,7 @@ def profile(xml: Path, images: list[np.ndarray], precision: str | None) -> dict:
             "images": n, "total_ms": total / n,
             "by_part": sorted(([p, t, k, ms / n] for (p, t, k), ms in by_part.items()), key=lambda r: -r[3]),
             "top_layers": sorted(([name, *row[:3], row[3] / n] for name, row in layers.items()),
-                                 key=lambda r: -r[4])[:40]}
+                                 key=lambda r: -r[4])}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -223,3 +223,30 @@ def test_grid_sample_paste_samples_pixel_centres():
     out = paste_masks(probs, torch.tensor([[10.0, 0.0, 38.0, 28.0]]), (28, 40), "grid_sample", 0.5)[0]
     row = out[14].nonzero().squeeze(1).tolist()
     assert row == list(range(10, 24))
+
+
+def test_grid_sample_paste_is_bit_identical_to_the_torch_formula():
+    """The paste computes its sampling grid with numpy float32; every pasted mask must be identical to the grid
+    of detectron2's / mmdetection's torch ops (arange + 0.5 - x0) / (x1 - x0) * 2 - 1, sampled the same way, on
+    random probabilities (many near 0.5) and boxes (fractional, tiny, huge, partly outside the image)."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    n, h, w = 300, 97, 131
+    probs = (0.5 + (torch.rand(n, 28, 28, generator=g) - 0.5) * 0.02).float()
+    xy = torch.rand(n, 2, generator=g) * torch.tensor([w * 1.2, h * 1.2]) - 10
+    wh = torch.rand(n, 2, generator=g) ** 3 * torch.tensor([w, h]) * 1.5 + 0.3
+    boxes = torch.cat([xy, xy + wh], 1).float()
+    got = paste_masks(probs, boxes, (h, w), "grid_sample", 0.5)
+    for i in range(n):
+        x0, y0, x1, y1 = boxes[i].unbind(0)
+        xa, ya = max(int(x0.floor()) - 1, 0), max(int(y0.floor()) - 1, 0)
+        xb, yb = min(int(x1.ceil()) + 1, w), min(int(y1.ceil()) + 1, h)
+        expected = torch.zeros(h, w, dtype=torch.bool)
+        if xb > xa and yb > ya:
+            ys = (torch.arange(ya, yb, dtype=torch.float32) + 0.5 - y0) / (y1 - y0) * 2 - 1
+            xs = (torch.arange(xa, xb, dtype=torch.float32) + 0.5 - x0) / (x1 - x0) * 2 - 1
+            gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+            sampled = F.grid_sample(probs[i][None, None], torch.stack([gx, gy], -1)[None], align_corners=False)
+            expected[ya:yb, xa:xb] = sampled[0, 0] >= 0.5
+        assert torch.equal(got[i], expected), i

@@ -111,13 +111,6 @@ def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[tupl
 
 
 # ------------------------------------------------------------------------------------------------ outputs
-def category_ids_for(class_names: tuple[str, ...]) -> list[int]:
-    """COCO's own category ids for the 80 COCO classes, else 1..K."""
-    from isseg.config import COCO_CATEGORY_IDS, COCO_CLASSES
-
-    return list(COCO_CATEGORY_IDS) if tuple(class_names) == COCO_CLASSES else list(range(1, len(class_names) + 1))
-
-
 class ImageIds:
     """COCO file names (000000000139.jpg) give their numeric id; others a running number; never twice."""
 
@@ -154,7 +147,7 @@ def latest_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def write_coco(out_dir: Path, records_file: Path, class_names: tuple[str, ...]) -> tuple[Path, Path]:
     """``results.json`` + ``images.json`` from the records file, each written atomically."""
-    from isseg.engine.records import read_records, records_to_coco
+    from isseg.engine.records import category_ids_for, read_records, records_to_coco
 
     category_ids = category_ids_for(class_names)
     records = latest_records(read_records(records_file, tolerate_partial=True)) if records_file.is_file() else []

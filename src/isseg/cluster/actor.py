@@ -36,6 +36,7 @@ class PredictorSpec:
     masks: bool = True
     classes: tuple[int, ...] | None = None  # class indices to keep (None: all)
     num_threads: int = 0  # 0: the CPUs Ray gives the actor
+    mode: str = "latency"  # OpenVINO: "throughput" streams each batch with several requests in flight
 
 
 def image_id_of(path: str) -> int | None:
@@ -101,7 +102,8 @@ def load_predictor(spec: PredictorSpec, files: dict[str, bytes] | None = None) -
         source = str(Path(keep.name, Path(spec.source).name))
     try:
         predictor = Predictor(source, backend=spec.backend, device=spec.device, threshold=spec.threshold,
-                              precision=spec.precision, preset=spec.preset, num_threads=spec.num_threads)
+                              precision=spec.precision, preset=spec.preset, num_threads=spec.num_threads,
+                              mode=spec.mode)
     except (ValueError, OSError, RuntimeError) as exc:  # name the user's file, not the actor's private copy
         raise type(exc)(str(exc).replace(source, spec.source)) from None
     return predictor, keep
@@ -117,9 +119,12 @@ def describe(predictor: Any) -> str:
 
 def predict_record(predictor: Any, image: np.ndarray, path: str, spec: PredictorSpec) -> dict[str, Any]:
     """One image -> its record (the filter on ``spec.classes`` applied, as ``isseg predict --classes``)."""
+    return detections_to_record(predictor.predict(image, masks=spec.masks), path, spec)
+
+
+def detections_to_record(det: Any, path: str, spec: PredictorSpec) -> dict[str, Any]:
     from isseg.engine.records import detections_record
 
-    det = predictor.predict(image, masks=spec.masks)
     if spec.classes is not None:
         det = det.filter(np.isin(det.labels, list(spec.classes)))
     return detections_record(det, path, image_id_of(path), masks=spec.masks)
@@ -148,13 +153,18 @@ class PredictActor:
 
         out: list[str] = []
         done: list[float] = []
-        for path, image, error in zip(batch["path"], batch["image"], batch["error"]):
-            path = str(path)
-            if error:
-                rec = error_record(path, str(error), image_id_of(path))
+        paths = [str(p) for p in batch["path"]]
+        good = [i for i, error in enumerate(batch["error"]) if not error]
+        results = self._detect([np.asarray(batch["image"][i]) for i in good])
+        for i, path in enumerate(paths):
+            if batch["error"][i]:
+                rec = error_record(path, str(batch["error"][i]), image_id_of(path))
             else:
                 try:
-                    rec = predict_record(self.predictor, np.asarray(image), path, self.spec)
+                    det = next(results)
+                    if isinstance(det, BaseException):
+                        raise det
+                    rec = detections_to_record(det, path, self.spec)
                 except (ValueError, OSError, RuntimeError) as exc:
                     rec = error_record(path, f"{path}: {exc}" if path not in str(exc) else str(exc),
                                        image_id_of(path))
@@ -162,6 +172,20 @@ class PredictActor:
             done.append(time.time())
         # wall-clock times of each row from its decode to its record: the steady rate, measured where the work is
         return {"index": batch["index"], "record": out, "started": batch["started"], "done": done}
+
+    def _detect(self, images: list[np.ndarray]) -> Any:
+        """Detections (or the error) of each image, in order: streamed with several requests in flight in
+        throughput mode (as ``isseg predict`` on a folder), else one ``predict`` after the other."""
+        if self.spec.mode == "throughput" and self.predictor.backend == "openvino":
+            return iter(self.predictor.predict_stream(images, errors="return", masks=self.spec.masks))
+
+        def one_by_one() -> Any:
+            for image in images:
+                try:
+                    yield self.predictor.predict(image, masks=self.spec.masks)
+                except (ValueError, OSError, RuntimeError) as exc:
+                    yield exc
+        return one_by_one()
 
 
 def spec_dict(spec: PredictorSpec) -> dict[str, Any]:

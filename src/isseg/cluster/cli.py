@@ -15,14 +15,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("pass --model (an exported .xml / .onnx) or --weights (a checkpoint)")
     if args.model and args.weights:
         raise ValueError("pass either --model or --weights, not both")
-    if getattr(args, "use_async", False) or getattr(args, "max_frames", 0):
-        print("isseg predict: --ray ignores --async / --max-frames (images only)", file=sys.stderr)
+    if getattr(args, "max_frames", 0):
+        print("isseg predict: --ray ignores --max-frames (images only)", file=sys.stderr)
     summary = predict_ray(args.inputs, args.model or args.weights, args.output, address=args.ray,
                           actors=getattr(args, "actors", None), cpus_per_actor=getattr(args, "cpus_per_actor", None),
                           shard_size=getattr(args, "shard_size", None), backend=args.backend, device=args.device,
                           threshold=args.threshold, precision=args.precision, preset=args.preset,
                           masks=not args.no_masks, classes=args.classes, recursive=args.recursive,
-                          coco=not args.no_json, progress=not args.quiet,
+                          coco=not args.no_json, progress=not args.quiet, mode=getattr(args, "mode", None) or "auto",
                           gpus_per_actor=1.0 if (args.device or "").lower().startswith(("cuda", "gpu")) else 0.0)
     for e in summary["input_errors"]:
         print(f"isseg predict: {e}", file=sys.stderr)
@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     if summary["images_computed"]:
         pool = summary.get("pool", {})
         print(f"  Ray start {secs['ray_start']:.2f} s, first image started at {secs['first_image_started']:.2f} s "
-              f"(actors up, model loaded), {pool.get('actors')} actor(s) x {pool.get('cpus_per_actor'):g} CPU; "
+              f"(actors up, model loaded), {pool.get('actors')} actor(s) x {pool.get('cpus_per_actor'):g} CPU, "
+              f"{pool.get('mode')} mode; "
               f"{secs['pipeline']:.2f} s = {summary['images_per_s']:.2f} images/s end to end, "
               f"{summary['steady_images_per_s']:.2f} images/s once running")
     return 1 if summary["errors"] or summary["input_errors"] else 0

@@ -63,21 +63,28 @@ def shared_core() -> Any:
     return ov.Core()
 
 
+def read_ir(path: str | Path) -> Any:
+    """``ov.Model`` of an IR (``.xml`` + its ``.bin``) or ONNX file, read by the shared Core; a missing or
+    unreadable file is one error that names it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    if path.suffix == ".xml" and not path.with_suffix(".bin").is_file():
+        raise FileNotFoundError(f"weights of the IR not found: {path.with_suffix('.bin')}")
+    try:
+        return shared_core().read_model(str(path))
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: not a model OpenVINO can read ({str(exc).splitlines()[0]})") from None
+
+
 class OpenVINORuntime:
     name = "openvino"
 
     def __init__(self, path: str | Path, device: str = "CPU", precision: str | None = None,
                  mode: str = "latency", num_requests: int = 0, num_threads: int = 0) -> None:
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"model file not found: {path}")
-        if path.suffix == ".xml" and not path.with_suffix(".bin").is_file():
-            raise FileNotFoundError(f"weights of the IR not found: {path.with_suffix('.bin')}")
         core = shared_core()
-        try:
-            model = core.read_model(str(path))
-        except RuntimeError as exc:
-            raise ValueError(f"{path}: not an OpenVINO IR OpenVINO can read ({str(exc).splitlines()[0]})") from None
+        model = read_ir(path)
         if len(model.inputs) != 1:
             raise ValueError(f"{path}: expected one image input, got {len(model.inputs)} inputs")
         shape = model.inputs[0].get_partial_shape()

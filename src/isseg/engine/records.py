@@ -67,6 +67,13 @@ def record_to_detections(record: dict[str, Any], class_names: Sequence[str] = ()
     return Detections(boxes, scores, labels, masks, tuple(class_names), (h, w))
 
 
+def category_ids_for(class_names: Sequence[str]) -> list[int]:
+    """The COCO category id of each class index: COCO's own ids for the 80 COCO classes, else 1..K."""
+    from isseg.config import COCO_CATEGORY_IDS, COCO_CLASSES
+
+    return list(COCO_CATEGORY_IDS) if tuple(class_names) == COCO_CLASSES else list(range(1, len(class_names) + 1))
+
+
 def records_to_coco(records: Iterable[dict[str, Any]], category_ids: Sequence[int]
                     ) -> tuple[list[dict[str, Any]], list[int]]:
     """COCO result records (bbox ``[x, y, w, h]``, RLE segmentation) and the ids of the images without error."""

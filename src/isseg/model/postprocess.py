@@ -46,8 +46,9 @@ def to_detections(boxes: Tensor, scores: Tensor, labels: Tensor, mask_probs: Ten
         masks = paste_masks(probs, boxes, original_size, cfg.mask_paste, cfg.mask_threshold)
     if cfg.final_clip == "after_paste":  # letterboxed canvas: boxes may reach into the padding
         boxes, keep = _clip_nonempty(boxes, h, w)
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        masks = masks[keep] if masks is not None else None
+        if not bool(keep.all()):  # (indexing would copy every full-image mask)
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            masks = masks[keep] if masks is not None else None
     return Detections(boxes.numpy().astype(np.float32), scores.numpy(), labels.numpy(),
                       None if masks is None else masks.numpy(), tuple(class_names), (int(h), int(w)))
 
@@ -61,12 +62,17 @@ def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], metho
                 threshold: float) -> Tensor:
     """Paste [N, M, M] mask probabilities into [N, H, W] boolean full-image masks at ``boxes`` [N, 4]."""
     h, w = image_size
-    out = torch.zeros((masks.shape[0], h, w), dtype=torch.bool)
     masks, boxes = masks.float().cpu(), boxes.float().cpu()
-    paste = _paste_torchvision if method == "torchvision" else _paste_grid_sample
+    if method == "torchvision":
+        out_t = torch.zeros((masks.shape[0], h, w), dtype=torch.bool)
+        for i in range(masks.shape[0]):
+            _paste_torchvision(masks[i], boxes[i], out_t[i], threshold)
+        return out_t
+    out = np.zeros((masks.shape[0], h, w), dtype=bool)
+    boxes_np = boxes.numpy()
     for i in range(masks.shape[0]):
-        paste(masks[i], boxes[i], out[i], threshold)
-    return out
+        _paste_grid_sample(masks[i], boxes_np[i], out[i], threshold)
+    return torch.from_numpy(out)
 
 
 def _paste_torchvision(mask: Tensor, box: Tensor, out: Tensor, threshold: float) -> None:
@@ -89,20 +95,23 @@ def _paste_torchvision(mask: Tensor, box: Tensor, out: Tensor, threshold: float)
         out[ya:yb, xa:xb] = resized[ya - y0 : yb - y0, xa - x0 : xb - x0] > threshold
 
 
-def _paste_grid_sample(mask: Tensor, box: Tensor, out: Tensor, threshold: float) -> None:
+def _paste_grid_sample(mask: Tensor, box: np.ndarray, out: np.ndarray, threshold: float) -> None:
     """detectron2 / mmdetection (``_do_paste_mask`` on the CPU): sample the mask bilinearly at each pixel centre
-    of the box's integer neighbourhood, in float32 as they compute it, ``>= threshold``."""
+    of the box's integer neighbourhood, in float32 as they compute it, ``>= threshold``. The sampling grid is
+    computed with numpy float32 operations in the same order as their torch ones (IEEE-rounded the same, so
+    bit-identical, ``tests/test_conventions.py``) at a fraction of the per-call cost of tiny torch ops."""
     im_h, im_w = out.shape
-    x0, y0, x1, y1 = box.unbind(0)
+    x0, y0, x1, y1 = (np.float32(v) for v in box)
     xa = max(int(math.floor(float(x0))) - 1, 0)
     ya = max(int(math.floor(float(y0))) - 1, 0)
     xb = min(int(math.ceil(float(x1))) + 1, im_w)
     yb = min(int(math.ceil(float(y1))) + 1, im_h)
     if xb <= xa or yb <= ya:
         return
-    ys = (torch.arange(ya, yb, dtype=torch.float32) + 0.5 - y0) / (y1 - y0) * 2 - 1
-    xs = (torch.arange(xa, xb, dtype=torch.float32) + 0.5 - x0) / (x1 - x0) * 2 - 1
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    grid = torch.stack([gx, gy], dim=-1)[None]
-    sampled = F.grid_sample(mask[None, None], grid, align_corners=False)[0, 0]
-    out[ya:yb, xa:xb] = sampled >= threshold
+    ys = (np.arange(ya, yb, dtype=np.float32) + np.float32(0.5) - y0) / (y1 - y0) * np.float32(2) - np.float32(1)
+    xs = (np.arange(xa, xb, dtype=np.float32) + np.float32(0.5) - x0) / (x1 - x0) * np.float32(2) - np.float32(1)
+    grid = np.empty((1, yb - ya, xb - xa, 2), dtype=np.float32)
+    grid[0, :, :, 0] = xs[None, :]
+    grid[0, :, :, 1] = ys[:, None]
+    sampled = F.grid_sample(mask[None, None], torch.from_numpy(grid), align_corners=False)[0, 0]
+    out[ya:yb, xa:xb] = sampled.numpy() >= threshold

@@ -237,15 +237,11 @@ class ContractModel(ServedModel):
         self._preprocess = preprocess  # image -> network input, e.g. the Predictor's own (see _embedded_preprocess)
         import openvino as ov
 
-        from isseg.deploy.runtime_openvino import shared_core
+        from isseg.deploy.runtime_openvino import read_ir, shared_core
 
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"model file not found: {path}")
-        if path.suffix == ".xml" and not path.with_suffix(".bin").is_file():
-            raise FileNotFoundError(f"weights of the IR not found: {path.with_suffix('.bin')}")
         core = shared_core()
-        model = core.read_model(str(path))
+        model = read_ir(path)
         self.rt_info = _onnx_rt_info(path) if path.suffix == ".onnx" else _plain_rt_info(model.get_rt_info())
         self.inputs = [self._tensor_meta(p) for p in model.inputs]
         self.outputs = [self._tensor_meta(p) for p in model.outputs]
