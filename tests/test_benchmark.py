@@ -60,13 +60,16 @@ def test_small_end_to_end_run_reports_ratios_and_bounds(coco_mini, tmp_path) -> 
 
 def test_throughput_mode_and_detection_counts_are_measured(coco_mini, tmp_path) -> None:  # noqa: ANN001
     cfg = benchmark.BenchConfig(images=2, backends=("openvino",), precisions=("fp32",), input_size=(192, 256),
-                                torchvision=False, ceiling=False, workdir=str(tmp_path), detections=(0, 7))
+                                torchvision=False, ceiling=False, workdir=str(tmp_path), detections=(0, 7, 100))
     report = benchmark.run_benchmark(cfg, log=lambda _: None)
     ov32 = next(r for r in report["results"] if r["name"] == "openvino fp32")
     assert ov32["latency_ips"] > 0 and ov32["throughput"] > 0 and "requests" in ov32["throughput_mode"]
     counts = {r["name"]: r["detections"] for r in report["detections_sweep"]}
-    assert len(counts) == 2
+    assert len(counts) == 3
     zero = next(v for k, v in counts.items() if k.endswith(", 0 detections"))
     seven = next(v for k, v in counts.items() if k.endswith(", 7 detections"))
+    full = next(v for k, v in counts.items() if k.endswith(", 100 detections"))
     assert zero == 0 and 0 < seven <= 7  # the twins return what they were made to
+    default = next(r for r in report["results"] if r["name"].startswith("openvino default"))
+    assert full > 7 and full == default["detections"]  # the model itself, not a twin's export under its name
     assert "by number of detections" in benchmark.format_report(report)

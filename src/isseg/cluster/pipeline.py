@@ -242,6 +242,15 @@ def _pool_size(ray: Any, actors: int | None, cpus: float | None, gpus: float) ->
     return int(actors), float(cpus)
 
 
+def _rows(ds: Any) -> Any:
+    """The pipeline's output rows, each block as soon as it is done (``iter_rows`` prefetches a block ahead,
+    which holds every finished record back until the next block is done too: with a few large blocks, no
+    shard would be written until the end)."""
+    for batch in ds.iter_batches(batch_size=None, prefetch_batches=0):
+        for j in range(len(batch["index"])):
+            yield {key: batch[key][j] for key in ("index", "record", "started", "done")}
+
+
 def _run(ray: Any, layout: ShardLayout, todo: list[int], spec: PredictorSpec, summary: dict[str, Any],
          actors: int | None, cpus: float | None, gpus: float, batch_size: int, ship_model: bool,
          progress: bool) -> tuple[float | None, float | None]:
@@ -272,7 +281,7 @@ def _run(ray: Any, layout: ShardLayout, todo: list[int], spec: PredictorSpec, su
     wall0 = time.time()
     t_first = t_last = None
     first_start = last_done = None
-    rows_iter = iter(ds.iter_rows())
+    rows_iter = _rows(ds)
     while True:
         try:
             row = next(rows_iter)

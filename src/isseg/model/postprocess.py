@@ -108,8 +108,9 @@ def _paste_grid_sample(mask: Tensor, box: np.ndarray, out: np.ndarray, threshold
     yb = min(int(math.ceil(float(y1))) + 1, im_h)
     if xb <= xa or yb <= ya:
         return
-    ys = (np.arange(ya, yb, dtype=np.float32) + np.float32(0.5) - y0) / (y1 - y0) * np.float32(2) - np.float32(1)
-    xs = (np.arange(xa, xb, dtype=np.float32) + np.float32(0.5) - x0) / (x1 - x0) * np.float32(2) - np.float32(1)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero-width box: inf / nan, as torch gives silently
+        ys = (np.arange(ya, yb, dtype=np.float32) + np.float32(0.5) - y0) / (y1 - y0) * np.float32(2) - np.float32(1)
+        xs = (np.arange(xa, xb, dtype=np.float32) + np.float32(0.5) - x0) / (x1 - x0) * np.float32(2) - np.float32(1)
     grid = np.empty((1, yb - ya, xb - xa, 2), dtype=np.float32)
     grid[0, :, :, 0] = xs[None, :]
     grid[0, :, :, 1] = ys[:, None]
