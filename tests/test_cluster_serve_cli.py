@@ -36,13 +36,16 @@ def _isseg(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     (["--ray", "--cpus-per-replica", "-1"], "--cpus-per-replica must be >= 0"),
     (["--ray", "--set", "nope.workers=2"], "--set names unknown model(s) nope"),
 ])
-def test_bad_options_fail_before_ray_starts(tmp_path, args, message):
+def test_bad_options_fail_before_ray_starts(args, message):
     exported = small_export(11.0)
     t0 = time.perf_counter()
     r = _isseg("serve", str(exported.xml), *args)
     assert r.returncode == 1, r.stderr
     assert r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
     assert time.perf_counter() - t0 < 60  # no Ray cluster was started for it
+
+
+def test_missing_model_fails_before_ray_starts(tmp_path):
     r = _isseg("serve", str(tmp_path / "missing.xml"), "--ray")
     assert r.returncode == 1 and "model file not found" in r.stderr and r.stderr.count("\n") == 1, r.stderr
 

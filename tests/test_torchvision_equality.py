@@ -23,6 +23,21 @@ from tv_reference import seeded_torchvision, torchvision_predict, tv_label_to_is
 IMAGES = ["000000000139.jpg", "000000000802.jpg"]  # a landscape and a portrait photo
 
 
+def _tie_order(det: isseg.Detections, ref: dict, ref_labels: np.ndarray) -> np.ndarray:
+    """Our row for each of torchvision's, in its order. Rows keep their place except where two detections of
+    one label have scores within 1e-6 (seen: 0.16816665 / 0.16816664), whose order float rounding decides;
+    there the row with the nearest box is taken. Anything else must match in place."""
+    order = np.arange(len(det))
+    for i in range(len(det)):
+        tied = [j for j in range(len(det)) if det.labels[j] == ref_labels[i]
+                and abs(float(det.scores[j]) - float(ref["scores"][i])) <= 1e-6]
+        if len(tied) > 1:
+            order[i] = min(tied, key=lambda j: float(np.abs(det.boxes[j] - ref["boxes"][i]).max()))
+    assert len(set(order.tolist())) == len(order), "two torchvision detections matched one of ours"
+    assert (order != np.arange(len(det))).sum() <= 2, "more than one pair of tied detections swapped"
+    return order
+
+
 @pytest.mark.parametrize("version", [1, 2])
 def test_same_detections_as_torchvision(version: int, coco_mini: Path, tmp_path: Path) -> None:
     tv_model = seeded_torchvision(version)
@@ -37,12 +52,14 @@ def test_same_detections_as_torchvision(version: int, coco_mini: Path, tmp_path:
         det = model.predict(image)
         assert len(ref["scores"]) >= 20, "the seeded model should give realistic detections"
         assert len(det) == len(ref["scores"])
-        np.testing.assert_array_equal(det.labels, tv_label_to_isseg(ref["labels"], 91))
-        np.testing.assert_allclose(det.boxes, ref["boxes"], atol=0.05, rtol=0)
-        np.testing.assert_allclose(det.scores, ref["scores"], atol=1e-4, rtol=0)
-        assert det.masks.shape == ref["masks"].shape == (len(det), *image.shape[:2])
-        inter = (det.masks & ref["masks"]).sum((1, 2))
-        union = (det.masks | ref["masks"]).sum((1, 2))
+        order = _tie_order(det, ref, tv_label_to_isseg(ref["labels"], 91))
+        boxes, scores, labels, masks = det.boxes[order], det.scores[order], det.labels[order], det.masks[order]
+        np.testing.assert_array_equal(labels, tv_label_to_isseg(ref["labels"], 91))
+        np.testing.assert_allclose(boxes, ref["boxes"], atol=0.05, rtol=0)
+        np.testing.assert_allclose(scores, ref["scores"], atol=1e-4, rtol=0)
+        assert masks.shape == ref["masks"].shape == (len(det), *image.shape[:2])
+        inter = (masks & ref["masks"]).sum((1, 2))
+        union = (masks | ref["masks"]).sum((1, 2))
         iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
         assert iou.min() >= 0.98
 
