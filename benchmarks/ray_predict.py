@@ -2,10 +2,12 @@
 machine, same run; and Ray's start-up overhead.
 
     .venv/bin/python benchmarks/ray_predict.py --images 24                      # small 320x416 IR (exported here)
+    .venv/bin/python benchmarks/ray_predict.py --images 40 --input-size 768 1024  # the seed's size (exported here)
     .venv/bin/python benchmarks/ray_predict.py --model exported/security-0002.xml --images 24 --rounds 2
 
 Configurations (2 CPUs): ``isseg predict`` (one process, OpenVINO on both cores); Ray, 1 actor x 2 CPUs; Ray,
-2 actors x 1 CPU. Each round runs all three, in that order, so a machine shared with other jobs slows them
+2 actors x 1 CPU (and, with ``--compare-batch-size N``, 1 actor x 2 CPUs with batches of N). Each
+round runs them all, in that order, so a machine shared with other jobs slows them
 alike (Ray's workers at normal priority, as a Ray started by ``isseg.cluster`` runs them, not Ray's default
 nice 15, which on a shared machine hands their CPU time to the other jobs); each round's figures are compared
 with that round's ``isseg predict``. Figures:
@@ -34,8 +36,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def small_model(folder: Path) -> Path:
-    """The tests' small export: seeded realistic random weights, 320x416, raised background logit."""
+def small_model(folder: Path, input_size: tuple[int, int] = (320, 416)) -> Path:
+    """The tests' small export: seeded realistic random weights, 320x416 (or ``input_size``), raised background
+    logit."""
     import torch
 
     from isseg.deploy.export import export
@@ -44,7 +47,7 @@ def small_model(folder: Path) -> Path:
     model = realistic_random_model("security-0002", seed=1)
     with torch.no_grad():
         model.roi_heads.box_predictor.cls_score.bias[-1] += 11.0
-    return export(model, folder, "openvino", "fp32", input_size=(320, 416))
+    return export(model, folder, "openvino", "fp32", input_size=input_size)
 
 
 def run_predict(images: Path, model: Path, out: Path, threshold: float) -> dict[str, float]:
@@ -65,7 +68,7 @@ def run_ray(images: Path, model: Path, out: Path, threshold: float, actors: int,
     from isseg.cluster import predict_ray
 
     s = predict_ray([str(images)], str(model), out, threshold=threshold, actors=actors, cpus_per_actor=cpus,
-                    shard_size=8, batch_size=batch_size)
+                    shard_size=32, batch_size=batch_size)
     n, sec = s["images_computed"], s["seconds"]
     return {"images": n, "wall_s": sec["pipeline"], "end_to_end": n / sec["pipeline"],
             "steady": s["steady_images_per_s"], "first_image_started_s": sec["first_image_started"]}
@@ -74,11 +77,15 @@ def run_ray(images: Path, model: Path, out: Path, threshold: float, actors: int,
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="OpenVINO IR (default: the small 320x416 test export, made here)")
-    ap.add_argument("--images", type=int, default=24, help="coco-mini val2017 images (default 24)")
+    ap.add_argument("--input-size", type=int, nargs=2, default=[320, 416], metavar=("H", "W"),
+                    help="input size of the export made here (default 320 416; 768 1024 is the seed's contract)")
+    ap.add_argument("--images", type=int, default=24, help="coco-mini images, val2017 then train2017 (159 in all; "
+                    "more are copies of those) (default 24)")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--threshold", type=float, default=0.05)
-    ap.add_argument("--batch-size", type=int, help="images per Ray Data batch (default: predict_ray's, 4 in "
+    ap.add_argument("--batch-size", type=int, help="images per Ray Data batch (default: predict_ray's, 16 in "
                     "throughput mode)")
+    ap.add_argument("--compare-batch-size", type=int, help="also run 1 actor x 2 CPUs with this batch size")
     ap.add_argument("--coco-mini", default=str(ROOT.parent / "shared/datasets/coco-mini"))
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
@@ -87,27 +94,30 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="isseg-ray-bench-"))
     try:
-        files = sorted((Path(args.coco_mini) / "val2017").glob("*.jpg"))[:args.images]
-        if len(files) < args.images:
-            raise SystemExit(f"{args.coco_mini}/val2017: {len(files)} images, {args.images} asked for")
+        found = [f for split in ("val2017", "train2017") for f in sorted((Path(args.coco_mini) / split).glob("*.jpg"))]
+        if not found:
+            raise SystemExit(f"{args.coco_mini}: no val2017/ or train2017/ images")
+        files = [found[i % len(found)] for i in range(args.images)]
         images = work / "images"
         images.mkdir()
-        for f in files:
-            shutil.copy(f, images / f.name)
-        model = Path(args.model) if args.model else small_model(work / "model")
+        for i, f in enumerate(files):  # past the 159 images, copies under new names (a larger collection)
+            shutil.copy(f, images / (f.name if i < len(found) else f"{f.stem}-copy{i // len(found)}{f.suffix}"))
+        model = Path(args.model) if args.model else small_model(work / "model", tuple(args.input_size))
         os.environ.setdefault("RAY_worker_niceness", "0")  # as isseg.cluster.connect: workers at normal priority
         t0 = time.perf_counter()
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         ray_start = time.perf_counter() - t0
-        configs = {"isseg predict (1 process, 2 threads)": None, "Ray, 1 actor x 2 CPUs": (1, 2.0),
-                   "Ray, 2 actors x 1 CPU": (2, 1.0)}
+        configs = {"isseg predict (1 process, 2 threads)": None, "Ray, 1 actor x 2 CPUs": (1, 2.0, args.batch_size),
+                   "Ray, 2 actors x 1 CPU": (2, 1.0, args.batch_size)}
+        if args.compare_batch_size:
+            configs[f"Ray, 1 actor x 2 CPUs, batches of {args.compare_batch_size}"] = (1, 2.0, args.compare_batch_size)
         rounds: list[dict[str, dict[str, float]]] = []
         for r in range(args.rounds):
             rounds.append({})
             for i, (name, cfg) in enumerate(configs.items()):
                 out = work / f"out-{r}-{i}"
                 res = run_predict(images, model, out, args.threshold) if cfg is None else \
-                    run_ray(images, model, out, args.threshold, *cfg, args.batch_size)
+                    run_ray(images, model, out, args.threshold, *cfg)
                 rounds[-1][name] = res
                 print(f"round {r + 1}: {name}: {json.dumps({k: round(v, 3) for k, v in res.items()})}", flush=True)
         ray.shutdown()

@@ -98,6 +98,26 @@ def _same_detections(a: dict, b: dict) -> None:
         assert da["mask"] == db["mask"]  # COCO RLE of the pasted mask, pixel for pixel
 
 
+def test_actor_in_latency_mode_equals_isseg_predict(images, exported, reference):
+    """The actor's two stages called directly (a Ray Data batch as a dict) in latency mode, the mode of
+    non-OpenVINO models: the same records as ``isseg predict`` (throughput mode), bad files as error rows."""
+    from isseg.cluster.actor import PredictActor, PredictorSpec, decode_batch, spec_dict
+
+    paths = sorted(str(p) for p in images.iterdir() if p.suffix != ".txt")
+    batch = decode_batch({"index": np.arange(len(paths)), "path": np.array(paths)})
+    spec = PredictorSpec(str(exported.xml), threshold=0.05, num_threads=2, mode="latency")
+    actor = PredictActor(spec_dict(spec))
+    assert actor.predictor.runtime.num_requests == 1
+    out = actor(batch)
+    assert list(out["index"]) == list(range(len(paths)))
+    for path, line in zip(paths, out["record"]):
+        rec, name = json.loads(line), Path(path).name
+        if name in ("broken.jpg", "empty.png"):
+            assert rec["error"] and name in rec["error"]
+        else:
+            _same_detections(rec, reference[name])
+
+
 def test_ray_equals_isseg_predict(ray_run, reference, images):
     shards = sorted(p.name for p in ray_run.glob("shard-*.jsonl"))
     assert shards == ["shard-00000.jsonl", "shard-00001.jsonl", "shard-00002.jsonl"]  # 8 images, shards of 3

@@ -67,6 +67,29 @@ def test_batch_async_and_inputs(exported, tmp_path):
     assert len(out[0]) == len(out[3]) == len(expected[0])
 
 
+@pytest.mark.parametrize("mode", ["latency", "throughput"])
+def test_stream_keeps_going_past_a_postprocess_error(exported, mode, monkeypatch):
+    """A RuntimeError while post-processing one image (as torch raises on a failed allocation) is that image's
+    error and the stream goes on, as for a failed inference: Ray actors and ``isseg predict`` rely on it."""
+    image = coco_image(0)
+    p = Predictor(exported.xml, precision="f32", mode=mode)
+    calls = {"n": 0}
+    original = p.postprocess
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("out of memory")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(p, "postprocess", flaky)
+    out = list(p.predict_stream([image, image, image], errors="return"))
+    assert isinstance(out[1], RuntimeError) and len(out[0]) == len(out[2]) > 0
+    calls["n"] = 0
+    with pytest.raises(RuntimeError, match="out of memory"):
+        list(p.predict_stream([image, image, image]))
+
+
 def test_foreign_ir_without_isseg_metadata(exported, tmp_path):
     """An IR with the seed's contract but none of our rt_info (as Open Model Zoo's) still works: COCO class
     names, masks pasted the Open Model Zoo way."""

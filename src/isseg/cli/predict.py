@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import inspect
 import itertools
 import json
 import sys
@@ -291,6 +290,33 @@ def run(args: argparse.Namespace) -> int:
     return _Run(args, predictor, out_dir, items, input_errors, t_load, device, keep).execute()
 
 
+class _VideoOut:
+    """The drawn copy of one video (``<stem>.mp4`` in the output folder), opened at its first frame, when its size
+    is known."""
+
+    def __init__(self, folder: Path, stem: str, taken: set[str]) -> None:
+        self.folder, self.stem, self.taken = folder, stem, taken
+        self.writer: Any = None
+
+    def open(self, frame: Any, fps: float) -> None:
+        import cv2
+
+        if self.writer is not None:
+            return
+        path = _unique_path(self.folder, f"{self.stem}.mp4", self.taken)
+        h, w = frame.shape[:2]
+        self.writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        if not self.writer.isOpened():
+            raise OSError(f"{path}: cannot write the drawn video")
+
+    def write(self, frame: Any) -> None:
+        self.writer.write(frame)
+
+    def release(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+
+
 class _Run:
     """One ``isseg predict`` run: the loop over the inputs, the streamed records, and the final summary."""
 
@@ -391,6 +417,10 @@ class _Run:
                 self.stage_totals[k] += v
         return det
 
+    def _predict_stream(self, images: Iterator[Any]) -> Iterator[Any]:
+        """Throughput mode: detections (or the error) of each image, in order, several in flight."""
+        return self.predictor.predict_stream(images, errors="return", masks=not self.args.no_masks)
+
     # -- images --------------------------------------------------------------------------------------------
     def _image_jobs(self) -> list[tuple[Path, Path]]:
         """(input, drawn output) of every image, names given in input order (the same on a resumed run)."""
@@ -436,10 +466,7 @@ class _Run:
                     pending.append((path, path_out, image, None))
                     yield image
 
-        kwargs: dict[str, Any] = {"errors": "return"}
-        if "masks" in inspect.signature(self.predictor.predict_stream).parameters:
-            kwargs["masks"] = not self.args.no_masks
-        for result in self.predictor.predict_stream(feed(), **kwargs):
+        for result in self._predict_stream(feed()):
             path, path_out, image, err = pending.popleft()
             if err is None and isinstance(result, BaseException):
                 err = result
@@ -461,7 +488,7 @@ class _Run:
         name = f"camera{source}" if kind == "camera" else Path(source).name
         file = name if kind == "camera" else str(source)
         done_frames = self.done_frames.get(file, {}) if kind == "video" else {}
-        writer: list[Any] = []  # the drawn video, opened at the first frame
+        video = None if self.args.no_images else _VideoOut(self.out_dir, Path(name).stem, taken)
         fbar = None
         try:
             cap_total, fps = 0, 25.0
@@ -482,16 +509,11 @@ class _Run:
                     self.stage_totals["decode"] += time.perf_counter() - t0
                     if frame is None:
                         return
-                    if not writer and not self.args.no_images:
-                        out_path = _unique_path(self.out_dir, f"{Path(name).stem}.mp4", taken)
-                        h, w = frame.shape[:2]
-                        writer.append(cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h)))
-                        if not writer[0].isOpened():
-                            raise OSError(f"{out_path}: cannot write the drawn video")
+                    if video is not None:
+                        video.open(frame, fps)
                     yield n, frame
 
             def finish(n: int, frame: Any, det: Any) -> None:
-                video = writer[0] if writer else None
                 if det is None:  # resumed: redraw from the record, no inference
                     self._draw(record_to_detections(done_frames[n], self.predictor.class_names), frame, None, video)
                 else:
@@ -509,8 +531,8 @@ class _Run:
         finally:
             if fbar is not None:
                 fbar.close()
-            if writer:
-                writer[0].release()
+            if video is not None:
+                video.release()
 
     def _sync_frames(self, frames: Iterator[tuple[int, Any]], done: dict[int, Any], finish: Any) -> int:
         count = 0
@@ -540,10 +562,7 @@ class _Run:
                 else:
                     yield frame
 
-        kwargs: dict[str, Any] = {"errors": "return"}
-        if "masks" in inspect.signature(self.predictor.predict_stream).parameters:
-            kwargs["masks"] = not self.args.no_masks
-        for result in self.predictor.predict_stream(feed(), **kwargs):
+        for result in self._predict_stream(feed()):
             drain_done()
             n, frame, _ = waiting.popleft()
             if isinstance(result, BaseException):

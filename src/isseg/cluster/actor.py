@@ -5,7 +5,7 @@ error of that input. ``PredictActor`` (a Ray Data actor, one ``Predictor`` each,
 one ``isseg.engine.records`` record (a JSON string, so the rows stay plain Arrow strings).
 
 Decoding is the same ``cv2.IMREAD_COLOR`` decode as ``isseg predict``'s ``cv2.imread`` and the actor calls the
-same ``Predictor.predict``, so a Ray run and ``isseg predict`` give identical detections.
+same ``Predictor.predict_stream``, so a Ray run and ``isseg predict`` give identical detections.
 """
 
 from __future__ import annotations
@@ -113,16 +113,9 @@ def class_names_of(predictor: Any) -> tuple[str, ...]:
     return tuple(predictor.class_names)
 
 
-def describe(predictor: Any) -> str:
-    return repr(predictor)
-
-
-def predict_record(predictor: Any, image: np.ndarray, path: str, spec: PredictorSpec) -> dict[str, Any]:
-    """One image -> its record (the filter on ``spec.classes`` applied, as ``isseg predict --classes``)."""
-    return detections_to_record(predictor.predict(image, masks=spec.masks), path, spec)
-
-
 def detections_to_record(det: Any, path: str, spec: PredictorSpec) -> dict[str, Any]:
+    """One image's detections -> its record (the filter on ``spec.classes`` applied, as ``isseg predict
+    --classes``)."""
     from isseg.engine.records import detections_record
 
     if spec.classes is not None:
@@ -174,18 +167,9 @@ class PredictActor:
         return {"index": batch["index"], "record": out, "started": batch["started"], "done": done}
 
     def _detect(self, images: list[np.ndarray]) -> Any:
-        """Detections (or the error) of each image, in order: streamed with several requests in flight in
-        throughput mode (as ``isseg predict`` on a folder), else one ``predict`` after the other."""
-        if self.spec.mode == "throughput" and self.predictor.backend == "openvino":
-            return iter(self.predictor.predict_stream(images, errors="return", masks=self.spec.masks))
-
-        def one_by_one() -> Any:
-            for image in images:
-                try:
-                    yield self.predictor.predict(image, masks=self.spec.masks)
-                except (ValueError, OSError, RuntimeError) as exc:
-                    yield exc
-        return one_by_one()
+        """Detections (or the error) of each image, in order, as ``isseg predict`` computes them: in throughput
+        mode several requests in flight, in latency mode one after the other."""
+        return iter(self.predictor.predict_stream(images, errors="return", masks=self.spec.masks))
 
 
 def spec_dict(spec: PredictorSpec) -> dict[str, Any]:

@@ -25,6 +25,11 @@ from isseg.cluster.inputs import is_uri, list_inputs
 from isseg.cluster.shards import ShardLayout
 
 DEFAULT_SHARD_SIZE = 256
+# Images per actor call in throughput mode. Each call streams its batch with 2 requests in flight; the batch's last
+# image runs alone on one of the two streams. Two concurrent calls per actor (Ray Data's
+# max_concurrent_calls_per_actor, each with its own AsyncInferQueue) would remove that tail, but they deadlocked
+# in OpenVINO 2026.4 with 1-CPU actors (both threads stuck in start_async), so the tail is made small instead.
+THROUGHPUT_BATCH = 16
 
 
 def _require_ray() -> Any:
@@ -139,7 +144,9 @@ def predict_ray(inputs: list[str] | str, model: str, output: str | os.PathLike, 
         gpus_per_actor: GPUs for each actor (use with ``device="cuda"`` / ``"GPU"``).
         shard_size: images per shard (default 256; a resumed run keeps its own).
         batch_size: images per Ray Data batch (default: 1 in latency mode, which balances the actors best;
-            4 in throughput mode, whose actors stream each batch with several requests in flight).
+            16 in throughput mode (at most a block: shards then still complete one after the other), whose actors
+            stream each batch with several requests in flight: at a batch's end one request runs alone, so the
+            larger the batch the less of that idle tail).
         mode: "auto" (throughput for OpenVINO, as ``isseg predict`` on a folder), "latency" or "throughput".
         threshold, masks, classes, backend, device, precision, preset: as ``isseg predict``.
         coco: also write ``results.json`` (COCO results of the images with a numeric image id).
@@ -162,7 +169,6 @@ def predict_ray(inputs: list[str] | str, model: str, output: str | os.PathLike, 
         from isseg.deploy.predictor import backend_for
 
         mode = "throughput" if (backend or backend_for(str(model))) == "openvino" else "latency"
-    batch_size = batch_size or (4 if mode == "throughput" else 1)
     spec = PredictorSpec(str(model), backend, device, float(threshold), precision, preset, bool(masks), mode=mode)
     spec = PredictorSpec(**{**spec_dict(spec), "classes": _class_indices(classes, spec)})
     layout = ShardLayout.open(output, paths, shard_size, _settings(spec), DEFAULT_SHARD_SIZE)
@@ -252,7 +258,7 @@ def _rows(ds: Any) -> Any:
 
 
 def _run(ray: Any, layout: ShardLayout, todo: list[int], spec: PredictorSpec, summary: dict[str, Any],
-         actors: int | None, cpus: float | None, gpus: float, batch_size: int, ship_model: bool,
+         actors: int | None, cpus: float | None, gpus: float, batch_size: int | None, ship_model: bool,
          progress: bool) -> tuple[float | None, float | None]:
     """Run the pipeline over the pending shards; -> seconds from the start to the first and the last result."""
     t0 = time.perf_counter()
@@ -263,6 +269,7 @@ def _run(ray: Any, layout: ShardLayout, todo: list[int], spec: PredictorSpec, su
     rows = [{"index": i, "path": layout.paths[i]} for k in todo for i in layout.chunk(k)]
     # blocks small enough to keep every actor busy and shards completing in order, large enough to be cheap
     block = max(1, min(layout.shard_size, math.ceil(len(rows) / (4 * actors)), 64))
+    batch_size = batch_size or (min(THROUGHPUT_BATCH, block) if spec.mode == "throughput" else 1)
     ds = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / block))
     ds = ds.map_batches(decode_batch, batch_size=batch_size, num_cpus=cpus if not gpus else 1)
     files = model_files(spec.source) if ship_model else None
