@@ -169,7 +169,7 @@ class PredictActor:
     def _detect(self, images: list[np.ndarray]) -> Any:
         """Detections (or the error) of each image, in order, as ``isseg predict`` computes them: in throughput
         mode several requests in flight, in latency mode one after the other."""
-        return iter(self.predictor.predict_stream(images, errors="return", masks=self.spec.masks))
+        return self.predictor.predict_stream(images, errors="return", masks=self.spec.masks)
 
 
 def spec_dict(spec: PredictorSpec) -> dict[str, Any]:

@@ -168,15 +168,17 @@ class Predictor:
         if errors not in ("raise", "return"):
             raise ValueError("errors must be 'raise' or 'return'")
         for prepared, outputs, err in self.runtime.stream(images, self.preprocess):
-            result: Detections | Exception | None = err
             if err is None:
                 try:
-                    result = self.postprocess(outputs, prepared, threshold, masks)  # type: ignore[arg-type]
+                    det = self.postprocess(outputs, prepared, threshold, masks)  # type: ignore[arg-type]
                 except (ValueError, OSError, RuntimeError) as exc:  # this image's error, as an inference one
-                    result = exc
-            if isinstance(result, Exception) and errors == "raise":
-                raise result
-            yield result  # type: ignore[misc]
+                    err = exc
+                else:
+                    yield det
+                    continue
+            if errors == "raise":
+                raise err
+            yield err
 
     def predict_batch(self, images: Sequence[ImageInput], threshold: float | None = None) -> list[Detections]:
         """``predict`` over a list (asynchronously with OpenVINO: use ``mode="throughput"``)."""
