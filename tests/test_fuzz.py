@@ -5,7 +5,7 @@ Each mutated file must either be read (a flipped pixel byte is still an image) o
 ``KeyError``, ``struct.error``, ``IndexError``, ``UnicodeDecodeError`` escaping from a parser) fails the test
 and is listed with the mutation that caused it.
 
-Readers: images (``isseg.model.images.read_image`` and the training loader's ``read_image_bgr``), COCO JSON
+Readers: images (``isseg.sources.decode.read_image`` and the training loader's ``read_image_bgr``), COCO JSON
 (``CocoDataset``), checkpoints (``read_checkpoint`` and ``load_model``), exported IR metadata (``isseg.Predictor``
 on a mutated ``.xml``).
 """
@@ -100,7 +100,7 @@ def _is_image(array: Any) -> None:
 @pytest.mark.parametrize("suffix", [".jpg", ".png", ".bmp"])
 def test_fuzz_image_readers(suffix: str, tmp_path: Path) -> None:
     from isseg.data.coco import read_image_bgr
-    from isseg.model.images import read_image
+    from isseg.sources.decode import read_image
 
     rng = np.random.default_rng(SEED + len(suffix) + ord(suffix[1]))
     valid = cv2.imencode(suffix, _scene())[1].tobytes()

@@ -402,7 +402,7 @@ class _Run:
         self.stage_totals["write"] += time.perf_counter() - t1
 
     def _read(self, path: Path) -> Any:
-        from isseg.model.images import read_image
+        from isseg.sources.decode import read_image
 
         t0 = time.perf_counter()
         try:

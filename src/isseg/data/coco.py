@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from isseg.data.masks import segmentation_to_mask
-from isseg.model.images import check_image_bytes, image_format
+from isseg.sources.decode import check_image_bytes, image_format
 
 PathLike = str | os.PathLike
 
@@ -326,7 +326,7 @@ def read_image_bgr(path: PathLike, expected_hw: tuple[int, int] | None = None) -
 
 def _read_bytes(path: Path) -> bytes:
     """The file's bytes after the checks every reader shares (missing, unreadable, truncated: see
-    :func:`isseg.model.images.check_image_bytes`)."""
+    :func:`isseg.sources.decode.check_image_bytes`)."""
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     try:

@@ -12,11 +12,11 @@ from torch import Tensor, nn
 from isseg.config import ModelConfig, get_config
 from isseg.model.backbone import Backbone
 from isseg.model.detections import Detections
-from isseg.model.images import ImageLike, read_image
 from isseg.model.postprocess import to_detections
 from isseg.model.roi_heads import RoIHeads
 from isseg.model.rpn import RPN
 from isseg.model.transform import ImageBatch, ImageTransform
+from isseg.sources.decode import ImageLike, read_image
 
 
 class MaskRCNN(nn.Module):

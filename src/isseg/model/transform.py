@@ -203,9 +203,9 @@ def _scale_target(target: dict[str, Tensor], original: tuple[int, int], resized:
 
 
 def network_input(image: np.ndarray | str, cfg: InputConfig) -> tuple[np.ndarray, PreparedImage]:
-    """A user image (checked by :func:`isseg.model.images.read_image`) -> (the exported graph's ``image`` input,
+    """A user image (checked by :func:`isseg.sources.decode.read_image`) -> (the exported graph's ``image`` input,
     float32 [1, 3, h, w] C-contiguous, and its ``PreparedImage``): what every runtime is fed."""
-    from isseg.model.images import read_image
+    from isseg.sources.decode import read_image
 
     array = read_image(image)
     prepared = prepare_image(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1), cfg)
