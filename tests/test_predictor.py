@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,6 +15,7 @@ from test_export_common import SMALL, coco_image, small_export
 pytest.importorskip("openvino")
 pytest.importorskip("onnxruntime")
 
+import isseg  # noqa: E402
 from isseg.config import COCO_CLASSES  # noqa: E402
 from isseg.deploy.compare import compare  # noqa: E402
 from isseg.deploy.predictor import Predictor  # noqa: E402
@@ -152,3 +154,19 @@ def test_runtimes_share_one_openvino_core(exported):
     a = Predictor(exported.xml, precision="f32")
     b = Predictor(exported.xml, mode="throughput", num_requests=2)
     assert a.runtime.core is b.runtime.core is shared_core()
+
+
+def test_options_are_checked_and_a_closed_predictor_says_so(tmp_path: Path) -> None:
+    from isseg.deploy.predictor import Predictor, PredictorOptions
+
+    with pytest.raises(ValueError, match="unknown mode 'fast'"):
+        PredictorOptions(mode="fast")
+    with pytest.raises(ValueError, match=r"threshold must be in \[0, 1\]"):
+        PredictorOptions(threshold=1.5)
+    model = isseg.build_model("security-0002", num_classes=2).eval()
+    with Predictor(model, backend="onnx", threshold=0.25) as p:
+        export_dir = p.model_file.parent  # exported on the fly into a temporary folder
+        assert p.options.threshold == 0.25 and p.backend == "onnx" and p.model_file.is_file()
+    assert not export_dir.exists()  # the Predictor removed its temporary export
+    with pytest.raises(RuntimeError, match="this Predictor is closed"):
+        p.predict(np.zeros((32, 32, 3), np.uint8))

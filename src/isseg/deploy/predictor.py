@@ -16,9 +16,12 @@ checkpoint's, or the ``isseg/config`` metadata of an export.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ from isseg.model.postprocess import to_detections
 from isseg.model.transform import PreparedImage, network_input
 
 BACKENDS = ("torch", "openvino", "onnx")
+MODES = ("latency", "throughput")
 ImageInput = np.ndarray | str | Path
 
 
@@ -44,76 +48,140 @@ def backend_for(source: Any) -> str:
     return {".xml": "openvino", ".onnx": "onnx"}.get(suffix, "torch")
 
 
+@dataclass(frozen=True)
+class PredictorOptions:
+    """How a :class:`Predictor` runs its model; every field has a default, each is checked on construction.
+
+    Attributes:
+        backend: "torch", "openvino" or "onnx"; None: from the file type. A ``MaskRCNN`` or checkpoint with
+            backend "openvino" / "onnx" is exported (fp32) to a temporary folder that the Predictor owns.
+        device: "CPU" / "GPU" / "AUTO" (OpenVINO), "cpu" / "cuda" (PyTorch, ONNX Runtime); any case.
+        threshold: minimum score of the returned detections (0: all the network returns, as ``model.predict``).
+        precision: OpenVINO inference precision ("f32", "bf16", "f16"); None: the device's
+            (bf16 on CPUs with AVX512-BF16 / AMX, f32 otherwise).
+        mode: OpenVINO performance hint, "latency" (one image at a time) or "throughput" (several
+            requests in flight for ``predict_stream``).
+        num_requests: requests in flight in ``predict_stream`` (0: the device's optimum).
+        num_threads: inference threads (0: the runtime's default).
+        preset: preset of a foreign checkpoint (torchvision / detectron2 / mmdetection files).
+        input_size: run a PyTorch model or checkpoint at another inference size than its preset's; exported
+            models keep the size they were exported at.
+    """
+
+    backend: str | None = None
+    device: str | None = None
+    threshold: float = 0.0
+    precision: str | None = None
+    mode: str = "latency"
+    num_requests: int = 0
+    num_threads: int = 0
+    preset: str | None = None
+    input_size: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; expected one of {BACKENDS}")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; expected 'latency' or 'throughput'")
+        if not 0.0 <= float(self.threshold) <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.num_requests < 0 or self.num_threads < 0:
+            raise ValueError("num_requests and num_threads must be >= 0 (0: the runtime's choice)")
+
+
+def open_runtime(model_or_path: nn.Module | str | Path, options: PredictorOptions,
+                 resources: contextlib.ExitStack) -> tuple[Runtime, Path | None]:
+    """-> (the runtime that runs ``model_or_path`` as ``options`` say, the model file it runs or None for
+    PyTorch); a temporary export is entered into ``resources`` (closed with the Predictor)."""
+    backend = options.backend or backend_for(model_or_path)
+    source: Any = model_or_path
+    exported = backend_for(source) != "torch"
+    if exported and backend == "torch":
+        raise ValueError(f"backend 'torch' needs a model or a checkpoint, got {model_or_path}")
+    if exported and options.input_size is not None:
+        raise ValueError(f"{model_or_path}: an exported model runs at the input size it was exported at; "
+                         "export it again with another input_size instead")
+    if backend != "torch" and not exported:
+        from isseg.deploy.export import at_size, export, resolve_model
+
+        folder = resources.enter_context(tempfile.TemporaryDirectory(prefix="isseg-predictor-"))
+        source = export(at_size(resolve_model(source, options.preset), options.input_size), folder, format=backend)
+    elif backend != backend_for(source):
+        raise ValueError(f"backend {backend!r} cannot run {model_or_path}; it needs backend {backend_for(source)!r}")
+    if backend == "openvino":
+        from isseg.deploy.runtime_openvino import OpenVINORuntime
+
+        return OpenVINORuntime(source, options.device or "CPU", options.precision, options.mode,
+                               options.num_requests, options.num_threads), Path(source)
+    if backend == "onnx":
+        from isseg.deploy.runtime_onnx import ONNXRuntime
+
+        return ONNXRuntime(source, options.device or "cpu", options.num_threads), Path(source)
+    from isseg.deploy.export import at_size, resolve_model
+    from isseg.deploy.runtime_torch import TorchRuntime
+
+    if options.num_threads:
+        torch.set_num_threads(int(options.num_threads))
+    return TorchRuntime(at_size(resolve_model(source, options.preset), options.input_size),
+                        (options.device or "cpu").lower()), None
+
+
+def _raise(error: BaseException) -> Any:
+    raise error
+
+
+class _Closed:
+    """The runtime of a closed Predictor: any use is one clear error."""
+
+    name = "closed"
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError("this Predictor is closed; create a new one")
+
+
 class Predictor:
     """Instance segmentation with a deployed (or PyTorch) Mask R-CNN.
 
-    Args:
-        model_or_path: a ``MaskRCNN``; an OpenVINO IR (``.xml``: ours or an Open Model Zoo
-            instance-segmentation-security model); an ONNX file; or a checkpoint path / registry name.
-        backend: "torch", "openvino" or "onnx"; default from the file type. A ``MaskRCNN`` or checkpoint with
-            backend "openvino" / "onnx" is exported (fp32) to a temporary folder first.
-        device: "CPU" / "GPU" / "AUTO" (OpenVINO), "cpu" / "cuda" (PyTorch, ONNX Runtime); any case.
-        threshold: minimum score of the returned detections (default 0: all the network returns).
-        precision: OpenVINO inference precision ("f32", "bf16", "f16"); default: the device's
-            (bf16 on CPUs with AVX512-BF16 / AMX, f32 otherwise).
-        mode: OpenVINO performance hint, "latency" (one image at a time) or "throughput" (several
-            requests in flight for ``predict_stream`` / ``predict_batch``).
-        num_requests: requests in flight in ``predict_stream`` (0: the device's optimum).
-        preset: preset of a foreign checkpoint (torchvision / detectron2 / mmdetection files).
-        input_size: run a PyTorch model or checkpoint at another inference size than its preset's (a warning
-            says so); exported models keep the size they were exported at.
+    ``Predictor(model_or_path, options=None, **fields)``: ``model_or_path`` is a ``MaskRCNN``; an OpenVINO IR
+    (``.xml``: ours or an Open Model Zoo instance-segmentation-security model); an ONNX file; or a checkpoint
+    path / registry name. ``options`` (:class:`PredictorOptions`) says how it runs; keyword ``fields`` override
+    single options (``Predictor(path, device="GPU", threshold=0.5)``).
+
+    The Predictor owns what it opens (a temporary export, the compiled model): ``close()`` or a ``with`` block
+    releases it, as does garbage collection. ``model_file``: the file the runtime runs (for a model exported on
+    the fly, the temporary export), None on PyTorch.
     """
 
-    def __init__(self, model_or_path: nn.Module | str | Path, backend: str | None = None,
-                 device: str | None = None, threshold: float = 0.0, precision: str | None = None,
-                 mode: str = "latency", num_requests: int = 0, num_threads: int = 0, preset: str | None = None,
-                 input_size: tuple[int, int] | None = None) -> None:
-        backend = backend or backend_for(model_or_path)
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
-        if mode not in ("latency", "throughput"):
-            raise ValueError(f"unknown mode {mode!r}; expected 'latency' or 'throughput'")
-        if not 0.0 <= float(threshold) <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-        self.backend = backend
-        self.threshold = float(threshold)
-        self._tmp: tempfile.TemporaryDirectory | None = None
-        source: Any = model_or_path
-        exported = backend_for(source) != "torch"
-        if exported and backend == "torch":
-            raise ValueError(f"backend 'torch' needs a model or a checkpoint, got {model_or_path}")
-        if exported and input_size is not None:
-            raise ValueError(f"{model_or_path}: an exported model runs at the input size it was exported at; "
-                             "export it again with another input_size instead")
-        if backend != "torch" and not exported:
-            from isseg.deploy.export import at_size, export, resolve_model
+    runtime: Runtime
+    model_file: Path | None
 
-            self._tmp = tempfile.TemporaryDirectory(prefix="isseg-predictor-")
-            net = at_size(resolve_model(source, preset), input_size)
-            source = export(net, self._tmp.name, format=backend)
-        elif backend != backend_for(source):
-            raise ValueError(f"backend {backend!r} cannot run {model_or_path}; it needs backend "
-                             f"{backend_for(source)!r}")
-        self.runtime: Runtime
-        if backend == "openvino":
-            from isseg.deploy.runtime_openvino import OpenVINORuntime
-
-            self.runtime = OpenVINORuntime(source, device or "CPU", precision, mode, num_requests, num_threads)
-        elif backend == "onnx":
-            from isseg.deploy.runtime_onnx import ONNXRuntime
-
-            self.runtime = ONNXRuntime(source, device or "cpu", num_threads)
-        else:
-            from isseg.deploy.export import at_size, resolve_model
-            from isseg.deploy.runtime_torch import TorchRuntime
-
-            if num_threads:
-                torch.set_num_threads(int(num_threads))
-            self.runtime = TorchRuntime(at_size(resolve_model(source, preset), input_size),
-                                        (device or "cpu").lower())
+    def __init__(self, model_or_path: nn.Module | str | Path, options: PredictorOptions | None = None,
+                 **fields: Any) -> None:
+        self.options = replace(options or PredictorOptions(), **fields)
+        self._resources = contextlib.ExitStack()
+        try:
+            self.runtime, self.model_file = open_runtime(model_or_path, self.options, self._resources)
+        except BaseException:
+            self._resources.close()
+            raise
+        self._finalizer = weakref.finalize(self, self._resources.close)
+        self.backend: str = self.runtime.name
+        self.threshold = float(self.options.threshold)
         self.config: ModelConfig = self.runtime.meta.config
         self.class_names: tuple[str, ...] = tuple(self.config.class_names)
         self.timings: dict[str, float] = {}  # seconds of the last predict(): preprocess, infer, postprocess
+
+    def close(self) -> None:
+        """Release the runtime and any temporary export (idempotent); using the Predictor afterwards is an
+        error."""
+        self.runtime = _Closed()  # type: ignore[assignment]
+        self._finalizer()
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -160,14 +228,18 @@ class Predictor:
 
     __call__ = predict
 
-    def predict_stream(self, images: Iterable[ImageInput], threshold: float | None = None,
+    def _prepare_item(self, item: ImageInput | BaseException) -> tuple[np.ndarray, PreparedImage]:
+        return _raise(item) if isinstance(item, BaseException) else self.preprocess(item)
+
+    def predict_stream(self, images: Iterable[ImageInput | BaseException], threshold: float | None = None,
                        errors: str = "raise", masks: bool = True) -> Iterator[Detections | Exception]:
         """Detections for each image of an iterable, in order; OpenVINO in throughput mode keeps several
-        requests in flight. ``errors="raise"`` stops at the first bad image; ``"return"`` yields the
-        exception in its place and goes on."""
+        requests in flight. An exception in ``images`` (an input that could not be read) takes its place in
+        the order as that input's error. ``errors="raise"`` stops at the first bad image; ``"return"`` yields
+        the exception in its place and goes on."""
         if errors not in ("raise", "return"):
             raise ValueError("errors must be 'raise' or 'return'")
-        for prepared, outputs, err in self.runtime.stream(images, self.preprocess):
+        for prepared, outputs, err in self.runtime.stream(images, self._prepare_item):
             if err is None:
                 try:
                     det = self.postprocess(outputs, prepared, threshold, masks)  # type: ignore[arg-type]
