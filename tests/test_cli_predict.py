@@ -60,7 +60,7 @@ def test_video_glob_and_class_filter(exported, tmp_path, capsys):
     shutil.copy(video, tmp_path / "copy.avi")
     out = tmp_path / "out"
     rc = main(["predict", str(tmp_path / "*.avi"), "--model", str(exported.onnx), "--output", str(out),
-               "--max-frames", "2", "--threshold", "0.05", "--classes", "person,7", "--quiet"])
+               "--limit", "2", "--threshold", "0.05", "--classes", "person,7", "--quiet"])
     assert rc == 0, capsys.readouterr().err
     assert (out / "clip.mp4").is_file() and (out / "copy.mp4").is_file()
     table = json.loads((out / "images.json").read_text())

@@ -64,7 +64,8 @@ def test_bad_options_and_output_fail_before_inference(exported, tmp_path, capsys
         (["-o", str(file_out)], ["taken.txt", "is a file"]),
         (["-o", str(tmp_path / "o"), "--threshold", "2"], ["--threshold", "[0, 1]", "got 2.0"]),
         (["-o", str(tmp_path / "o"), "--threshold", "-1"], ["--threshold", "got -1.0"]),
-        (["-o", str(tmp_path / "o"), "--max-frames", "-3"], ["--max-frames"]),
+        (["-o", str(tmp_path / "o"), "--limit", "-3"], ["--limit", "got -3"]),
+        (["-o", str(tmp_path / "o"), "--vid-stride", "0"], ["--vid-stride", "got 0"]),
         (["-o", str(tmp_path / "o"), "--resume", "--no-json"], ["--resume"]),
     ]
     for extra, expected in cases:
@@ -270,14 +271,17 @@ def _drawn_frames(path: Path) -> list[np.ndarray]:
 def test_throughput_mode_is_the_default_for_folders_and_videos_and_computes_the_same(exported, tmp_path, capsys):
     """auto picks throughput for a folder and a video; the records and the drawn video equal latency mode's,
     frame for frame, also when a resumed run infers only the frames missing in between done ones."""
-    from isseg.cli.predict import choose_mode
+    from isseg.sources import Source
+    from isseg.stream import choose_mode
 
-    assert choose_mode("auto", "openvino", [("image", Path("a.jpg"))]) == "latency"
-    assert choose_mode("auto", "openvino", [("image", Path("a.jpg")), ("image", Path("b.jpg"))]) == "throughput"
-    assert choose_mode("auto", "openvino", [("video", Path("v.mp4"))]) == "throughput"
-    assert choose_mode("auto", "openvino", [("camera", 0)]) == "latency"
-    assert choose_mode("auto", "onnx", [("video", Path("v.mp4"))]) == "latency"
-    assert choose_mode("latency", "openvino", [("video", Path("v.mp4"))]) == "latency"
+    image, video = Source("image", "a.jpg"), Source("video", "v.mp4")
+    assert choose_mode("auto", "openvino", [image]) == "latency"
+    assert choose_mode("auto", "openvino", [image, Source("image", "b.jpg")]) == "throughput"
+    assert choose_mode("auto", "openvino", [video]) == "throughput"
+    assert choose_mode("auto", "openvino", [Source("camera", "0")]) == "latency"
+    assert choose_mode("auto", "openvino", [Source("stream", "rtsp://127.0.0.1:8554/live")]) == "latency"
+    assert choose_mode("auto", "onnx", [video]) == "latency"
+    assert choose_mode("latency", "openvino", [video]) == "latency"
 
     folder = image_folder(tmp_path / "in", 4)
     _video(folder.parent / "clip.avi", 6)

@@ -1,17 +1,22 @@
 """Per-image result records: the one format of streamed predictions (``isseg predict``, Ray shards, the server).
 
-A record is one JSON object per image, one per line of a JSON Lines file::
+A record is one JSON object per image or frame, one per line of a JSON Lines file::
 
     {"file": "photos/a.jpg", "image_id": 139, "height": 426, "width": 640, "frame": null, "error": null,
      "detections": [{"label": 0, "name": "person", "score": 0.98, "box": [x1, y1, x2, y2],
                      "mask": {"size": [426, 640], "counts": "..."}}]}
 
 ``box`` is in original-image pixels; ``mask`` is COCO compressed RLE (``counts`` a str) or null when masks were
-not asked for; a bad image is a record with ``error`` set and no detections, so a run never loses track of an
-input. Files are written so that nothing is ever half-written: :class:`RecordWriter` appends complete lines to
+not asked for; a tracked detection has its ``track_id``; a frame of a video or live source has ``timestamp``
+(seconds on the source's own clock) and, when live, ``captured`` (Unix time it was read) and ``gap`` (seconds
+without frames before it, after a reconnection). A bad image is a record with ``error`` set and no detections,
+so a run never loses track of an input.
+
+Files are written so that nothing is ever half-written: :class:`RecordWriter` appends complete lines to
 ``<name>.partial`` (flushed line by line) and renames it to its final name on :meth:`RecordWriter.close`;
 :func:`write_records` writes a whole shard through a temporary file and a rename. Reading tolerates a partial
 last line of an interrupted ``.partial`` file, which is how a resumed run finds what was already done.
+:func:`write_coco_files` turns records into ``results.json`` and ``images.json``.
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ PARTIAL_SUFFIX = ".partial"
 
 
 def detections_record(det: Any, file: str, image_id: int | None = None, frame: int | None = None,
-                      masks: bool = True) -> dict[str, Any]:
-    """The record of one image's ``Detections`` (see the module docstring)."""
+                      masks: bool = True, times: dict[str, float] | None = None) -> dict[str, Any]:
+    """The record of one image's ``Detections`` (see the module docstring). A tracked detection has its
+    ``track_id``; ``times`` (a video or live frame's ``timestamp``, ``captured``, ``gap``) join the record."""
     from isseg.data.masks import masks_to_rles
 
     n = len(det)
@@ -39,8 +45,14 @@ def detections_record(det: Any, file: str, image_id: int | None = None, frame: i
     names = det.names
     items = [{"label": int(det.labels[i]), "name": names[i], "score": round(float(det.scores[i]), 6),
               "box": [round(float(v), 3) for v in det.boxes[i]], "mask": rles[i]} for i in range(n)]
-    return {"file": str(file), "image_id": image_id, "height": int(det.image_size[0]),
-            "width": int(det.image_size[1]), "frame": frame, "error": None, "detections": items}
+    track_ids = getattr(det, "track_ids", None)
+    if track_ids is not None:
+        for item, track_id in zip(items, track_ids):
+            item["track_id"] = int(track_id)
+    record = {"file": str(file), "image_id": image_id, "height": int(det.image_size[0]),
+              "width": int(det.image_size[1]), "frame": frame, "error": None, "detections": items}
+    record.update(times or {})
+    return record
 
 
 def error_record(file: str, error: str, image_id: int | None = None, frame: int | None = None) -> dict[str, Any]:
@@ -74,6 +86,14 @@ def category_ids_for(class_names: Sequence[str]) -> list[int]:
     return list(COCO_CATEGORY_IDS) if tuple(class_names) == COCO_CLASSES else list(range(1, len(class_names) + 1))
 
 
+def latest_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per (file, frame): a later record (a resumed retry) replaces an earlier one, in first order."""
+    by_key: dict[tuple[str, Any], dict[str, Any]] = {}
+    for rec in records:
+        by_key[(rec.get("file"), rec.get("frame"))] = rec
+    return list(by_key.values())
+
+
 def records_to_coco(records: Iterable[dict[str, Any]], category_ids: Sequence[int]
                     ) -> tuple[list[dict[str, Any]], list[int]]:
     """COCO result records (bbox ``[x, y, w, h]``, RLE segmentation) and the ids of the images without error."""
@@ -94,6 +114,32 @@ def records_to_coco(records: Iterable[dict[str, Any]], category_ids: Sequence[in
                 out["segmentation"] = d["mask"]
             results.append(out)
     return results, image_ids
+
+
+def write_coco_files(records: Iterable[dict[str, Any]], class_names: Sequence[str], folder: str | os.PathLike
+                     ) -> tuple[Path, Path]:
+    """``results.json`` (COCO results of every record with an image id; bbox and score rounded) and
+    ``images.json`` (image id -> file, size, frame; the categories) in ``folder``, each written atomically."""
+    from isseg.atomic import atomic_write
+
+    category_ids = category_ids_for(class_names)
+    good = [r for r in records if r.get("error") is None and r.get("image_id") is not None]
+    results, _ = records_to_coco(good, category_ids)
+    for r in results:
+        r["bbox"] = [round(v, 2) for v in r["bbox"]]
+        r["score"] = round(r["score"], 5)
+    images = []
+    for r in good:
+        entry = {"id": int(r["image_id"]), "file_name": r["file"], "height": r["height"], "width": r["width"]}
+        if r.get("frame") is not None:
+            entry["frame"] = r["frame"]
+        images.append(entry)
+    categories = [{"id": c, "name": n} for c, n in zip(category_ids, class_names)]
+    folder = Path(folder)
+    results_path = atomic_write(folder / "results.json", json.dumps(results))
+    images_path = atomic_write(folder / "images.json", json.dumps({"images": images, "categories": categories},
+                                                                  indent=1))
+    return results_path, images_path
 
 
 # ------------------------------------------------------------------------------------------------ files
