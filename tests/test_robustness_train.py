@@ -48,7 +48,7 @@ def _spoil(files: list[Path]) -> dict[str, str]:
     files[2].write_bytes(bytes(flipped))
     shutil.copy(Path(__file__).parent / "test_robustness_train.py", files[3])  # text named .png
     return {files[0].name: "not found", files[1].name: "truncated PNG", files[2].name: "CRC",
-            files[3].name: "cannot decode"}
+            files[3].name: "not an image"}
 
 
 def _args(data: dict[str, Path], out: Path) -> list[str]:
