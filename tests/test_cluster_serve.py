@@ -16,7 +16,7 @@ serve = pytest.importorskip("ray.serve")
 httpx = pytest.importorskip("httpx")
 
 from isseg.cluster.serving import parse_replicas, serve_ray  # noqa: E402
-from isseg.serve.models import ServeSettings  # noqa: E402
+from isseg.serve.settings import ServeSettings  # noqa: E402
 
 
 def _free_port() -> int:

@@ -123,6 +123,26 @@ def test_tritonclient_contract_model_equals_openvino(server: Server, predictor) 
     assert result.as_numpy("boxes")[0, 4] > 0.1
 
 
+def test_contract_model_preprocesses_an_image_as_the_predictor(server: Server, predictor) -> None:  # noqa: F811
+    """One BGR image [1, h, w, 3] (UINT8, or FP32 as Model API casts it) to the contract model gives exactly what
+    OpenVINO gives for the Predictor's own network input (isseg.model.transform's pre-processing)."""
+    tc = pytest.importorskip("tritonclient.http")
+    import openvino as ov
+
+    image = cv2.imread(str(coco_images(1)[0]))
+    compiled = ov.Core().compile_model(str(server.xml), "CPU", {"INFERENCE_PRECISION_HINT": PRECISION})
+    want = compiled({0: predictor.preprocess(image)[0]})
+    client = tc.InferenceServerClient(server.address)
+    outputs = [tc.InferRequestedOutput(n, binary_data=True) for n in ("labels", "boxes", "masks")]
+    for dtype, datatype in ((np.uint8, "UINT8"), (np.float32, "FP32")):
+        inp = tc.InferInput("image", [1, *image.shape], datatype)
+        inp.set_data_from_numpy(image[None].astype(dtype))
+        result = client.infer("seg", [inp], outputs=outputs)
+        for name in ("labels", "boxes", "masks"):
+            np.testing.assert_array_equal(result.as_numpy(name), want[compiled.output(name)], err_msg=name)
+        assert result.as_numpy("boxes")[0, 4] > 0.1
+
+
 def test_model_api_ovms_adapter_unconfigured(server: Server, predictor) -> None:  # noqa: F811
     pytest.importorskip("tritonclient.http")
     from model_api.models import Model
@@ -231,6 +251,42 @@ def test_bad_requests_get_clear_4xx_and_server_stays_up(server: Server) -> None:
     assert httpx.get(f"{u}/v2/health/ready").status_code == 200
     ok = httpx.post(f"{u}/predict", files={"image": ("a.jpg", _jpeg())}, timeout=60)
     assert ok.status_code == 200
+
+
+def _decoder_error(data: bytes, source: str) -> str:
+    """What isseg's one decoder says about ``data`` named ``source`` (it must refuse it)."""
+    from isseg.sources.decode import decode_image
+
+    with pytest.raises(ValueError) as raised:
+        decode_image(data, source)
+    return str(raised.value)
+
+
+def test_bad_images_get_the_decoders_one_line(server: Server) -> None:  # noqa: F811
+    """A truncated JPEG and a corrupt PNG: /predict names the uploaded file, the v2 detections model its input,
+    both with the decoder's own message; the same problem text after the name."""
+    whole = _jpeg()
+    truncated = whole[:len(whole) // 2]
+    png = bytearray(cv2.imencode(".png", cv2.imdecode(np.frombuffer(whole, np.uint8), cv2.IMREAD_COLOR))[1])
+    png[png.index(b"IDAT") + 20] ^= 0xFF  # inside the compressed data: the chunk's CRC no longer holds
+    for filename, data, problem in (("half.jpg", truncated, "truncated JPEG"),
+                                    ("broken.png", bytes(png), "corrupt PNG")):
+        expected = _decoder_error(data, filename)
+        assert expected.startswith(f"{filename}: {problem}"), expected
+        r = httpx.post(f"{server.url}/predict", files={"image": (filename, data)}, timeout=60)
+        assert r.status_code == 400 and r.json() == {"error": expected}, r.text
+        head = json.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                                       "parameters": {"binary_data_size": 4 + len(data)}}]}).encode()
+        r = httpx.post(f"{server.url}/v2/models/seg-detections/infer",
+                       content=head + len(data).to_bytes(4, "little") + data,
+                       headers={"Inference-Header-Content-Length": str(len(head))}, timeout=60)
+        assert r.status_code == 400 and r.json() == {"error": _decoder_error(data, "image")}, r.text
+        assert r.json()["error"].split(": ", 1)[1] == expected.split(": ", 1)[1]
+    raw = httpx.post(f"{server.url}/predict", content=truncated, headers={"content-type": "image/jpeg"}, timeout=60)
+    assert raw.status_code == 400 and raw.json() == {"error": _decoder_error(truncated, "request body")}
+    huge = cv2.imencode(".png", np.zeros((9000, 6000), np.uint8))[1].tobytes()  # 54 Mpx: over the 50 Mpx limit
+    r = httpx.post(f"{server.url}/predict", files={"image": ("big.png", huge)}, timeout=60)
+    assert r.status_code == 413 and r.json() == {"error": _decoder_error(huge, "big.png")}, r.text
 
 
 # ------------------------------------------------------------------------------ back-pressure, timeout

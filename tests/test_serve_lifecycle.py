@@ -20,7 +20,8 @@ uvicorn = pytest.importorskip("uvicorn")
 
 
 def _crashing_model() -> Any:
-    from isseg.serve.models import ModelSettings, ServedModel
+    from isseg.serve.admission import ServedModel
+    from isseg.serve.settings import ModelSettings
 
     class Crashy(ServedModel):
         """Doubles its input; a first element of 13 raises inside the worker thread, like a broken inference."""
@@ -122,7 +123,7 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
 
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from isseg.cli.main import main
-    from isseg.serve.models import split_spec
+    from isseg.serve.specs import split_spec
 
     assert split_spec("seg=exported/a.xml") == ("seg", "exported/a.xml")
     assert split_spec("exported/security-0002.xml") == ("security-0002", "exported/security-0002.xml")

@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from isseg.serve.app import create_app
-        from isseg.serve.models import ModelSettings, ServeSettings, load_models, plan_models
+        from isseg.serve.settings import ModelSettings, ServeSettings
+        from isseg.serve.specs import load_models, plan_models
     except ModuleNotFoundError as exc:
         print(f"isseg serve: error: {exc.name} is missing; install the extra: pip install \"isseg[serve]\"",
               file=sys.stderr)

@@ -45,7 +45,8 @@ def build_deployment(models: list[str], serve_settings: dict[str, Any], load_kwa
         """One replica: loads the models, then Ray Serve asks it for its ASGI app."""
 
         def __init__(self, models: list[str], settings: dict[str, Any], kwargs: dict[str, Any]) -> None:
-            from isseg.serve.models import ModelSettings, ServeSettings, load_models
+            from isseg.serve.settings import ModelSettings, ServeSettings
+            from isseg.serve.specs import load_models
 
             default = ModelSettings(**settings.pop("default"))
             per_model = settings.pop("models", {})
@@ -75,7 +76,7 @@ def serve_ray(models: list[str], settings: Any = None, load_kwargs: dict[str, An
               address: str | None = "auto", host: str = "127.0.0.1", port: int = 8000, replicas: str = "1",
               cpus_per_replica: float = 1.0, gpus_per_replica: float = 0.0, blocking: bool = False) -> str:
     """Deploy the serving app on Ray Serve; -> its base URL. ``settings``: an ``isseg.serve.ServeSettings``
-    (default: ``isseg serve``'s defaults); ``load_kwargs``: ``isseg.serve.models.load_models``'s keyword
+    (default: ``isseg serve``'s defaults); ``load_kwargs``: ``isseg.serve.specs.load_models``'s keyword
     arguments (backend, device, precision, num_threads, preset, contract). ``blocking`` serves until Ctrl-C
     or SIGTERM, then shuts the deployment down."""
     from isseg.cluster.pipeline import connect
@@ -84,7 +85,8 @@ def serve_ray(models: list[str], settings: Any = None, load_kwargs: dict[str, An
         from ray import serve
     except ImportError:
         raise RuntimeError("--ray needs Ray Serve: pip install 'isseg[ray]'") from None
-    from isseg.serve.models import ServeSettings, plan_models
+    from isseg.serve.settings import ServeSettings
+    from isseg.serve.specs import plan_models
 
     settings = settings or ServeSettings()
     load_kwargs = dict(load_kwargs or {})

@@ -1,7 +1,8 @@
-"""The one place where the server calls isseg's inference API (``isseg.Predictor``, ``Detections``, records).
+"""The one place where the server calls isseg's inference API: ``isseg.Predictor``, ``Detections``, records, the
+OpenVINO runtime of :mod:`isseg.deploy.runtime_openvino` and the pre-processing of :mod:`isseg.model.transform`.
 
-Kept apart so that a change of the Predictor is one edit here; nothing else in ``isseg.serve`` imports the model or
-deploy packages' inference code.
+Kept apart so that a change of the Predictor or the runtime is one edit here; nothing else in ``isseg.serve``
+imports the model or deploy packages' inference code.
 """
 
 from __future__ import annotations
@@ -40,10 +41,34 @@ def detect(predictor: Any, image: np.ndarray, threshold: float, masks: bool = Tr
     return det, dict(predictor.timings)
 
 
-def network_input(predictor: Any, image: np.ndarray) -> np.ndarray:
-    """HxWx3 uint8 BGR image -> the network's float32 [1, 3, H, W] input, exactly as ``predict`` prepares it."""
-    x = predictor.preprocess(image)[0]
-    return np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(1, 3, *np.asarray(x).shape[-2:]))
+def input_config(predictor: Any) -> Any:
+    """The ``InputConfig`` (resize, letterbox, canvas) a Predictor pre-processes images with."""
+    return predictor.config.input
+
+
+def network_input(image: np.ndarray, config: Any) -> np.ndarray:
+    """HxWx3 uint8 BGR image -> the network's float32 [1, 3, H, W] input: :func:`isseg.model.transform.network_input`,
+    exactly what ``Predictor.predict`` feeds the network (no inference state: thread-safe)."""
+    from isseg.model.transform import network_input as prepare
+
+    return prepare(image, config)[0]
+
+
+def contract_runtime(path: str | Path, device: str, precision: str | None, workers: int) -> Any:
+    """The exported network compiled by isseg's OpenVINO runtime for ``workers`` requests in flight: the
+    LATENCY hint for one, THROUGHPUT with ``workers`` requests for more (the runtime owns every property)."""
+    from isseg.deploy.runtime_openvino import OpenVINORuntime
+
+    throughput = workers > 1
+    return OpenVINORuntime(path, device, precision, mode="throughput" if throughput else "latency",
+                           num_requests=workers if throughput else 0)
+
+
+def read_network(path: str | Path) -> Any:
+    """``ov.Model`` of an IR or ONNX file (:func:`isseg.deploy.runtime_openvino.read_ir`), for its rt_info."""
+    from isseg.deploy.runtime_openvino import read_ir
+
+    return read_ir(path)
 
 
 def record(det: Any, file: str, masks: bool = True) -> dict[str, Any]:

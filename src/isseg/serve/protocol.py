@@ -65,6 +65,17 @@ class InferRequest:
                 return bool(out["parameters"]["binary_data"])
         return request_level and bool(self.parameters.get("binary_data_output", False))
 
+    def only_input(self, name: str, model: str) -> Tensor:
+        """The input ``name`` of a request to a model with that one input (400 when it is missing or others
+        come with it)."""
+        if name not in self.inputs:
+            raise ProtocolError(400, f"model '{model}' has input '{name}'; the request has "
+                                     f"{', '.join(repr(k) for k in self.inputs)}")
+        extra = [k for k in self.inputs if k != name]
+        if extra:
+            raise ProtocolError(400, f"model '{model}' has no input {extra[0]!r} (its only input is '{name}')")
+        return self.inputs[name]
+
 
 def datatype_of(array: np.ndarray) -> str:
     if array.dtype == np.object_:
@@ -256,5 +267,4 @@ def encode_infer_response(model: str, version: str, outputs: dict[str, np.ndarra
     head = json.dumps(doc, separators=(",", ":")).encode()
     if not blobs:
         return head, {"content-type": "application/json"}
-    return head + b"".join(blobs), {"content-type": "application/octet-stream",
-                                    "inference-header-content-length": str(len(head))}
+    return head + b"".join(blobs), {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(head))}

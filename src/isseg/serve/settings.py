@@ -1,0 +1,45 @@
+"""The server's settings: server-wide limits (:class:`ServeSettings`) and each model's concurrency
+(:class:`ModelSettings`), checked when they are made so that a bad value fails before any model loads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from isseg.sources.decode import MAX_PIXELS
+
+
+@dataclass
+class ModelSettings:
+    """Per-model concurrency: ``workers`` inferences at once, ``max_queue`` admitted (>= workers), ``timeout_s``
+    of one request (0: none), ``retry_after_s`` the ``Retry-After`` of a 503."""
+
+    workers: int = 1
+    max_queue: int = 8
+    timeout_s: float = 60.0
+    retry_after_s: int = 1
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.max_queue < self.workers:
+            raise ValueError(f"max_queue ({self.max_queue}) must be >= workers ({self.workers})")
+        if self.timeout_s < 0:
+            raise ValueError(f"timeout_s must be >= 0, got {self.timeout_s}")
+
+
+@dataclass
+class ServeSettings:
+    """Server-wide limits and the defaults of every model (``models`` overrides them by model name):
+    ``max_body_bytes`` of a request (413 above), ``max_pixels`` of a decoded image (413 above), ``threshold``
+    the default score threshold of the detections models."""
+
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_pixels: int = MAX_PIXELS
+    threshold: float = 0.5
+    default: ModelSettings = field(default_factory=ModelSettings)
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def for_model(self, name: str) -> ModelSettings:
+        """The settings of model ``name``: the defaults with its overrides."""
+        return replace(self.default, **self.models.get(name, {}))
