@@ -101,12 +101,13 @@ def _same_detections(a: dict, b: dict) -> None:
 def test_actor_in_latency_mode_equals_isseg_predict(images, exported, reference):
     """The actor's two stages called directly (a Ray Data batch as a dict) in latency mode, the mode of
     non-OpenVINO models: the same records as ``isseg predict`` (throughput mode), bad files as error rows."""
-    from isseg.cluster.actor import PredictActor, PredictorSpec, decode_batch, spec_dict
+    from isseg.cluster.actor import PredictActor, PredictorSpec, decode_batch
+    from isseg.deploy.predictor import PredictorOptions
 
     paths = sorted(str(p) for p in images.iterdir() if p.suffix != ".txt")
     batch = decode_batch({"index": np.arange(len(paths)), "path": np.array(paths)})
-    spec = PredictorSpec(str(exported.xml), threshold=0.05, num_threads=2, mode="latency")
-    actor = PredictActor(spec_dict(spec))
+    spec = PredictorSpec(str(exported.xml), PredictorOptions(threshold=0.05, num_threads=2, mode="latency"))
+    actor = PredictActor(spec)
     assert actor.predictor.runtime.num_requests == 1
     out = actor(batch)
     assert list(out["index"]) == list(range(len(paths)))
@@ -127,6 +128,7 @@ def test_ray_equals_isseg_predict(ray_run, reference, images):
     for name, (rec,) in got.items():
         if name in ("broken.jpg", "empty.png"):
             assert rec["error"] and name in rec["error"] and rec["detections"] == []
+            assert rec["error"] == reference[name]["error"]  # the one decoder's one line, as isseg predict's
             continue
         assert rec["error"] is None
         assert rec["image_id"] == (int(Path(name).stem) if Path(name).stem.isdigit() else None)
@@ -212,7 +214,7 @@ def test_list_inputs(images, tmp_path):
     names = sorted(p.name for p in images.iterdir() if p.suffix != ".txt")
     listed, errors = list_inputs([str(images), str(images / "*.jpg"), str(tmp_path / "missing")])
     assert [Path(p).name for p in listed] == names and len(listed) == len(set(listed))  # de-duplicated, sorted
-    assert errors == [f"{tmp_path / 'missing'}: no such file, folder or manifest"]
+    assert errors == [f"{tmp_path / 'missing'}: no such file, folder, camera or stream"]
     sub = tmp_path / "manifest"
     sub.mkdir()
     (sub / "list.lst").write_text(f"# comment\n\n../relative.jpg\n{images / 'gray.png'}\n{images.as_uri()}/x.jpg\n")
@@ -267,10 +269,11 @@ def test_bad_model_fails_in_one_line(images, tmp_path):
 
 def test_classes_by_name_and_index(exported):
     from isseg.cluster.actor import PredictorSpec
-    from isseg.cluster.pipeline import _class_indices
+    from isseg.cluster.pipeline import class_names_of
+    from isseg.stream import class_indices
 
-    spec = PredictorSpec(str(exported.xml))
-    assert _class_indices("person, 2", spec) == (0, 2)  # names need the model's class list (COCO here)
-    assert _class_indices("7,1", spec) == (1, 7) and _class_indices(None, spec) is None
-    with pytest.raises(ValueError, match="unknown class 'unicorn'"):
-        _class_indices("unicorn", spec)
+    names = class_names_of(PredictorSpec(str(exported.xml)))  # read from the model, once, on the driver
+    assert class_indices("person, 2", names) == (0, 2)
+    assert class_indices("7,1", names) == (1, 7) and class_indices(None, names) is None
+    with pytest.raises(ValueError, match="unknown class 'unicorn'; the model's classes are: person, bicycle, car"):
+        class_indices("unicorn", names)

@@ -68,12 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ray.add_argument("--cpus-per-actor", type=float, help="--ray: CPUs (threads) per actor (default 2)")
 
 
-def stream_options(args: argparse.Namespace):  # noqa: ANN201 - isseg.stream.StreamOptions, imported late
-    """The run's options from the arguments; everything that can be checked before the model is loaded (one clear
-    line for the first problem)."""
-    from isseg.sources.frames import ReadOptions
-    from isseg.stream.options import StreamOptions
-
+def check_arguments(args: argparse.Namespace) -> None:
+    """What both paths (local and ``--ray``) check before anything is loaded: one clear line for the first
+    problem."""
     if not args.model and not args.weights:
         raise ValueError("pass --model (an exported .xml / .onnx) or --weights (a checkpoint)")
     if args.model and args.weights:
@@ -86,6 +83,13 @@ def stream_options(args: argparse.Namespace):  # noqa: ANN201 - isseg.stream.Str
     if args.no_json and args.no_images:
         raise ValueError("--no-json and --no-images together would write nothing")
     checks.output_dir(args.output, "--output")
+
+
+def stream_options(args: argparse.Namespace):  # noqa: ANN201 - isseg.stream.StreamOptions, imported late
+    """The run's options from the (checked) arguments."""
+    from isseg.sources.frames import ReadOptions
+    from isseg.stream.options import StreamOptions
+
     partial = Path(args.output) / f"{RECORDS_NAME}.partial"
     if partial.is_file() and not args.resume and not args.no_json:  # never wipe an interrupted run's results
         raise ValueError(f"{partial} holds the results of an interrupted run: pass --resume to finish it, or "
@@ -97,8 +101,9 @@ def stream_options(args: argparse.Namespace):  # noqa: ANN201 - isseg.stream.Str
 
 
 def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
     if args.ray:  # the Ray path: isseg.cluster (resumable shards)
-        from isseg.cluster.cli import run as run_ray
+        from isseg.cli.predict_ray import run as run_ray
 
         return run_ray(args)
     from isseg.deploy.predictor import Predictor

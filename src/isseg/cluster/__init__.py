@@ -16,7 +16,7 @@ def __getattr__(name: str) -> Any:  # lazy, so that `isseg predict` without --ra
 
         return predict_ray
     if name == "list_inputs":
-        from isseg.cluster.inputs import list_inputs
+        from isseg.cluster.pipeline import list_inputs
 
         return list_inputs
     if name == "ShardLayout":

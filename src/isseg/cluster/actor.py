@@ -1,11 +1,12 @@
-"""The two stages of the Ray Data pipeline, and the only place the cluster code calls isseg's ``Predictor``.
+"""The two stages of the Ray Data pipeline, and the only place the cluster code runs isseg's inference.
 
-``decode_batch`` (a Ray Data task): bytes of each input (local file or fsspec URI) -> BGR uint8 image, or the
-error of that input. ``PredictActor`` (a Ray Data actor, one ``Predictor`` each, loaded once): image ->
-one ``isseg.engine.records`` record (a JSON string, so the rows stay plain Arrow strings).
+``decode_batch`` (a Ray Data task): bytes of each input (local file or fsspec URI) -> BGR uint8 image through the
+one decoder (:func:`isseg.sources.decode.decode_image`), or the error of that input. ``PredictActor`` (a Ray Data
+actor, one ``Predictor`` each, loaded once): images -> one ``isseg.engine.records`` record each (a JSON string,
+so the rows stay plain Arrow strings), through the one streaming engine (:meth:`isseg.stream.StreamEngine.process`).
 
-Decoding is the same ``cv2.IMREAD_COLOR`` decode as ``isseg predict``'s ``cv2.imread`` and the actor calls the
-same ``Predictor.predict_stream``, so a Ray run and ``isseg predict`` give identical detections.
+Decoding and inference are those of ``isseg predict``, so a Ray run and ``isseg predict`` give identical
+detections and the same one-line error for a bad image.
 """
 
 from __future__ import annotations
@@ -14,46 +15,35 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from isseg.cluster.inputs import read_bytes
+from isseg.deploy.predictor import PredictorOptions
+from isseg.sources.decode import decode_image, read_bytes
+from isseg.sources.frames import Frame
+from isseg.sources.inputs import Source
 
 
 @dataclass(frozen=True)
 class PredictorSpec:
-    """Everything an actor needs to build its ``Predictor``; plain data so Ray can ship it to any node."""
+    """Everything an actor needs to build its ``Predictor``; plain data so Ray can ship it to any node.
+
+    ``source``: the model (path or registry name); ``options``: how it runs (``num_threads`` 0: the CPUs Ray
+    gives the actor); ``masks`` and ``classes`` (indices to keep, None: all) as ``isseg predict``."""
 
     source: str
-    backend: str | None = None
-    device: str | None = None
-    threshold: float = 0.0
-    precision: str | None = None
-    preset: str | None = None
+    options: PredictorOptions = PredictorOptions()
     masks: bool = True
-    classes: tuple[int, ...] | None = None  # class indices to keep (None: all)
-    num_threads: int = 0  # 0: the CPUs Ray gives the actor
-    mode: str = "latency"  # OpenVINO: "throughput" streams each batch with several requests in flight
+    classes: tuple[int, ...] | None = None
 
 
 def image_id_of(path: str) -> int | None:
     """COCO-style numeric file names (``000000000139.jpg``) give their image id; other names none."""
     stem = os.path.splitext(os.path.basename(path.rstrip("/")))[0]
     return int(stem) if stem.isdigit() else None
-
-
-def decode(path: str) -> np.ndarray:
-    """One input as a BGR uint8 image; ValueError / OSError name the file."""
-    import cv2
-
-    data = read_bytes(path)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-    if image is None:
-        raise ValueError(f"{path}: not an image OpenCV can read (corrupt or unsupported format)")
-    return image
 
 
 def decode_batch(batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -64,14 +54,11 @@ def decode_batch(batch: dict[str, np.ndarray]) -> dict[str, Any]:
     for path in batch["path"]:
         started.append(time.time())
         try:
-            images.append(decode(str(path)))
+            images.append(decode_image(read_bytes(str(path)), str(path)))
             errors.append("")
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:
             images.append(np.zeros((1, 1, 3), np.uint8))
             errors.append(str(exc))
-        except OSError as exc:
-            images.append(np.zeros((1, 1, 3), np.uint8))
-            errors.append(f"{path}: {exc.strerror or exc}")
     return {"index": batch["index"], "path": batch["path"], "image": images, "error": errors, "started": started}
 
 
@@ -101,79 +88,41 @@ def load_predictor(spec: PredictorSpec, files: dict[str, bytes] | None = None) -
             Path(keep.name, name).write_bytes(data)
         source = str(Path(keep.name, Path(spec.source).name))
     try:
-        predictor = Predictor(source, backend=spec.backend, device=spec.device, threshold=spec.threshold,
-                              precision=spec.precision, preset=spec.preset, num_threads=spec.num_threads,
-                              mode=spec.mode)
+        predictor = Predictor(source, spec.options)
     except (ValueError, OSError, RuntimeError) as exc:  # name the user's file, not the actor's private copy
         raise type(exc)(str(exc).replace(source, spec.source)) from None
     return predictor, keep
 
 
-def class_names_of(predictor: Any) -> tuple[str, ...]:
-    return tuple(predictor.class_names)
-
-
-def detections_to_record(det: Any, path: str, spec: PredictorSpec) -> dict[str, Any]:
-    """One image's detections -> its record (the filter on ``spec.classes`` applied, as ``isseg predict
-    --classes``)."""
-    from isseg.engine.records import detections_record
-
-    if spec.classes is not None:
-        det = det.filter(np.isin(det.labels, list(spec.classes)))
-    return detections_record(det, path, image_id_of(path), masks=spec.masks)
-
-
 class PredictActor:
     """Ray Data callable class: one ``Predictor`` per actor, threads from the CPUs Ray assigned to it."""
 
-    def __init__(self, spec: dict[str, Any], files: Any = None) -> None:
+    def __init__(self, spec: PredictorSpec, files: Any = None) -> None:
         import ray
+
+        from isseg.stream import StreamEngine, StreamOptions
 
         if files is not None and not isinstance(files, dict):
             files = ray.get(files)
-        threads = int(spec.get("num_threads") or 0)
-        if not threads:
+        if not spec.options.num_threads:
             cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
-            threads = max(1, int(cpus))
-        spec = dict(spec, num_threads=threads)
-        if spec.get("classes") is not None:
-            spec["classes"] = tuple(spec["classes"])
-        self.spec = PredictorSpec(**spec)
-        self.predictor, self._model_dir = load_predictor(self.spec, files)
+            spec = replace(spec, options=replace(spec.options, num_threads=max(1, int(cpus))))
+        self.spec = spec
+        self.predictor, self._model_dir = load_predictor(spec, files)
+        self.engine = StreamEngine(self.predictor, StreamOptions(output=None, masks=spec.masks,
+                                                                 classes=spec.classes), log=lambda _: None)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        from isseg.engine.records import error_record
-
+        """A batch of decoded rows -> their records, in order (in throughput mode several in flight)."""
+        paths = [str(p) for p in batch["path"]]
+        frames = (Frame(Source("image", path), None, None if error else np.asarray(image),
+                        ValueError(str(error)) if error else None)
+                  for path, image, error in zip(paths, batch["image"], batch["error"]))
         out: list[str] = []
         done: list[float] = []
-        paths = [str(p) for p in batch["path"]]
-        good = [i for i, error in enumerate(batch["error"]) if not error]
-        results = self._detect([np.asarray(batch["image"][i]) for i in good])
-        for i, path in enumerate(paths):
-            if batch["error"][i]:
-                rec = error_record(path, str(batch["error"][i]), image_id_of(path))
-            else:
-                try:
-                    det = next(results)
-                    if isinstance(det, BaseException):
-                        raise det
-                    rec = detections_to_record(det, path, self.spec)
-                except (ValueError, OSError, RuntimeError) as exc:
-                    rec = error_record(path, f"{path}: {exc}" if path not in str(exc) else str(exc),
-                                       image_id_of(path))
-            out.append(json.dumps(rec, separators=(",", ":")))
+        for result in self.engine.process(frames):
+            path = result.frame.source.location
+            out.append(json.dumps(result.record(image_id_of(path), self.spec.masks), separators=(",", ":")))
             done.append(time.time())
         # wall-clock times of each row from its decode to its record: the steady rate, measured where the work is
         return {"index": batch["index"], "record": out, "started": batch["started"], "done": done}
-
-    def _detect(self, images: list[np.ndarray]) -> Any:
-        """Detections (or the error) of each image, in order, as ``isseg predict`` computes them: in throughput
-        mode several requests in flight, in latency mode one after the other."""
-        return self.predictor.predict_stream(images, errors="return", masks=self.spec.masks)
-
-
-def spec_dict(spec: PredictorSpec) -> dict[str, Any]:
-    d = asdict(spec)
-    if d["classes"] is not None:
-        d["classes"] = list(d["classes"])
-    return d

@@ -17,12 +17,16 @@ import os
 import sys
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from isseg.cluster.actor import PredictActor, PredictorSpec, decode_batch, model_files, spec_dict
-from isseg.cluster.inputs import is_uri, list_inputs
+from isseg.cluster.actor import PredictActor, PredictorSpec, decode_batch, load_predictor, model_files
 from isseg.cluster.shards import ShardLayout
+from isseg.deploy.predictor import PredictorOptions, backend_for
+from isseg.sources.decode import is_uri
+from isseg.sources.inputs import expand_inputs
+from isseg.stream.options import class_indices
 
 DEFAULT_SHARD_SIZE = 256
 # Images per actor call in throughput mode. Each call streams its batch with 2 requests in flight; the batch's last
@@ -68,59 +72,38 @@ def connect(address: str | None = "auto", num_cpus: int | None = None) -> bool:
     return True
 
 
+def list_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[str], list[str]]:
+    """-> (sorted, de-duplicated image paths / URIs of ``inputs``, one error line per input that gave nothing).
+
+    The list must be deterministic, because the shard layout (fixed-size chunks of it) is what makes a resumed
+    run exact: the same inputs always give the same list in the same order, whatever the file system returns.
+    Paths are kept as written (``photos/a.jpg`` stays relative), so the records name files as ``isseg predict``
+    does. Videos, cameras and streams are refused: ``--ray`` processes image collections.
+    """
+    sources, errors = expand_inputs(inputs, recursive)
+    lines = [f"{raw}: {problem}" for raw, problem in errors]
+    lines += [f"{s.location}: --ray processes images; run videos, cameras and streams without --ray"
+              for s in sources if s.kind != "image"]
+    return sorted({s.location for s in sources if s.kind == "image"}), lines
+
+
 def _settings(spec: PredictorSpec) -> dict[str, Any]:
     """What a resumed run must share with the first one (the model by its resolved path)."""
     source = spec.source
     if not is_uri(source) and Path(source).exists():
         source = str(Path(source).resolve())
-    return {"model": source, "backend": spec.backend, "threshold": spec.threshold, "masks": spec.masks,
-            "classes": None if spec.classes is None else list(spec.classes), "preset": spec.preset,
-            "precision": spec.precision}
+    o = spec.options
+    return {"model": source, "backend": o.backend, "threshold": o.threshold, "masks": spec.masks,
+            "classes": None if spec.classes is None else list(spec.classes), "preset": o.preset,
+            "precision": o.precision}
 
 
-def _class_indices(classes: str | list | tuple | None, spec: PredictorSpec) -> tuple[int, ...] | None:
-    """``--classes`` as indices; names need the model's class list (read once, here)."""
-    if classes is None or classes == "":
-        return None
-    parts = [p.strip() for p in classes.split(",")] if isinstance(classes, str) else [str(c) for c in classes]
-    parts = [p for p in parts if p]
-    if all(p.isdigit() for p in parts):
-        return tuple(sorted({int(p) for p in parts}))
-    from isseg.cluster.actor import class_names_of, load_predictor
-
-    names = class_names_of(load_predictor(PredictorSpec(spec.source, spec.backend, preset=spec.preset,
-                                                        num_threads=1))[0])
-    keep = set()
-    for p in parts:
-        if p.isdigit():
-            if int(p) >= len(names):
-                raise ValueError(f"--classes: index {p} out of range (0..{len(names) - 1})")
-            keep.add(int(p))
-        elif p in names:
-            keep.add(names.index(p))
-        else:
-            raise ValueError(f"--classes: unknown class {p!r}")
-    return tuple(sorted(keep))
-
-
-def write_coco(layout: ShardLayout, spec: PredictorSpec, path: Path) -> dict[str, Any]:
-    """COCO results (bbox ``[x, y, w, h]``, RLE) of every record with an image id, as ``isseg predict``'s
-    ``results.json``; the category ids come from the model's class list (COCO's ids for the COCO classes)."""
-    import json
-
-    from isseg.cluster.actor import class_names_of, load_predictor
-    from isseg.engine.records import category_ids_for, records_to_coco
-
-    names = class_names_of(load_predictor(PredictorSpec(spec.source, spec.backend, preset=spec.preset,
-                                                        num_threads=1))[0])
-    category_ids = category_ids_for(names)
-    with_id = [r for r in layout.records() if r.get("image_id") is not None]
-    results, _ = records_to_coco(with_id, category_ids)
-    from isseg.atomic import atomic_write
-
-    atomic_write(path, json.dumps(results))
-    return {"results_file": str(path), "coco_results": len(results),
-            "images_without_id": layout.summarize()["images"] - len(with_id)}
+def class_names_of(spec: PredictorSpec) -> tuple[str, ...]:
+    """The model's class list (a one-thread Predictor, loaded once here on the driver)."""
+    options = PredictorOptions(backend=spec.options.backend, preset=spec.options.preset, num_threads=1)
+    predictor, _ = load_predictor(PredictorSpec(spec.source, options))
+    with predictor:
+        return tuple(predictor.class_names)
 
 
 def predict_ray(inputs: list[str] | str, model: str, output: str | os.PathLike, *, address: str | None = "auto",
@@ -133,7 +116,7 @@ def predict_ray(inputs: list[str] | str, model: str, output: str | os.PathLike, 
     """Segment every image of ``inputs`` on Ray, writing record shards to ``output``; resumes a run there.
 
     Args:
-        inputs: folders, globs, manifest files, image files, fsspec URIs (see :mod:`isseg.cluster.inputs`).
+        inputs: folders, globs, manifest files, image files, fsspec URIs (see :mod:`isseg.sources.inputs`).
         model: an exported model (.xml / .onnx) or a checkpoint / registry name, as ``isseg.Predictor``.
         address: Ray cluster ("auto": the running one, else a local one started here; "local"; "host:port";
             "ray://host:10001").
@@ -166,11 +149,12 @@ def predict_ray(inputs: list[str] | str, model: str, output: str | os.PathLike, 
     if mode not in ("auto", "latency", "throughput"):
         raise ValueError(f"mode must be 'auto', 'latency' or 'throughput', got {mode!r}")
     if mode == "auto":
-        from isseg.deploy.predictor import backend_for
-
         mode = "throughput" if (backend or backend_for(str(model))) == "openvino" else "latency"
-    spec = PredictorSpec(str(model), backend, device, float(threshold), precision, preset, bool(masks), mode=mode)
-    spec = PredictorSpec(**{**spec_dict(spec), "classes": _class_indices(classes, spec)})
+    options = PredictorOptions(backend=backend, device=device, threshold=float(threshold), precision=precision,
+                               preset=preset, mode=mode)
+    spec = PredictorSpec(str(model), options, bool(masks))
+    names = class_names_of(spec) if coco or (classes is not None and classes != "") else ()
+    spec = replace(spec, classes=class_indices(classes, names) if names else None)
     layout = ShardLayout.open(output, paths, shard_size, _settings(spec), DEFAULT_SHARD_SIZE)
     todo = layout.pending()
     summary: dict[str, Any] = {"output": str(layout.folder), "input_errors": input_errors,
@@ -191,7 +175,7 @@ def predict_ray(inputs: list[str] | str, model: str, output: str | os.PathLike, 
     t_pipeline = time.perf_counter() - t0
     summary.update(layout.summarize())
     if coco:
-        summary.update(write_coco(layout, spec, layout.folder / "results.json"))
+        summary.update(_write_coco(layout, names))
     wall = time.perf_counter() - t0
     n = summary["images_computed"]
     summary["seconds"] = {"ray_start": t_ray, "first_image_started": summary.pop("seconds_first_image_started", None),
@@ -202,6 +186,18 @@ def predict_ray(inputs: list[str] | str, model: str, output: str | os.PathLike, 
 
     (layout.folder / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def _write_coco(layout: ShardLayout, class_names: tuple[str, ...]) -> dict[str, Any]:
+    """``results.json`` and ``images.json`` from every record with an image id, as ``isseg predict`` writes them
+    (category ids from the model's class list: COCO's ids for the COCO classes)."""
+    from isseg.engine.records import write_coco_files
+
+    records = list(layout.records())
+    with_id = [r for r in records if r.get("image_id") is not None]
+    results, _ = write_coco_files(with_id, class_names, layout.folder)
+    count = sum(len(r["detections"]) for r in with_id if r.get("error") is None)
+    return {"results_file": str(results), "coco_results": count, "images_without_id": len(records) - len(with_id)}
 
 
 def _check_model(source: str) -> None:
@@ -269,11 +265,11 @@ def _run(ray: Any, layout: ShardLayout, todo: list[int], spec: PredictorSpec, su
     rows = [{"index": i, "path": layout.paths[i]} for k in todo for i in layout.chunk(k)]
     # blocks small enough to keep every actor busy and shards completing in order, large enough to be cheap
     block = max(1, min(layout.shard_size, math.ceil(len(rows) / (4 * actors)), 64))
-    batch_size = batch_size or (min(THROUGHPUT_BATCH, block) if spec.mode == "throughput" else 1)
+    batch_size = batch_size or (min(THROUGHPUT_BATCH, block) if spec.options.mode == "throughput" else 1)
     ds = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / block))
     ds = ds.map_batches(decode_batch, batch_size=batch_size, num_cpus=cpus if not gpus else 1)
     files = model_files(spec.source) if ship_model else None
-    kwargs = {"spec": spec_dict(spec), "files": ray.put(files) if files else None}
+    kwargs = {"spec": spec, "files": ray.put(files) if files else None}
     ds = ds.map_batches(PredictActor, fn_constructor_kwargs=kwargs, batch_size=batch_size,
                         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus, num_gpus=gpus or None)
     shard_of = {i: k for k in todo for i in layout.chunk(k)}
@@ -317,7 +313,7 @@ def _run(ray: Any, layout: ShardLayout, todo: list[int], spec: PredictorSpec, su
     if open_shards:
         missing = sum(len(layout.chunk(k)) - len(v) for k, v in open_shards.items())
         raise RuntimeError(f"the pipeline returned no record for {missing} input(s); run again to complete them")
-    summary["pool"] = {"actors": actors, "cpus_per_actor": cpus, "gpus_per_actor": gpus, "mode": spec.mode,
+    summary["pool"] = {"actors": actors, "cpus_per_actor": cpus, "gpus_per_actor": gpus, "mode": spec.options.mode,
                        "batch_size": batch_size}
     if first_start is not None:
         # from the first image's start to the last one's end in the actors: actor start-up and model loading excluded

@@ -1,4 +1,5 @@
-"""``isseg predict ... --ray [ADDRESS]``: the Ray path of ``isseg predict`` (the CLI dispatches here early)."""
+"""``isseg predict ... --ray [ADDRESS]``: the Ray path of ``isseg predict`` (``isseg.cli.predict`` dispatches here
+after the checks both paths share)."""
 
 from __future__ import annotations
 
@@ -11,18 +12,13 @@ def run(args: argparse.Namespace) -> int:
     failed (as ``isseg predict``)."""
     from isseg.cluster.pipeline import predict_ray
 
-    if not args.model and not args.weights:
-        raise ValueError("pass --model (an exported .xml / .onnx) or --weights (a checkpoint)")
-    if args.model and args.weights:
-        raise ValueError("pass either --model or --weights, not both")
-    if getattr(args, "max_frames", 0):
-        print("isseg predict: --ray ignores --max-frames (images only)", file=sys.stderr)
-    summary = predict_ray(args.inputs, args.model or args.weights, args.output, address=args.ray,
-                          actors=getattr(args, "actors", None), cpus_per_actor=getattr(args, "cpus_per_actor", None),
-                          shard_size=getattr(args, "shard_size", None), backend=args.backend, device=args.device,
-                          threshold=args.threshold, precision=args.precision, preset=args.preset,
+    if args.limit or args.vid_stride != 1:
+        print("isseg predict: --ray ignores --limit and --vid-stride (images only)", file=sys.stderr)
+    summary = predict_ray(args.inputs, args.model or args.weights, args.output, address=args.ray, actors=args.actors,
+                          cpus_per_actor=args.cpus_per_actor, shard_size=args.shard_size, backend=args.backend,
+                          device=args.device, threshold=args.threshold, precision=args.precision, preset=args.preset,
                           masks=not args.no_masks, classes=args.classes, recursive=args.recursive,
-                          coco=not args.no_json, progress=not args.quiet, mode=getattr(args, "mode", None) or "auto",
+                          coco=not args.no_json, progress=not args.quiet, mode=args.mode,
                           gpus_per_actor=1.0 if (args.device or "").lower().startswith(("cuda", "gpu")) else 0.0)
     for e in summary["input_errors"]:
         print(f"isseg predict: {e}", file=sys.stderr)
