@@ -121,8 +121,9 @@ def _fps(cap: cv2.VideoCapture, stride: int) -> float | None:
 
 
 def _timestamp(cap: cv2.VideoCapture) -> float | None:
-    ms = float(cap.get(cv2.CAP_PROP_POS_MSEC) or 0.0)
-    return ms / 1000.0 if ms > 0 else None
+    """The position of the frame just read, in seconds (None where the backend has no clock)."""
+    ms = float(cap.get(cv2.CAP_PROP_POS_MSEC))
+    return ms / 1000.0 if ms >= 0 else None
 
 
 def video_frames(source: Source, options: ReadOptions = ReadOptions()) -> Iterator[Frame]:
@@ -244,11 +245,11 @@ class LiveReader:
         except ValueError as exc:
             self._end(exc)
             return
-        index = produced = 0
+        index = 0
         gap: float | None = None
         fps = _fps(cap, self.options.stride)
         try:
-            while not self._stop.is_set() and (not self.options.limit or produced < self.options.limit):
+            while not self._stop.is_set():
                 if not cap.grab():
                     cap.release()
                     lost_at = time.monotonic()
@@ -262,7 +263,7 @@ class LiveReader:
                     if ok:
                         self._put(Frame(self.source, index, image, timestamp=_timestamp(cap), captured=time.time(),
                                         fps=fps, gap=gap))
-                        produced, gap = produced + 1, None
+                        gap = None
                 index += 1
         finally:
             if cap is not None:
@@ -271,9 +272,11 @@ class LiveReader:
 
 
 def live_frames(sources: Iterable[Source], options: ReadOptions, log: Log) -> Iterator[Frame]:
-    """The frames of several live sources at once, as they arrive (one reader thread each)."""
+    """The frames of several live sources at once, as they arrive (one reader thread each), up to ``limit``
+    frames taken from each."""
     wake = threading.Condition()
     readers = [LiveReader(s, options, log, wake) for s in sources]
+    taken = dict.fromkeys(readers, 0)
     try:
         while readers:
             got = False
@@ -281,8 +284,10 @@ def live_frames(sources: Iterable[Source], options: ReadOptions, log: Log) -> It
                 frame = reader.poll()
                 if frame is not None:
                     got = True
+                    taken[reader] += frame.image is not None
                     yield frame
-                elif reader.finished:
+                if reader.finished or (options.limit and taken[reader] >= options.limit):
+                    reader.stop()
                     readers.remove(reader)
             if not got and readers:
                 with wake:
