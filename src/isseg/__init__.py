@@ -8,8 +8,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from isseg.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -30,13 +29,15 @@ _EXPORTS = {
     "coco_eval": "isseg.engine.coco_eval",
     "train": "isseg.engine.trainer",
     "evaluate": "isseg.engine.evaluate",
+    "PredictorOptions": "isseg.deploy.predictor",
+    "StreamEngine": "isseg.stream",
+    "StreamOptions": "isseg.stream",
+    "FrameProcessor": "isseg.stream",
+    "Source": "isseg.sources",
+    "ReadOptions": "isseg.sources",
+    "expand_inputs": "isseg.sources",
+    "iter_frames": "isseg.sources",
+    "read_image": "isseg.sources",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'isseg' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -5,22 +5,9 @@ Needs the ``ray`` extra (``pip install "isseg[ray]"``); importing this package d
 
 from __future__ import annotations
 
-from typing import Any
+from isseg.lazy import lazy_exports
 
-__all__ = ["ShardLayout", "list_inputs", "predict_ray"]
-
-
-def __getattr__(name: str) -> Any:  # lazy, so that `isseg predict` without --ray never imports Ray
-    if name == "predict_ray":
-        from isseg.cluster.pipeline import predict_ray
-
-        return predict_ray
-    if name == "list_inputs":
-        from isseg.cluster.pipeline import list_inputs
-
-        return list_inputs
-    if name == "ShardLayout":
-        from isseg.cluster.shards import ShardLayout
-
-        return ShardLayout
-    raise AttributeError(f"module 'isseg.cluster' has no attribute {name!r}")
+# lazy, so that `isseg predict` without --ray never imports Ray
+__getattr__, __all__ = lazy_exports(__name__, {"predict_ray": "isseg.cluster.pipeline",
+                                               "list_inputs": "isseg.cluster.pipeline",
+                                               "ShardLayout": "isseg.cluster.shards"})

@@ -5,8 +5,7 @@ Heavy imports (torch tracing, OpenVINO, ONNX Runtime, NNCF) happen inside the fu
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from isseg.lazy import lazy_exports
 
 _EXPORTS = {
     "export": "isseg.deploy.export",
@@ -14,11 +13,4 @@ _EXPORTS = {
     "ExportModule": "isseg.deploy.graph",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'isseg.deploy' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

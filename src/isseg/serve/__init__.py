@@ -11,22 +11,9 @@ loaded models), ``backends`` (the calls into isseg's inference code), ``metrics`
 
 from __future__ import annotations
 
-from typing import Any
+from isseg.lazy import lazy_exports
 
-__all__ = ["create_app", "load_models", "ModelSettings", "ServeSettings"]
-
-
-def __getattr__(name: str) -> Any:  # lazy: importing isseg.serve must not need FastAPI until it is used
-    if name == "create_app":
-        from isseg.serve.app import create_app
-
-        return create_app
-    if name == "load_models":
-        from isseg.serve.specs import load_models
-
-        return load_models
-    if name in ("ModelSettings", "ServeSettings"):
-        from isseg.serve import settings
-
-        return getattr(settings, name)
-    raise AttributeError(name)
+# lazy: importing isseg.serve must not need FastAPI until it is used
+__getattr__, __all__ = lazy_exports(__name__, {"create_app": "isseg.serve.app", "load_models": "isseg.serve.specs",
+                                               "ModelSettings": "isseg.serve.settings",
+                                               "ServeSettings": "isseg.serve.settings"})

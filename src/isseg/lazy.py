@@ -1,0 +1,21 @@
+"""Lazy public names of a package: ``import isseg`` (or a sub-package) stays light, and a name's module (with
+its heavy imports: torch, OpenVINO, FastAPI, Ray) is imported on first use."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+
+def lazy_exports(package: str, exports: dict[str, str]) -> tuple[Callable[[str], Any], list[str]]:
+    """-> (the package's module-level ``__getattr__``, its ``__all__``) for ``exports``: public name -> the module
+    that defines it."""
+
+    def __getattr__(name: str) -> Any:  # noqa: N807 - a module's __getattr__
+        module = exports.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(module), name)
+
+    return __getattr__, sorted(exports)
