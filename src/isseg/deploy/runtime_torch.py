@@ -30,7 +30,7 @@ class TorchRuntime:
     @torch.inference_mode()
     def infer(self, x: np.ndarray) -> Outputs:
         labels, boxes, masks = self.graph(torch.from_numpy(x).to(self.device))
-        return labels.cpu().numpy(), boxes.cpu().numpy(), masks.cpu().numpy()
+        return labels.cpu().numpy(), boxes.float().cpu().numpy(), masks.float().cpu().numpy()  # (bf16 under autocast)
 
     def stream(self, items: Iterable[Any], prepare: Callable[[Any], tuple[np.ndarray, Any]]) -> Iterator[StreamItem]:
         return stream_sequentially(self, items, prepare)
