@@ -311,3 +311,27 @@ def test_throughput_mode_is_the_default_for_folders_and_videos_and_computes_the_
     redrawn = _drawn_frames(tmp_path / "auto" / "clip.mp4")
     assert len(redrawn) == 6
     assert all(np.array_equal(a, b) for a, b in zip(drawn, redrawn))
+
+
+def test_rough_paths_are_one_line_and_leave_no_folder(exported, tmp_path, capsys):
+    """A truncated IR says why OpenVINO refused it; an IR's .bin names the .xml to pass; a run that fails before
+    it starts leaves no output folder; --classes lists the model's names."""
+    images = image_folder(tmp_path / "in", 1)
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    text = exported.xml.read_text()
+    (cut / "model.xml").write_text(text[: len(text) // 2])
+    (cut / "model.bin").write_bytes(exported.xml.with_suffix(".bin").read_bytes())
+    cases = [
+        (["--model", str(cut / "model.xml")], [str(cut / "model.xml"), "not a model OpenVINO can read", "offset"]),
+        (["--model", str(cut / "model.bin")], ["model.bin: the weights file of an OpenVINO IR", "model.xml"]),
+        (["--model", str(exported.xml), "--classes", "unicorn"],
+         ["--classes: unknown class 'unicorn'", "the model's classes are: person, bicycle, car"]),
+    ]
+    for n, (extra, expected) in enumerate(cases):
+        out = tmp_path / f"out{n}"
+        rc = main(["predict", str(images), "-o", str(out), "--quiet", *extra])
+        lines = error_lines(capsys.readouterr().err)
+        assert rc == 1 and len(lines) == 1, (extra, lines)
+        assert all(e in lines[0] for e in expected), (extra, lines)
+        assert "Exception from" not in lines[0] and not out.exists(), (extra, lines)

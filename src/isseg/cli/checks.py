@@ -13,24 +13,31 @@ import tempfile
 from pathlib import Path
 
 
-def output_dir(path: str | os.PathLike, option: str = "--output") -> Path:
-    """Create ``path`` if needed and prove it writable (a probe file is created and removed)."""
+def output_dir(path: str | os.PathLike, option: str = "--output", create: bool = True) -> Path:
+    """Prove ``path`` a writable folder, or one that can be made (a probe file is created and removed). With
+    ``create`` the folder is made now; without, nothing is left behind (the command makes it when it writes, so
+    a run that fails early leaves no empty folder)."""
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{option} {folder}: is a file, expected a folder (or a path where one can be made)")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{option} {folder}: a file is in the way of this folder path ({existing})")
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"{option} {folder}: cannot create the folder ({exc.strerror or exc})") from None
+        existing = folder
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise ValueError(f"{option} {folder}: a file is in the way of this folder path") from None
-    except OSError as exc:
-        raise ValueError(f"{option} {folder}: cannot create the folder ({exc.strerror or exc})") from None
-    try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".isseg-write-probe-")
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".isseg-write-probe-")
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
         raise ValueError(f"{option} {folder}: the folder is not writable ({exc.strerror or exc})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
+    if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{option} {folder}: the folder is not writable (permissions)")
     return folder
 

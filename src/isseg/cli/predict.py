@@ -82,7 +82,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--resume reads OUTPUT/{RECORDS_NAME}, which --no-json does not write")
     if args.no_json and args.no_images:
         raise ValueError("--no-json and --no-images together would write nothing")
-    checks.output_dir(args.output, "--output")
+    checks.output_dir(args.output, "--output", create=False)  # made when the run writes: a failed start leaves none
 
 
 def stream_options(args: argparse.Namespace):  # noqa: ANN201 - isseg.stream.StreamOptions, imported late

@@ -93,6 +93,10 @@ def open_runtime(model_or_path: nn.Module | str | Path, options: PredictorOption
                  resources: contextlib.ExitStack) -> tuple[Runtime, Path | None]:
     """-> (the runtime that runs ``model_or_path`` as ``options`` say, the model file it runs or None for
     PyTorch); a temporary export is entered into ``resources`` (closed with the Predictor)."""
+    if isinstance(model_or_path, str | Path) and Path(model_or_path).suffix.lower() == ".bin":
+        xml = Path(model_or_path).with_suffix(".xml")
+        raise ValueError(f"{model_or_path}: the weights file of an OpenVINO IR; pass the model's .xml"
+                         + (f" ({xml})" if xml.is_file() else ""))
     backend = options.backend or backend_for(model_or_path)
     source: Any = model_or_path
     exported = backend_for(source) != "torch"

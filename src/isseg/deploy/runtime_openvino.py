@@ -14,6 +14,7 @@ dropped the last reference to the plugin and joined itself (inferred, not proven
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,18 @@ def read_ir(path: str | Path) -> Any:
     try:
         return shared_core().read_model(str(path))
     except RuntimeError as exc:
-        raise ValueError(f"{path}: not a model OpenVINO can read ({str(exc).splitlines()[0]})") from None
+        raise ValueError(f"{path}: not a model OpenVINO can read ({openvino_reason(exc)})") from None
+
+
+def openvino_reason(exc: BaseException) -> str:
+    """The reason in an OpenVINO exception, without its "Exception from <file>:<line>:" and "Check '...' failed
+    at <file>:<line>:" headers (which name OpenVINO's sources, not the user's problem)."""
+    lines = []
+    for line in str(exc).splitlines():
+        line = re.sub(r"^(Exception from \S+:\d+:|Check '.*' failed at \S+:\d+:)\s*", "", line.strip())
+        if line:
+            lines.append(line)
+    return "; ".join(lines) or type(exc).__name__
 
 
 class OpenVINORuntime:

@@ -102,6 +102,7 @@ class OutputFolder:
 
     def __init__(self, options: StreamOptions, sources: Sequence[Source], class_names: Sequence[str]) -> None:
         self.folder = Path(str(options.output))
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.options, self.class_names = options, tuple(class_names)
         self.writer = RecordWriter(self.folder / RECORDS_NAME, resume=options.resume) \
             if options.write_records else None
