@@ -16,7 +16,6 @@ import time
 import warnings
 from pathlib import Path
 
-import cv2
 import torch
 
 
@@ -29,13 +28,15 @@ def main() -> None:
     import onnx
     import onnxruntime as ort
 
-    from isseg.testing.benchmark import _letterboxed, coco_images, torchvision_model
+    from isseg.sources.decode import read_image_file
+    from isseg.testing.datasets import coco_images
+    from isseg.testing.torchvision_baseline import letterboxed, torchvision_model
 
     model = torchvision_model()
     paths = coco_images(args.images)
 
     def prep(path: Path) -> torch.Tensor:
-        canvas = _letterboxed(cv2.imread(str(path)), (768, 1024))
+        canvas = letterboxed(read_image_file(path), (768, 1024))
         return torch.from_numpy(canvas[:, :, ::-1].copy()).permute(2, 0, 1).float().div_(255.0)
 
     out = Path(args.model)

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", required=True, help="isseg checkpoint (or registry name)")
     p.add_argument("--data", required=True, help="COCO annotation JSON of the evaluation images")
     p.add_argument("--images", required=True, help="folder of the evaluation images")
-    p.add_argument("--calibration", help="folder of INT8 calibration images (default: coco-mini val2017)")
+    p.add_argument("--calibration", help="folder of INT8 calibration images (needed for the int8 row)")
     p.add_argument("--calibration-size", type=int, default=32)
     p.add_argument("--input-size", type=int, nargs=2, default=(768, 1024), metavar=("H", "W"),
                    help="exported input size (default 768 1024; use the training size for small models)")
@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", help="keep the exported models here (default: a temporary folder)")
     p.add_argument("--json", help="write the table as JSON to this file")
     args = p.parse_args(argv)
+    if "int8" in args.precisions and not args.calibration:
+        p.error("--calibration DIR is needed for int8 (e.g. the training images), or leave int8 out of --precisions")
 
     import isseg
     from isseg.engine.evaluate import evaluate

@@ -90,11 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=15, help="slowest layers to list")
     p.add_argument("--json", help="write the profiles here")
     args = p.parse_args(argv)
-    import cv2
 
-    from isseg.testing.benchmark import coco_images
+    from isseg.sources.decode import read_image_file
+    from isseg.testing.datasets import coco_images
 
-    images = [cv2.imread(str(path)) for path in coco_images(args.images)]
+    images = [read_image_file(path) for path in coco_images(args.images)]
     results = [profile(xml, images, args.precision) for xml in args.models]
     for r in results:
         print(f"\n## {r['model']} ({r['precision']}): {r['total_ms']:.1f} ms of layers per image "

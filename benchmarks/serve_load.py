@@ -1,5 +1,5 @@
-"""Load test of ``isseg serve``: N concurrent clients for M seconds against the detections endpoint on 127.0.0.1,
-compared with ``isseg predict`` on the same images in the same run.
+"""Load test of ``isseg serve``: N concurrent clients for M seconds against the KServe v2 inference endpoint
+(``/v2/models/seg/infer``) on 127.0.0.1, compared with ``isseg predict`` on the same images in the same run.
 
     .venv/bin/python benchmarks/serve_load.py --clients 4 --seconds 60               # seeded random 768x1024 model
     .venv/bin/python benchmarks/serve_load.py --model exported/security-0002.xml --workers 2 --max-queue 16

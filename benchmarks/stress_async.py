@@ -30,12 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     faulthandler.enable()  # a native abort still prints where each thread was
 
-    import cv2
-
     from isseg.deploy.predictor import Predictor
-    from isseg.testing.benchmark import coco_images
+    from isseg.sources.decode import read_image_file
+    from isseg.testing.datasets import coco_images
 
-    images = [cv2.imread(str(path)) for path in coco_images(args.images)]
+    images = [read_image_file(path) for path in coco_images(args.images)]
     stream = images + [Path("/nonexistent/missing.jpg")] + images[::-1]
     for r in range(args.rounds):
         mode, requests = args.modes[r % len(args.modes)], args.requests[r % len(args.requests)]

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from isseg.testing import benchmark, ceiling
+from isseg.testing import bench_measure, bench_report, benchmark, ceiling
 
 
 def test_int8_probe_runs_an_integer_convolution() -> None:
@@ -33,7 +33,7 @@ def test_bounds_use_the_detections_each_configuration_had(monkeypatch: pytest.Mo
     monkeypatch.setattr(ceiling, "probe_rate", lambda p: rates[p])
     model = build_model("security-0002").eval()
     cfg = benchmark.BenchConfig(input_size=(128, 160), precisions=("fp32", "int8"))
-    results = [benchmark.Result("a", precision="fp32", detections=10.0), benchmark.Result("b", precision="int8",
+    results = [bench_measure.Result("a", precision="fp32", detections=10.0), bench_measure.Result("b", precision="int8",
                                                                                         detections=100.0)]
     compute = benchmark._compute_ceiling(model, results, cfg, log=lambda _: None)
     flops = count_flops(model, 128, 160)
@@ -53,7 +53,7 @@ def test_small_end_to_end_run_reports_ratios_and_bounds(coco_mini, tmp_path) -> 
     assert ov32["agreement"]["matched_all"] == 1.0  # the reference of the agreement columns is itself
     assert ov32["precision"] == "fp32" and ov32["bound_ms"] > 0
     assert report["baseline_e2e_ms"] > 0 and report["compute"]["max_speedup"]["fp32"] > 0
-    text = benchmark.format_report(report)
+    text = bench_report.format_report(report)
     assert "compute ceiling" in text and "| openvino fp32 |" in text
 
 
@@ -72,4 +72,4 @@ def test_throughput_mode_and_detection_counts_are_measured(coco_mini, tmp_path) 
     assert zero == 0 and 0 < seven <= 7  # the twins return what they were made to
     default = next(r for r in report["results"] if r["name"].startswith("openvino default"))
     assert full > 7 and full == default["detections"]  # the model itself, not a twin's export under its name
-    assert "by number of detections" in benchmark.format_report(report)
+    assert "by number of detections" in bench_report.format_report(report)

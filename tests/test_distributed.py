@@ -100,8 +100,8 @@ def _run_single(ann: str, images: str, tmp: Path) -> dict[str, torch.Tensor]:
 def _build() -> torch.nn.Module:
     from isseg.config import get_config
     from isseg.data.synth import CLASS_NAMES
-    from isseg.engine.checkpoint import seed_everything
     from isseg.engine.config_overrides import apply_overrides
+    from isseg.engine.rng_state import seed_everything
     from isseg.model.mask_rcnn import build_model
 
     seed_everything(0)  # what the trainer does before building the model

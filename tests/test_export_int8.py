@@ -35,13 +35,28 @@ def test_int8_openvino(tmp_path):
 
 
 def test_calibration_images_errors(tmp_path):
+    import cv2
+    import numpy as np
+
     from isseg.deploy.quantize import calibration_images
 
     with pytest.raises(FileNotFoundError, match="calibration"):
         calibration_images(tmp_path / "none")
-    (tmp_path / "a.jpg").write_bytes(b"junk")
-    with pytest.raises(ValueError, match="no readable"):
+    (tmp_path / "notes.txt").write_text("not an image suffix: not looked at")
+    with pytest.raises(ValueError, match="no calibration images in"):
         calibration_images(tmp_path)
+    # a bad image is the one decoder's one-line error naming the file, not a silently smaller calibration set
+    (tmp_path / "a.jpg").write_bytes(b"junk")
+    with pytest.raises(ValueError, match=r"a\.jpg: not an image OpenCV can read") as info:
+        calibration_images(tmp_path)
+    assert "\n" not in str(info.value)
+    ok, encoded = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (32, 48, 3), dtype=np.uint8))
+    assert ok
+    (tmp_path / "a.jpg").write_bytes(encoded.tobytes())
+    (tmp_path / "b.jpg").write_bytes(encoded.tobytes()[: len(encoded) // 2])
+    with pytest.raises(ValueError, match=r"b\.jpg: truncated JPEG"):
+        calibration_images(tmp_path)
+    assert len(calibration_images(tmp_path, count=1)) == 1  # only the first `count` files are read
 
 
 def test_int8_needs_calibration_images(tmp_path):

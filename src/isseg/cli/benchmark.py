@@ -36,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from isseg.cli import checks
-    from isseg.testing.benchmark import BenchConfig, format_report, run_benchmark
+    from isseg.testing.bench_report import format_report
+    from isseg.testing.benchmark import BenchConfig, run_benchmark
 
     checks.at_least(args.images, "--images", 1)
     checks.at_least(args.warmup, "--warmup", 0)
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     report = run_benchmark(cfg, log=lambda msg: print(f"isseg benchmark: {msg}", flush=True))
     print(format_report(report))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        from isseg.atomic import atomic_write
+
+        atomic_write(args.json, json.dumps(report, indent=2))
     return 0

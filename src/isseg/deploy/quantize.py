@@ -1,4 +1,5 @@
-"""INT8 post-training quantization with NNCF, calibrated on real images (coco-mini by default).
+"""INT8 post-training quantization with NNCF, calibrated on real images (a folder or a list the caller gives;
+there is no default set: calibration images should look like the deployment's).
 
 Only the network (convolutions, fully connected layers of the backbone, FPN, RPN head, box and mask heads)
 is quantized; the geometry (anchors, decoding, RoI coordinates, NMS) is excluded with an ignored scope.
@@ -10,35 +11,30 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from isseg.config import ModelConfig
 from isseg.deploy.contract import INPUT_NAME
 from isseg.deploy.graph import is_geometry
 from isseg.model.transform import network_input
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from isseg.sources.decode import IMAGE_SUFFIXES, read_image_file
 
 
 def calibration_images(source: str | Path | Sequence[np.ndarray], count: int = 32) -> list[np.ndarray]:
-    """Up to ``count`` BGR images: from a list, or a folder (sorted file names)."""
+    """Up to ``count`` HxWx3 uint8 BGR images: from a list, or the first image files of a folder (sorted names,
+    :data:`isseg.sources.decode.IMAGE_SUFFIXES`). A file that cannot be decoded stops the export with the
+    decoder's one-line error naming it (calibrating on fewer images than asked would go unnoticed)."""
     if not isinstance(source, str | Path):
         images = [np.asarray(x) for x in list(source)[:count]]
     else:
         folder = Path(source)
         if not folder.is_dir():
             raise FileNotFoundError(f"calibration images not found: {folder} (expected a folder of images)")
-        images = []
-        for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if img is not None:
-                images.append(img)
-            if len(images) >= count:
-                break
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        images = [read_image_file(path) for path in files[:count]]
     if not images:
         where = source if isinstance(source, str | Path) else "the list given"
-        raise ValueError(f"no readable calibration images in {where}")
+        raise ValueError(f"no calibration images in {where} (expected image files: {', '.join(IMAGE_SUFFIXES)})")
     return images
 
 

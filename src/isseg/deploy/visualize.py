@@ -56,9 +56,3 @@ def draw_detections(image: np.ndarray, det: Detections, alpha: float = 0.5, mask
                         cv2.LINE_AA)
     return out
 
-
-def draw_fps(image: np.ndarray, text: str) -> np.ndarray:
-    """Put a small status line (e.g. "12.3 FPS") in the top-left corner, in place."""
-    cv2.putText(image, text, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(image, text, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
-    return image

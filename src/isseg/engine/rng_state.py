@@ -1,5 +1,6 @@
-"""The random-number-generator state a bit-exact resume needs (the checkpoint file itself is
-:mod:`isseg.weights.checkpoint`'s)."""
+"""The random-number generators of this process (Python, NumPy, torch CPU and CUDA): seeding them, and the state
+a bit-exact resume saves and restores (the checkpoint that carries it is written by
+:mod:`isseg.engine.checkpointing` in :mod:`isseg.weights.checkpoint`'s format)."""
 
 from __future__ import annotations
 

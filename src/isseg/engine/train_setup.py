@@ -1,0 +1,125 @@
+"""The pieces a training run is built from: the model preset for the dataset's classes, the training dataset
+(every image checked before the first step), the model (optionally from pretrained weights), the optimizer
+and the DDP wrapper. :mod:`isseg.engine.trainer` assembles them in this order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Any
+
+import torch
+from torch import nn
+
+from isseg.config import ModelConfig, get_config
+from isseg.engine.config_overrides import apply_overrides
+from isseg.engine.train_config import TrainConfig
+
+
+def model_config_for(cfg: TrainConfig, resume_state: dict[str, Any] | None) -> ModelConfig:
+    """The resumed checkpoint's preset, else ``cfg.preset`` for the annotation file's categories (sorted by
+    id), with ``cfg.overrides`` and ``cfg.freeze_stages`` applied."""
+    if resume_state is not None:
+        return ModelConfig.from_dict(resume_state["config"])
+    from isseg.data.coco import load_coco_json
+
+    cats = sorted(load_coco_json(cfg.data)["categories"], key=lambda c: c["id"])
+    names = tuple(c["name"] for c in cats)
+    if not names:
+        raise ValueError(f"{cfg.data}: 'categories' is empty; training needs at least one class")
+    mc = get_config(cfg.preset, class_names=names)
+    mc = apply_overrides(mc, cfg.overrides)
+    if cfg.freeze_stages is not None:
+        mc = dataclasses.replace(mc, backbone=dataclasses.replace(mc.backbone, frozen_stages=cfg.freeze_stages))
+    return mc
+
+
+def training_dataset(cfg: TrainConfig, model_config: ModelConfig, main: bool) -> Any:
+    """The ``CocoDataset`` of ``cfg.data`` / ``cfg.images`` (images without a usable annotation left out, the
+    random flip of ``cfg.horizontal_flip``), after the pre-flight check of every image."""
+    from isseg.data.coco import CocoDataset
+
+    transform = None
+    if cfg.horizontal_flip > 0:
+        from isseg.data.transforms import RandomHorizontalFlip
+
+        transform = RandomHorizontalFlip(cfg.horizontal_flip)
+    ds = CocoDataset(cfg.data, cfg.images, train=True, class_names=model_config.class_names,
+                     transform=transform, skip_empty=True)
+    _preflight(ds, cfg, main)
+    if len(ds) == 0:
+        raise ValueError(f"{cfg.data}: no image with a usable (non-crowd, >= 1 px) annotation to train on")
+    return ds
+
+
+def _preflight(ds: Any, cfg: TrainConfig, main: bool) -> None:
+    """Check every training image before the first step (a bad file would otherwise stop the run when it
+    is first sampled, maybe hours in): list each bad one, then stop, or leave them out (skip_bad_images)."""
+    bad = ds.preflight(progress=main and cfg.progress, workers=max(1, cfg.workers))
+    if not bad:
+        return
+    total = len(ds)
+    if main:
+        for _, reason in bad:
+            print(f"isseg train: bad image: {reason}", file=sys.stderr)
+    if not cfg.skip_bad_images:
+        raise ValueError(f"{ds.annotation_file}: {len(bad)} of {total} training image(s) cannot be used (listed "
+                         f"above); fix them, or pass --skip-bad-images to train on the other {total - len(bad)}")
+    ds.drop([i for i, _ in bad])
+    if main:
+        print(f"isseg train: --skip-bad-images: training on {len(ds)} of {total} image(s)", file=sys.stderr)
+
+
+def build_train_model(cfg: TrainConfig, model_config: ModelConfig, device: torch.device, world: int, main: bool,
+                      resuming: bool) -> nn.Module:
+    """The MaskRCNN of ``model_config`` on ``device``: initialized from ``cfg.weights`` unless ``resuming``,
+    with SyncBatchNorm when ``cfg.sync_bn`` under DDP on CUDA."""
+    from isseg.model.mask_rcnn import build_model
+
+    model = build_model(model_config)
+    if not resuming and cfg.weights:
+        _load_pretrained(model, cfg.weights, main)
+    if cfg.sync_bn and world > 1 and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model.to(device)
+
+
+def _load_pretrained(model: nn.Module, weights: str, verbose: bool) -> None:
+    """Initialize from ``weights``; class-specific layers whose shape differs (other classes) are skipped,
+    so the backbone, FPN, RPN and the shared heads are kept and the predictors start fresh."""
+    from isseg.weights.loading import load_weights
+
+    report = load_weights(model, weights, strict=True, reinit_class_layers=True)
+    if verbose:
+        print(f"isseg train: initialized from {report}")
+
+
+def build_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float,
+                    weight_decay_norm: float = 0.0) -> torch.optim.SGD:
+    """SGD with momentum over the trainable parameters; norm layers' affine parameters get
+    ``weight_decay_norm`` (decaying a GroupNorm / BN scale towards 0 fights the normalization)."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    norm_types = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.SyncBatchNorm)
+    seen: set[int] = set()
+    for module in model.modules():
+        for p in module.parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            (no_decay if isinstance(module, norm_types) else decay).append(p)
+    groups: list[dict[str, Any]] = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": weight_decay_norm})
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+
+
+def wrap_ddp(model: nn.Module, device: torch.device, world: int) -> nn.Module:
+    """``model`` itself in one process, else its DistributedDataParallel wrapper."""
+    if world == 1:
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    # find_unused_parameters: the mask head gets no gradient on a rank whose images yield no positive
+    # RoI; without it DDP would wait forever for that gradient.
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)

@@ -1,0 +1,89 @@
+"""The report of ``isseg benchmark``: the machine it ran on, and the Markdown tables of a run's numbers."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+
+def cpu_description() -> str:
+    """CPU model, logical core count and the AVX-512 / AMX extensions that matter for bf16 and int8."""
+    name = platform.processor() or platform.machine()
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    isa = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
+    return f"{name}, {os.cpu_count()} logical cores, {' '.join(isa) or 'no AVX-512'}"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A Markdown table: stage medians (ms), end-to-end, speed-up over torchvision eager, throughput,
+    agreement with OpenVINO fp32 (share of its detections matched at IoU 0.5 with the same label, mask IoU),
+    and the compute bound of each configuration; then what the bounds allow on this machine."""
+    base = report.get("baseline_e2e_ms")
+    lines = [
+        f"machine: {report['machine']}; {report['images']} coco-mini images at "
+        f"{report['input_size'][0]}x{report['input_size'][1]}; model: {report['model']}; load average "
+        f"before {report['load_average'][:3]} after {report['load_average'][3:]} (shared machine)",
+        "",
+        "| backend / precision | decode | preprocess | infer | postprocess | end-to-end ms | x torchvision "
+        "| bound ms (precision) | x bound | img/s latency mode | img/s throughput mode | dets/img "
+        "| matched (all / >=0.5) | mask IoU (all / >=0.5) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        s = r["stages_ms"]
+        ratio = f"{base / r['e2e_ms']:.2f}" if base else "-"
+        ag = r["agreement"]
+        matched = f"{ag['matched_all']:.3f} / {ag['matched_0.5']:.3f}" if ag else "-"
+        miou = f"{ag['mask_iou_all']:.3f} / {ag['mask_iou_0.5']:.3f}" if ag else "-"
+        tp = f"{r['throughput']:.2f} ({r['throughput_mode']})" if r["throughput_mode"] != "latency" else "-"
+        bound = f"{r['bound_ms']:.0f} ({r['precision']})" if r.get("bound_ms") else "-"
+        over = f"{r['e2e_ms'] / r['bound_ms']:.2f}" if r.get("bound_ms") else "-"
+        lines.append(
+            f"| {r['name']} | {s['decode']:.1f} | {s['preprocess']:.1f} | {s['infer']:.1f} | {s['postprocess']:.1f} "
+            f"| {r['e2e_ms']:.1f} | {ratio} | {bound} | {over} | {r['latency_ips']:.2f} | {tp} "
+            f"| {r['detections']:.1f} | {matched} | {miou} |"
+        )
+    return "\n".join(lines + _sweep_lines(report) + _compute_lines(report))
+
+
+def _sweep_lines(report: dict[str, Any]) -> list[str]:
+    """The table of end-to-end latency by number of detections (none when the sweep did not run)."""
+    sweep = report.get("detections_sweep") or []
+    if not sweep:
+        return []
+    lines = ["", "end-to-end ms by number of detections (twins of the model that return at most N; the mask "
+             "head runs on the real detections only):", "",
+             "| configuration | detections/img | end-to-end ms | infer ms | bound ms | x bound |",
+             "|---|---|---|---|---|---|"]
+    for r in sweep:
+        bound = f"{r['bound_ms']:.0f}" if r.get("bound_ms") else "-"
+        over = f"{r['e2e_ms'] / r['bound_ms']:.2f}" if r.get("bound_ms") else "-"
+        lines.append(f"| {r['name']} | {r['detections']:.1f} | {r['e2e_ms']:.1f} | {r['stages_ms']['infer']:.1f} "
+                     f"| {bound} | {over} |")
+    return lines
+
+
+def _compute_lines(report: dict[str, Any]) -> list[str]:
+    """What the compute ceiling allows at each probed precision (none when it was not probed)."""
+    compute = report.get("compute")
+    if not compute:
+        return []
+    lines = ["", f"compute ceiling: the network is {compute['network_gflops']:.1f} GFLOPs per image (100 masks); "
+             "a 3x3 256-channel convolution runs on this CPU at"]
+    for p, row in compute["rates"].items():
+        best = compute.get("max_speedup", {}).get(p)
+        allowed = f", i.e. at most {best:.2f}x torchvision eager" if best else ""
+        lines.append(f"- {p}: {row['gflops_per_s']:.0f} GFLOP/s -> no implementation of this network beats "
+                     f"{row['bound_ms']:.0f} ms{allowed}")
+    return lines
