@@ -3,8 +3,8 @@
     PYTHONPATH=src python3 benchmarks/gpu_torch.py --images 20          # on a machine with a CUDA GPU
 
 Both models have seeded random weights that pass ~100 detections per image (``isseg.testing.random_weights``,
-``isseg.testing.torchvision_baseline.torchvision_model``), at the seed's 768x1024 input, batch 1, each image a deterministic
-768x1024 picture. Timed per image, after warm-up, with ``torch.cuda.synchronize``: "end to end" is
+``isseg.testing.torchvision_baseline.torchvision_model``), at the seed's 768x1024 input, batch 1, each image a
+deterministic 768x1024 picture. Timed per image, after warm-up, with ``torch.cuda.synchronize``: "end to end" is
 ``Predictor.predict`` (pre-processing, the network, detections back to the image, masks pasted at full size), and
 torchvision's whole ``forward`` plus mask thresholding. fp32 (TF32 off) and bf16 autocast. Prints a Markdown table.
 OpenVINO's GPU plugin runs on Intel GPUs only, so it is not measured on an NVIDIA card.
@@ -47,8 +47,8 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     from isseg.deploy.predictor import Predictor
-    from isseg.testing.torchvision_baseline import torchvision_model
     from isseg.testing.random_weights import realistic_random_model
+    from isseg.testing.torchvision_baseline import torchvision_model
 
     images = _images(args.images)
     isseg_model = realistic_random_model("security-0002", seed=0)
