@@ -33,6 +33,7 @@ _EXPORTS = {
     "StreamEngine": "isseg.stream",
     "StreamOptions": "isseg.stream",
     "FrameProcessor": "isseg.stream",
+    "run_stream": "isseg.stream",
     "Source": "isseg.sources",
     "ReadOptions": "isseg.sources",
     "expand_inputs": "isseg.sources",

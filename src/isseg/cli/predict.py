@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         return run_ray(args)
     from isseg.deploy.predictor import Predictor
     from isseg.sources.inputs import expand_inputs
-    from isseg.stream import StreamEngine, choose_mode
+    from isseg.stream import StreamEngine, choose_mode, run_stream
 
     options = stream_options(args)
     sources, input_errors = expand_inputs(args.inputs, args.recursive)
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     t_load = time.perf_counter() - t_load
     with predictor:
         engine = StreamEngine(predictor, options, log=lambda m: print(f"isseg predict: {m}", file=sys.stderr))
-        summary = engine.run(sources, input_errors)
+        summary = run_stream(engine, sources, input_errors)
     if summary.interrupted:
         where = ", ".join(str(p) for p in summary.written) or "nothing was written (--no-json)"
         finished = summary.done + summary.failed + summary.skipped

@@ -1,9 +1,9 @@
 """The one streaming engine: frames from any sources through a Predictor, in order, into results and outputs.
 
-    engine = StreamEngine(predictor, StreamOptions(output="runs/cam"))
-    summary = engine.run(["photos/", "clip.mp4", "rtsp://cam/live"])    # files written, Ctrl-C safe, resumable
     for result in StreamEngine(predictor, StreamOptions(output=None)).results(["clip.mp4"]):
         print(result.frame.index, result.detections)                      # in order; nothing written
+    summary = run_stream(StreamEngine(predictor, StreamOptions(output="runs/cam")),
+                         ["photos/", "clip.mp4", "rtsp://cam/live"])         # files written, Ctrl-C safe, resumable
 
 Frames come from :func:`isseg.sources.iter_frames` and go through ``Predictor.predict_stream``, which keeps
 several requests in flight in OpenVINO's throughput mode and returns results in input order; a frame that could
@@ -11,7 +11,7 @@ not be read, or whose inference failed, is a result with its ``error`` and the s
 record an earlier run left (``resume``) is not inferred again: its detections are read back from the record, in
 its place in the order. :class:`FrameProcessor` objects (a tracker, zones and lines, privacy masks), one set per
 source, see every result in order: they may change the detections, and hide or draw on every picture the
-engine writes.
+engine writes. :func:`isseg.stream.run.run_stream` runs an engine into an output folder.
 """
 
 from __future__ import annotations
@@ -237,13 +237,6 @@ class StreamEngine:
         for processor in processors:
             image = processor.draw(image, frame, det)
         return image
-
-    # ------------------------------------------------------------------------------------------- run
-    def run(self, sources: Sequence[Source], input_errors: Sequence[tuple[str, str]] = ()) -> RunSummary:
-        """Process ``sources`` into ``options.output``; see :mod:`isseg.stream.run`."""
-        from isseg.stream.run import Run
-
-        return Run(self, list(sources), list(input_errors)).execute()
 
     def expected_frames(self, sources: Sequence[Source]) -> int | None:
         """Images plus video frames (from the headers, within the limit and stride); None with live sources."""

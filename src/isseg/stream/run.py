@@ -9,19 +9,32 @@ and ``results.jsonl.partial`` stays for ``resume``; :attr:`RunSummary.interrupte
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import cv2
 
 from isseg.sources.frames import Frame
-from isseg.sources.inputs import Source
+from isseg.sources.inputs import Source, expand_inputs
 from isseg.stream.engine import FrameResult, RunSummary, StreamEngine
 from isseg.stream.options import RECORDS_NAME
 from isseg.stream.outputs import OutputFolder
 
 
-class Run:
-    """``StreamEngine.run``: the loop over the results, the output folder and the summary."""
+def run_stream(engine: StreamEngine, sources: Sequence[Source | str], input_errors: Sequence[tuple[str, str]] = ()
+               ) -> RunSummary:
+    """Process ``sources`` (:class:`Source` objects, or inputs as ``isseg predict`` takes them) through ``engine``
+    into ``engine.options.output``, as described in the module docstring."""
+    listed = [s for s in sources if isinstance(s, Source)]
+    named = [str(s) for s in sources if not isinstance(s, Source)]
+    if named:
+        found, errors = expand_inputs(named)
+        listed, input_errors = listed + found, [*input_errors, *errors]
+    return _Run(engine, listed, list(input_errors)).execute()
+
+
+class _Run:
+    """:func:`run_stream`: the loop over the results, the output folder and the summary."""
 
     def __init__(self, engine: StreamEngine, sources: list[Source], input_errors: list[tuple[str, str]]) -> None:
         self.engine, self.options = engine, engine.options
