@@ -22,7 +22,6 @@ _EXPORTS = {
     "build_model": "isseg.model.mask_rcnn",
     "Detections": "isseg.model.detections",
     "load_weights": "isseg.weights.loading",
-    "load_checkpoint": "isseg.weights.loading",
     "save_checkpoint": "isseg.weights.loading",
     "load_model": "isseg.weights.loading",
     "export": "isseg.deploy.export",
@@ -34,9 +33,16 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
+# Names other libraries use for something else: what to call instead.
+_NOT_HERE = {
+    "load_checkpoint": "isseg.load_model(path) builds and loads a model; isseg.load_weights(model, path) loads "
+                       "into a model you built; isseg.weights.loading.read_checkpoint(path) returns the raw checkpoint",
+}
+
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'isseg' has no attribute {name!r}")
+        hint = f"; {_NOT_HERE[name]}" if name in _NOT_HERE else ""
+        raise AttributeError(f"module 'isseg' has no attribute {name!r}{hint}")
     return getattr(importlib.import_module(module), name)
