@@ -144,6 +144,26 @@ def test_config_conventions_refused(state, cfg, old, new, match):
         from_mmdet(mm_checkpoint(state, cfg, 2, CONFIG_2X.replace(old, new)), cfg)
 
 
+def test_convention_error_names_field_value_preset_and_meaning(state, cfg):
+    """One table of conventions, one message: the field's path, its value, the preset's value, what it means."""
+    text = CONFIG_2X.replace("use_sigmoid=True", "use_sigmoid=False")
+    with pytest.raises(ValueError) as err:
+        from_mmdet(mm_checkpoint(state, cfg, 2, text), cfg)
+    assert str(err.value).startswith(
+        "mmdetection checkpoint: the checkpoint's config has model.rpn_head.loss_cls.use_sigmoid = False; "
+        "preset 'mmdet-r50-caffe-fpn' has True ("
+    )
+    assert "softmax RPN" in str(err.value)
+
+
+def test_mask_roi_size_checked_under_every_level_mapping(state, cfg):
+    """The mask RoIAlign size is checked under a detectron2-mapped preset too (it used to be skipped there)."""
+    d2cfg = get_config("detectron2-r50-fpn", class_names=NAMES)
+    text = CONFIG_2X.replace("output_size=14", "output_size=28")
+    with pytest.raises(ValueError, match=r"mask_roi_extractor\.roi_layer\.output_size = 28; preset .* has 14"):
+        from_mmdet(mm_checkpoint(state, cfg, 2, text), d2cfg)
+
+
 def test_test_cfg_and_level_mapping_differences_are_noted(state, cfg):
     text = CONFIG_2X.replace("score_thr=0.05", "score_thr=0.3")
     _, notes = from_mmdet(mm_checkpoint(state, cfg, 2, text), cfg)

@@ -85,6 +85,42 @@ def test_torchvision_round_trip_and_old_names(tmp_path: Path) -> None:
         assert torch.equal(a, b), k
 
 
+def test_registry_detects_every_layout_in_order() -> None:
+    """Each layout's checkpoint is claimed by its own registry entry; torchvision before a bare state dict."""
+    from converter_states import random_isseg_state
+    from isseg.weights.checkpoint import FORMAT, VERSION
+    from isseg.weights.detectron2 import to_detectron2
+    from isseg.weights.loading import LAYOUTS, checkpoint_config, detect_layout
+    from isseg.weights.mmdet import to_mmdet
+
+    cfg = isseg.get_config("torchvision-v1", class_names=("a", "b", "c"))
+    state = random_isseg_state(cfg)
+    samples = {
+        "isseg": {"format": FORMAT, "version": VERSION, "config": cfg.to_dict(), "model": state},
+        "torchvision": to_torchvision(state, cfg),
+        "isseg-state-dict": {"state_dict": state},
+        "detectron2": to_detectron2(state, cfg),
+        "mmdet": to_mmdet(state, cfg),
+    }
+    assert list(LAYOUTS) == list(samples)
+    presets = {"torchvision": "torchvision-v1", "isseg-state-dict": "security-0002",
+               "detectron2": "detectron2-r50-fpn", "mmdet": "mmdet-r50-caffe-fpn"}  # fmt: skip
+    for name, ckpt in samples.items():
+        assert detect_layout(ckpt) is LAYOUTS[name]
+        count, _ = LAYOUTS[name].class_info(ckpt)
+        assert count == 3, name
+        if name in presets:
+            assert checkpoint_config(ckpt, name).name == presets[name]
+    assert checkpoint_config(samples["mmdet"], "mmdet").class_names == ("a", "b", "c")  # names from meta
+
+
+def test_load_checkpoint_is_not_an_alias_of_load_model() -> None:
+    """``load_checkpoint`` returns a checkpoint in other libraries; isseg has ``load_model`` and says so."""
+    assert "load_checkpoint" not in isseg.__all__ and "load_model" in isseg.__all__
+    with pytest.raises(AttributeError, match=r"isseg\.load_model\(path\) builds and loads a model"):
+        isseg.load_checkpoint  # noqa: B018
+
+
 def test_missing_and_garbage_checkpoints(tmp_path: Path) -> None:
     model = isseg.MaskRCNN(small_config())
     with pytest.raises(FileNotFoundError, match="nothere.pth"):

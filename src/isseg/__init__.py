@@ -21,7 +21,6 @@ _EXPORTS = {
     "build_model": "isseg.model.mask_rcnn",
     "Detections": "isseg.model.detections",
     "load_weights": "isseg.weights.loading",
-    "load_checkpoint": "isseg.weights.loading",
     "save_checkpoint": "isseg.weights.loading",
     "load_model": "isseg.weights.loading",
     "export": "isseg.deploy.export",
@@ -41,4 +40,10 @@ _EXPORTS = {
     "read_image": "isseg.sources",
 }
 
-__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)
+# Names other libraries use for something else: what to call instead.
+_NOT_HERE = {
+    "load_checkpoint": "isseg.load_model(path) builds and loads a model; isseg.load_weights(model, path) loads "
+                       "into a model you built; isseg.weights.loading.read_checkpoint(path) returns the raw checkpoint",
+}
+
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS, _NOT_HERE)

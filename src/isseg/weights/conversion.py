@@ -1,4 +1,4 @@
-"""Shared pieces of the checkpoint converters (:mod:`isseg.weights.detectron2`, :mod:`isseg.weights.mmdet`).
+"""Building blocks of the checkpoint converters; :class:`isseg.weights.layouts.MappedLayout` runs them in order.
 
 Every foreign layout is converted the same way: rename keys into isseg's names, check each tensor against the
 shape isseg's layout for the preset expects (``isseg_layout``), permute the class rows when the checkpoint
@@ -265,30 +265,31 @@ class Conversion:
         unused = self.leftovers()
         missing = [f"{f} (for {i})" for f, i in self.missing]
         if missing and strict:
-            raise ValueError(f"{self.source}: {len(missing)} missing key(s): {_short(missing)}")
+            raise ValueError(f"{self.source}: {len(missing)} missing key(s): {short_list(missing)}")
         if unused and strict:
             raise ValueError(
                 f"{self.source}: {len(unused)} key(s) that no isseg parameter takes (another architecture or "
-                f"extra heads?): {_short(unused)}"
+                f"extra heads?): {short_list(unused)}"
             )
         notes.append(
             f"keys converted: {len(self.state)} of {len(expected)} isseg keys from {len(self.used)} "
             f"source keys"
         )
         if self.filled:
-            notes.append(f"filled with identity statistics ({len(self.filled)}): {_short(self.filled)}")
+            notes.append(f"filled with identity statistics ({len(self.filled)}): {short_list(self.filled)}")
         reasons: dict[str, list[str]] = {}
         for k, why in sorted(self.ignored.items()):
             reasons.setdefault(why, []).append(k)
         for why, keys in reasons.items():
-            notes.append(f"ignored ({why}): {len(keys)} key(s): {_short(keys)}")
-        notes.append(f"unused keys: {len(unused)}" + (f": {_short(unused)}" if unused else ""))
-        notes.append(f"missing keys: {len(missing)}" + (f": {_short(missing)}" if missing else ""))
+            notes.append(f"ignored ({why}): {len(keys)} key(s): {short_list(keys)}")
+        notes.append(f"unused keys: {len(unused)}" + (f": {short_list(unused)}" if unused else ""))
+        notes.append(f"missing keys: {len(missing)}" + (f": {short_list(missing)}" if missing else ""))
         for key in unused:
             self.state[f"{layout}:{key}"] = as_tensor(self.weights[key], key, self.source)
 
 
-def _short(keys: list[str], limit: int = 8) -> str:
+def short_list(keys: list[str], limit: int = 8) -> str:
+    """The first ``limit`` keys, comma-separated, and how many more there are."""
     return ", ".join(keys[:limit]) + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
@@ -371,7 +372,3 @@ def fill_bn_statistics(
     conv.missing = still_missing
     # keep the isseg key order of the layout
     conv.state = OrderedDict((k, conv.state[k]) for k in expected if k in conv.state)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# detectron2 layout

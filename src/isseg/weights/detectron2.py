@@ -17,38 +17,32 @@ Its parameter names differ from isseg's (torchvision's) only by renaming: ResNet
 (``roi_heads/mask_head.py``). No tensor is reshaped or reordered; only the class order is permuted when the
 checkpoint's names are known and ordered differently from the preset's.
 
-The renaming, checks and class matching shared with :mod:`isseg.weights.mmdet` are in
-:mod:`isseg.weights.conversion`.
+The layout is :data:`LAYOUT`, a :class:`~isseg.weights.layouts.MappedLayout`: its rename rules, the container and
+the checks that belong to detectron2 are here; the driver shared with :mod:`isseg.weights.mmdet` is in
+:mod:`isseg.weights.layouts`.
 """
 
 from __future__ import annotations
 
 import pickle
 import re
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
 from isseg.config import ModelConfig
-from isseg.weights.conversion import (
-    Conversion,
-    _short,
-    as_tensor,
-    check_anchor_cells,
-    check_normalization,
-    check_predictor_shapes,
-    class_permutation,
-    convert_keys,
-    fill_bn_statistics,
-    isseg_layout,
-    permute_classes,
-    strip_prefix,
+from isseg.weights.conversion import check_anchor_cells, check_normalization, strip_prefix
+from isseg.weights.layouts import (
+    Checkpoint,
+    Converted,
+    MappedLayout,
+    Unpacked,
+    compile_rules,
+    refuse_head_norms,
+    refuse_other_box_head,
 )
-
-# ---------------------------------------------------------------------------------------------------------
 
 _D2_MARKERS = ("backbone.bottom_up.", "proposal_generator.rpn_head.", "proposal_generator.anchor_generator.")
 _CAFFE2_BLOB = re.compile(
@@ -150,96 +144,127 @@ def is_detectron2(checkpoint: Mapping[str, Any]) -> bool:
     )
 
 
-def _to_d2_name(key: str, config: ModelConfig) -> str:
-    """isseg key -> detectron2 key (raises KeyError for a key without a counterpart)."""
-    rules: list[tuple[str, Callable[[re.Match[str]], str]]] = [
-        (r"backbone\.body\.conv1\.weight", lambda m: "backbone.bottom_up.stem.conv1.weight"),
-        (r"backbone\.body\.bn1\.(\w+)", lambda m: f"backbone.bottom_up.stem.conv1.norm.{m[1]}"),
-        (
-            r"backbone\.body\.layer(\d)\.(\d+)\.conv(\d)\.weight",
-            lambda m: f"backbone.bottom_up.res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.weight",
-        ),
-        (
-            r"backbone\.body\.layer(\d)\.(\d+)\.bn(\d)\.(\w+)",
-            lambda m: f"backbone.bottom_up.res{int(m[1]) + 1}.{m[2]}.conv{m[3]}.norm.{m[4]}",
-        ),
-        (
-            r"backbone\.body\.layer(\d)\.(\d+)\.downsample\.0\.weight",
-            lambda m: f"backbone.bottom_up.res{int(m[1]) + 1}.{m[2]}.shortcut.weight",
-        ),
-        (
-            r"backbone\.body\.layer(\d)\.(\d+)\.downsample\.1\.(\w+)",
-            lambda m: f"backbone.bottom_up.res{int(m[1]) + 1}.{m[2]}.shortcut.norm.{m[3]}",
-        ),
-        (
-            r"backbone\.fpn\.inner_blocks\.(\d)\.0\.(\w+)",
-            lambda m: f"backbone.fpn_lateral{int(m[1]) + 2}.{m[2]}",
-        ),
-        (
-            r"backbone\.fpn\.inner_blocks\.(\d)\.1\.(\w+)",
-            lambda m: f"backbone.fpn_lateral{int(m[1]) + 2}.norm.{m[2]}",
-        ),
-        (
-            r"backbone\.fpn\.layer_blocks\.(\d)\.0\.(\w+)",
-            lambda m: f"backbone.fpn_output{int(m[1]) + 2}.{m[2]}",
-        ),
-        (
-            r"backbone\.fpn\.layer_blocks\.(\d)\.1\.(\w+)",
-            lambda m: f"backbone.fpn_output{int(m[1]) + 2}.norm.{m[2]}",
-        ),
-        (
-            r"rpn\.head\.conv\.(\d+)\.0\.(\w+)",
-            lambda m: (
-                f"proposal_generator.rpn_head.conv.{m[2]}"
-                if config.rpn.conv_depth == 1
-                else f"proposal_generator.rpn_head.conv.conv{m[1]}.{m[2]}"
-            ),
-        ),
-        (r"rpn\.head\.cls_logits\.(\w+)", lambda m: f"proposal_generator.rpn_head.objectness_logits.{m[1]}"),
-        (r"rpn\.head\.bbox_pred\.(\w+)", lambda m: f"proposal_generator.rpn_head.anchor_deltas.{m[1]}"),
-        (r"roi_heads\.box_head\.fc6\.(\w+)", lambda m: f"roi_heads.box_head.fc1.{m[1]}"),
-        (r"roi_heads\.box_head\.fc7\.(\w+)", lambda m: f"roi_heads.box_head.fc2.{m[1]}"),
-        (
-            r"roi_heads\.box_head\.([0-3])\.0\.(\w+)",
-            lambda m: f"roi_heads.box_head.conv{int(m[1]) + 1}.{m[2]}",
-        ),
-        (
-            r"roi_heads\.box_head\.([0-3])\.1\.(\w+)",
-            lambda m: f"roi_heads.box_head.conv{int(m[1]) + 1}.norm.{m[2]}",
-        ),
-        (r"roi_heads\.box_head\.5\.(\w+)", lambda m: f"roi_heads.box_head.fc1.{m[1]}"),
-        (
-            r"roi_heads\.box_predictor\.(cls_score|bbox_pred)\.(\w+)",
-            lambda m: f"roi_heads.box_predictor.{m[1]}.{m[2]}",
-        ),
-        (
-            r"roi_heads\.mask_head\.(\d)\.0\.(\w+)",
-            lambda m: f"roi_heads.mask_head.mask_fcn{int(m[1]) + 1}.{m[2]}",
-        ),
-        (
-            r"roi_heads\.mask_head\.(\d)\.1\.(\w+)",
-            lambda m: f"roi_heads.mask_head.mask_fcn{int(m[1]) + 1}.norm.{m[2]}",
-        ),
-        (r"roi_heads\.mask_predictor\.conv5_mask\.(\w+)", lambda m: f"roi_heads.mask_head.deconv.{m[1]}"),
-        (
-            r"roi_heads\.mask_predictor\.mask_fcn_logits\.(\w+)",
-            lambda m: f"roi_heads.mask_head.predictor.{m[1]}",
-        ),
-    ]
-    for pattern, build in rules:
-        m = re.fullmatch(pattern, key)
-        if m:
-            return build(m)
-    raise KeyError(f"isseg key {key!r} has no detectron2 counterpart")
+def _stage(m: re.Match[str], group: int = 1) -> int:
+    """detectron2's ``res{2..5}`` of torchvision's ``layer{1..4}``."""
+    return int(m[group]) + 1
 
 
-def _d2_norm_of(weights: Mapping[str, Any], prefix: str) -> bool:
-    return any(k.startswith(prefix) and ".norm." in k for k in weights)
+_RULES = compile_rules(
+    (r"backbone\.body\.conv1\.weight", "backbone.bottom_up.stem.conv1.weight"),
+    (r"backbone\.body\.bn1\.(\w+)", r"backbone.bottom_up.stem.conv1.norm.\1"),
+    (r"backbone\.body\.layer(\d)\.(\d+)\.conv(\d)\.weight",
+     lambda m, c: f"backbone.bottom_up.res{_stage(m)}.{m[2]}.conv{m[3]}.weight"),
+    (r"backbone\.body\.layer(\d)\.(\d+)\.bn(\d)\.(\w+)",
+     lambda m, c: f"backbone.bottom_up.res{_stage(m)}.{m[2]}.conv{m[3]}.norm.{m[4]}"),
+    (r"backbone\.body\.layer(\d)\.(\d+)\.downsample\.0\.weight",
+     lambda m, c: f"backbone.bottom_up.res{_stage(m)}.{m[2]}.shortcut.weight"),
+    (r"backbone\.body\.layer(\d)\.(\d+)\.downsample\.1\.(\w+)",
+     lambda m, c: f"backbone.bottom_up.res{_stage(m)}.{m[2]}.shortcut.norm.{m[3]}"),
+    # FPN level i is P(i+2)
+    (r"backbone\.fpn\.inner_blocks\.(\d)\.0\.(\w+)", lambda m, c: f"backbone.fpn_lateral{int(m[1]) + 2}.{m[2]}"),
+    (r"backbone\.fpn\.inner_blocks\.(\d)\.1\.(\w+)",
+     lambda m, c: f"backbone.fpn_lateral{int(m[1]) + 2}.norm.{m[2]}"),
+    (r"backbone\.fpn\.layer_blocks\.(\d)\.0\.(\w+)", lambda m, c: f"backbone.fpn_output{int(m[1]) + 2}.{m[2]}"),
+    (r"backbone\.fpn\.layer_blocks\.(\d)\.1\.(\w+)",
+     lambda m, c: f"backbone.fpn_output{int(m[1]) + 2}.norm.{m[2]}"),
+    (r"rpn\.head\.conv\.(\d+)\.0\.(\w+)",
+     lambda m, c: f"proposal_generator.rpn_head.conv.{m[2]}" if c.rpn.conv_depth == 1
+     else f"proposal_generator.rpn_head.conv.conv{m[1]}.{m[2]}"),
+    (r"rpn\.head\.cls_logits\.(\w+)", r"proposal_generator.rpn_head.objectness_logits.\1"),
+    (r"rpn\.head\.bbox_pred\.(\w+)", r"proposal_generator.rpn_head.anchor_deltas.\1"),
+    (r"roi_heads\.box_head\.fc6\.(\w+)", r"roi_heads.box_head.fc1.\1"),
+    (r"roi_heads\.box_head\.fc7\.(\w+)", r"roi_heads.box_head.fc2.\1"),
+    (r"roi_heads\.box_head\.([0-3])\.0\.(\w+)", lambda m, c: f"roi_heads.box_head.conv{_stage(m)}.{m[2]}"),
+    (r"roi_heads\.box_head\.([0-3])\.1\.(\w+)", lambda m, c: f"roi_heads.box_head.conv{_stage(m)}.norm.{m[2]}"),
+    (r"roi_heads\.box_head\.5\.(\w+)", r"roi_heads.box_head.fc1.\1"),
+    (r"roi_heads\.box_predictor\.(cls_score|bbox_pred)\.(\w+)", r"roi_heads.box_predictor.\1.\2"),
+    (r"roi_heads\.mask_head\.(\d)\.0\.(\w+)", lambda m, c: f"roi_heads.mask_head.mask_fcn{_stage(m)}.{m[2]}"),
+    (r"roi_heads\.mask_head\.(\d)\.1\.(\w+)",
+     lambda m, c: f"roi_heads.mask_head.mask_fcn{_stage(m)}.norm.{m[2]}"),
+    (r"roi_heads\.mask_predictor\.conv5_mask\.(\w+)", r"roi_heads.mask_head.deconv.\1"),
+    (r"roi_heads\.mask_predictor\.mask_fcn_logits\.(\w+)", r"roi_heads.mask_head.predictor.\1"),
+)  # fmt: skip
 
 
-def from_detectron2(
-    checkpoint: Mapping[str, Any], config: ModelConfig, *, strict: bool = False
-) -> tuple[OrderedDict[str, Tensor], list[str]]:
+class Detectron2Layout(MappedLayout):
+    """detectron2 ``GeneralizedRCNN`` weights: model-zoo ``.pkl``, trainer ``.pth`` or a bare state dict."""
+
+    name = "detectron2"
+    title = "detectron2"
+    default_preset = "detectron2-r50-fpn"
+    predictor_keys = (
+        "roi_heads.box_predictor.cls_score.weight",
+        "roi_heads.box_predictor.bbox_pred.weight",
+        "roi_heads.mask_head.predictor.weight",
+    )
+    rules = _RULES
+    detect = staticmethod(is_detectron2)
+
+    def unpack(self, ckpt: Checkpoint) -> Unpacked:
+        weights, kind = _d2_weights(ckpt)
+        return Unpacked(weights, f"detectron2 ({kind})", extra={"author": ckpt.get("__author__")})
+
+    def read_conventions(self, unpacked: Unpacked, config: ModelConfig) -> list[str]:
+        """The author field (torchvision-converted weights are pytorch-style) and backbone-only files."""
+        author, weights = unpacked.extra["author"], unpacked.weights
+        if author == "torchvision" and config.backbone.style == "caffe":
+            raise ValueError(
+                f"{self.source}: converted from torchvision (tools/convert-torchvision-to-d2.py): pytorch-style "
+                f"stride (STRIDE_IN_1X1=False) and RGB input with ImageNet std; preset {config.name!r} is "
+                f"caffe-style with BGR input"
+            )
+        if not any(k.startswith("backbone.bottom_up.") for k in weights) and any(
+            k.startswith(("stem.", "res2.")) for k in weights
+        ):
+            raise ValueError(
+                f"{self.source}: backbone-only (ImageNet) weights ('stem.*', 'res2.*'); a full Mask R-CNN "
+                f"checkpoint is needed"
+            )
+        return [f"author: {author}"] if author else []
+
+    def check_weights(self, weights: dict[str, Tensor], config: ModelConfig) -> None:
+        heads = (
+            ("backbone.fpn_", config.backbone.fpn_norm),
+            ("roi_heads.box_head.", config.roi.box_head_norm),
+            ("roi_heads.mask_head.", config.roi.mask_head_norm),
+        )
+        refuse_head_norms(weights, heads, lambda k: ".norm." in k, config, self.source)
+        if any(".conv2_offset." in k for k in weights):
+            raise ValueError(f"{self.source}: deformable convolutions (conv2_offset) are not supported")
+        refuse_other_box_head(any(k.startswith("roi_heads.box_head.conv") for k in weights), config, self.source)
+
+    def ignored(self, weights: dict[str, Tensor], config: ModelConfig) -> tuple[list[str], dict[str, str]]:
+        """Buffers detectron2 stores besides the parameters: checked against the preset, not converted."""
+        notes = check_normalization(weights.get("pixel_mean"), weights.get("pixel_std"), config, self.source)
+        ignored = {
+            key: "input normalization, checked against the preset"
+            for key in ("pixel_mean", "pixel_std") if key in weights
+        }  # fmt: skip
+        cells = sorted(
+            (k for k in weights if k.startswith("proposal_generator.anchor_generator.cell_anchors.")),
+            key=lambda s: int(s.rsplit(".", 1)[-1]),
+        )
+        if cells:
+            notes += check_anchor_cells([weights[c] for c in cells], config, self.source)
+            ignored.update((c, "anchor buffers, checked against the preset") for c in cells)
+        if config.backbone.norm == "frozen_bn":
+            ignored.update(
+                (key, "BN step counter, unused by frozen BN") for key in weights if key.endswith(".num_batches_tracked")
+            )
+        return notes, ignored
+
+    def assumed(self, config: ModelConfig) -> list[str]:
+        return [
+            "stride placement: not stored in detectron2 checkpoints; assumed MODEL.RESNETS.STRIDE_IN_1X1="
+            f"{config.backbone.style == 'caffe'} as preset {config.name!r} ({config.backbone.style} style)"
+        ]
+
+
+LAYOUT = Detectron2Layout()
+class_info = LAYOUT.class_info  # (foreground classes, None): detectron2 files store no class names
+
+
+def from_detectron2(checkpoint: Checkpoint, config: ModelConfig, *, strict: bool = False) -> Converted:
     """detectron2 checkpoint (.pkl dict or trainer .pth dict) -> (isseg state dict, notes).
 
     Raises ``ValueError`` with the reason when the weights do not fit ``config``: Caffe2 blob names, a
@@ -247,119 +272,10 @@ def from_detectron2(
     class-agnostic regression, norms in the heads the preset does not have, stored normalization or anchors
     that differ, wrong shapes, and (``strict``) missing or unknown keys.
     """
-    source = "detectron2 checkpoint"
-    weights, kind = _d2_weights(checkpoint)
-    notes = [f"layout: detectron2 ({kind})"]
-    author = checkpoint.get("__author__") if isinstance(checkpoint, Mapping) else None
-    if author:
-        notes.append(f"author: {author}")
-    if author == "torchvision" and config.backbone.style == "caffe":
-        raise ValueError(
-            f"{source}: converted from torchvision (tools/convert-torchvision-to-d2.py): pytorch-style "
-            f"stride (STRIDE_IN_1X1=False) and RGB input with ImageNet std; preset {config.name!r} is "
-            f"caffe-style with BGR input"
-        )
-    if not any(k.startswith("backbone.bottom_up.") for k in weights) and any(
-        k.startswith(("stem.", "res2.")) for k in weights
-    ):
-        raise ValueError(
-            f"{source}: backbone-only (ImageNet) weights ('stem.*', 'res2.*'); a full Mask R-CNN "
-            f"checkpoint is needed"
-        )
-    weights = {k: as_tensor(v, k, source) for k, v in weights.items()}
-    conv = Conversion(weights, source)
-
-    # what the preset cannot represent
-    heads = {
-        "backbone.fpn_": config.backbone.fpn_norm,
-        "roi_heads.box_head.": config.roi.box_head_norm,
-        "roi_heads.mask_head.": config.roi.mask_head_norm,
-    }
-    for prefix, kind_norm in heads.items():
-        if _d2_norm_of(weights, prefix) and kind_norm == "none":
-            raise ValueError(
-                f"{source}: '{prefix}*' has normalization layers (GN / BN heads); preset "
-                f"{config.name!r} has none there"
-            )
-    if any(".conv2_offset." in k for k in weights):
-        raise ValueError(f"{source}: deformable convolutions (conv2_offset) are not supported")
-    box_convs = any(k.startswith("roi_heads.box_head.conv") for k in weights)
-    if box_convs != (config.roi.box_head == "4conv1fc"):
-        has = "4conv1fc" if box_convs else "2fc"
-        raise ValueError(f"{source}: box head is {has}, preset {config.name!r} uses {config.roi.box_head}")
-    k = check_predictor_shapes(
-        weights,
-        "roi_heads.box_predictor.cls_score.weight",
-        "roi_heads.box_predictor.bbox_pred.weight",
-        "roi_heads.mask_head.predictor.weight",
-        source,
-    )
-    perm, class_notes = class_permutation(None, k, config, source)
-    notes += class_notes
-
-    # buffers detectron2 stores besides the parameters
-    notes += check_normalization(weights.get("pixel_mean"), weights.get("pixel_std"), config, source)
-    for key in ("pixel_mean", "pixel_std"):
-        if key in weights:
-            conv.ignored[key] = "input normalization, checked against the preset"
-    cells = sorted(
-        (k2 for k2 in weights if k2.startswith("proposal_generator.anchor_generator.cell_anchors.")),
-        key=lambda s: int(s.rsplit(".", 1)[-1]),
-    )
-    if cells:
-        notes += check_anchor_cells([weights[c] for c in cells], config, source)
-        for c in cells:
-            conv.ignored[c] = "anchor buffers, checked against the preset"
-    if config.backbone.norm == "frozen_bn":
-        for key in weights:
-            if key.endswith(".num_batches_tracked"):
-                conv.ignored[key] = "BN step counter, unused by frozen BN"
-
-    def rename(key: str) -> str:
-        return _to_d2_name(key, config)
-
-    # shapes are checked for the checkpoint's class count; the loader compares it with the model's
-    shape_config = (
-        config if k == config.num_classes else config.with_classes([f"class_{i}" for i in range(k)])
-    )
-    expected = convert_keys(weights, shape_config, rename, conv)
-    fill_bn_statistics(conv, expected, rename)
-    notes.append(
-        "stride placement: not stored in detectron2 checkpoints; assumed MODEL.RESNETS.STRIDE_IN_1X1="
-        f"{config.backbone.style == 'caffe'} as preset {config.name!r} ({config.backbone.style} style)"
-    )
-    if perm is not None:
-        permute_classes(conv.state, perm)
-    conv.finish(notes, strict, expected, "detectron2")
-    state = conv.state
-    return state, notes
+    return LAYOUT.convert(checkpoint, config, strict=strict)
 
 
 def to_detectron2(state_dict: Mapping[str, Tensor], config: ModelConfig) -> dict[str, Any]:
     """isseg state dict -> ``{"model": detectron2 state dict, "__author__": ...}`` (loadable by
     ``DetectionCheckpointer``; write it with ``torch.save`` or :func:`write_detectron2_pkl`)."""
-    expected = isseg_layout(config)
-    missing = [k for k in expected if k not in state_dict]
-    if missing:
-        raise ValueError(
-            f"isseg state dict: {len(missing)} missing key(s) for preset {config.name!r}: {_short(missing)}"
-        )
-    model: OrderedDict[str, Tensor] = OrderedDict()
-    for key, shape in expected.items():
-        t = state_dict[key]
-        if tuple(t.shape) != shape:
-            raise ValueError(f"isseg state dict: {key!r} has shape {tuple(t.shape)}, expected {shape}")
-        model[_to_d2_name(key, config)] = t.detach().cpu().clone()
-    extra = [k for k in state_dict if k not in expected]
-    if extra:
-        raise ValueError(f"isseg state dict: {len(extra)} unexpected key(s): {_short(extra)}")
-    return {"model": model, "__author__": "isseg"}
-
-
-def class_info(checkpoint: Mapping[str, Any]) -> tuple[int, list[str] | None]:
-    """(number of foreground classes, class names or None): detectron2 files store no class names."""
-    weights, _ = _d2_weights(checkpoint)
-    w = weights.get("roi_heads.box_predictor.cls_score.weight")
-    if w is None:
-        raise ValueError("detectron2 checkpoint: no 'roi_heads.box_predictor.cls_score.weight'")
-    return int(w.shape[0]) - 1, None
+    return {"model": LAYOUT.export(state_dict, config), "__author__": "isseg"}

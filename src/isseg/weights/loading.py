@@ -5,11 +5,10 @@ Layouts: isseg (self-describing: config + class names inside), torchvision state
 Nothing is loaded silently: every checkpoint key is either used or reported, and every model key is
 either filled or reported.
 
-Foreign converters (``isseg.weights.detectron2``, ``isseg.weights.mmdet``) each provide:
-``is_<layout>(ckpt) -> bool``; ``from_<layout>(ckpt, config) -> (isseg state dict, notes)``, converting the
-class-specific layers for whatever class count the checkpoint has (background last) and leaving the
-count check to this loader, but refusing architecture mismatches with a ValueError; and
-``class_info(ckpt) -> (num_classes, class_names or None)``.
+Every layout is a :class:`~isseg.weights.layouts.Layout` object in the registry :data:`LAYOUTS`; detection asks
+each in turn, conversion, class count and default preset go through the one that answered. A layout converts
+the class-specific layers for whatever class count the checkpoint has (background last) and leaves the count
+check to this loader, but refuses architecture mismatches with a ValueError.
 """
 
 from __future__ import annotations
@@ -20,16 +19,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from isseg.config import COCO_CLASSES, ModelConfig, get_config
-from isseg.weights import registry
+from isseg.weights import checkpoint, detectron2, mmdet, registry
 from isseg.weights import torchvision as tv
-from isseg.weights.checkpoint import FORMAT, save_checkpoint
+from isseg.weights.checkpoint import FORMAT, check_architecture, save_checkpoint
+from isseg.weights.layouts import Layout
 
-__all__ = ["LoadReport", "apply_checkpoint", "load_model", "load_weights", "read_checkpoint", "save_checkpoint"]
+__all__ = ["LAYOUTS", "LoadReport", "apply_checkpoint", "load_model", "load_weights", "read_checkpoint",
+           "save_checkpoint"]
+
+LAYOUTS: dict[str, Layout] = {
+    layout.name: layout
+    for layout in (checkpoint.LAYOUT, tv.LAYOUT, checkpoint.STATE_DICT_LAYOUT, detectron2.LAYOUT, mmdet.LAYOUT)
+}
+"""Every layout isseg reads, by name, in the order detection asks them: isseg's own format first; torchvision
+before a bare isseg-named state dict (torchvision's names are isseg's, with a background row in ``bbox_pred``)."""
 
 
 @dataclass
@@ -66,9 +73,7 @@ def read_checkpoint(source: str | Path) -> tuple[Any, str]:
     if path.is_dir():
         raise ValueError(f"{path}: is a folder, expected a checkpoint file (.pth, .pt or .pkl)")
     if path.suffix == ".pkl":  # detectron2 model zoo: numpy arrays only, read without running code
-        from isseg.weights.detectron2 import read_detectron2_pkl
-
-        return read_detectron2_pkl(path), str(path)
+        return detectron2.read_detectron2_pkl(path), str(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True), str(path)
     except pickle.UnpicklingError:
@@ -81,32 +86,14 @@ def read_checkpoint(source: str | Path) -> tuple[Any, str]:
         raise ValueError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
 
 
-def _as_tensor_dict(state: dict[str, Any]) -> dict[str, Tensor]:
-    out = {}
-    for k, v in state.items():
-        if isinstance(v, np.ndarray):
-            v = torch.from_numpy(np.ascontiguousarray(v))
-        if isinstance(v, Tensor):
-            out[k] = v
-    return out
-
-
-def detect_layout(ckpt: Any) -> tuple[str, dict[str, Tensor]]:
-    """(layout name, the tensors of its state dict) of a raw checkpoint object."""
+def detect_layout(ckpt: Any) -> Layout:
+    """The registered layout of a raw checkpoint object."""
     if not isinstance(ckpt, dict):
         raise ValueError(f"expected a checkpoint dictionary, got {type(ckpt).__name__}")
-    if ckpt.get("format") == FORMAT:
-        return "isseg", _as_tensor_dict(ckpt["model"])
+    for layout in LAYOUTS.values():
+        if layout.detect(ckpt):
+            return layout
     state = ckpt.get("model", ckpt.get("state_dict", ckpt))
-    if isinstance(state, dict):
-        tensors = _as_tensor_dict(state)
-        if tv.is_torchvision(tensors):
-            return "torchvision", tensors
-        if "roi_heads.box_predictor.cls_score.weight" in tensors and "backbone.body.conv1.weight" in tensors:
-            return "isseg-state-dict", tensors
-    for layout, module in _foreign_converters().items():
-        if getattr(module, f"is_{layout}")(ckpt):
-            return layout, {}
     keys = list(state)[:5] if isinstance(state, dict) else []
     raise ValueError(f"unrecognized checkpoint layout (first keys: {keys}); expected an isseg, torchvision, "
                      "detectron2 or mmdetection Mask R-CNN checkpoint")
@@ -135,8 +122,9 @@ def _backbone_depth(tensors: dict[str, Tensor]) -> int | None:
 
 
 def convert(ckpt: Any, config: ModelConfig) -> tuple[str, dict[str, Tensor], list[str]]:
-    """(layout, state dict in isseg's layout, notes) for the model described by ``config``."""
-    layout, tensors = detect_layout(ckpt)
+    """(layout name, state dict in isseg's layout, notes) for the model described by ``config``."""
+    layout = detect_layout(ckpt)
+    tensors = layout.native_tensors(ckpt)
     if tensors:
         other = other_architecture(tensors)
         if other:
@@ -145,52 +133,8 @@ def convert(ckpt: Any, config: ModelConfig) -> tuple[str, dict[str, Tensor], lis
         if depth is not None and depth != config.backbone.depth:
             raise ValueError(f"the checkpoint has a ResNet-{depth} backbone, the {config.name!r} model a "
                              f"ResNet-{config.backbone.depth} one (pass a preset / --set backbone.depth={depth})")
-    if layout == "isseg":
-        saved = ModelConfig.from_dict(ckpt["config"])
-        check_architecture(saved, config)
-        return layout, tensors, []
-    if layout == "isseg-state-dict":
-        return layout, tensors, []
-    if layout == "torchvision":
-        state, notes = tv.from_torchvision(tensors, config)
-        return layout, state, notes
-    module = _foreign_converters()[layout]
-    state, notes = getattr(module, f"from_{layout}")(ckpt, config)
-    return layout, state, notes
-
-
-def _foreign_converters() -> dict[str, Any]:
-    """detectron2 and mmdetection converters, imported on first use."""
-    import importlib
-
-    modules = {}
-    for layout in ("detectron2", "mmdet"):
-        try:
-            modules[layout] = importlib.import_module(f"isseg.weights.{layout}")
-        except ModuleNotFoundError:
-            continue
-    return modules
-
-
-_ARCH_FIELDS = {
-    "backbone": ("depth", "style", "fpn_channels", "fpn_norm"),
-    "rpn": ("conv_depth",),
-    "roi": ("box_head", "box_head_norm", "mask_head_norm", "representation_size"),
-}
-
-
-def check_architecture(saved: ModelConfig, target: ModelConfig) -> None:
-    """Refuse weights trained for another architecture even where tensor shapes would agree
-    (e.g. caffe vs pytorch stride placement)."""
-    diffs = []
-    for section, names in _ARCH_FIELDS.items():
-        for name in names:
-            a, b = getattr(getattr(saved, section), name), getattr(getattr(target, section), name)
-            if a != b:
-                diffs.append(f"{section}.{name}: checkpoint {a!r}, model {b!r}")
-    if diffs:
-        raise ValueError(f"checkpoint of preset {saved.name!r} does not fit a {target.name!r} model: "
-                         + "; ".join(diffs))
+    state, notes = layout.convert(ckpt, config)
+    return layout.name, state, notes
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -271,24 +215,13 @@ def checkpoint_config(ckpt: Any, source: str, preset: str | None = None, num_cla
             check_architecture(saved, cfg)
             return cfg
         return saved
-    layout, tensors = detect_layout(ckpt)
-    class_names: tuple[str, ...] | None = None
-    if layout == "torchvision":
-        default = "torchvision-v2" if "roi_heads.box_head.5.weight" in tensors else "torchvision-v1"
-        slots = tensors["roi_heads.box_predictor.cls_score.weight"].shape[0]
-        count = 80 if slots == 91 else slots - 1
-    elif layout == "isseg-state-dict":
-        default = "security-0002"
-        count = tensors["roi_heads.box_predictor.cls_score.weight"].shape[0] - 1
-    else:
-        module = _foreign_converters()[layout]
-        default = "detectron2-r50-fpn" if layout == "detectron2" else "mmdet-r50-caffe-fpn"
-        count, class_names = module.class_info(ckpt)
+    layout = detect_layout(ckpt)
+    count, names = layout.class_info(ckpt)
     if num_classes is not None and num_classes != count:
         raise ValueError(f"{source}: has {count} classes but num_classes={num_classes} was asked for")
-    if class_names is None:
-        class_names = COCO_CLASSES if count == 80 else tuple(f"class_{i}" for i in range(count))
-    return get_config(preset or default, class_names=class_names)
+    if names is None:
+        names = list(COCO_CLASSES) if count == 80 else [f"class_{i}" for i in range(count)]
+    return get_config(preset or layout.preset(ckpt), class_names=tuple(names))
 
 
 def load_model(weights: str | Path, preset: str | None = None, num_classes: int | None = None):
@@ -306,6 +239,3 @@ def load_model(weights: str | Path, preset: str | None = None, num_classes: int 
     model = MaskRCNN(config)
     apply_checkpoint(model, ckpt, name)
     return model.eval()
-
-
-load_checkpoint = load_model  # the name users of other libraries look for first

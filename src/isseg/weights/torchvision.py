@@ -7,6 +7,9 @@ isseg already uses torchvision's parameter names; what differs:
   it last and has none;
 - the COCO checkpoints have 91 class slots (index == COCO category id, 11 ids unused); isseg has the 80
   contiguous classes.
+
+The layout is :data:`LAYOUT`. Its keys are isseg's, so the loader itself accounts for every key (missing and
+unused keys are in its report) rather than the driver of the renamed layouts.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 from torch import Tensor
 
 from isseg.config import COCO_CATEGORY_IDS, ModelConfig
+from isseg.weights.layouts import Checkpoint, Converted, Layout, state_tensors
 
 CLASS_KEYS = (
     "roi_heads.box_predictor.cls_score.weight",
@@ -99,3 +103,29 @@ def to_torchvision(state: dict[str, Tensor], config: ModelConfig) -> dict[str, T
         mask = out[f"roi_heads.mask_predictor.mask_fcn_logits.{suffix}"]
         out[f"roi_heads.mask_predictor.mask_fcn_logits.{suffix}"] = torch.cat([torch.zeros_like(mask[:1]), mask])
     return out
+
+
+class TorchvisionLayout(Layout):
+    """torchvision ``maskrcnn_resnet50_fpn`` / ``_v2`` state dicts (bare, or under ``model`` / ``state_dict``)."""
+
+    name = "torchvision"
+
+    def detect(self, ckpt: Checkpoint) -> bool:
+        return is_torchvision(state_tensors(ckpt))
+
+    def native_tensors(self, ckpt: Checkpoint) -> dict[str, Tensor]:
+        return state_tensors(ckpt)
+
+    def convert(self, ckpt: Checkpoint, config: ModelConfig, *, strict: bool = False) -> Converted:
+        return from_torchvision(state_tensors(ckpt), config)
+
+    def class_info(self, ckpt: Checkpoint) -> tuple[int, list[str] | None]:
+        """91 COCO slots are the 80 COCO classes; otherwise every slot but the background."""
+        slots = state_tensors(ckpt)["roi_heads.box_predictor.cls_score.weight"].shape[0]
+        return (80 if slots == 91 else slots - 1), None
+
+    def preset(self, ckpt: Checkpoint) -> str:
+        return "torchvision-v2" if "roi_heads.box_head.5.weight" in state_tensors(ckpt) else "torchvision-v1"
+
+
+LAYOUT = TorchvisionLayout()
