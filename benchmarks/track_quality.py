@@ -1,0 +1,241 @@
+"""Tracker quality, line counts and speed on synthetic video, against independent trackers and metrics.
+
+Every tracker sees the **same detections**: the ground truth of :mod:`isseg.data.synth_video` sequences
+(walkers, same-class crossing pairs, dwellers, a pillar that hides what passes behind it) turned into
+detector-like output by :func:`isseg.track.simulate.simulate_detections` (box and mask jitter, misses
+while hidden, low scores while half hidden, false positives). Compared:
+
+* ``isseg``: :class:`isseg.track.Tracker` (masks and boxes; detections >= 0.1);
+* ``isseg-boxes``: the same with ``mask_weight=0`` (boxes only), to show what the masks add;
+* ``bytetrack``, ``ocsort``, ``botsort``: Roboflow ``trackers`` (default parameters, detections >= 0.1,
+  ``frame_rate`` set to the sequence's; BoT-SORT gets the frames for its camera-motion compensation);
+* ``omz-greedy``: Open Model Zoo's instance_segmentation_demo tracker, re-written here: greedy same-class
+  matching on mask IoU > 0.5, a track dies after 10 missed frames, IDs at once, detections >= 0.5.
+
+Metrics (HOTA, IDF1, MOTA, ID switches) come from ``trackers.eval`` (TrackEval's matching) on MOT files of
+the visible boxes of objects at least 15 % visible. Line counts: each tracker's output goes through
+:class:`isseg.track.Analytics` with the sequence's lines, and the counts per line, class and direction are
+compared with the crossings of the objects' true foot points. Speed: ``Tracker.update`` alone, in ms per
+frame, at 10 and 100 objects (1280x720 frames with masks, single thread).
+
+Install the independent tools without replacing ``opencv-python-headless`` (``trackers`` asks for
+``opencv-python``; ``supervision`` for ``av``, only used for video files)::
+
+    /work/main/.venv/bin/pip install --no-deps trackers==2.6.1 supervision==0.31.2 "pydeprecate>=0.9,<0.14"
+    /work/main/.venv/bin/python -c "import cv2; print(cv2.__file__)"  # still opencv-python-headless
+
+Run (about 4 minutes on 2 cores)::
+
+    PYTHONPATH=src python benchmarks/track_quality.py --sequences 4 --frames 300 --out runs/track_quality
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from isseg.data.synth_video import SynthVideo, VideoSpec
+from isseg.model.detections import Detections
+from isseg.track import Analytics, Tracker, load_zones
+from isseg.track.matching import crop_iou, crop_mask
+from isseg.track.simulate import simulate_detections
+
+MIN_VISIBILITY = 0.15
+
+
+class GreedyMaskTracker:
+    """Open Model Zoo's demo tracker: same-class greedy matching on mask IoU, death after ``max_missed``."""
+
+    def __init__(self, iou: float = 0.5, max_missed: int = 10, score: float = 0.5) -> None:
+        self.iou, self.max_missed, self.score = iou, max_missed, score
+        self.tracks: list[dict] = []
+        self.next_id = 1
+
+    def update(self, det: Detections) -> Detections:
+        det = det.above(self.score)
+        crops = [crop_mask(det.masks[i], det.boxes[i]) for i in range(len(det))]
+        pairs = []
+        for ti, t in enumerate(self.tracks):
+            for di in range(len(det)):
+                if det.labels[di] == t["label"]:
+                    v = crop_iou(t["crop"], crops[di])
+                    if v > self.iou:
+                        pairs.append((v, ti, di))
+        ids = np.zeros(len(det), np.int64)
+        used_t: set[int] = set()
+        for _, ti, di in sorted(pairs, reverse=True):
+            if ti in used_t or ids[di]:
+                continue
+            used_t.add(ti)
+            ids[di] = self.tracks[ti]["id"]
+            self.tracks[ti].update(crop=crops[di], missed=0)
+        for ti, t in enumerate(self.tracks):
+            if ti not in used_t:
+                t["missed"] += 1
+        self.tracks = [t for t in self.tracks if t["missed"] <= self.max_missed]
+        for di in np.nonzero(ids == 0)[0]:
+            ids[di] = self.next_id
+            self.tracks.append({"id": self.next_id, "label": int(det.labels[di]), "crop": crops[di], "missed": 0})
+            self.next_id += 1
+        det.track_ids = ids
+        return det
+
+
+class RoboflowTracker:
+    """A ``trackers`` tracker behind isseg's ``update(Detections) -> Detections`` (IDs >= 1 only)."""
+
+    def __init__(self, name: str, fps: float) -> None:
+        import trackers
+
+        cls = {"bytetrack": trackers.ByteTrackTracker, "ocsort": trackers.OCSORTTracker,
+               "botsort": trackers.BoTSORTTracker}[name]
+        self.tracker = cls(frame_rate=fps)
+        self.wants_frame = name == "botsort"
+
+    def update(self, det: Detections, frame: np.ndarray | None = None) -> Detections:
+        import supervision as sv
+
+        keep = np.nonzero(det.scores >= 0.1)[0]
+        sv_det = sv.Detections(xyxy=det.boxes[keep].astype(np.float32), confidence=det.scores[keep],
+                               class_id=det.labels[keep].astype(int), data={"index": keep})
+        out = self.tracker.update(sv_det, frame) if self.wants_frame else self.tracker.update(sv_det)
+        if len(out) == 0:
+            return Detections.empty(det.image_size, det.class_names, tracked=True)
+        ok = out.tracker_id >= 0
+        index = np.asarray(out.data["index"])[ok]
+        res = det.filter(index)
+        res.track_ids = np.asarray(out.tracker_id)[ok].astype(np.int64) + 1
+        return res
+
+
+def make_trackers(fps: float) -> dict[str, object]:
+    return {"isseg": Tracker(), "isseg-boxes": Tracker(mask_weight=0.0),
+            "bytetrack": RoboflowTracker("bytetrack", fps), "ocsort": RoboflowTracker("ocsort", fps),
+            "botsort": RoboflowTracker("botsort", fps), "omz-greedy": GreedyMaskTracker()}
+
+
+def mot_rows(frame: int, ids: np.ndarray, boxes: np.ndarray, gt: bool = False) -> list[str]:
+    """MOT rows; ground-truth rows get class 1, as trackers.eval (like TrackEval on MOT17) keeps only those."""
+    tail = "1,1,1" if gt else "1,-1,-1,-1"
+    return [f"{frame},{int(i)},{b[0]:.2f},{b[1]:.2f},{b[2] - b[0]:.2f},{b[3] - b[1]:.2f},{tail}"
+            for i, b in zip(ids, boxes)]
+
+
+def run_sequence(seed: int, spec: VideoSpec, gt_dir: Path, out_dir: Path) -> dict[str, dict]:
+    """Track one sequence with every tracker; write MOT files; return each tracker's line counts."""
+    video = SynthVideo(spec, seed)
+    zones_file = out_dir / f"zones-{seed}.json"
+    zones_file.write_text(json.dumps(video.analytics_config()))
+    trackers = make_trackers(spec.fps)
+    analytics = {name: Analytics(load_zones(zones_file)) for name in trackers}
+    rows: dict[str, list[str]] = {name: [] for name in trackers}
+    gt_rows: list[str] = []
+    rng = np.random.default_rng([seed, 31337])
+    for image, truth in video:
+        seen = truth.visibility >= MIN_VISIBILITY
+        gt_rows += mot_rows(truth.index + 1, truth.ids[seen], truth.boxes[seen], gt=True)
+        det = simulate_detections(truth, rng, spec.classes)
+        for name, tracker in trackers.items():
+            out = tracker.update(det, image) if getattr(tracker, "wants_frame", False) else tracker.update(det)
+            rows[name] += mot_rows(truth.index + 1, out.track_ids, out.boxes)
+            analytics[name].update(out, truth.timestamp, truth.index)
+    (gt_dir / f"seq{seed}.txt").write_text("\n".join(gt_rows) + "\n")
+    for name in trackers:
+        (out_dir / name).mkdir(exist_ok=True)
+        (out_dir / name / f"seq{seed}.txt").write_text("\n".join(rows[name] or ["1,1,0,0,1,1,1,-1,-1,-1"]) + "\n")
+        analytics[name].finish(spec.frames / spec.fps, spec.frames)
+    truth_counts: dict[str, dict[str, dict[str, int]]] = {}
+    for c in video.line_crossings():
+        per = truth_counts.setdefault(c["line"], {}).setdefault(c["class"], {"in": 0, "out": 0})
+        per[c["direction"]] += 1
+    return {"truth": truth_counts, **{name: a.line_counts() for name, a in analytics.items()}}
+
+
+def count_errors(truth: dict, got: dict) -> tuple[int, int]:
+    """(absolute count error summed over line, class, direction; total true crossings)."""
+    err = total = 0
+    for line in set(truth) | set(got):
+        for cls in set(truth.get(line, {})) | set(got.get(line, {})):
+            for d in ("in", "out"):
+                t = truth.get(line, {}).get(cls, {}).get(d, 0)
+                err += abs(got.get(line, {}).get(cls, {}).get(d, 0) - t)
+                total += t
+    return err, total
+
+
+def speed(n_objects: int, frames: int = 60, size: tuple[int, int] = (720, 1280), seed: int = 0) -> float:
+    """Median ms per ``Tracker.update`` on ``n_objects`` ellipses moving at 1-4 px/frame, with masks."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    h, w = size
+    pos = rng.uniform([40, 40], [w - 40, h - 40], (n_objects, 2))
+    vel = rng.uniform(-4, 4, (n_objects, 2))
+    axes = rng.uniform(8, 30, (n_objects, 2))
+    tracker, times = Tracker(), []
+    for _ in range(frames):
+        pos = pos + vel
+        vel[(pos[:, 0] < 30) | (pos[:, 0] > w - 30), 0] *= -1
+        vel[(pos[:, 1] < 30) | (pos[:, 1] > h - 30), 1] *= -1
+        masks = np.zeros((n_objects, h, w), bool)
+        for i, ((x, y), (a, b)) in enumerate(zip(pos, axes)):
+            m = np.zeros((h, w), np.uint8)
+            cv2.ellipse(m, (int(x), int(y)), (int(a), int(b)), 0, 0, 360, 1, -1)
+            masks[i] = m.astype(bool)
+        boxes = np.concatenate([pos - axes, pos + axes], 1).astype(np.float32)
+        det = Detections(boxes, rng.uniform(0.3, 1.0, n_objects).astype(np.float32),
+                         rng.integers(0, 3, n_objects), masks, ("a", "b", "c"), (h, w))
+        order = np.argsort(-det.scores)
+        det = det.filter(order)
+        t0 = time.perf_counter()
+        tracker.update(det)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[5:]) * 1000)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sequences", type=int, default=4)
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--out", default=None, help="folder for MOT files and results.json (default: temporary)")
+    parser.add_argument("--no-speed", action="store_true")
+    args = parser.parse_args()
+    from trackers.eval import evaluate_mot_sequences
+
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="track_quality-"))
+    gt_dir = out / "gt"
+    gt_dir.mkdir(parents=True, exist_ok=True)
+    spec = VideoSpec(frames=args.frames)
+    counts = {}
+    for seed in range(args.sequences):
+        counts[seed] = run_sequence(seed, spec, gt_dir, out)
+        print(f"sequence {seed} done", flush=True)
+    names = [n for n in counts[0] if n != "truth"]
+    results = {}
+    print("\n| tracker | HOTA | IDF1 | MOTA | ID switches | line count errors / true crossings |")
+    print("|---|---|---|---|---|---|")
+    for name in names:
+        res = evaluate_mot_sequences(gt_dir, out / name, metrics=["CLEAR", "HOTA", "Identity"]).aggregate
+        err = [count_errors(counts[s]["truth"], counts[s][name]) for s in counts]
+        e, t = sum(x[0] for x in err), sum(x[1] for x in err)
+        results[name] = {"HOTA": res.HOTA.HOTA, "IDF1": res.Identity.IDF1, "MOTA": res.CLEAR.MOTA,
+                         "IDSW": res.CLEAR.IDSW, "count_errors": e, "crossings": t}
+        print(f"| {name} | {100 * res.HOTA.HOTA:.1f} | {100 * res.Identity.IDF1:.1f} | "
+              f"{100 * res.CLEAR.MOTA:.1f} | {res.CLEAR.IDSW} | {e} / {t} |")
+    if not args.no_speed:
+        results["ms_per_frame"] = {n: speed(n) for n in (10, 100)}
+        print(f"\nisseg Tracker.update, 1280x720 with masks: {results['ms_per_frame'][10]:.2f} ms/frame at 10 "
+              f"objects, {results['ms_per_frame'][100]:.2f} ms/frame at 100 objects (median, "
+              f"{os.cpu_count()} CPUs)")
+    (out / "results.json").write_text(json.dumps({"results": results, "counts": counts}, indent=1))
+    print(f"\nwritten: {out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Multi-object tracking of instance segmentations: :class:`Tracker` gives each object a stable ID.
+
+A ByteTrack-family tracker that also looks at the masks. Per frame:
+
+1. every track's box is predicted by its Kalman filter (:mod:`isseg.track.kalman`), and its last mask is
+   moved with it;
+2. detections at or above ``high_score`` are matched to confirmed tracks, active and lost (stage 1);
+3. the active tracks left over are matched to the detections between ``low_score`` and ``high_score``
+   (stage 2: an object whose score drops while it is half hidden keeps its ID);
+4. tentative tracks are matched to the high detections left (stage 3);
+5. high detections still unmatched, at or above ``new_track_score``, start tentative tracks.
+
+Matching is optimal (Hungarian) on a similarity that fuses box IoU of the predicted box with mask IoU of
+the moved mask (:func:`isseg.track.matching.similarity`), only between detections and tracks of the same
+class. A tentative track is confirmed, and only then given an ID, after ``confirm_frames`` consecutive
+matches; it is dropped at its first miss. A confirmed track that is missed is kept as lost for
+``lost_frames`` frames, during which a detection can bring it back with its ID. IDs start at 1, count up
+and are never reused; a track never changes class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from isseg.model.detections import Detections
+from isseg.track import kalman
+from isseg.track.matching import MaskCrop, assign, crop_mask, similarity
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Every knob of :class:`Tracker`. Scores are the detector's; similarities are in [0, 1]."""
+
+    high_score: float = 0.5
+    """Detections with a score at or above this take part in the first association stage."""
+    low_score: float = 0.1
+    """Detections below this are ignored; those in [low_score, high_score) may only continue active tracks."""
+    new_track_score: float = 0.6
+    """An unmatched detection starts a (tentative) track only if its score is at least this."""
+    match_similarity: float = 0.2
+    """Stage 1 (high detections to confirmed tracks): the least similarity of a match."""
+    low_match_similarity: float = 0.4
+    """Stage 2 (low detections to active tracks): the least similarity of a match; stricter than stage 1."""
+    tentative_match_similarity: float = 0.3
+    """Stage 3 (high detections to tentative tracks): the least similarity of a match."""
+    mask_weight: float = 0.5
+    """Weight of mask IoU in the fused similarity (box IoU has ``1 - mask_weight``); 0 = boxes only."""
+    fuse_score: bool = True
+    """Stage 1 multiplies the similarity by the detection's score, so a sure detection wins a close call."""
+    confirm_frames: int = 2
+    """Consecutive matched frames (the first one included) before a track is confirmed and gets an ID."""
+    lost_frames: int = 30
+    """Frames a confirmed track is kept after its last match, to be found again with the same ID."""
+    position_noise: float = 1 / 20
+    """Kalman position noise, as a fraction of the box size (per frame, and of each measurement)."""
+    velocity_noise: float = 1 / 160
+    """Kalman velocity noise, as a fraction of the box size per frame."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.low_score <= self.high_score:
+            raise ValueError(f"TrackerConfig: need 0 <= low_score <= high_score, got {self.low_score}, "
+                             f"{self.high_score}")
+        if self.confirm_frames < 1 or self.lost_frames < 0:
+            raise ValueError(f"TrackerConfig: confirm_frames must be >= 1 and lost_frames >= 0, got "
+                             f"{self.confirm_frames}, {self.lost_frames}")
+        if not 0 <= self.mask_weight <= 1:
+            raise ValueError(f"TrackerConfig: mask_weight must be in [0, 1], got {self.mask_weight}")
+
+
+TENTATIVE, ACTIVE, LOST = 0, 1, 2
+
+
+class _Track:
+    """One track: Kalman state, class, last mask crop (a copy) and where its Kalman centre was then."""
+
+    __slots__ = ("id", "label", "mean", "cov", "hits", "state", "last_frame", "crop", "crop_centre")
+
+    def __init__(self, label: int, mean: np.ndarray, cov: np.ndarray, frame: int) -> None:
+        self.id = 0
+        self.label = label
+        self.mean, self.cov = mean, cov
+        self.hits = 1
+        self.state = TENTATIVE
+        self.last_frame = frame
+        self.crop: MaskCrop | None = None
+        self.crop_centre = mean[:2].copy()
+
+    def predicted_crop(self) -> MaskCrop | None:
+        """The last mask moved by the predicted displacement of the box centre since it was seen."""
+        if self.crop is None:
+            return None
+        dx, dy = np.rint(self.mean[:2] - self.crop_centre).astype(int)
+        return self.crop.moved(int(dx), int(dy))
+
+
+class Tracker:
+    """Stable IDs for the instances of a video: ``tracked = tracker.update(detections)`` once per frame.
+
+    ``update`` takes any :class:`~isseg.model.detections.Detections` (masks may be None: boxes only) and
+    returns the detections that belong to confirmed tracks, in their input order, with their boxes, scores,
+    labels and masks unchanged and ``track_ids`` (int64 [N], >= 1) set. Feed it every detection down to
+    ``low_score`` (e.g. 0.1), not only those above a display threshold: the low ones keep tracks alive.
+    """
+
+    def __init__(self, config: TrackerConfig | None = None, **overrides: float | int | bool) -> None:
+        base = config or TrackerConfig()
+        self.config = TrackerConfig(**{**base.__dict__, **overrides}) if overrides else base
+        self.tracks: list[_Track] = []
+        self.frame = 0
+        self._next_id = 1
+
+    def reset(self) -> None:
+        """Forget every track (a new video); IDs keep counting up, so none is ever reused."""
+        self.tracks = []
+        self.frame = 0
+
+    def update(self, detections: Detections) -> Detections:
+        """Associate one frame's detections with the tracks; see the class docstring."""
+        cfg = self.config
+        self.frame += 1
+        self._predict()
+        det = detections
+        scores = np.asarray(det.scores, np.float32)
+        crops = self._det_crops(det)
+        high = np.nonzero(scores >= cfg.high_score)[0]
+        low = np.nonzero((scores >= cfg.low_score) & (scores < cfg.high_score))[0]
+        confirmed = [t for t in self.tracks if t.state != TENTATIVE]
+        tentative = [t for t in self.tracks if t.state == TENTATIVE]
+        matches: dict[int, _Track] = {}  # detection index -> track
+        rest = self._match(confirmed, high, det, crops, cfg.match_similarity, matches, cfg.fuse_score)
+        active_left = [t for t in rest if t.state == ACTIVE]
+        self._match(active_left, low, det, crops, cfg.low_match_similarity, matches, False)
+        high_left = np.array([i for i in high if i not in matches], np.int64)
+        self._match(tentative, high_left, det, crops, cfg.tentative_match_similarity, matches, False)
+        self._correct(matches, det, crops)
+        self._age()
+        for i in high_left:
+            if i not in matches and scores[i] >= cfg.new_track_score:
+                self._start(det, crops, int(i))
+        return self._output(det, matches)
+
+    # ------------------------------------------------------------------------------------------ steps
+    def _predict(self) -> None:
+        if not self.tracks:
+            return
+        means = np.stack([t.mean for t in self.tracks])
+        covs = np.stack([t.cov for t in self.tracks])
+        lost = np.array([t.state == LOST for t in self.tracks])
+        means[lost, 6:] = 0.0  # a lost track keeps moving but stops growing or shrinking
+        means, covs = kalman.predict(means, covs, self.config.position_noise, self.config.velocity_noise)
+        for t, m, c in zip(self.tracks, means, covs):
+            t.mean, t.cov = m, c
+
+    @staticmethod
+    def _det_crops(det: Detections) -> list[MaskCrop | None]:
+        if det.masks is None or len(det) == 0:
+            return [None] * len(det)
+        return [crop_mask(det.masks[i], det.boxes[i]) for i in range(len(det))]
+
+    def _match(self, tracks: list[_Track], idx: np.ndarray, det: Detections, crops: list[MaskCrop | None],
+               threshold: float, matches: dict[int, _Track], fuse_score: bool) -> list[_Track]:
+        """Match ``tracks`` to detections ``idx``; record pairs in ``matches``; return the unmatched tracks."""
+        if not tracks or len(idx) == 0:
+            return tracks
+        pred = kalman.state_to_xyxy(np.stack([t.mean for t in tracks]))
+        labels = np.array([t.label for t in tracks], np.int64)
+        sim = similarity(pred, labels, [t.predicted_crop() for t in tracks], det.boxes[idx],
+                         np.asarray(det.labels)[idx], [crops[i] for i in idx], self.config.mask_weight)
+        if fuse_score:
+            sim = np.where(sim > 0, sim * np.asarray(det.scores, np.float32)[idx][None, :], sim)
+        rows, cols = assign(sim, threshold)
+        for r, c in zip(rows, cols):
+            matches[int(idx[c])] = tracks[r]
+        taken = set(rows.tolist())
+        return [t for k, t in enumerate(tracks) if k not in taken]
+
+    def _correct(self, matches: dict[int, _Track], det: Detections, crops: list[MaskCrop | None]) -> None:
+        """Kalman update of the matched tracks, new mask crops, confirmation (and IDs) of tentative ones."""
+        if not matches:
+            return
+        order = list(matches)
+        tracks = [matches[i] for i in order]
+        means, covs = kalman.update(np.stack([t.mean for t in tracks]), np.stack([t.cov for t in tracks]),
+                                    det.boxes[order], self.config.position_noise)
+        for i, t, m, c in zip(order, tracks, means, covs):
+            t.mean, t.cov = m, c
+            crop = crops[i]
+            t.crop = None if crop is None else MaskCrop(crop.mask.copy(), crop.x0, crop.y0, crop.area)
+            t.crop_centre = m[:2].copy()
+            t.last_frame = self.frame
+            if t.state == TENTATIVE:
+                t.hits += 1
+                if t.hits >= self.config.confirm_frames:
+                    self._confirm(t)
+            else:
+                t.state = ACTIVE
+
+    def _confirm(self, track: _Track) -> None:
+        track.state = ACTIVE
+        track.id = self._next_id
+        self._next_id += 1
+
+    def _age(self) -> None:
+        """Unmatched this frame: tentative tracks die, active ones become lost, lost ones expire."""
+        kept = []
+        for t in self.tracks:
+            if t.last_frame != self.frame:
+                if t.state == TENTATIVE or self.frame - t.last_frame > self.config.lost_frames:
+                    continue
+                t.state = LOST
+            kept.append(t)
+        self.tracks = kept
+
+    def _start(self, det: Detections, crops: list[MaskCrop | None], i: int) -> None:
+        means, covs = kalman.initiate(det.boxes[i:i + 1], self.config.position_noise, self.config.velocity_noise)
+        t = _Track(int(det.labels[i]), means[0], covs[0], self.frame)
+        crop = crops[i]
+        t.crop = None if crop is None else MaskCrop(crop.mask.copy(), crop.x0, crop.y0, crop.area)
+        self.tracks.append(t)
+        if self.config.confirm_frames <= 1:
+            self._confirm(t)
+
+    def _output(self, det: Detections, matches: dict[int, _Track]) -> Detections:
+        """The detections of confirmed tracks, in input order; a view of the masks when they are a prefix."""
+        keep = sorted(i for i, t in matches.items() if t.state == ACTIVE)
+        ids = np.array([matches[i].id for i in keep], np.int64)
+        if keep and keep[-1] == len(keep) - 1:  # the first k detections (the usual case: sorted by score)
+            out = det.filter(slice(0, len(keep)))
+        else:
+            out = det.filter(np.array(keep, np.int64))
+        out.track_ids = ids
+        return out
