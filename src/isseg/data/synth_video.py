@@ -103,7 +103,8 @@ class FrameTruth:
 @dataclass
 class Scene:
     """A sequence's objects, pillars (x0, y0, x1, y1), lines ``{name: (x1, y1, x2, y2)}`` and zones
-    ``{name: [[x, y], ...]}``; lines run bottom to top so that "in" is left to right."""
+    ``{name: [[x, y], ...]}``. Lines run bottom to top, so that "in" is left to right, and reach 100 px
+    beyond the frame, so that no object's foot passes near their ends."""
 
     spec: VideoSpec
     objects: list[SynthObject]
@@ -176,7 +177,7 @@ def build_scene(spec: VideoSpec, seed: int = 0) -> Scene:
     rng = np.random.default_rng([seed, 9157])
     w, h, n_cls = spec.width, spec.height, len(spec.classes)
     mid, edge = w / 2, w - spec.edge_gap
-    lines = {"middle": (mid, h - 20.0, mid, 20.0), "edge": (float(edge), h - 20.0, float(edge), 20.0)}
+    lines = {"middle": (mid, h + 100.0, mid, -100.0), "edge": (float(edge), h + 100.0, float(edge), -100.0)}
     zone = [[w * 0.08, h * 0.45], [w * 0.38, h * 0.45], [w * 0.38, h * 0.92], [w * 0.08, h * 0.92]]
     pillars = []
     for _ in range(spec.pillars):
@@ -302,10 +303,22 @@ class SynthVideo:
         ys = np.interp(frames, obj.path[:, 0], obj.path[:, 2]) + obj.foot[1]
         return frames, np.stack([xs, ys], 1)
 
-    def line_crossings(self) -> list[dict]:
-        """Every crossing of a line by an object's true foot point, within the line's segment: dicts with
-        ``frame`` (the first frame on the new side), ``id``, ``line``, ``direction`` ("in": from the left
-        to the right of the line's first-to-second point, as seen on screen) and ``class``."""
+    def _rows_inside(self, obj: SynthObject, f: int) -> float:
+        """The share of ``obj``'s shape at frame ``f`` that lies within the frame's rows (0 when absent)."""
+        c = obj.centre(f)
+        if c is None:
+            return 0.0
+        th = obj.template.shape[0]
+        y0 = round(c[1] - th / 2)
+        rows = obj.template[max(0, -y0):max(0, min(th, self.spec.height - y0))]
+        return float(rows.sum()) / float(obj.template.sum())
+
+    def line_crossings(self, min_rows_inside: float = 0.3) -> list[dict]:
+        """Every crossing of a line by an object's true foot point, within the line's segment, by an object
+        with at least ``min_rows_inside`` of its shape within the frame's rows (not above or below it) on
+        the frame before or after the crossing:
+        dicts with ``frame`` (the first frame on the new side), ``id``, ``line``, ``direction`` ("in": from
+        the left to the right of the line's first-to-second point, as seen on screen) and ``class``."""
         out = []
         for obj in self.scene.objects:
             frames, feet = self._feet(obj)
@@ -315,7 +328,8 @@ class SynthVideo:
                 t = ((feet[:, 0] - ax) * ux + (feet[:, 1] - ay) * uy) / (ux * ux + uy * uy)
                 for i in np.nonzero((np.sign(d[1:]) != np.sign(d[:-1])) & (d[1:] != 0))[0]:
                     s = d[i] / (d[i] - d[i + 1])  # where between frames i and i+1 the foot is on the line
-                    if 0 <= t[i] + s * (t[i + 1] - t[i]) <= 1:
+                    inside = max(self._rows_inside(obj, int(f)) for f in frames[i:i + 2]) >= min_rows_inside
+                    if inside and 0 <= t[i] + s * (t[i + 1] - t[i]) <= 1:
                         out.append({"frame": int(frames[i + 1]), "id": obj.id, "line": name,
                                     "direction": "in" if d[i + 1] > 0 else "out",
                                     "class": self.spec.classes[obj.label]})

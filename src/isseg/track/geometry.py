@@ -46,29 +46,30 @@ def anchor_points(det: Detections, mode: str = "foot") -> np.ndarray:
     return out
 
 
-def edge_contacts(det: Detections, size: tuple[int, int], reach: float = 2.0) -> list[list[tuple[float, float]]]:
-    """For each detection, where it touches the frame's borders: the centre of its mask pixels on each border
-    (first or last row or column) that its box comes within ``reach`` pixels of; without a mask, the middle
-    of that box side. Points are (x, y) on the border."""
+def edge_contacts(det: Detections, size: tuple[int, int], reach: int = 3) -> list[list[tuple[float, float]]]:
+    """For each detection, where it touches the frame's borders: for each border its box comes within
+    ``reach`` pixels of, the centre of its mask pixels in the ``reach`` rows or columns along that border
+    (the middle of that box side without a mask), as an (x, y) point on the border. Detection jitter of a
+    pixel or two does not hide a contact."""
     h, w = size
     out: list[list[tuple[float, float]]] = []
     for i, (x0, y0, x1, y1) in enumerate(np.asarray(det.boxes, np.float64).reshape(-1, 4)):
         pts: list[tuple[float, float]] = []
-        ys = (int(max(np.floor(y0), 0)), int(min(np.ceil(y1), h)))
-        xs = (int(max(np.floor(x0), 0)), int(min(np.ceil(x1), w)))
-        sides = ((x0 <= reach, 0, ys, True), (x1 >= w - reach, w - 1, ys, True),
-                 (y0 <= reach, 0, xs, False), (y1 >= h - reach, h - 1, xs, False))
-        for touches, at, (lo, hi), vertical in sides:
+        ys = (int(max(np.floor(y0) - reach, 0)), int(min(np.ceil(y1) + reach, h)))
+        xs = (int(max(np.floor(x0) - reach, 0)), int(min(np.ceil(x1) + reach, w)))
+        sides = ((x0 <= reach, 0, slice(0, reach), ys, True), (x1 >= w - reach, w, slice(w - reach, w), ys, True),
+                 (y0 <= reach, 0, slice(0, reach), xs, False), (y1 >= h - reach, h, slice(h - reach, h), xs, False))
+        for touches, at, band, (lo, hi), vertical in sides:
             if not touches or hi <= lo:
                 continue
             mid = (lo + hi) / 2
             if det.masks is not None:
-                strip = det.masks[i, lo:hi, at] if vertical else det.masks[i, at, lo:hi]
+                strip = det.masks[i, lo:hi, band].any(1) if vertical else det.masks[i, band, lo:hi].any(0)
                 hits = np.flatnonzero(strip)
                 if hits.size == 0:
                     continue
                 mid = lo + hits.mean() + 0.5
-            pts.append((at + 0.5, mid) if vertical else (mid, at + 0.5))
+            pts.append((float(at), mid) if vertical else (mid, float(at)))
         out.append(pts)
     return out
 
@@ -100,6 +101,8 @@ class LineCounter:
         self.side: dict[int, int] = old.side if old else {}
         self._edge_side: dict[int, int] = old._edge_side if old else {}
         self._last: dict[int, tuple[float, tuple[float, float], str]] = old._last if old else {}
+        self._entry: dict[int, tuple[int, float]] = old._entry if old else {}
+        self._start: float | None = old._start if old else None  # timestamp of the first update
 
     def _dist(self, p: np.ndarray) -> np.ndarray:
         """Signed distance of points [K, 2] to the line, > 0 on its right (as seen on screen)."""
@@ -130,39 +133,62 @@ class LineCounter:
         return Event("cross", self.line.name, tid, cls, timestamp, frame, direction=direction,
                      point=(float(point[0]), float(point[1])), source=source)
 
+    def _step(self, tid: int, cls: str, d: float, inside: bool, edge: int, point, timestamp: float, frame: int,
+              source: str) -> Event | None:
+        """One track's observation: ``d`` its signed distance, ``inside`` whether it is between the ends."""
+        first = tid not in self._last
+        self._last[tid] = (timestamp, (float(point[0]), float(point[1])), cls)
+        self._edge_side[tid] = edge
+        if self._start is None:
+            self._start = timestamp
+        if first and edge and timestamp - self._start > self.retention_s:
+            self._entry[tid] = (edge, d)  # it came in through the frame edge (and was not there at the start)
+        old = self.side.get(tid, 0)
+        if not inside:
+            self.side[tid] = 0  # beyond the ends: walking around the line is no crossing
+            self._entry.pop(tid, None)
+            return None
+        new = 1 if d > self.band[0] else -1 if d < -self.band[1] else 0
+        if edge and old == edge and new == -edge:
+            return None  # cut by the frame edge beyond the line, its visible foot is not its foot: wait
+        if new and old and new != old:
+            return self._cross(tid, new, cls, point, timestamp, frame, source)
+        if new and old == 0 and tid in self._entry:
+            side, d0 = self._entry[tid]
+            if new != side:
+                if (d0 - d) * side < self.line.band:
+                    return None  # not yet walked in from the edge far enough to tell
+                del self._entry[tid]
+                return self._cross(tid, new, cls, point, timestamp, frame, source)
+            del self._entry[tid]
+        if new:
+            self.side[tid] = new
+        return None
+
     def update(self, ids: list[int], names: list[str], points: np.ndarray,
                contacts: list[list[tuple[float, float]]], timestamp: float, frame: int, source: str = ""
                ) -> list[Event]:
+        """Crossings in one frame of the tracks ``ids`` (classes ``names``, anchors ``points`` [N, 2], frame
+        border contacts from :func:`edge_contacts`)."""
         events: list[Event] = []
         wanted = [k for k, n in enumerate(names) if not self.line.classes or n in self.line.classes]
+        tol = max(self.line.band, 1.0) / self._len
         if wanted:
             d = self._dist(points[wanted])
             t = self._along(points[wanted])
-        tol = max(self.line.band, 1.0) / self._len
-        present = set()
         for j, k in enumerate(wanted):
-            tid, cls = ids[k], names[k]
-            present.add(tid)
-            self._last[tid] = (timestamp, (float(points[k][0]), float(points[k][1])), cls)
-            self._edge_side[tid] = self._contact_side(contacts[k])
-            old = self.side.get(tid, 0)
-            if not -tol <= t[j] <= 1 + tol:
-                self.side[tid] = 0  # beyond the ends: walking around the line is no crossing
-                continue
-            new = 1 if d[j] > self.band[0] else -1 if d[j] < -self.band[1] else 0
-            if new and old and new != old:
-                events.append(self._cross(tid, new, cls, points[k], timestamp, frame, source))
-            elif new:
-                self.side[tid] = new
-            elif old == 0 and self._edge_side[tid]:
-                self.side[tid] = self._edge_side[tid]  # first seen coming in through the edge beyond the line
+            e = self._step(ids[k], names[k], float(d[j]), bool(-tol <= t[j] <= 1 + tol),
+                           self._contact_side(contacts[k]), points[k], timestamp, frame, source)
+            if e is not None:
+                events.append(e)
+        present = {ids[k] for k in wanted}
         for tid in [t for t in self._last if t not in present]:
             last_ts, point, cls = self._last[tid]
             edge, old = self._edge_side.get(tid, 0), self.side.get(tid, 0)
             if edge and old and edge != old and timestamp - last_ts > self.retention_s:
-                events.append(self._cross(tid, edge, cls, point, timestamp, frame, source))
+                events.append(self._cross(tid, edge, cls, point, timestamp, frame, source))  # left via the edge
             if timestamp - last_ts > FORGET_S:
-                for table in (self._last, self.side, self._edge_side):
+                for table in (self._last, self.side, self._edge_side, self._entry):
                     table.pop(tid, None)
         return events
 

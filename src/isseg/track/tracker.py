@@ -7,8 +7,11 @@ A ByteTrack-family tracker that also looks at the masks. Per frame:
 2. detections at or above ``high_score`` are matched to confirmed tracks, active and lost (stage 1);
 3. the active tracks left over are matched to the detections between ``low_score`` and ``high_score``
    (stage 2: an object whose score drops while it is half hidden keeps its ID);
-4. tentative tracks are matched to the high detections left (stage 3);
-5. high detections still unmatched, at or above ``new_track_score``, start tentative tracks.
+4. confirmed tracks still unmatched (often lost behind something, and seen again only in part, so that
+   their boxes no longer overlap) are matched to the high detections left by the distance of the centres
+   in units of the track's recent largest size, within a radius that grows while the track is lost;
+5. tentative tracks are matched to the high detections left (stage 3);
+6. high detections still unmatched, at or above ``new_track_score``, start tentative tracks.
 
 Matching is optimal (Hungarian) on a similarity that fuses box IoU of the predicted box with mask IoU of
 the moved mask (:func:`isseg.track.matching.similarity`), only between detections and tracks of the same
@@ -45,6 +48,12 @@ class TrackerConfig:
     """Stage 2 (low detections to active tracks): the least similarity of a match; stricter than stage 1."""
     tentative_match_similarity: float = 0.3
     """Stage 3 (high detections to tentative tracks): the least similarity of a match."""
+    refind_radius: float = 1.0
+    """Re-finding (high detections left after stage 2 to confirmed tracks left): a detection is a candidate
+    when its centre is within this many track sizes of the predicted centre. The track's size is its recent
+    largest, so an object that shrank while going behind something is still measured at full size."""
+    refind_growth: float = 0.05
+    """How much ``refind_radius`` grows per frame the track has been lost (motion gets less sure)."""
     mask_weight: float = 0.5
     """Weight of mask IoU in the fused similarity (box IoU has ``1 - mask_weight``); 0 = boxes only."""
     fuse_score: bool = True
@@ -75,7 +84,7 @@ TENTATIVE, ACTIVE, LOST = 0, 1, 2
 class _Track:
     """One track: Kalman state, class, last mask crop (a copy) and where its Kalman centre was then."""
 
-    __slots__ = ("id", "label", "mean", "cov", "hits", "state", "last_frame", "crop", "crop_centre")
+    __slots__ = ("id", "label", "mean", "cov", "hits", "state", "last_frame", "crop", "crop_centre", "size")
 
     def __init__(self, label: int, mean: np.ndarray, cov: np.ndarray, frame: int) -> None:
         self.id = 0
@@ -86,6 +95,7 @@ class _Track:
         self.last_frame = frame
         self.crop: MaskCrop | None = None
         self.crop_centre = mean[:2].copy()
+        self.size = mean[2:4].copy()  # recent largest (w, h): decays slowly towards the measured size
 
     def predicted_crop(self) -> MaskCrop | None:
         """The last mask moved by the predicted displacement of the box centre since it was seen."""
@@ -131,8 +141,11 @@ class Tracker:
         matches: dict[int, _Track] = {}  # detection index -> track
         rest = self._match(confirmed, high, det, crops, cfg.match_similarity, matches, cfg.fuse_score)
         active_left = [t for t in rest if t.state == ACTIVE]
-        self._match(active_left, low, det, crops, cfg.low_match_similarity, matches, False)
+        matched_low = self._match(active_left, low, det, crops, cfg.low_match_similarity, matches, False)
+        rest = [t for t in rest if t.state == LOST or t in matched_low]
         high_left = np.array([i for i in high if i not in matches], np.int64)
+        self._refind(rest, high_left, det, matches)
+        high_left = np.array([i for i in high_left if i not in matches], np.int64)
         self._match(tentative, high_left, det, crops, cfg.tentative_match_similarity, matches, False)
         self._correct(matches, det, crops)
         self._age()
@@ -176,6 +189,28 @@ class Tracker:
         taken = set(rows.tolist())
         return [t for k, t in enumerate(tracks) if k not in taken]
 
+    def _refind(self, tracks: list[_Track], idx: np.ndarray, det: Detections, matches: dict[int, _Track]) -> None:
+        """Match confirmed tracks to detections ``idx`` by centre distance in units of the track's size."""
+        if not tracks or len(idx) == 0:
+            return
+        cfg = self.config
+        means = np.stack([t.mean for t in tracks])
+        size = np.stack([t.size for t in tracks]).clip(1.0)
+        lost_for = np.array([self.frame - t.last_frame for t in tracks], np.float64)
+        boxes = np.asarray(det.boxes, np.float64)[idx]
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        wh = boxes[:, 2:] - boxes[:, :2]
+        r = np.hypot((centres[None, :, 0] - means[:, None, 0]) / size[:, None, 0],
+                     (centres[None, :, 1] - means[:, None, 1]) / size[:, None, 1])
+        gate = cfg.refind_radius * (1 + cfg.refind_growth * (lost_for - 1))[:, None]
+        sim = 1 - r / gate
+        labels = np.array([t.label for t in tracks])
+        sim[labels[:, None] != np.asarray(det.labels)[idx][None, :]] = -1
+        sim[(wh[None, :, 0] > 1.5 * size[:, None, 0]) | (wh[None, :, 1] > 1.5 * size[:, None, 1])] = -1
+        rows, cols = assign(sim, 1e-6)
+        for r_, c in zip(rows, cols):
+            matches[int(idx[c])] = tracks[r_]
+
     def _correct(self, matches: dict[int, _Track], det: Detections, crops: list[MaskCrop | None]) -> None:
         """Kalman update of the matched tracks, new mask crops, confirmation (and IDs) of tentative ones."""
         if not matches:
@@ -189,6 +224,7 @@ class Tracker:
             crop = crops[i]
             t.crop = None if crop is None else MaskCrop(crop.mask.copy(), crop.x0, crop.y0, crop.area)
             t.crop_centre = m[:2].copy()
+            t.size = np.maximum(det.boxes[i, 2:] - det.boxes[i, :2], t.size * 0.97)
             t.last_frame = self.frame
             if t.state == TENTATIVE:
                 t.hits += 1
