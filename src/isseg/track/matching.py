@@ -8,10 +8,13 @@ are compared at all.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+
+_count = np.count_nonzero
 
 
 @dataclass
@@ -33,26 +36,27 @@ def crop_mask(mask: np.ndarray, box: np.ndarray) -> MaskCrop:
     """The part of a full-frame mask (bool [H, W]) inside ``box`` (x1, y1, x2, y2), widened to whole pixels and
     clipped to the frame; a view, not a copy."""
     h, w = mask.shape
-    x0 = min(max(int(np.floor(box[0])), 0), w)
-    y0 = min(max(int(np.floor(box[1])), 0), h)
-    x1 = min(max(int(np.ceil(box[2])), x0), w)
-    y1 = min(max(int(np.ceil(box[3])), y0), h)
+    bx0, by0, bx1, by1 = (float(v) for v in box)
+    x0 = min(max(math.floor(bx0), 0), w)
+    y0 = min(max(math.floor(by0), 0), h)
+    x1 = min(max(math.ceil(bx1), x0), w)
+    y1 = min(max(math.ceil(by1), y0), h)
     crop = mask[y0:y1, x0:x1]
-    return MaskCrop(crop, x0, y0, int(np.count_nonzero(crop)))
+    return MaskCrop(crop, x0, y0, int(_count(crop)))
 
 
 def crop_iou(a: MaskCrop, b: MaskCrop) -> float:
     """IoU of two cropped masks, counting the overlap on the intersection of their rectangles only."""
     if a.area == 0 or b.area == 0:
         return 0.0
-    x0, y0 = max(a.x0, b.x0), max(a.y0, b.y0)
-    x1 = min(a.x0 + a.mask.shape[1], b.x0 + b.mask.shape[1])
-    y1 = min(a.y0 + a.mask.shape[0], b.y0 + b.mask.shape[0])
+    ax, ay, bx, by = a.x0, a.y0, b.x0, b.y0
+    (ah, aw), (bh, bw) = a.mask.shape, b.mask.shape
+    x0, y0 = (ax if ax > bx else bx), (ay if ay > by else by)
+    x1 = min(ax + aw, bx + bw)
+    y1 = min(ay + ah, by + bh)
     if x1 <= x0 or y1 <= y0:
         return 0.0
-    pa = a.mask[y0 - a.y0:y1 - a.y0, x0 - a.x0:x1 - a.x0]
-    pb = b.mask[y0 - b.y0:y1 - b.y0, x0 - b.x0:x1 - b.x0]
-    inter = int(np.count_nonzero(pa & pb))
+    inter = int(_count(a.mask[y0 - ay:y1 - ay, x0 - ax:x1 - ax] & b.mask[y0 - by:y1 - by, x0 - bx:x1 - bx]))
     return inter / (a.area + b.area - inter)
 
 

@@ -126,8 +126,15 @@ class Tracker:
         self.tracks = []
         self.frame = 0
 
-    def update(self, detections: Detections) -> Detections:
-        """Associate one frame's detections with the tracks; see the class docstring."""
+    def update(self, detections: Detections, reuse_input: bool = False) -> Detections:
+        """Associate one frame's detections with the tracks; see the class docstring.
+
+        The result's arrays are views of ``detections``' own when its confirmed detections are its first rows
+        (the usual case, as detections come sorted by score), else copies: with full-frame masks that copy
+        is most of the time ``update`` takes. ``reuse_input=True`` avoids it: the tracker may then swap rows
+        of ``detections`` in place (all its arrays together, so it stays the same set of instances, no
+        longer sorted by score) to make them so; pass it when nothing else reads ``detections`` in between.
+        """
         cfg = self.config
         self.frame += 1
         self._predict()
@@ -152,7 +159,7 @@ class Tracker:
         for i in high_left:
             if i not in matches and scores[i] >= cfg.new_track_score:
                 self._start(det, crops, int(i))
-        return self._output(det, matches)
+        return self._output(det, matches, reuse_input)
 
     # ------------------------------------------------------------------------------------------ steps
     def _predict(self) -> None:
@@ -258,12 +265,23 @@ class Tracker:
         if self.config.confirm_frames <= 1:
             self._confirm(t)
 
-    def _output(self, det: Detections, matches: dict[int, _Track]) -> Detections:
-        """The detections of confirmed tracks, in input order; a view of the masks when they are a prefix."""
-        keep = sorted(i for i, t in matches.items() if t.state == ACTIVE)
-        ids = np.array([matches[i].id for i in keep], np.int64)
-        if keep and keep[-1] == len(keep) - 1:  # the first k detections (the usual case: sorted by score)
-            out = det.filter(slice(0, len(keep)))
+    def _output(self, det: Detections, matches: dict[int, _Track], reuse_input: bool) -> Detections:
+        """The detections of confirmed tracks; views of the input's arrays when they are its first k rows (or
+        ``reuse_input`` lets them be made so), else copies."""
+        confirmed = {i: t for i, t in matches.items() if t.state == ACTIVE}
+        k = len(confirmed)
+        if k and max(confirmed) != k - 1 and reuse_input:
+            holes = [i for i in range(k) if i not in confirmed]
+            donors = [i for i in sorted(confirmed) if i >= k]
+            for h, d in zip(holes, donors):  # move confirmed rows into the holes: a few rows, not all masks
+                for arr in (det.boxes, det.scores, det.labels, det.masks, det.track_ids):
+                    if arr is not None:
+                        arr[[h, d]] = arr[[d, h]]
+                confirmed[h] = confirmed.pop(d)
+        keep = sorted(confirmed)
+        ids = np.array([confirmed[i].id for i in keep], np.int64)
+        if not k or keep[-1] == k - 1:  # the first k detections (the usual case: sorted by score)
+            out = det.filter(slice(0, k))
         else:
             out = det.filter(np.array(keep, np.int64))
         out.track_ids = ids
