@@ -196,9 +196,11 @@ def _speed_frame(rng: np.random.Generator, scene: dict, h: int, w: int, fp: bool
 def speed(n_objects: int, frames: int = 60, size: tuple[int, int] = (720, 1280), seed: int = 0) -> dict[str, float]:
     """CPU ms per ``Tracker.update`` (this thread's CPU time, so that other load on the machine does not
     count) on ``n_objects`` ellipses of 3 classes moving at up to 3 px/frame, with full-frame masks, over
-    the frames after the first 15, when every object has its track (medians): ``view`` when the output is the input's first rows (no copy);
-    ``copy`` with a top-scored one-frame false positive in every frame, so that the output's masks are a
-    copy; ``reuse`` the same with ``reuse_input=True`` (rows swapped in place, no copy)."""
+    the frames after the first 15, when every object has its track (medians).
+
+    ``view``: the output is the input's first rows (no copy); ``copy``: a top-scored one-frame false
+    positive in every frame makes the output's masks a copy; ``reuse``: the same with ``reuse_input=True``
+    (rows swapped in place, no copy)."""
     rng = np.random.default_rng(seed)
     h, w = size
     scene = {"pos": rng.uniform([40, 40], [w - 40, h - 40], (n_objects, 2)),
