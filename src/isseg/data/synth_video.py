@@ -1,20 +1,14 @@
 """Synthetic video sequences with ground truth, for testing and measuring tracking, counting and privacy.
 
-Objects are the shapes of :mod:`isseg.data.synth` (one random shape per object, drawn once and then moved
-rigidly), painted on a textured background along known piecewise-linear paths:
-
-* walkers enter through one border and leave through another;
-* crossing pairs are two objects of the **same class** and similar size whose paths cross at the same time
-  (boxes alone are ambiguous there; one hides the other for a few frames);
-* dwellers walk into the zone, stop there for a while and walk out;
-* static pillars are drawn in front of everything and hide whatever passes behind them.
-
-The ground truth of frame f is each object's *visible* mask (objects paint over the ones behind them), its
-box, and its visible fraction; the line crossings are those of each object's true foot point (the lowest
-pixels of its whole shape) along its path. Everything is a pure function of ``(spec, seed)``.
-:func:`write_sequence` writes the frames (or an .mp4) with MOT-format ground truth, the crossings and an
-analytics file of the lines and zone; :func:`isseg.track.simulate.simulate_detections` turns the ground
-truth into detector-like output.
+Objects are shapes of :mod:`isseg.data.synth` (each drawn once, then moved rigidly) on a textured background
+along known piecewise-linear paths: walkers cross the frame from border to border; crossing pairs are two
+objects of the **same class** and similar size whose paths cross at the same time (boxes alone are ambiguous
+there; one hides the other); dwellers walk into the zone, stop, and walk out; static pillars hide whatever
+passes behind them. The ground truth of a frame is each object's *visible* mask (nearer objects paint over
+farther ones), box and visible fraction; line crossings are those of each object's true foot point (the
+lowest pixels of its whole shape) along its path. Everything is a pure function of ``(spec, seed)``.
+:func:`write_sequence` writes frames (or an .mp4), MOT ground truth, the crossings and a zones file;
+:func:`isseg.track.simulate.simulate_detections` turns the ground truth into detector-like output.
 """
 
 from __future__ import annotations
@@ -165,11 +159,11 @@ def _object(rng: np.random.Generator, spec: VideoSpec, oid: int, label: int, siz
 
 def _random_point(rng: np.random.Generator, spec: VideoSpec, avoid_x: list[float], pad: float) -> np.ndarray:
     """A point in the frame at least ``pad`` from its borders and from each x in ``avoid_x``."""
-    for _ in range(1000):
-        p = rng.uniform([pad, pad], [spec.width - pad, spec.height - pad])
-        if all(abs(p[0] - x) > pad for x in avoid_x):
-            return p
-    raise RuntimeError("frame too small for the requested scene")
+    points = (rng.uniform([pad, pad], [spec.width - pad, spec.height - pad]) for _ in range(1000))
+    found = next((p for p in points if all(abs(p[0] - x) > pad for x in avoid_x)), None)
+    if found is None:
+        raise ValueError(f"VideoSpec: a {spec.width}x{spec.height} frame is too small for this scene")
+    return found
 
 
 def build_scene(spec: VideoSpec, seed: int = 0) -> Scene:
@@ -195,7 +189,7 @@ def build_scene(spec: VideoSpec, seed: int = 0) -> Scene:
         a, b = _border_point(p, -d, spec, margin), _border_point(p, d, spec, margin)
         speed = float(rng.uniform(*spec.speed))
         dur = float(np.linalg.norm(b - a)) / speed
-        obj.path = _walk([a, b], float(rng.uniform(-0.4 * dur, spec.frames - 0.6 * dur)), speed)
+        obj.path = _walk([a, b], float(rng.uniform(-0.4 * dur, max(spec.frames - 0.6 * dur, 1 - 0.4 * dur))), speed)
         objects.append(obj)
     for _ in range(spec.crossing_pairs):
         label = int(rng.integers(n_cls))
@@ -243,8 +237,7 @@ class SynthVideo:
         return self.spec.frames
 
     def __iter__(self):
-        for f in range(self.spec.frames):
-            yield self.render(f)
+        return (self.render(f) for f in range(self.spec.frames))
 
     def render(self, f: int) -> tuple[np.ndarray, FrameTruth]:
         """Frame ``f`` (0-based) and its ground truth."""
@@ -276,20 +269,16 @@ class SynthVideo:
 
     def _truth(self, f: int, owner: np.ndarray, placed: dict[int, tuple[int, int, int, int]]) -> FrameTruth:
         ids, labels, boxes, masks, vis = [], [], [], [], []
-        for k in sorted(placed):
-            obj = self.scene.objects[k]
-            x0, y0, x1, y1 = placed[k]
-            local = owner[y0:y1, x0:x1] == k
-            if not local.any():
-                continue
-            ys, xs = np.nonzero(local)
-            full = np.zeros(owner.shape, bool)
-            full[y0:y1, x0:x1] = local
-            ids.append(obj.id)
-            labels.append(obj.label)
-            boxes.append((x0 + xs.min(), y0 + ys.min(), x0 + xs.max() + 1, y0 + ys.max() + 1))
-            masks.append(full)
-            vis.append(len(ys) / int(obj.template.sum()))
+        for k, (x0, y0, x1, y1) in sorted(placed.items()):
+            obj, local = self.scene.objects[k], owner[y0:y1, x0:x1] == k
+            if local.any():
+                ys, xs = np.nonzero(local)
+                masks.append(np.zeros(owner.shape, bool))
+                masks[-1][y0:y1, x0:x1] = local
+                ids.append(obj.id)
+                labels.append(obj.label)
+                boxes.append((x0 + xs.min(), y0 + ys.min(), x0 + xs.max() + 1, y0 + ys.max() + 1))
+                vis.append(len(ys) / int(obj.template.sum()))
         h, w = owner.shape
         return FrameTruth(f, f / self.spec.fps, np.array(ids, np.int64), np.array(labels, np.int64),
                           np.array(boxes, np.float32).reshape(-1, 4),
@@ -335,28 +324,27 @@ class SynthVideo:
                                     "class": self.spec.classes[obj.label]})
         return sorted(out, key=lambda c: (c["frame"], c["id"], c["line"]))
 
+    def line_counts(self) -> dict[str, dict[str, dict[str, int]]]:
+        """:meth:`line_crossings` counted as ``{line: {class: {"in": n, "out": n}}}`` (lines always there)."""
+        counts: dict[str, dict[str, dict[str, int]]] = {name: {} for name in self.scene.lines}
+        for c in self.line_crossings():
+            counts[c["line"]].setdefault(c["class"], {"in": 0, "out": 0})[c["direction"]] += 1
+        return counts
+
     def zone_visits(self) -> list[dict]:
         """Each stay of an object's true foot point in a zone: ``id``, ``zone``, ``class``, ``enter`` and
         ``exit`` frames (exit: the first frame outside, or None if still inside at the end)."""
         import cv2
 
         out = []
-        for obj in self.scene.objects:
+        for obj, (name, poly) in ((o, z) for o in self.scene.objects for z in self.scene.zones.items()):
             frames, feet = self._feet(obj)
-            for name, poly in self.scene.zones.items():
-                contour = np.array(poly, np.float32).reshape(-1, 1, 2)
-                inside = [cv2.pointPolygonTest(contour, (float(x), float(y)), False) > 0 for x, y in feet]
-                enter = None
-                for f, now in zip(frames, inside):
-                    if now and enter is None:
-                        enter = int(f)
-                    elif not now and enter is not None:
-                        out.append({"id": obj.id, "zone": name, "class": self.spec.classes[obj.label],
-                                    "enter": enter, "exit": int(f)})
-                        enter = None
-                if enter is not None:
-                    out.append({"id": obj.id, "zone": name, "class": self.spec.classes[obj.label],
-                                "enter": enter, "exit": None})
+            contour = np.array(poly, np.float32).reshape(-1, 1, 2)
+            inside = np.array([cv2.pointPolygonTest(contour, (float(x), float(y)), False) > 0 for x, y in feet])
+            edges = np.flatnonzero(np.diff(np.r_[False, inside, False].astype(np.int8)))
+            for enter, leave in zip(edges[::2], edges[1::2]):
+                out.append({"id": obj.id, "zone": name, "class": self.spec.classes[obj.label],
+                            "enter": int(frames[enter]), "exit": int(frames[leave]) if leave < len(frames) else None})
         return sorted(out, key=lambda v: (v["enter"], v["id"]))
 
     def analytics_config(self) -> dict:
@@ -384,13 +372,11 @@ def write_sequence(output: str | os.PathLike, spec: VideoSpec | None = None, see
     paths = {"gt": out / "gt" / "gt.txt", "crossings": out / "gt" / "crossings.json",
              "zones": out / "zones.json", "seqinfo": out / "seqinfo.ini"}
     paths["frames"] = out / "video.mp4" if video else out / "img"
-    paths["frames"].parent.mkdir(parents=True, exist_ok=True)
+    (out if video else paths["frames"]).mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(paths["frames"]), cv2.VideoWriter_fourcc(*"mp4v"), spec.fps,
                              (spec.width, spec.height)) if video else None
     if writer is not None and not writer.isOpened():
         raise OSError(f"{paths['frames']}: OpenCV cannot write mp4v video here; write frames instead")
-    if not video:
-        paths["frames"].mkdir(exist_ok=True)
     rows = []
     for image, truth in synth:
         if writer is not None:
@@ -404,14 +390,9 @@ def write_sequence(output: str | os.PathLike, spec: VideoSpec | None = None, see
     if writer is not None:
         writer.release()
     atomic_write(paths["gt"], "\n".join(rows) + "\n")
-    crossings = synth.line_crossings()
-    counts: dict[str, dict[str, dict[str, int]]] = {}
-    for c in crossings:
-        per = counts.setdefault(c["line"], {}).setdefault(c["class"], {"in": 0, "out": 0})
-        per[c["direction"]] += 1
     atomic_write(paths["crossings"], json.dumps({
-        "classes": list(spec.classes), "lines": synth.scene.lines, "crossings": crossings, "counts": counts,
-        "zone_visits": synth.zone_visits()}, indent=1))
+        "classes": list(spec.classes), "lines": synth.scene.lines, "crossings": synth.line_crossings(),
+        "counts": synth.line_counts(), "zone_visits": synth.zone_visits()}, indent=1))
     atomic_write(paths["zones"], json.dumps(synth.analytics_config(), indent=1))
     ext = ".mp4" if video else f".{image_format}"
     atomic_write(paths["seqinfo"], f"[Sequence]\nname={out.name}\nimDir=img\nframeRate={spec.fps:g}\n"

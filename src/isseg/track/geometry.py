@@ -248,7 +248,7 @@ class ZoneMonitor:
             v.last_ts = timestamp
             if dist < -band:
                 events.append(self._exit(tid, timestamp, frame, "left", source, timestamp))
-            elif limit is not None and not v.dwell_reported and timestamp - v.enter_ts >= limit:
+            elif limit is not None and not v.dwell_reported and timestamp - v.enter_ts >= limit - 1e-9:
                 v.dwell_reported = True
                 events.append(Event("dwell", self.zone.name, tid, cls, timestamp, frame,
                                     dwell_s=timestamp - v.enter_ts, point=pt, source=source))

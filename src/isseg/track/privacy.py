@@ -7,18 +7,21 @@ match the frame raise instead of leaving anything uncovered.
 
 Besides this frame's masks, the last mask of every object seen in the previous ``hold_frames`` frames and
 not seen now is hidden too, so one missed detection never reveals a face: with ``tracked`` detections
-(``track_ids`` set) that is the last mask of each track that disappeared; detections without a track (all
-of them when no ``tracked`` is given) are each held for ``hold_frames`` frames.
+(``track_ids`` set) that is the last mask of each track that disappeared, moved along the track's motion;
+detections without a track (all of them when no ``tracked`` is given) are each held where they were for
+``hold_frames`` frames. Masks are taken whole (not cut to their boxes) and copied, so later changes to
+the detections cannot uncover anything.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from isseg.model.detections import Detections
-from isseg.track.matching import MaskCrop, crop_mask
+from isseg.track.matching import MaskCrop
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,9 @@ class PrivacyConfig:
     """The masks are grown by this many pixels, so that their edges (hair, ears) are hidden too."""
     hold_frames: int = 5
     """Frames an object's last mask stays hidden after it was last detected."""
+    hold_growth: int = 2
+    """A held mask is grown by this many more pixels for each frame the object has not been seen (parts of
+    it that were hidden behind something when it was last seen may have come out since)."""
     min_score: float = 0.1
     """Detections at or above this score are hidden (low on purpose: hiding too much is the safe error)."""
     fill_colour: tuple[int, int, int] = (0, 0, 0)
@@ -68,12 +74,51 @@ def require_private(frame: object) -> np.ndarray:
 
 @dataclass
 class _Held:
+    """The last mask of an object (a copy), when it was seen, where its box centre was and its velocity."""
+
     crop: MaskCrop
     last_seen: int
+    centre: tuple[float, float] = (0.0, 0.0)
+    velocity: tuple[float, float] = (0.0, 0.0)
+
+
+def _extent(det: Detections, i: int, size: tuple[int, int]) -> MaskCrop:
+    """A copy of detection ``i``'s mask cut to its own extent (all of it, also outside the box), or its box
+    (clipped to the frame) when it has no mask."""
+    h, w = size
+    if det.masks is None:
+        bx0, by0, bx1, by1 = (float(v) for v in det.boxes[i])
+        x0, y0 = min(max(math.floor(bx0), 0), w), min(max(math.floor(by0), 0), h)
+        x1, y1 = min(max(math.ceil(bx1), x0), w), min(max(math.ceil(by1), y0), h)
+        return MaskCrop(np.ones((y1 - y0, x1 - x0), bool), x0, y0, (y1 - y0) * (x1 - x0))
+    mask = det.masks[i]
+    rows = np.flatnonzero(mask.any(1))
+    if rows.size == 0:
+        return MaskCrop(np.zeros((0, 0), bool), 0, 0, 0)
+    y0, y1 = int(rows[0]), int(rows[-1]) + 1
+    cols = np.flatnonzero(mask[y0:y1].any(0))
+    x0, x1 = int(cols[0]), int(cols[-1]) + 1
+    crop = mask[y0:y1, x0:x1].copy()
+    return MaskCrop(crop, x0, y0, int(np.count_nonzero(crop)))
+
+
+def _paste(out: np.ndarray, crop: MaskCrop, dx: int = 0, dy: int = 0) -> None:
+    """``out |= crop`` moved by (dx, dy), clipped to ``out`` (bool [H, W])."""
+    h, w = out.shape
+    ch, cw = crop.mask.shape
+    x0, y0 = crop.x0 + dx, crop.y0 + dy
+    xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + cw, w), min(y0 + ch, h)
+    if xb > xa and yb > ya:
+        out[ya:yb, xa:xb] |= crop.mask[ya - y0:yb - y0, xa - x0:xb - x0]
 
 
 class Privacy:
-    """Hides chosen classes' masks in each frame of one stream; see the module docstring."""
+    """Hides chosen classes' masks in each frame of one stream; see the module docstring.
+
+    A held track's mask is moved along the track's last velocity, and every place between where it was
+    last seen and where it would be now is hidden, so a missed detection of a moving object is still
+    covered; a held mask without a track (no velocity) stays where it was seen.
+    """
 
     def __init__(self, config: PrivacyConfig | None = None, **overrides: object) -> None:
         base = config or PrivacyConfig()
@@ -87,14 +132,19 @@ class Privacy:
         keep = [i for i in range(len(det)) if names[i] in cfg.classes and det.scores[i] >= cfg.min_score]
         return np.array(keep, np.int64)
 
-    @staticmethod
-    def _crop(det: Detections, i: int, size: tuple[int, int]) -> MaskCrop:
-        if det.masks is not None:
-            return crop_mask(det.masks[i], det.boxes[i])
-        h, w = size  # boxes only: hide the box
-        x0, y0 = (min(max(int(np.floor(v)), 0), m) for v, m in zip(det.boxes[i][:2], (w, h)))
-        x1, y1 = (min(max(int(np.ceil(v)), lo), m) for v, lo, m in zip(det.boxes[i][2:], (x0, y0), (w, h)))
-        return MaskCrop(np.ones((y1 - y0, x1 - x0), bool), x0, y0, (y1 - y0) * (x1 - x0))
+    def _hold_tracks(self, tracked: Detections, size: tuple[int, int]) -> set[tuple[float, ...]]:
+        """Remember each chosen tracked detection's mask by track ID; return their boxes."""
+        boxes = set()
+        for i in self._chosen(tracked):
+            tid, box = int(tracked.track_ids[i]), [float(v) for v in tracked.boxes[i]]
+            centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+            prev, velocity = self._tracks.get(tid), (0.0, 0.0)
+            if prev is not None:
+                dt = self.frame - prev.last_seen
+                velocity = ((centre[0] - prev.centre[0]) / dt, (centre[1] - prev.centre[1]) / dt)
+            self._tracks[tid] = _Held(_extent(tracked, int(i), size), self.frame, centre, velocity)
+            boxes.add(tuple(box))
+        return boxes
 
     def cover(self, detections: Detections | None, size: tuple[int, int], tracked: Detections | None = None
               ) -> np.ndarray:
@@ -107,23 +157,30 @@ class Privacy:
             if d is not None and d.masks is not None and d.masks.shape[1:] != (h, w):
                 raise ValueError(f"privacy: masks are {d.masks.shape[1]}x{d.masks.shape[2]} but the frame is "
                                  f"{h}x{w}; cannot hide them")
-        crops = [self._crop(detections, int(i), size) for i in self._chosen(detections)]
-        tracked_boxes: set[tuple[float, ...]] = set()
+        out = np.zeros((h, w), bool)
+        tracked_boxes = set()
         if tracked is not None and tracked.track_ids is not None:
-            for i in self._chosen(tracked):
-                self._tracks[int(tracked.track_ids[i])] = _Held(self._crop(tracked, int(i), size), self.frame)
-                tracked_boxes.add(tuple(float(v) for v in tracked.boxes[i]))
-        for i, c in zip(self._chosen(detections), crops):
+            tracked_boxes = self._hold_tracks(tracked, size)
+        for i in self._chosen(detections):
+            crop = _extent(detections, int(i), size)
+            _paste(out, crop)
             if tuple(float(v) for v in detections.boxes[i]) not in tracked_boxes:
-                self._anonymous.append(_Held(c, self.frame))
+                self._anonymous.append(_Held(crop, self.frame))
         hold = self.config.hold_frames
         self._tracks = {t: v for t, v in self._tracks.items() if self.frame - v.last_seen <= hold}
         self._anonymous = [v for v in self._anonymous if self.frame - v.last_seen <= hold]
-        out = np.zeros((h, w), bool)
-        for c in crops + [v.crop for v in self._tracks.values()] + [v.crop for v in self._anonymous]:
-            region = out[c.y0:c.y0 + c.mask.shape[0], c.x0:c.x0 + c.mask.shape[1]]
-            region |= c.mask
-        return _dilate(out, self.config.dilate)
+        by_age: dict[int, np.ndarray] = {}
+        for held in list(self._tracks.values()) + self._anonymous:
+            age = self.frame - held.last_seen
+            if age == 0:
+                continue  # seen in this frame: its mask is in ``out`` already
+            layer = by_age.setdefault(age, np.zeros((h, w), bool))
+            for k in range(age + 1):  # from where it was seen to where it would be now
+                _paste(layer, held.crop, round(held.velocity[0] * k), round(held.velocity[1] * k))
+        out = _dilate(out, self.config.dilate)
+        for age, layer in by_age.items():  # the longer unseen, the less sure where it is: grow more
+            out |= _dilate(layer, self.config.dilate + self.config.hold_growth * age)
+        return out
 
     def apply(self, frame: np.ndarray, detections: Detections | None, tracked: Detections | None = None,
               in_place: bool = False) -> PrivateFrame:

@@ -198,9 +198,9 @@ class Tracker:
 
     def _refind(self, tracks: list[_Track], idx: np.ndarray, det: Detections, matches: dict[int, _Track]) -> None:
         """Match confirmed tracks to detections ``idx`` by centre distance in units of the track's size."""
-        if not tracks or len(idx) == 0:
-            return
         cfg = self.config
+        if not tracks or len(idx) == 0 or cfg.refind_radius <= 0:
+            return
         means = np.stack([t.mean for t in tracks])
         size = np.stack([t.size for t in tracks]).clip(1.0)
         lost_for = np.array([self.frame - t.last_frame for t in tracks], np.float64)
