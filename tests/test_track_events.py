@@ -98,7 +98,7 @@ def test_webhook_down_never_blocks_warns_once_and_recovers(caplog):
     sink = WebhookSink(f"http://127.0.0.1:{port}/events", queue_size=50, backoff=0.05, max_backoff=0.2)
     with caplog.at_level(logging.WARNING, logger="isseg.track"):
         start = time.monotonic()
-        for batch in range(10):
+        for _ in range(10):
             sink.write(events(10))
         assert time.monotonic() - start < 0.5  # 100 events queued without waiting for the network
         assert wait_for(lambda: sink.failures >= 4)

@@ -67,7 +67,7 @@ def test_line_counts_are_exact_on_a_noisy_synthetic_sequence():
     video = SynthVideo(spec, seed=11)
     tracker, analytics = Tracker(), Analytics(parse_zones(video.analytics_config()))
     rng = np.random.default_rng(12)
-    for image, truth in video:
+    for _, truth in video:
         tracked = tracker.update(simulate_detections(truth, rng, spec.classes))
         analytics.update(tracked, truth.timestamp, truth.index)
     expected: dict[str, dict[str, dict[str, int]]] = {"middle": {}, "edge": {}}

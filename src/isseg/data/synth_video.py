@@ -367,8 +367,7 @@ def write_sequence(output: str | os.PathLike, spec: VideoSpec | None = None, see
     if image_format not in ("jpg", "png"):
         raise ValueError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
     synth = SynthVideo(spec, seed)
-    spec = synth.spec
-    out = Path(output)
+    spec, out = synth.spec, Path(output)
     paths = {"gt": out / "gt" / "gt.txt", "crossings": out / "gt" / "crossings.json",
              "zones": out / "zones.json", "seqinfo": out / "seqinfo.ini"}
     paths["frames"] = out / "video.mp4" if video else out / "img"
