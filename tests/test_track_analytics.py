@@ -184,3 +184,13 @@ def test_good_zone_files_and_missing_file(tmp_path):
     with pytest.raises(ZoneFileError, match="cannot be read") as err:
         load_zones(tmp_path / "missing.yaml")
     assert "\n" not in str(err.value)
+
+
+def test_an_edge_exit_is_counted_after_the_retention_or_at_the_end():
+    config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H], [W - 3, 0]]}], "retention_s": 5.0})
+    a = Analytics(config)
+    run(a, [[]] * 60 + [[(3, 0, blob(x - 20, 90, x + 20, 120))] for x in range(200, W + 20, 6)] + [[]] * 3)
+    assert a.line_counts() == {"edge": {}}  # gone for 0.3 s only: it may still come back
+    events = a.finish(10.0, 100)
+    assert [(e.kind, e.direction, e.frame_index) for e in events] == [("cross", "in", 100)]
+    assert a.line_counts() == {"edge": {"person": {"in": 1, "out": 0}}}

@@ -70,6 +70,7 @@ def test_line_counts_are_exact_on_a_noisy_synthetic_sequence():
     for _, truth in video:
         tracked = tracker.update(simulate_detections(truth, rng, spec.classes))
         analytics.update(tracked, truth.timestamp, truth.index)
+    analytics.finish(spec.frames / spec.fps, spec.frames)
     expected: dict[str, dict[str, dict[str, int]]] = {"middle": {}, "edge": {}}
     for c in video.line_crossings():
         expected[c["line"]].setdefault(c["class"], {"in": 0, "out": 0})[c["direction"]] += 1

@@ -79,8 +79,11 @@ class Analytics:
         return events
 
     def finish(self, timestamp: float, frame_index: int) -> list[Event]:
-        """Exit events (reason "end") for every track still inside a zone when the stream ends."""
+        """At the end of a stream: the crossings of tracks that had left through a frame edge but were not yet
+        missing for ``retention_s``, and exit events (reason "end") for every track still inside a zone."""
         events: list[Event] = []
+        for counter in self.lines:
+            events += counter.finish(timestamp, frame_index, self.source)
         for monitor in self.zones:
             events += monitor.close_all(timestamp, frame_index, self.source)
         return events

@@ -82,7 +82,7 @@ class LineCounter:
     when the frame size changes.
     """
 
-    def __init__(self, line: Line, size: tuple[int, int], retention_s: float = 0.5,
+    def __init__(self, line: Line, size: tuple[int, int], retention_s: float = 1.5,
                  previous: LineCounter | None = None) -> None:
         self.line = line
         self.retention_s = retention_s
@@ -103,6 +103,7 @@ class LineCounter:
         self._last: dict[int, tuple[float, tuple[float, float], str]] = old._last if old else {}
         self._entry: dict[int, tuple[int, float]] = old._entry if old else {}
         self._start: float | None = old._start if old else None  # timestamp of the first update
+        self._present: set[int] = old._present if old else set()  # tracks seen in the last update
 
     def _dist(self, p: np.ndarray) -> np.ndarray:
         """Signed distance of points [K, 2] to the line, > 0 on its right (as seen on screen)."""
@@ -182,15 +183,26 @@ class LineCounter:
             if e is not None:
                 events.append(e)
         present = {ids[k] for k in wanted}
+        self._present = present
+        return events + self._gone(present, timestamp, frame, source, self.retention_s)
+
+    def _gone(self, present: set[int], timestamp: float, frame: int, source: str, after: float) -> list[Event]:
+        """Tracks missing for longer than ``after`` whose mask touched the frame edge beyond the line when last
+        seen have left through it: count them. Forget tracks missing for long."""
+        events = []
         for tid in [t for t in self._last if t not in present]:
             last_ts, point, cls = self._last[tid]
             edge, old = self._edge_side.get(tid, 0), self.side.get(tid, 0)
-            if edge and old and edge != old and timestamp - last_ts > self.retention_s:
-                events.append(self._cross(tid, edge, cls, point, timestamp, frame, source))  # left via the edge
+            if edge and old and edge != old and timestamp - last_ts > after:
+                events.append(self._cross(tid, edge, cls, point, timestamp, frame, source))
             if timestamp - last_ts > FORGET_S:
                 for table in (self._last, self.side, self._edge_side, self._entry):
                     table.pop(tid, None)
         return events
+
+    def finish(self, timestamp: float, frame: int, source: str = "") -> list[Event]:
+        """At the end of the stream: the tracks missing now that left through the frame edge count at once."""
+        return self._gone(self._present, timestamp, frame, source, -1.0)
 
 
 @dataclass

@@ -17,7 +17,8 @@ Matching is optimal (Hungarian) on a similarity that fuses box IoU of the predic
 the moved mask (:func:`isseg.track.matching.similarity`), only between detections and tracks of the same
 class. A tentative track is confirmed, and only then given an ID, after ``confirm_frames`` consecutive
 matches; it is dropped at its first miss. A confirmed track that is missed is kept as lost for
-``lost_frames`` frames, during which a detection can bring it back with its ID. IDs start at 1, count up
+``lost_frames`` frames (or until it is predicted to be wholly outside the frame), during which a detection
+can bring it back with its ID. IDs start at 1, count up
 and are never reused; a track never changes class.
 """
 
@@ -155,7 +156,7 @@ class Tracker:
         high_left = np.array([i for i in high_left if i not in matches], np.int64)
         self._match(tentative, high_left, det, crops, cfg.tentative_match_similarity, matches, False)
         self._correct(matches, det, crops)
-        self._age()
+        self._age(tuple(det.image_size))
         for i in high_left:
             if i not in matches and scores[i] >= cfg.new_track_score:
                 self._start(det, crops, int(i))
@@ -245,12 +246,17 @@ class Tracker:
         track.id = self._next_id
         self._next_id += 1
 
-    def _age(self) -> None:
-        """Unmatched this frame: tentative tracks die, active ones become lost, lost ones expire."""
+    def _age(self, image_size: tuple[int, int]) -> None:
+        """Unmatched this frame: tentative tracks die, active ones become lost, lost ones expire, and so do
+        lost ones predicted to be wholly outside the frame (when its size is known)."""
+        h, w = image_size
         kept = []
         for t in self.tracks:
             if t.last_frame != self.frame:
                 if t.state == TENTATIVE or self.frame - t.last_frame > self.config.lost_frames:
+                    continue
+                cx, cy, bw, bh = t.mean[:4]
+                if h and w and (cx + bw / 2 < 0 or cy + bh / 2 < 0 or cx - bw / 2 > w or cy - bh / 2 > h):
                     continue
                 t.state = LOST
             kept.append(t)

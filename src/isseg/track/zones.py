@@ -4,7 +4,7 @@ Example (YAML; the same keys in JSON)::
 
     units: px            # or "fraction": every coordinate is a share (0..1) of the frame's width / height
     anchor: foot         # the point of each object that is tested: "foot" (lowest mask pixels) or "centre"
-    retention_s: 0.5     # a track missing for longer than this has left the zones it was in
+    retention_s: 1.5     # a track missing for longer than this has left (at least the tracker's lost_frames / fps)
     lines:
       - name: door
         points: [[100, 400], [500, 400]]   # "in" = crossing to the right of first -> second, as seen on screen
@@ -66,7 +66,7 @@ class ZoneConfig:
     zones: tuple[Zone, ...] = ()
     units: str = "px"
     anchor: str = "foot"
-    retention_s: float = 0.5
+    retention_s: float = 1.5
 
     def in_pixels(self, height: int, width: int) -> ZoneConfig:
         """The same config with every coordinate in pixels of a ``height`` x ``width`` frame."""
@@ -171,7 +171,7 @@ def parse_zones(data: Any, source: str = "<zones>") -> ZoneConfig:
     anchor = data.get("anchor", "foot")
     if anchor not in ("foot", "centre"):
         raise r.fail("anchor", "'foot' or 'centre'", anchor)
-    retention = r.number(data.get("retention_s", 0.5), "retention_s", 0)
+    retention = r.number(data.get("retention_s", 1.5), "retention_s", 0)
     lines_in, zones_in = data.get("lines", []), data.get("zones", [])
     for key, value in (("lines", lines_in), ("zones", zones_in)):
         if not isinstance(value, list):
