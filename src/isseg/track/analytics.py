@@ -7,9 +7,13 @@ Lines (:class:`LineCounter`) count, per class, crossings "in" (to the right of t
 point, as seen on screen) and "out". A track's side of a line only changes when its anchor is more than
 the line's ``band`` pixels beyond it, so jitter around the line never counts twice; only anchors between
 the perpendiculars at the line's ends count. Near a frame edge the band shrinks to half the room left
-between the line and the edge, and an object that leaves (or enters) through that edge, whose mask
-touches the edge there, counts when it disappears (or is first seen there): a line a few pixels from the
-border counts the objects that walk out through it.
+between the line and the edge. An object whose mask touches the frame edge beyond the line is cut by the
+frame (its lowest *visible* pixels are not its foot), so it cannot be moved back across the line while it
+touches there; one that leaves through that edge counts once it has been missing for ``retention_s`` (or
+at :meth:`Analytics.finish`), and one that comes in through it counts once it has walked in by the band
+from where it was first seen (unless that was within ``retention_s`` of the stream's start: it may have
+been there already). So a line a few pixels from the border counts the objects that walk out and in
+through it.
 
 Zones (:class:`ZoneMonitor`) keep, per track, whether its anchor is inside (more than ``band`` pixels
 inside the border to enter, more than ``band`` outside to leave), give occupancy per class and the dwell

@@ -140,8 +140,6 @@ class LineCounter:
         first = tid not in self._last
         self._last[tid] = (timestamp, (float(point[0]), float(point[1])), cls)
         self._edge_side[tid] = edge
-        if self._start is None:
-            self._start = timestamp
         if first and edge and timestamp - self._start > self.retention_s:
             self._entry[tid] = (edge, d)  # it came in through the frame edge (and was not there at the start)
         old = self.side.get(tid, 0)
@@ -172,6 +170,8 @@ class LineCounter:
         """Crossings in one frame of the tracks ``ids`` (classes ``names``, anchors ``points`` [N, 2], frame
         border contacts from :func:`edge_contacts`)."""
         events: list[Event] = []
+        if self._start is None:
+            self._start = timestamp
         wanted = [k for k, n in enumerate(names) if not self.line.classes or n in self.line.classes]
         tol = max(self.line.band, 1.0) / self._len
         if wanted:
