@@ -3,22 +3,23 @@
 Each tracked object is reduced to one anchor point per frame: its **foot**, the centre of the lowest
 pixels of its mask (the bottom-centre of its box when there is no mask), or the centre of its mask.
 
-Lines (:class:`LineCounter`) count, per class, crossings "in" (to the right of the line's first -> second
-point, as seen on screen) and "out". A track's side of a line only changes when its anchor is more than
-the line's ``band`` pixels beyond it, so jitter around the line never counts twice; only anchors between
-the perpendiculars at the line's ends count. Near a frame edge the band shrinks to half the room left
-between the line and the edge. An object whose mask touches the frame edge beyond the line is cut by the
-frame (its lowest *visible* pixels are not its foot), so it cannot be moved back across the line while it
-touches there; one that leaves through that edge counts once it has been missing for ``retention_s`` (or
-at :meth:`Analytics.finish`), and one that comes in through it counts once it has walked in by the band
-from where it was first seen (unless that was within ``retention_s`` of the stream's start: it may have
-been there already). So a line a few pixels from the border counts the objects that walk out and in
-through it.
+Lines (:class:`~isseg.track.lines.LineCounter`) count, per class, crossings "in" (to the right of the
+line's first -> second point, as seen on screen) and "out". A track's side of a line only changes when
+its anchor is more than the line's ``band`` pixels beyond it, so jitter around the line never counts
+twice; only anchors between the perpendiculars at the line's ends count. Near a frame edge the band
+shrinks to half the room left between the line and the edge. An object whose mask touches the frame edge
+beyond the line is cut by the frame (its lowest *visible* pixels are not its foot), so it cannot be moved
+back across the line while it touches there; one that leaves through that edge counts once it has been
+missing for ``retention_s`` (or at :meth:`Analytics.finish`), and one that comes in through it counts
+once it has walked in by the band from where it was first seen (unless that was in the stream's first
+frames: it may have been there already); in both cases only if its motion meets the line before any
+other border (at a corner). So a line a few pixels from the border counts the objects that walk out and
+in through it.
 
-Zones (:class:`ZoneMonitor`) keep, per track, whether its anchor is inside (more than ``band`` pixels
-inside the border to enter, more than ``band`` outside to leave), give occupancy per class and the dwell
-time of each visit, and emit enter, exit and dwell events; a track missing for longer than the config's
-``retention_s`` has left.
+Zones (:class:`~isseg.track.geometry.ZoneMonitor`) keep, per track, whether its anchor is inside (more
+than ``band`` pixels inside the border to enter, more than ``band`` outside to leave), give occupancy per
+class and the dwell time of each visit, and emit enter, exit and dwell events; a track missing for longer
+than the config's ``retention_s`` has left.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import numpy as np
 
 from isseg.model.detections import Detections
 from isseg.track.events import Event
-from isseg.track.geometry import LineCounter, ZoneMonitor, anchor_points, edge_contacts
+from isseg.track.geometry import ZoneMonitor, anchor_points, edge_contacts
+from isseg.track.lines import LineCounter
 from isseg.track.zones import ZoneConfig
 
 

@@ -1,4 +1,4 @@
-"""Anchor points of tracked objects, and the per-line and per-zone state machines of the analytics.
+"""Anchor points of tracked objects, where they touch the frame's border, and the per-zone state machine.
 
 See :mod:`isseg.track.analytics` for what they count; this module holds how. Coordinates are pixels with
 pixel (x, y) covering [x, x+1) x [y, y+1), so the centre of pixel (x, y) is (x + 0.5, y + 0.5).
@@ -13,9 +13,7 @@ import numpy as np
 from isseg.model.detections import Detections
 from isseg.track.events import Event
 from isseg.track.matching import crop_mask
-from isseg.track.zones import Line, Zone
-
-FORGET_S = 10.0  # the state of a track missing for longer than this is forgotten
+from isseg.track.zones import Zone
 
 
 def anchor_points(det: Detections, mode: str = "foot") -> np.ndarray:
@@ -72,137 +70,6 @@ def edge_contacts(det: Detections, size: tuple[int, int], reach: int = 3) -> lis
             pts.append((float(at), mid) if vertical else (mid, float(at)))
         out.append(pts)
     return out
-
-
-class LineCounter:
-    """Crossings of one :class:`~isseg.track.zones.Line` (in pixels) in a frame of ``size`` (H, W).
-
-    ``counts``: ``{class: {"in": n, "out": n}}``. A track that left through the frame edge counts once it
-    has been missing for ``retention_s``. ``previous`` carries the state of a counter of the same line over
-    when the frame size changes.
-    """
-
-    def __init__(self, line: Line, size: tuple[int, int], retention_s: float = 1.5,
-                 previous: LineCounter | None = None) -> None:
-        self.line = line
-        self.retention_s = retention_s
-        (ax, ay), (bx, by) = line.a, line.b
-        self._a = np.array([ax, ay])
-        self._u = np.array([bx - ax, by - ay])
-        self._len = float(np.hypot(*self._u))
-        h, w = size
-        corners = np.array([[0.5, 0.5], [w - 0.5, 0.5], [0.5, h - 0.5], [w - 0.5, h - 0.5]])
-        d = self._dist(corners)
-        reach = (max(float(d.max()), 0.0), max(float(-d.min()), 0.0))  # room on the + and - sides
-        self.band = (min(line.band, reach[0] / 2), min(line.band, reach[1] / 2))
-        self.edge = (reach[0] < 2 * line.band, reach[1] < 2 * line.band)
-        old = previous
-        self.counts: dict[str, dict[str, int]] = old.counts if old else {}
-        self.side: dict[int, int] = old.side if old else {}
-        self._edge_side: dict[int, int] = old._edge_side if old else {}
-        self._last: dict[int, tuple[float, tuple[float, float], str]] = old._last if old else {}
-        self._entry: dict[int, tuple[int, float]] = old._entry if old else {}
-        self._start: float | None = old._start if old else None  # timestamp of the first update
-        self._present: set[int] = old._present if old else set()  # tracks seen in the last update
-
-    def _dist(self, p: np.ndarray) -> np.ndarray:
-        """Signed distance of points [K, 2] to the line, > 0 on its right (as seen on screen)."""
-        r = p - self._a
-        return (self._u[0] * r[:, 1] - self._u[1] * r[:, 0]) / self._len
-
-    def _along(self, p: np.ndarray) -> np.ndarray:
-        """Position of points [K, 2] along the segment: 0 at its first point, 1 at its second."""
-        return ((p - self._a) @ self._u) / self._len**2
-
-    def _contact_side(self, contacts: list[tuple[float, float]]) -> int:
-        """+1 / -1 when the object touches the frame border on a side of the line that lies at the edge."""
-        for c in contacts:
-            p = np.array([c])
-            if not 0 <= self._along(p)[0] <= 1:
-                continue
-            d = float(self._dist(p)[0])
-            if d > 0 and self.edge[0]:
-                return 1
-            if d < 0 and self.edge[1]:
-                return -1
-        return 0
-
-    def _cross(self, tid: int, new: int, cls: str, point, timestamp: float, frame: int, source: str) -> Event:
-        direction = "in" if new > 0 else "out"
-        self.counts.setdefault(cls, {"in": 0, "out": 0})[direction] += 1
-        self.side[tid] = new
-        return Event("cross", self.line.name, tid, cls, timestamp, frame, direction=direction,
-                     point=(float(point[0]), float(point[1])), source=source)
-
-    def _step(self, tid: int, cls: str, d: float, inside: bool, edge: int, point, timestamp: float, frame: int,
-              source: str) -> Event | None:
-        """One track's observation: ``d`` its signed distance, ``inside`` whether it is between the ends."""
-        first = tid not in self._last
-        self._last[tid] = (timestamp, (float(point[0]), float(point[1])), cls)
-        self._edge_side[tid] = edge
-        if first and edge and timestamp - self._start > self.retention_s:
-            self._entry[tid] = (edge, d)  # it came in through the frame edge (and was not there at the start)
-        old = self.side.get(tid, 0)
-        if not inside:
-            self.side[tid] = 0  # beyond the ends: walking around the line is no crossing
-            self._entry.pop(tid, None)
-            return None
-        new = 1 if d > self.band[0] else -1 if d < -self.band[1] else 0
-        if edge and old == edge and new == -edge:
-            return None  # cut by the frame edge beyond the line, its visible foot is not its foot: wait
-        if new and old and new != old:
-            return self._cross(tid, new, cls, point, timestamp, frame, source)
-        if new and old == 0 and tid in self._entry:
-            side, d0 = self._entry[tid]
-            if new != side:
-                if (d0 - d) * side < self.line.band:
-                    return None  # not yet walked in from the edge far enough to tell
-                del self._entry[tid]
-                return self._cross(tid, new, cls, point, timestamp, frame, source)
-            del self._entry[tid]
-        if new:
-            self.side[tid] = new
-        return None
-
-    def update(self, ids: list[int], names: list[str], points: np.ndarray,
-               contacts: list[list[tuple[float, float]]], timestamp: float, frame: int, source: str = ""
-               ) -> list[Event]:
-        """Crossings in one frame of the tracks ``ids`` (classes ``names``, anchors ``points`` [N, 2], frame
-        border contacts from :func:`edge_contacts`)."""
-        events: list[Event] = []
-        if self._start is None:
-            self._start = timestamp
-        wanted = [k for k, n in enumerate(names) if not self.line.classes or n in self.line.classes]
-        tol = max(self.line.band, 1.0) / self._len
-        if wanted:
-            d = self._dist(points[wanted])
-            t = self._along(points[wanted])
-        for j, k in enumerate(wanted):
-            e = self._step(ids[k], names[k], float(d[j]), bool(-tol <= t[j] <= 1 + tol),
-                           self._contact_side(contacts[k]), points[k], timestamp, frame, source)
-            if e is not None:
-                events.append(e)
-        present = {ids[k] for k in wanted}
-        self._present = present
-        return events + self._gone(present, timestamp, frame, source, self.retention_s)
-
-    def _gone(self, present: set[int], timestamp: float, frame: int, source: str, after: float) -> list[Event]:
-        """Tracks missing for longer than ``after`` whose mask touched the frame edge beyond the line when last
-        seen have left through it: count them. Forget tracks missing for long."""
-        events = []
-        for tid in [t for t in self._last if t not in present]:
-            last_ts, point, cls = self._last[tid]
-            edge, old = self._edge_side.get(tid, 0), self.side.get(tid, 0)
-            if edge and old and edge != old and timestamp - last_ts > after:
-                events.append(self._cross(tid, edge, cls, point, timestamp, frame, source))
-            if timestamp - last_ts > FORGET_S:
-                for table in (self._last, self.side, self._edge_side, self._entry):
-                    table.pop(tid, None)
-        return events
-
-    def finish(self, timestamp: float, frame: int, source: str = "") -> list[Event]:
-        """At the end of the stream: the tracks missing now that left through the frame edge count at once."""
-        return self._gone(self._present, timestamp, frame, source, -1.0)
 
 
 @dataclass
