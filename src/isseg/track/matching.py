@@ -45,6 +45,22 @@ def crop_mask(mask: np.ndarray, box: np.ndarray) -> MaskCrop:
     return MaskCrop(crop, x0, y0, int(_count(crop)))
 
 
+def crop_masks(masks: np.ndarray, boxes: np.ndarray) -> list[MaskCrop]:
+    """:func:`crop_mask` of each of ``masks`` (bool [N, H, W]) at ``boxes`` (float [N, 4]), rectangles computed
+    for all at once."""
+    n, h, w = masks.shape
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    x0 = np.clip(np.floor(b[:, 0]), 0, w).astype(int)
+    y0 = np.clip(np.floor(b[:, 1]), 0, h).astype(int)
+    x1 = np.clip(np.ceil(b[:, 2]), x0, w).astype(int).tolist()
+    y1 = np.clip(np.ceil(b[:, 3]), y0, h).astype(int).tolist()
+    out = []
+    for i, (xa, ya, xb, yb) in enumerate(zip(x0.tolist(), y0.tolist(), x1, y1)):
+        crop = masks[i, ya:yb, xa:xb]
+        out.append(MaskCrop(crop, xa, ya, int(_count(crop))))
+    return out
+
+
 def crop_iou(a: MaskCrop, b: MaskCrop) -> float:
     """IoU of two cropped masks, counting the overlap on the intersection of their rectangles only."""
     if a.area == 0 or b.area == 0:

@@ -30,7 +30,7 @@ import numpy as np
 
 from isseg.model.detections import Detections
 from isseg.track import kalman
-from isseg.track.matching import MaskCrop, assign, crop_mask, similarity
+from isseg.track.matching import MaskCrop, assign, crop_masks, similarity
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ class Tracker:
     def _det_crops(det: Detections) -> list[MaskCrop | None]:
         if det.masks is None or len(det) == 0:
             return [None] * len(det)
-        return [crop_mask(det.masks[i], det.boxes[i]) for i in range(len(det))]
+        return list(crop_masks(det.masks, det.boxes))
 
     def _match(self, tracks: list[_Track], idx: np.ndarray, det: Detections, crops: list[MaskCrop | None],
                threshold: float, matches: dict[int, _Track], fuse_score: bool) -> list[_Track]:
