@@ -105,7 +105,7 @@ def test_zone_enter_dwell_exit_and_lost():
     frames += [[(5, 1, blob(x, 60, x + 30, 90))] for x in range(130, 250, 10)]  # leaves; the person vanishes
     events = run(a, frames)
     kinds = [(e.kind, e.track_id, e.reason, e.frame_index) for e in events]
-    # car enters at frame 5 (its foot 2 px inside), the person at 9; dwell after 1 s; the person, last seen
+    # car enters at frame 5 (its foot 5 px inside), the person at 9; dwell after 1 s; the person, last seen
     # at frame 23, has left once missing for more than 0.5 s; the car's foot leaves at frame 30
     assert kinds == [("enter", 5, "", 5), ("enter", 6, "", 9), ("dwell", 5, "", 15), ("dwell", 6, "", 19),
                      ("exit", 6, "lost", 29), ("exit", 5, "left", 30)]

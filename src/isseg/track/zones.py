@@ -13,7 +13,7 @@ Example (YAML; the same keys in JSON)::
     zones:
       - name: no_parking
         polygon: [[600, 300], [900, 300], [900, 700], [600, 700]]
-        band: 2                            # optional
+        band: 4                            # optional
         classes: [car]                     # optional
         max_dwell_s: 30                    # optional: a dwell event after this long inside
 
@@ -53,7 +53,7 @@ class Zone:
 
     name: str
     polygon: tuple[tuple[float, float], ...]
-    band: float = 2.0
+    band: float = 4.0
     classes: tuple[str, ...] = ()
     max_dwell_s: float | None = None
 
@@ -157,7 +157,7 @@ def _zone(r: _Reader, item: Any, where: str, seen: set[str]) -> Zone:
     if abs(area2) < 1e-12:
         raise r.fail(f"{where}.polygon", "a polygon with a non-zero area", poly)
     dwell = item.get("max_dwell_s")
-    return Zone(name, points, r.number(item.get("band", 2.0), f"{where}.band", 0), r.classes(item, where),
+    return Zone(name, points, r.number(item.get("band", 4.0), f"{where}.band", 0), r.classes(item, where),
                 None if dwell is None else r.number(dwell, f"{where}.max_dwell_s", 0))
 
 
