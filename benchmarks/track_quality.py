@@ -124,12 +124,19 @@ class RoboflowTracker:
         return res
 
 
-def make_trackers(fps: float) -> dict[str, object]:
-    out: dict[str, object] = {"isseg": Tracker(), "isseg-boxes": Tracker(mask_weight=0.0)}
-    for name in ("bytetrack", "ocsort", "botsort"):
-        out[name] = RoboflowTracker(name, fps)
-        out[name + "*"] = RoboflowTracker(name, fps, same_thresholds=True)
-    out["omz-greedy"] = GreedyMaskTracker()
+TRACKERS = ("isseg", "isseg-boxes", "bytetrack", "bytetrack*", "ocsort", "ocsort*", "botsort", "botsort*",
+            "omz-greedy")
+
+
+def make_trackers(fps: float, names: tuple[str, ...] = TRACKERS) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for name in names:
+        if name.startswith("isseg"):
+            out[name] = Tracker(mask_weight=0.0) if name == "isseg-boxes" else Tracker()
+        elif name == "omz-greedy":
+            out[name] = GreedyMaskTracker()
+        else:
+            out[name] = RoboflowTracker(name.rstrip("*"), fps, same_thresholds=name.endswith("*"))
     return out
 
 
@@ -140,12 +147,14 @@ def mot_rows(frame: int, ids: np.ndarray, boxes: np.ndarray, gt: bool = False) -
             for i, b in zip(ids, boxes)]
 
 
-def run_sequence(seed: int, spec: VideoSpec, gt_dir: Path, out_dir: Path) -> dict[str, dict]:
-    """Track one sequence with every tracker; write MOT files; return each tracker's line counts."""
+def run_sequence(seed: int, spec: VideoSpec, gt_dir: Path, out_dir: Path,
+                 names: tuple[str, ...] = TRACKERS) -> dict[str, dict]:
+    """Track one sequence with the trackers ``names``; write MOT files; return the true counts and each
+    tracker's."""
     video = SynthVideo(spec, seed)
     zones_file = out_dir / f"zones-{seed}.json"
     zones_file.write_text(json.dumps(video.analytics_config()))
-    trackers = make_trackers(spec.fps)
+    trackers = make_trackers(spec.fps, names)
     analytics = {name: Analytics(load_zones(zones_file)) for name in trackers}
     rows: dict[str, list[str]] = {name: [] for name in trackers}
     gt_rows: list[str] = []
@@ -239,13 +248,18 @@ def speed(n_objects: int, frames: int = 60, size: tuple[int, int] = (720, 1280),
     return {k: float(np.median(v[15:]) * 1000) for k, v in times.items()}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sequences", type=int, default=4)
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--out", default=None, help="folder for MOT files and results.json (default: temporary)")
+    parser.add_argument("--trackers", default=",".join(TRACKERS), help="comma-separated, from: " + ", ".join(TRACKERS))
     parser.add_argument("--no-speed", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    names = tuple(args.trackers.split(","))
+    unknown = sorted(set(names) - set(TRACKERS))
+    if unknown:
+        parser.error(f"--trackers: unknown {', '.join(unknown)}; expected some of {', '.join(TRACKERS)}")
     from trackers.eval import evaluate_mot_sequences
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="track_quality-"))
@@ -254,9 +268,8 @@ def main() -> None:
     spec = VideoSpec(frames=args.frames)
     counts = {}
     for seed in range(args.sequences):
-        counts[seed] = run_sequence(seed, spec, gt_dir, out)
+        counts[seed] = run_sequence(seed, spec, gt_dir, out, names)
         print(f"sequence {seed} done", flush=True)
-    names = [n for n in counts[0] if n != "truth"]
     results = {}
     print("\n| tracker | HOTA | IDF1 | MOTA | ID switches | line count errors / true crossings | "
           "zone entry errors / true visits |")
@@ -279,7 +292,8 @@ def main() -> None:
         print(f"(Tracker.update, CPU ms per frame, median; 1280x720 masks; {os.cpu_count()} CPUs)")
     (out / "results.json").write_text(json.dumps({"results": results, "counts": counts}, indent=1))
     print(f"\nwritten: {out / 'results.json'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
