@@ -5,8 +5,8 @@ A ByteTrack-family tracker that also looks at the masks. Per frame:
 1. every track's box is predicted by its Kalman filter (:mod:`isseg.track.kalman`), and its last mask is
    moved with it;
 2. detections at or above ``high_score`` are matched to confirmed tracks, active and lost (stage 1);
-3. the active tracks left over are matched to the detections between ``low_score`` and ``high_score``
-   (stage 2: an object whose score drops while it is half hidden keeps its ID);
+3. the confirmed tracks left over, active and lost, are matched to the detections between ``low_score``
+   and ``high_score`` (stage 2: an object whose score drops while it is half hidden keeps its ID);
 4. confirmed tracks still unmatched (often lost behind something, and seen again only in part, so that
    their boxes no longer overlap) are matched to the high detections left by the distance of the centres
    in units of the track's recent largest size, within a radius that grows while the track is lost;
@@ -40,13 +40,13 @@ class TrackerConfig:
     high_score: float = 0.5
     """Detections with a score at or above this take part in the first association stage."""
     low_score: float = 0.1
-    """Detections below this are ignored; those in [low_score, high_score) may only continue active tracks."""
+    """Detections below this are ignored; those in [low_score, high_score) may only continue confirmed tracks."""
     new_track_score: float = 0.6
     """An unmatched detection starts a (tentative) track only if its score is at least this."""
     match_similarity: float = 0.2
     """Stage 1 (high detections to confirmed tracks): the least similarity of a match."""
     low_match_similarity: float = 0.4
-    """Stage 2 (low detections to active tracks): the least similarity of a match; stricter than stage 1."""
+    """Stage 2 (low detections to confirmed tracks): the least similarity of a match; stricter than stage 1."""
     tentative_match_similarity: float = 0.3
     """Stage 3 (high detections to tentative tracks): the least similarity of a match."""
     refind_radius: float = 1.0
@@ -148,9 +148,7 @@ class Tracker:
         tentative = [t for t in self.tracks if t.state == TENTATIVE]
         matches: dict[int, _Track] = {}  # detection index -> track
         rest = self._match(confirmed, high, det, crops, cfg.match_similarity, matches, cfg.fuse_score)
-        active_left = [t for t in rest if t.state == ACTIVE]
-        matched_low = self._match(active_left, low, det, crops, cfg.low_match_similarity, matches, False)
-        rest = [t for t in rest if t.state == LOST or t in matched_low]
+        rest = self._match(rest, low, det, crops, cfg.low_match_similarity, matches, False)
         high_left = np.array([i for i in high if i not in matches], np.int64)
         self._refind(rest, high_left, det, matches)
         high_left = np.array([i for i in high_left if i not in matches], np.int64)
