@@ -1,0 +1,114 @@
+"""Line counts, zone occupancy and dwell time on tracked detections, with events.
+
+Each tracked object is reduced to one anchor point per frame: its **foot**, the centre of the lowest
+pixels of its mask (the bottom-centre of its box when there is no mask), or the centre of its mask.
+
+Lines (:class:`~isseg.track.lines.LineCounter`) count, per class, crossings "in" (to the right of the
+line's first -> second point, as seen on screen) and "out". A track's side of a line only changes when
+its anchor is more than the line's ``band`` pixels beyond it, so jitter around the line never counts
+twice; only anchors between the perpendiculars at the line's ends count. Near a frame edge the band
+shrinks to half the room left between the line and the edge. An object whose mask touches the frame edge
+beyond the line is cut by the frame (its lowest *visible* pixels are not its foot), so it cannot be moved
+back across the line while it touches there; one that leaves through that edge counts once it has been
+missing for ``retention_s`` (or at :meth:`Analytics.finish`), and one that comes in through it counts
+once it has walked in by the band from where it was first seen (unless that was in the stream's first
+frames: it may have been there already); in both cases only if its motion meets the line before any
+other border (at a corner). So a line a few pixels from the border counts the objects that walk out and
+in through it.
+
+Zones (:class:`~isseg.track.geometry.ZoneMonitor`) keep, per track, whether its anchor is inside (more
+than ``band`` pixels inside the border to enter, more than ``band`` outside to leave), give occupancy per
+class and the dwell time of each visit, and emit enter, exit and dwell events; a track missing for longer
+than the config's ``retention_s`` has left.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from isseg.model.detections import Detections
+from isseg.track.events import Event
+from isseg.track.geometry import ZoneMonitor, anchor_points, edge_contacts
+from isseg.track.lines import LineCounter
+from isseg.track.zones import ZoneConfig
+
+
+class Analytics:
+    """All lines and zones of a :class:`~isseg.track.zones.ZoneConfig`, updated once per frame.
+
+    ``events = analytics.update(tracked, timestamp, frame_index)`` takes the output of
+    :meth:`isseg.track.Tracker.update` (``track_ids`` set) and returns the events of that frame; ``finish``
+    closes the visits still open at the end of a stream. Coordinates given as fractions are turned into
+    pixels with the first frame's size (and again if the size changes).
+    """
+
+    def __init__(self, config: ZoneConfig, source: str = "") -> None:
+        self.config = config
+        self.source = source
+        self.lines: list[LineCounter] = []
+        self.zones: list[ZoneMonitor] = []
+        self._size: tuple[int, int] | None = None
+        self.last_points: dict[int, tuple[float, float]] = {}
+
+    def _layout(self, size: tuple[int, int]) -> None:
+        if size == self._size:
+            return
+        cfg = self.config.in_pixels(*size)
+        old_lines = {c.line.name: c for c in self.lines}
+        old_zones = {m.zone.name: m for m in self.zones}
+        self.lines = [LineCounter(ln, size, cfg.retention_s, old_lines.get(ln.name)) for ln in cfg.lines]
+        self.zones = [ZoneMonitor(z, cfg.retention_s, old_zones.get(z.name)) for z in cfg.zones]
+        self._size = size
+
+    def update(self, tracked: Detections, timestamp: float, frame_index: int) -> list[Event]:
+        """Events of one frame. ``tracked`` must carry ``track_ids``; its ``image_size`` (or mask size) sets
+        the frame size; ``timestamp`` in seconds."""
+        if tracked.track_ids is None:
+            raise ValueError("Analytics.update needs tracked detections (track_ids set): pass the output of "
+                             "Tracker.update")
+        size = tuple(tracked.image_size)
+        if size == (0, 0) and tracked.masks is not None:
+            size = tracked.masks.shape[1:]
+        if size == (0, 0):
+            raise ValueError("Analytics.update: the detections have no image_size and no masks")
+        self._layout((int(size[0]), int(size[1])))
+        points = anchor_points(tracked, self.config.anchor)
+        contacts = edge_contacts(tracked, self._size)
+        ids = [int(t) for t in tracked.track_ids]
+        names = tracked.names
+        self.last_points = {i: (float(p[0]), float(p[1])) for i, p in zip(ids, points)}
+        events: list[Event] = []
+        for counter in self.lines:
+            events += counter.update(ids, names, points, contacts, timestamp, frame_index, self.source)
+        for monitor in self.zones:
+            events += monitor.update(ids, names, points, timestamp, frame_index, self.source)
+        return events
+
+    def finish(self, timestamp: float, frame_index: int) -> list[Event]:
+        """At the end of a stream: the crossings of tracks that had left through a frame edge but were not yet
+        missing for ``retention_s``, and exit events (reason "end") for every track still inside a zone."""
+        events: list[Event] = []
+        for counter in self.lines:
+            events += counter.finish(timestamp, frame_index, self.source)
+        for monitor in self.zones:
+            events += monitor.close_all(timestamp, frame_index, self.source)
+        return events
+
+    def line_counts(self) -> dict[str, dict[str, dict[str, int]]]:
+        """``{line: {class: {"in": n, "out": n}}}``."""
+        return {c.line.name: {k: dict(v) for k, v in c.counts.items()} for c in self.lines}
+
+    def occupancy(self) -> dict[str, dict[str, int]]:
+        """``{zone: {class: tracks inside now}}``."""
+        return {m.zone.name: m.occupancy() for m in self.zones}
+
+    def summary(self) -> dict:
+        """Counts per line; per zone: occupancy now, entries per class, visits closed and their dwell times."""
+        zones = {}
+        for m in self.zones:
+            dwell = np.array(m.dwells, np.float64)
+            zones[m.zone.name] = {
+                "occupancy": m.occupancy(), "entries": dict(m.entries), "visits": int(dwell.size),
+                "mean_dwell_s": round(float(dwell.mean()), 3) if dwell.size else None,
+                "max_dwell_s": round(float(dwell.max()), 3) if dwell.size else None}
+        return {"lines": self.line_counts(), "zones": zones}

@@ -1,0 +1,139 @@
+"""Anchor points of tracked objects, where they touch the frame's border, and the per-zone state machine.
+
+See :mod:`isseg.track.analytics` for what they count; this module holds how. Coordinates are pixels with
+pixel (x, y) covering [x, x+1) x [y, y+1), so the centre of pixel (x, y) is (x + 0.5, y + 0.5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from isseg.model.detections import Detections
+from isseg.track.events import Event
+from isseg.track.matching import crop_mask
+from isseg.track.zones import Zone
+
+
+def anchor_points(det: Detections, mode: str = "foot") -> np.ndarray:
+    """float64 [N, 2] anchor (x, y) of each detection.
+
+    "foot": the centre of the mask's lowest pixels (those within 1 px of its lowest row), looked for inside
+    the box only; "centre": the mask's centroid. Without a mask (or with an empty one): the box's
+    bottom-centre, or its centre.
+    """
+    n = len(det)
+    boxes = np.asarray(det.boxes, np.float64).reshape(-1, 4)
+    out = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2,
+                    boxes[:, 3] if mode == "foot" else (boxes[:, 1] + boxes[:, 3]) / 2], 1)
+    if det.masks is None:
+        return out
+    for i in range(n):
+        c = crop_mask(det.masks[i], boxes[i])
+        if c.area == 0:
+            continue
+        if mode == "foot":
+            rows = np.flatnonzero(c.mask.any(1))
+            low = rows[-1]
+            ys, xs = np.nonzero(c.mask[max(low - 1, 0):low + 1])
+            out[i] = (c.x0 + xs.mean() + 0.5, c.y0 + low + 0.5)
+        else:
+            ys, xs = np.nonzero(c.mask)
+            out[i] = (c.x0 + xs.mean() + 0.5, c.y0 + ys.mean() + 0.5)
+    return out
+
+
+def edge_contacts(det: Detections, size: tuple[int, int], reach: int = 3) -> list[list[tuple[float, float]]]:
+    """For each detection, where it touches the frame's borders: for each border its box comes within
+    ``reach`` pixels of, the centre of its mask pixels in the ``reach`` rows or columns along that border
+    (the middle of that box side without a mask), as an (x, y) point on the border. Detection jitter of a
+    pixel or two does not hide a contact."""
+    h, w = size
+    out: list[list[tuple[float, float]]] = []
+    for i, (x0, y0, x1, y1) in enumerate(np.asarray(det.boxes, np.float64).reshape(-1, 4)):
+        pts: list[tuple[float, float]] = []
+        ys = (int(max(np.floor(y0) - reach, 0)), int(min(np.ceil(y1) + reach, h)))
+        xs = (int(max(np.floor(x0) - reach, 0)), int(min(np.ceil(x1) + reach, w)))
+        sides = ((x0 <= reach, 0, slice(0, reach), ys, True), (x1 >= w - reach, w, slice(w - reach, w), ys, True),
+                 (y0 <= reach, 0, slice(0, reach), xs, False), (y1 >= h - reach, h, slice(h - reach, h), xs, False))
+        for touches, at, band, (lo, hi), vertical in sides:
+            if not touches or hi <= lo:
+                continue
+            mid = (lo + hi) / 2
+            if det.masks is not None:
+                strip = det.masks[i, lo:hi, band].any(1) if vertical else det.masks[i, band, lo:hi].any(0)
+                hits = np.flatnonzero(strip)
+                if hits.size == 0:
+                    continue
+                mid = lo + hits.mean() + 0.5
+            pts.append((float(at), mid) if vertical else (mid, float(at)))
+        out.append(pts)
+    return out
+
+
+@dataclass
+class _Visit:
+    enter_ts: float
+    last_ts: float
+    cls: str
+    dwell_reported: bool = False
+
+
+class ZoneMonitor:
+    """Visits of one :class:`~isseg.track.zones.Zone` (in pixels): ``entries`` ``{class: n}``, ``dwells``
+    (seconds of each visit that ended), and the tracks inside now."""
+
+    def __init__(self, zone: Zone, retention_s: float, previous: ZoneMonitor | None = None) -> None:
+        self.zone = zone
+        self.retention_s = retention_s
+        self._contour = np.array(zone.polygon, np.float32).reshape(-1, 1, 2)
+        self.inside: dict[int, _Visit] = previous.inside if previous else {}
+        self.entries: dict[str, int] = previous.entries if previous else {}
+        self.dwells: list[float] = previous.dwells if previous else []
+
+    def occupancy(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for v in self.inside.values():
+            out[v.cls] = out.get(v.cls, 0) + 1
+        return out
+
+    def _exit(self, tid: int, ts: float, frame: int, reason: str, source: str, end_ts: float) -> Event:
+        v = self.inside.pop(tid)
+        self.dwells.append(end_ts - v.enter_ts)
+        return Event("exit", self.zone.name, tid, v.cls, ts, frame, dwell_s=end_ts - v.enter_ts, reason=reason,
+                     source=source)
+
+    def update(self, ids: list[int], names: list[str], points: np.ndarray, timestamp: float, frame: int,
+               source: str = "") -> list[Event]:
+        import cv2
+
+        events: list[Event] = []
+        seen = set()
+        band, limit = self.zone.band, self.zone.max_dwell_s
+        for k, (tid, cls) in enumerate(zip(ids, names)):
+            if self.zone.classes and cls not in self.zone.classes:
+                continue
+            seen.add(tid)
+            pt = (float(points[k][0]), float(points[k][1]))
+            dist = cv2.pointPolygonTest(self._contour, pt, True)
+            v = self.inside.get(tid)
+            if v is None:
+                if dist > band:
+                    self.inside[tid] = _Visit(timestamp, timestamp, cls)
+                    self.entries[cls] = self.entries.get(cls, 0) + 1
+                    events.append(Event("enter", self.zone.name, tid, cls, timestamp, frame, point=pt, source=source))
+                continue
+            v.last_ts = timestamp
+            if dist < -band:
+                events.append(self._exit(tid, timestamp, frame, "left", source, timestamp))
+            elif limit is not None and not v.dwell_reported and timestamp - v.enter_ts >= limit - 1e-9:
+                v.dwell_reported = True
+                events.append(Event("dwell", self.zone.name, tid, cls, timestamp, frame,
+                                    dwell_s=timestamp - v.enter_ts, point=pt, source=source))
+        for tid in [t for t, v in self.inside.items() if t not in seen and timestamp - v.last_ts > self.retention_s]:
+            events.append(self._exit(tid, timestamp, frame, "lost", source, self.inside[tid].last_ts))
+        return events
+
+    def close_all(self, timestamp: float, frame: int, source: str = "") -> list[Event]:
+        return [self._exit(tid, timestamp, frame, "end", source, timestamp) for tid in list(self.inside)]

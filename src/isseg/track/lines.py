@@ -1,0 +1,189 @@
+"""Line crossings of tracked objects: :class:`LineCounter`, the state machine behind
+:meth:`isseg.track.Analytics.line_counts` (see :mod:`isseg.track.analytics` for what it counts).
+
+Coordinates are pixels, pixel (x, y) covering [x, x+1) x [y, y+1). A track's side of the line is +1 (to the
+right of the line's first -> second point, as seen on screen), -1, or 0 (not known yet).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+from isseg.track.events import Event
+from isseg.track.zones import Line
+
+FORGET_S = 10.0  # the state of a track missing for longer than this is forgotten
+STARTUP_UPDATES = 3  # a track first seen in the first updates of a stream was there before: no entry
+
+
+class LineCounter:
+    """Crossings of one :class:`~isseg.track.zones.Line` (in pixels) in a frame of ``size`` (H, W).
+
+    ``counts``: ``{class: {"in": n, "out": n}}``. A track that left through the frame edge beyond the line
+    (its mask touched that edge, and its last motion meets the line before any other border) counts once it
+    has been missing for ``retention_s``; one that came in through it counts once it has walked in by the
+    band (and its motion, run backwards, meets the line before any other border), unless it was first seen
+    in the stream's first ``STARTUP_UPDATES`` frames (it may have been there before). ``previous`` carries the
+    state of a counter of the same line over when the frame size changes.
+    """
+
+    def __init__(self, line: Line, size: tuple[int, int], retention_s: float = 1.5,
+                 previous: LineCounter | None = None) -> None:
+        self.line = line
+        self.retention_s = retention_s
+        (ax, ay), (bx, by) = line.a, line.b
+        self._a = np.array([ax, ay])
+        self._u = np.array([bx - ax, by - ay])
+        self._len = float(np.hypot(*self._u))
+        h, w = size
+        corners = np.array([[0.5, 0.5], [w - 0.5, 0.5], [0.5, h - 0.5], [w - 0.5, h - 0.5]])
+        d = self._dist(corners)
+        reach = (max(float(d.max()), 0.0), max(float(-d.min()), 0.0))  # room on the + and - sides
+        self.band = (min(line.band, reach[0] / 2), min(line.band, reach[1] / 2))
+        self.edge = (reach[0] < 2 * line.band, reach[1] < 2 * line.band)
+        old = previous
+        self.counts: dict[str, dict[str, int]] = old.counts if old else {}
+        self.side: dict[int, int] = old.side if old else {}
+        self._edge_side: dict[int, int] = old._edge_side if old else {}
+        self._last: dict[int, tuple[float, tuple[float, float], str]] = old._last if old else {}
+        self._entry: dict[int, tuple[int, float]] = old._entry if old else {}
+        self._updates: int = old._updates if old else 0  # updates so far
+        self._present: set[int] = old._present if old else set()  # tracks seen in the last update
+        self._hist: dict[int, deque] = old._hist if old else {}  # last anchors (timestamp, x, y) per track
+        self._size = size
+
+    def _dist(self, p: np.ndarray) -> np.ndarray:
+        """Signed distance of points [K, 2] to the line, > 0 on its right (as seen on screen)."""
+        r = p - self._a
+        return (self._u[0] * r[:, 1] - self._u[1] * r[:, 0]) / self._len
+
+    def _along(self, p: np.ndarray) -> np.ndarray:
+        """Position of points [K, 2] along the segment: 0 at its first point, 1 at its second."""
+        return ((p - self._a) @ self._u) / self._len**2
+
+    def _contact_side(self, contacts: list[tuple[float, float]]) -> int:
+        """+1 / -1 when the object touches the frame border on a side of the line that lies at the edge."""
+        for c in contacts:
+            p = np.array([c])
+            if not 0 <= self._along(p)[0] <= 1:
+                continue
+            d = float(self._dist(p)[0])
+            if d > 0 and self.edge[0]:
+                return 1
+            if d < 0 and self.edge[1]:
+                return -1
+        return 0
+
+    def _velocity(self, tid: int) -> tuple[float, float] | None:
+        """The track's anchor velocity over its last few observations (px per second), if it has two."""
+        hist = self._hist.get(tid)
+        if not hist or len(hist) < 2 or hist[-1][0] <= hist[0][0]:
+            return None
+        dt = hist[-1][0] - hist[0][0]
+        return ((hist[-1][1] - hist[0][1]) / dt, (hist[-1][2] - hist[0][2]) / dt)
+
+    def _via_line(self, p: tuple[float, float], v: tuple[float, float] | None, side: int) -> bool:
+        """Whether a point at ``p`` moving along ``v`` reaches the line (towards ``side``) before it leaves
+        the frame: an object cut by two borders (a corner) leaves through the one its motion meets first
+        (borders the anchor is on are left out: a cut object's anchor is pinned there). True without a
+        velocity, or when ``p`` is already on ``side``."""
+        d = float(self._dist(np.array([p]))[0])
+        if v is None or d * side > 0:
+            return True
+        rate = (self._u[0] * v[1] - self._u[1] * v[0]) / self._len  # how fast d changes
+        if rate * side <= 0:
+            return False  # moving away from the line
+        t_frame = math.inf
+        for pos, vel, size in ((p[0], v[0], self._size[1]), (p[1], v[1], self._size[0])):
+            border = size if vel > 0 else 0
+            if vel and abs(border - pos) > 1:  # an anchor on the border is clipped there: that one tells nothing
+                t_frame = min(t_frame, (border - pos) / vel)
+        return -d / rate <= t_frame
+
+    def _cross(self, tid: int, new: int, cls: str, point, timestamp: float, frame: int, source: str) -> Event:
+        direction = "in" if new > 0 else "out"
+        self.counts.setdefault(cls, {"in": 0, "out": 0})[direction] += 1
+        self.side[tid] = new
+        return Event("cross", self.line.name, tid, cls, timestamp, frame, direction=direction,
+                     point=(float(point[0]), float(point[1])), source=source)
+
+    def _step(self, tid: int, cls: str, d: float, inside: bool, edge: int, point, timestamp: float, frame: int,
+              source: str) -> Event | None:
+        """One track's observation: ``d`` its signed distance, ``inside`` whether it is between the ends."""
+        first = tid not in self._last
+        p = (float(point[0]), float(point[1]))
+        self._last[tid] = (timestamp, p, cls)
+        self._hist.setdefault(tid, deque(maxlen=6)).append((timestamp, *p))
+        self._edge_side[tid] = edge
+        if first and edge and self._updates > STARTUP_UPDATES:
+            self._entry[tid] = (edge, d, p)  # came in through the frame edge (and was not there at the start)
+        old = self.side.get(tid, 0)
+        if not inside:
+            self.side[tid] = 0  # beyond the ends: walking around the line is no crossing
+            self._entry.pop(tid, None)
+            return None
+        new = 1 if d > self.band[0] else -1 if d < -self.band[1] else 0
+        if edge and old == edge and new == -edge:
+            return None  # cut by the frame edge beyond the line, its visible foot is not its foot: wait
+        if new and old and new != old:
+            return self._cross(tid, new, cls, point, timestamp, frame, source)
+        if new and old == 0 and tid in self._entry:
+            side, d0, p0 = self._entry[tid]
+            if new != side:
+                if (d0 - d) * side < self.line.band:
+                    return None  # not yet walked in from the edge far enough to tell
+                del self._entry[tid]
+                v = self._velocity(tid)
+                if self._via_line(p0, None if v is None else (-v[0], -v[1]), side):  # back in time
+                    return self._cross(tid, new, cls, point, timestamp, frame, source)
+                self.side[tid] = new
+                return None
+            del self._entry[tid]
+        if new:
+            self.side[tid] = new
+        return None
+
+    def update(self, ids: list[int], names: list[str], points: np.ndarray,
+               contacts: list[list[tuple[float, float]]], timestamp: float, frame: int, source: str = ""
+               ) -> list[Event]:
+        """Crossings in one frame of the tracks ``ids`` (classes ``names``, anchors ``points`` [N, 2], frame
+        border contacts from :func:`edge_contacts`)."""
+        events: list[Event] = []
+        self._updates += 1
+        wanted = [k for k, n in enumerate(names) if not self.line.classes or n in self.line.classes]
+        tol = max(self.line.band, 1.0) / self._len
+        if wanted:
+            d = self._dist(points[wanted])
+            t = self._along(points[wanted])
+        for j, k in enumerate(wanted):
+            e = self._step(ids[k], names[k], float(d[j]), bool(-tol <= t[j] <= 1 + tol),
+                           self._contact_side(contacts[k]), points[k], timestamp, frame, source)
+            if e is not None:
+                events.append(e)
+        present = {ids[k] for k in wanted}
+        self._present = present
+        return events + self._gone(present, timestamp, frame, source, self.retention_s)
+
+    def _gone(self, present: set[int], timestamp: float, frame: int, source: str, after: float) -> list[Event]:
+        """Tracks missing for longer than ``after`` whose mask touched the frame edge beyond the line when last
+        seen have left through it: count them. Forget tracks missing for long."""
+        events = []
+        for tid in [t for t in self._last if t not in present]:
+            last_ts, point, cls = self._last[tid]
+            edge, old = self._edge_side.get(tid, 0), self.side.get(tid, 0)
+            if edge and old and edge != old and timestamp - last_ts > after:
+                if self._via_line(point, self._velocity(tid), edge):
+                    events.append(self._cross(tid, edge, cls, point, timestamp, frame, source))
+                else:
+                    self._edge_side[tid] = 0  # it left through another border
+            if timestamp - last_ts > FORGET_S:
+                for table in (self._last, self.side, self._edge_side, self._entry, self._hist):
+                    table.pop(tid, None)
+        return events
+
+    def finish(self, timestamp: float, frame: int, source: str = "") -> list[Event]:
+        """At the end of the stream: the tracks missing now that left through the frame edge count at once."""
+        return self._gone(self._present, timestamp, frame, source, -1.0)

@@ -1,0 +1,292 @@
+"""Multi-object tracking of instance segmentations: :class:`Tracker` gives each object a stable ID.
+
+A ByteTrack-family tracker that also looks at the masks. Per frame:
+
+1. every track's box is predicted by its Kalman filter (:mod:`isseg.track.kalman`), and its last mask is
+   moved with it;
+2. detections at or above ``high_score`` are matched to confirmed tracks, active and lost (stage 1);
+3. the confirmed tracks left over, active and lost, are matched to the detections between ``low_score``
+   and ``high_score`` (stage 2: an object whose score drops while it is half hidden keeps its ID);
+4. confirmed tracks still unmatched (often lost behind something, and seen again only in part, so that
+   their boxes no longer overlap) are matched to the high detections left by the distance of the centres
+   in units of the track's recent largest size, within a radius that grows while the track is lost;
+5. tentative tracks are matched to the high detections left (stage 3);
+6. high detections still unmatched, at or above ``new_track_score``, start tentative tracks.
+
+Matching is optimal (Hungarian) on a similarity that fuses box IoU of the predicted box with mask IoU of
+the moved mask (:func:`isseg.track.matching.similarity`), only between detections and tracks of the same
+class. A tentative track is confirmed, and only then given an ID, after ``confirm_frames`` consecutive
+matches; it is dropped at its first miss. A confirmed track that is missed is kept as lost for
+``lost_frames`` frames (or until it is predicted to be wholly outside the frame), during which a detection
+can bring it back with its ID. IDs start at 1, count up
+and are never reused; a track never changes class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from isseg.model.detections import Detections
+from isseg.track import kalman
+from isseg.track.matching import MaskCrop, assign, crop_masks, similarity
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Every knob of :class:`Tracker`. Scores are the detector's; similarities are in [0, 1]."""
+
+    high_score: float = 0.5
+    """Detections with a score at or above this take part in the first association stage."""
+    low_score: float = 0.1
+    """Detections below this are ignored; those in [low_score, high_score) may only continue confirmed tracks."""
+    new_track_score: float = 0.6
+    """An unmatched detection starts a (tentative) track only if its score is at least this."""
+    match_similarity: float = 0.2
+    """Stage 1 (high detections to confirmed tracks): the least similarity of a match."""
+    low_match_similarity: float = 0.4
+    """Stage 2 (low detections to confirmed tracks): the least similarity of a match; stricter than stage 1."""
+    tentative_match_similarity: float = 0.3
+    """Stage 3 (high detections to tentative tracks): the least similarity of a match."""
+    refind_radius: float = 1.0
+    """Re-finding (high detections left after stage 2 to confirmed tracks left): a detection is a candidate
+    when its centre is within this many track sizes of the predicted centre. The track's size is its recent
+    largest, so an object that shrank while going behind something is still measured at full size."""
+    refind_growth: float = 0.05
+    """How much ``refind_radius`` grows per frame the track has been lost (motion gets less sure)."""
+    mask_weight: float = 0.5
+    """Weight of mask IoU in the fused similarity (box IoU has ``1 - mask_weight``); 0 = boxes only."""
+    fuse_score: bool = True
+    """Stage 1 multiplies the similarity by the detection's score, so a sure detection wins a close call."""
+    confirm_frames: int = 2
+    """Consecutive matched frames (the first one included) before a track is confirmed and gets an ID."""
+    lost_frames: int = 30
+    """Frames a confirmed track is kept after its last match, to be found again with the same ID."""
+    position_noise: float = 1 / 20
+    """Kalman position noise, as a fraction of the box size (per frame, and of each measurement)."""
+    velocity_noise: float = 1 / 160
+    """Kalman velocity noise, as a fraction of the box size per frame."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.low_score <= self.high_score:
+            raise ValueError(f"TrackerConfig: need 0 <= low_score <= high_score, got {self.low_score}, "
+                             f"{self.high_score}")
+        if self.confirm_frames < 1 or self.lost_frames < 0:
+            raise ValueError(f"TrackerConfig: confirm_frames must be >= 1 and lost_frames >= 0, got "
+                             f"{self.confirm_frames}, {self.lost_frames}")
+        if not 0 <= self.mask_weight <= 1:
+            raise ValueError(f"TrackerConfig: mask_weight must be in [0, 1], got {self.mask_weight}")
+
+
+TENTATIVE, ACTIVE, LOST = 0, 1, 2
+
+
+class _Track:
+    """One track: Kalman state, class, last mask crop (a copy) and where its Kalman centre was then."""
+
+    __slots__ = ("id", "label", "mean", "cov", "hits", "state", "last_frame", "crop", "crop_centre", "size")
+
+    def __init__(self, label: int, mean: np.ndarray, cov: np.ndarray, frame: int) -> None:
+        self.id = 0
+        self.label = label
+        self.mean, self.cov = mean, cov
+        self.hits = 1
+        self.state = TENTATIVE
+        self.last_frame = frame
+        self.crop: MaskCrop | None = None
+        self.crop_centre = mean[:2].copy()
+        self.size = mean[2:4].copy()  # recent largest (w, h): decays slowly towards the measured size
+
+    def predicted_crop(self) -> MaskCrop | None:
+        """The last mask moved by the predicted displacement of the box centre since it was seen."""
+        if self.crop is None:
+            return None
+        dx, dy = np.rint(self.mean[:2] - self.crop_centre).astype(int)
+        return self.crop.moved(int(dx), int(dy))
+
+
+class Tracker:
+    """Stable IDs for the instances of a video: ``tracked = tracker.update(detections)`` once per frame.
+
+    ``update`` takes any :class:`~isseg.model.detections.Detections` (masks may be None: boxes only) and
+    returns the detections that belong to confirmed tracks, in their input order, with their boxes, scores,
+    labels and masks unchanged and ``track_ids`` (int64 [N], >= 1) set. Feed it every detection down to
+    ``low_score`` (e.g. 0.1), not only those above a display threshold: the low ones keep tracks alive.
+    """
+
+    def __init__(self, config: TrackerConfig | None = None, **overrides: float | int | bool) -> None:
+        base = config or TrackerConfig()
+        self.config = TrackerConfig(**{**base.__dict__, **overrides}) if overrides else base
+        self.tracks: list[_Track] = []
+        self.frame = 0
+        self._next_id = 1
+
+    def reset(self) -> None:
+        """Forget every track (a new video); IDs keep counting up, so none is ever reused."""
+        self.tracks = []
+        self.frame = 0
+
+    def update(self, detections: Detections, reuse_input: bool = False) -> Detections:
+        """Associate one frame's detections with the tracks; see the class docstring.
+
+        The result's arrays are views of ``detections``' own when its confirmed detections are its first rows
+        (the usual case, as detections come sorted by score), else copies: with full-frame masks that copy
+        is most of the time ``update`` takes. ``reuse_input=True`` avoids it: the tracker may then swap rows
+        of ``detections`` in place (all its arrays together, so it stays the same set of instances, no
+        longer sorted by score) to make them so; pass it when nothing else reads ``detections`` in between.
+        """
+        cfg = self.config
+        self.frame += 1
+        self._predict()
+        det = detections
+        scores = np.asarray(det.scores, np.float32)
+        crops = self._det_crops(det)
+        high = np.nonzero(scores >= cfg.high_score)[0]
+        low = np.nonzero((scores >= cfg.low_score) & (scores < cfg.high_score))[0]
+        confirmed = [t for t in self.tracks if t.state != TENTATIVE]
+        tentative = [t for t in self.tracks if t.state == TENTATIVE]
+        matches: dict[int, _Track] = {}  # detection index -> track
+        rest = self._match(confirmed, high, det, crops, cfg.match_similarity, matches, cfg.fuse_score)
+        rest = self._match(rest, low, det, crops, cfg.low_match_similarity, matches, False)
+        high_left = np.array([i for i in high if i not in matches], np.int64)
+        self._refind(rest, high_left, det, matches)
+        high_left = np.array([i for i in high_left if i not in matches], np.int64)
+        self._match(tentative, high_left, det, crops, cfg.tentative_match_similarity, matches, False)
+        self._correct(matches, det, crops)
+        self._age(tuple(det.image_size))
+        for i in high_left:
+            if i not in matches and scores[i] >= cfg.new_track_score:
+                self._start(det, crops, int(i))
+        return self._output(det, matches, reuse_input)
+
+    # ------------------------------------------------------------------------------------------ steps
+    def _predict(self) -> None:
+        if not self.tracks:
+            return
+        means = np.stack([t.mean for t in self.tracks])
+        covs = np.stack([t.cov for t in self.tracks])
+        lost = np.array([t.state == LOST for t in self.tracks])
+        means[lost, 6:] = 0.0  # a lost track keeps moving but stops growing or shrinking
+        means, covs = kalman.predict(means, covs, self.config.position_noise, self.config.velocity_noise)
+        for t, m, c in zip(self.tracks, means, covs):
+            t.mean, t.cov = m, c
+
+    @staticmethod
+    def _det_crops(det: Detections) -> list[MaskCrop | None]:
+        if det.masks is None or len(det) == 0:
+            return [None] * len(det)
+        return list(crop_masks(det.masks, det.boxes))
+
+    def _match(self, tracks: list[_Track], idx: np.ndarray, det: Detections, crops: list[MaskCrop | None],
+               threshold: float, matches: dict[int, _Track], fuse_score: bool) -> list[_Track]:
+        """Match ``tracks`` to detections ``idx``; record pairs in ``matches``; return the unmatched tracks."""
+        if not tracks or len(idx) == 0:
+            return tracks
+        pred = kalman.state_to_xyxy(np.stack([t.mean for t in tracks]))
+        labels = np.array([t.label for t in tracks], np.int64)
+        sim = similarity(pred, labels, [t.predicted_crop() for t in tracks], det.boxes[idx],
+                         np.asarray(det.labels)[idx], [crops[i] for i in idx], self.config.mask_weight)
+        if fuse_score:
+            sim = np.where(sim > 0, sim * np.asarray(det.scores, np.float32)[idx][None, :], sim)
+        rows, cols = assign(sim, threshold)
+        for r, c in zip(rows, cols):
+            matches[int(idx[c])] = tracks[r]
+        taken = set(rows.tolist())
+        return [t for k, t in enumerate(tracks) if k not in taken]
+
+    def _refind(self, tracks: list[_Track], idx: np.ndarray, det: Detections, matches: dict[int, _Track]) -> None:
+        """Match confirmed tracks to detections ``idx`` by centre distance in units of the track's size."""
+        cfg = self.config
+        if not tracks or len(idx) == 0 or cfg.refind_radius <= 0:
+            return
+        means = np.stack([t.mean for t in tracks])
+        size = np.stack([t.size for t in tracks]).clip(1.0)
+        lost_for = np.array([self.frame - t.last_frame for t in tracks], np.float64)
+        boxes = np.asarray(det.boxes, np.float64)[idx]
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        wh = boxes[:, 2:] - boxes[:, :2]
+        r = np.hypot((centres[None, :, 0] - means[:, None, 0]) / size[:, None, 0],
+                     (centres[None, :, 1] - means[:, None, 1]) / size[:, None, 1])
+        gate = cfg.refind_radius * (1 + cfg.refind_growth * (lost_for - 1))[:, None]
+        sim = 1 - r / gate
+        labels = np.array([t.label for t in tracks])
+        sim[labels[:, None] != np.asarray(det.labels)[idx][None, :]] = -1
+        sim[(wh[None, :, 0] > 1.5 * size[:, None, 0]) | (wh[None, :, 1] > 1.5 * size[:, None, 1])] = -1
+        rows, cols = assign(sim, 1e-6)
+        for r_, c in zip(rows, cols):
+            matches[int(idx[c])] = tracks[r_]
+
+    def _correct(self, matches: dict[int, _Track], det: Detections, crops: list[MaskCrop | None]) -> None:
+        """Kalman update of the matched tracks, new mask crops, confirmation (and IDs) of tentative ones."""
+        if not matches:
+            return
+        order = list(matches)
+        tracks = [matches[i] for i in order]
+        means, covs = kalman.update(np.stack([t.mean for t in tracks]), np.stack([t.cov for t in tracks]),
+                                    det.boxes[order], self.config.position_noise)
+        for i, t, m, c in zip(order, tracks, means, covs):
+            t.mean, t.cov = m, c
+            crop = crops[i]
+            t.crop = None if crop is None else MaskCrop(crop.mask.copy(), crop.x0, crop.y0, crop.area)
+            t.crop_centre = m[:2].copy()
+            t.size = np.maximum(det.boxes[i, 2:] - det.boxes[i, :2], t.size * 0.97)
+            t.last_frame = self.frame
+            if t.state == TENTATIVE:
+                t.hits += 1
+                if t.hits >= self.config.confirm_frames:
+                    self._confirm(t)
+            else:
+                t.state = ACTIVE
+
+    def _confirm(self, track: _Track) -> None:
+        track.state = ACTIVE
+        track.id = self._next_id
+        self._next_id += 1
+
+    def _age(self, image_size: tuple[int, int]) -> None:
+        """Unmatched this frame: tentative tracks die, active ones become lost, lost ones expire, and so do
+        lost ones predicted to be wholly outside the frame (when its size is known)."""
+        h, w = image_size
+        kept = []
+        for t in self.tracks:
+            if t.last_frame != self.frame:
+                if t.state == TENTATIVE or self.frame - t.last_frame > self.config.lost_frames:
+                    continue
+                cx, cy, bw, bh = t.mean[:4]
+                if h and w and (cx + bw / 2 < 0 or cy + bh / 2 < 0 or cx - bw / 2 > w or cy - bh / 2 > h):
+                    continue
+                t.state = LOST
+            kept.append(t)
+        self.tracks = kept
+
+    def _start(self, det: Detections, crops: list[MaskCrop | None], i: int) -> None:
+        means, covs = kalman.initiate(det.boxes[i:i + 1], self.config.position_noise, self.config.velocity_noise)
+        t = _Track(int(det.labels[i]), means[0], covs[0], self.frame)
+        crop = crops[i]
+        t.crop = None if crop is None else MaskCrop(crop.mask.copy(), crop.x0, crop.y0, crop.area)
+        self.tracks.append(t)
+        if self.config.confirm_frames <= 1:
+            self._confirm(t)
+
+    def _output(self, det: Detections, matches: dict[int, _Track], reuse_input: bool) -> Detections:
+        """The detections of confirmed tracks; views of the input's arrays when they are its first k rows (or
+        ``reuse_input`` lets them be made so), else copies."""
+        confirmed = {i: t for i, t in matches.items() if t.state == ACTIVE}
+        k = len(confirmed)
+        if k and max(confirmed) != k - 1 and reuse_input:
+            holes = [i for i in range(k) if i not in confirmed]
+            donors = [i for i in sorted(confirmed) if i >= k]
+            for h, d in zip(holes, donors):  # move confirmed rows into the holes: a few rows, not all masks
+                for arr in (det.boxes, det.scores, det.labels, det.masks, det.track_ids):
+                    if arr is not None:
+                        arr[[h, d]] = arr[[d, h]]
+                confirmed[h] = confirmed.pop(d)
+        keep = sorted(confirmed)
+        ids = np.array([confirmed[i].id for i in keep], np.int64)
+        if not k or keep[-1] == k - 1:  # the first k detections (the usual case: sorted by score)
+            out = det.filter(slice(0, k))
+        else:
+            out = det.filter(np.array(keep, np.int64))
+        out.track_ids = ids
+        return out

@@ -1,0 +1,191 @@
+"""isseg.track.Tracker: stable IDs through crossings and occlusion, confirmation, no reuse, classes, masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from isseg.model.detections import Detections
+from isseg.track import Tracker, TrackerConfig
+
+H, W = 240, 320
+NAMES = ("person", "car")
+
+
+def disc(cx: float, cy: float, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[0:H, 0:W]
+    return (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r * r
+
+
+def make(objects: list[tuple], masks: bool = True) -> tuple[Detections, list[int]]:
+    """``objects``: (label, cx, cy, r, score), front to back: a nearer object hides the ones after it; an
+    object less than 30 % visible is not detected. Sorted by score, like a detector's output. Also returns
+    the index in ``objects`` of each detection."""
+    taken = np.zeros((H, W), bool)
+    rows = []
+    for k, (label, cx, cy, r, score) in enumerate(objects):
+        full = disc(cx, cy, r)
+        visible = full & ~taken
+        taken |= full
+        if not visible.any() or visible.sum() < 0.3 * full.sum():
+            continue
+        ys, xs = np.nonzero(visible)
+        rows.append((label, score, (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), visible, k))
+    rows.sort(key=lambda r: -r[1])
+    if not rows:
+        return Detections.empty((H, W), NAMES), []
+    det = Detections(np.array([r[2] for r in rows], np.float32), np.array([r[1] for r in rows], np.float32),
+                     np.array([r[0] for r in rows], np.int64), np.stack([r[3] for r in rows]) if masks else None,
+                     NAMES, (H, W))
+    return det, [r[4] for r in rows]
+
+
+def frame(objects: list[tuple], masks: bool = True) -> Detections:
+    return make(objects, masks)[0]
+
+
+def ids_of(tracker: Tracker, objects: list[tuple]) -> dict[int, int]:
+    """One update; {index in objects: track ID} of the objects detected and output."""
+    det, source = make(objects)
+    boxes = det.boxes.copy()
+    out = tracker.update(det)
+    assert out.track_ids is not None and out.track_ids.dtype == np.int64 and (out.track_ids >= 1).all()
+    result = {}
+    for j in range(len(out)):
+        i = int(np.nonzero((boxes == out.boxes[j]).all(1))[0][0])
+        result[source[i]] = int(out.track_ids[j])
+    return result
+
+
+def test_same_class_crossing_and_short_occlusion_keep_ids():
+    """Two people of the same size cross (one hides the other for a few frames); then one is missed for 4
+    frames. Each keeps its ID, and no other ID is ever given."""
+    tracker = Tracker()
+    seen: dict[int, set[int]] = {0: set(), 1: set()}
+    hidden_frames = 0
+    for f in range(75):
+        a = (0, 40 + 3 * f, 110 + 0.3 * f, 18, 0.9)  # left to right, in front
+        b = (0, 280 - 3 * f, 130 - 0.3 * f, 18, 0.85)  # right to left, behind
+        objects = [a, b] if not 50 <= f < 54 else [(0, -100, -100, 1, 0.9), b]  # a missed for 4 frames
+        ids = ids_of(tracker, objects)
+        hidden_frames += 1 not in ids and 2 <= f < 50
+        for k, tid in ids.items():
+            seen[k].add(tid)
+    assert hidden_frames >= 2  # b was hidden behind a
+    assert seen == {0: {1}, 1: {2}} or seen == {0: {2}, 1: {1}}
+    assert tracker._next_id == 3
+
+
+def test_mask_iou_tells_overlapping_objects_apart():
+    """Where two objects' boxes overlap, their masks still differ: the mask IoU of an object with itself one
+    pixel on is high, with the smaller object in front of it low (computed on box crops only)."""
+    from isseg.track.matching import crop_iou, crop_mask
+
+    big, small = disc(100, 100, 24), disc(104, 100, 12)
+    box_big = np.array([76, 76, 124, 124], np.float32)
+    box_small = np.array([92, 88, 116, 112], np.float32)
+    same = crop_iou(crop_mask(big, box_big), crop_mask(disc(101, 100, 24), box_big))
+    cross = crop_iou(crop_mask(big, box_big), crop_mask(small, box_small))
+    assert same > 0.9 and cross < 0.3
+
+
+def test_confirmation_before_an_id_and_never_minus_one():
+    tracker = Tracker()
+    first = tracker.update(frame([(0, 100, 100, 15, 0.9)]))
+    assert len(first) == 0 and first.track_ids is not None and first.track_ids.shape == (0,)
+    second = tracker.update(frame([(0, 103, 100, 15, 0.9)]))
+    assert second.track_ids.tolist() == [1]
+    # a detection seen in one frame only never gets an ID, and does not use one up
+    tracker.update(frame([(0, 106, 100, 15, 0.9), (1, 250, 200, 15, 0.9)]))
+    out = tracker.update(frame([(0, 109, 100, 15, 0.9)]))
+    assert out.track_ids.tolist() == [1]
+    later = tracker.update(frame([(0, 112, 100, 15, 0.9), (1, 30, 30, 15, 0.9)]))
+    later = tracker.update(frame([(0, 115, 100, 15, 0.9), (1, 33, 30, 15, 0.9)]))
+    assert sorted(later.track_ids.tolist()) == [1, 2]
+
+
+def test_ids_are_never_reused():
+    tracker = Tracker(lost_frames=3)
+    ids: list[int] = []
+    for episode in range(3):  # the same object comes back after its track expired, and after a reset
+        for f in range(5):
+            out = tracker.update(frame([(0, 60 + 4 * f, 100, 15, 0.9)]))
+            ids += out.track_ids.tolist()
+        for _ in range(6):
+            tracker.update(frame([]))
+        if episode == 1:
+            tracker.reset()
+    distinct = sorted(set(ids))
+    assert distinct == [1, 2, 3]
+    assert ids == sorted(ids)  # each new one is larger than all before it
+
+
+def test_an_id_never_changes_class():
+    """A car appears where a person was (same place, same size): it gets its own ID."""
+    tracker = Tracker()
+    classes: dict[int, set[int]] = {}
+    for f in range(12):
+        label = 0 if f < 6 else 1
+        out = tracker.update(frame([(label, 100 + f, 100, 15, 0.9)]))
+        for tid, lab in zip(out.track_ids, out.labels):
+            classes.setdefault(int(tid), set()).add(int(lab))
+    assert len(classes) == 2 and all(len(v) == 1 for v in classes.values())
+
+
+def test_masks_boxes_scores_are_kept():
+    tracker = Tracker()
+    for f in range(4):
+        det = frame([(0, 80 + 3 * f, 100, 20, 0.9), (1, 220 - 3 * f, 150, 25, 0.8), (0, 160, 40, 10, 0.05)])
+        out = tracker.update(det)
+    assert out.masks is not None and out.masks.dtype == bool and out.masks.shape == (2, H, W)
+    for j in range(len(out)):
+        i = int(np.nonzero((det.boxes == out.boxes[j]).all(1))[0][0])
+        assert np.array_equal(out.masks[j], det.masks[i])
+        assert out.scores[j] == det.scores[i] and out.labels[j] == det.labels[i]
+    assert "person #" in repr(out) and out.filter(np.array([1])).track_ids.tolist() == [out.track_ids[1]]
+
+
+def test_boxes_only_detections():
+    tracker = Tracker()
+    for f in range(5):
+        out = tracker.update(frame([(0, 80 + 3 * f, 100, 20, 0.9), (1, 220 - 3 * f, 150, 25, 0.8)], masks=False))
+    assert out.masks is None and sorted(out.track_ids.tolist()) == [1, 2]
+
+
+def test_low_scores_keep_a_track_alive_but_never_start_one():
+    tracker = Tracker()
+    ids = []
+    for f in range(12):
+        score = 0.9 if f < 4 else 0.3  # the object is half hidden: its score drops
+        out = tracker.update(frame([(0, 60 + 4 * f, 100, 15, score), (1, 250, 200, 15, 0.3)]))
+        ids.append(out.track_ids.tolist())
+    assert ids[-1] == [1] and all(i == [1] for i in ids[1:])
+
+
+def test_reuse_input_gives_the_same_tracks_without_copying_masks():
+    objects = [[(0, 40 + 4 * f, 60, 12, 0.7), (1, 150, 60 + 3 * f, 14, 0.8), (0, 250 - 4 * f, 180, 12, 0.6)]
+               for f in range(6)]
+    a, b = Tracker(), Tracker()
+    for f, objs in enumerate(objects):
+        extra = [(1, 20 + 40 * f, 220, 10, 0.95)]  # a new object in each frame, top score: never confirmed
+        out_a = a.update(frame(objs + extra))
+        det = frame(objs + extra)
+        out_b = b.update(det, reuse_input=True)
+    by_id_a = {int(t): m for t, m in zip(out_a.track_ids, out_a.masks)}
+    by_id_b = {int(t): m for t, m in zip(out_b.track_ids, out_b.masks)}
+    assert by_id_a.keys() == by_id_b.keys() == {1, 2, 3}
+    assert all(np.array_equal(by_id_a[t], by_id_b[t]) for t in by_id_a)
+    assert np.shares_memory(out_b.masks, det.masks) and not np.shares_memory(out_a.masks, det.masks)
+    for i in range(len(det)):  # the input stays a consistent set of the same instances
+        ys, xs = np.nonzero(det.masks[i])
+        assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == tuple(det.boxes[i].astype(int))
+
+
+def test_empty_frames_and_bad_config():
+    tracker = Tracker()
+    out = tracker.update(Detections.empty((H, W), NAMES))
+    assert len(out) == 0 and out.track_ids.shape == (0,)
+    with pytest.raises(ValueError, match="low_score"):
+        TrackerConfig(low_score=0.6, high_score=0.5)
+    with pytest.raises(ValueError, match="mask_weight"):
+        Tracker(mask_weight=1.5)

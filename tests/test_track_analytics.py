@@ -1,0 +1,196 @@
+"""isseg.track analytics: zone files, line counts with hysteresis and at the frame edge, zones, foot points."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from isseg.model.detections import Detections
+from isseg.track import Analytics, ZoneFileError, load_zones, parse_zones
+from isseg.track.geometry import anchor_points
+
+H, W = 200, 300
+NAMES = ("person", "car")
+
+
+def blob(x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    """A rectangle mask clipped to the frame, as a detector sees an object cut by the frame's border."""
+    m = np.zeros((H, W), bool)
+    m[max(y0, 0):max(min(y1, H), 0), max(x0, 0):max(min(x1, W), 0)] = True
+    return m
+
+
+def tracked(objects: list[tuple[int, int, np.ndarray]]) -> Detections:
+    """``objects``: (track ID, label, mask); boxes from the masks."""
+    objects = [o for o in objects if o[2].any()]
+    if not objects:
+        return Detections.empty((H, W), NAMES, tracked=True)
+    boxes = []
+    for _, _, m in objects:
+        ys, xs = np.nonzero(m)
+        boxes.append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+    return Detections(np.array(boxes, np.float32), np.full(len(objects), 0.9, np.float32),
+                      np.array([o[1] for o in objects], np.int64), np.stack([o[2] for o in objects]), NAMES,
+                      (H, W), np.array([o[0] for o in objects], np.int64))
+
+
+def run(analytics: Analytics, frames: list[list[tuple[int, int, np.ndarray]]], fps: float = 10.0) -> list:
+    events = []
+    for f, objects in enumerate(frames):
+        events += analytics.update(tracked(objects), f / fps, f)
+    return events
+
+
+VERTICAL = {"lines": [{"name": "door", "points": [[150, 200], [150, 0]], "band": 4}]}  # "in" = left to right
+
+
+def test_jitter_at_the_line_counts_once():
+    """A person walks up to the line, jitters across it by up to 3 px (inside the 4 px band) for 20 frames,
+    then walks on: one crossing; then jitters again on the far side: still one."""
+    xs = list(range(120, 148, 2)) + [150 + (3 if f % 2 else -3) for f in range(20)] + list(range(152, 190, 2))
+    xs += [160 + (3 if f % 2 else -3) for f in range(10)]
+    frames = [[(7, 0, blob(x - 10, 80, x + 10, 130))] for x in xs]
+    a = Analytics(parse_zones(VERTICAL))
+    events = run(a, frames)
+    crosses = [e for e in events if e.kind == "cross"]
+    assert [(e.track_id, e.direction, e.class_name) for e in crosses] == [(7, "in", "person")]
+    assert a.line_counts() == {"door": {"person": {"in": 1, "out": 0}}}
+    # and without the band the same walk counts every jitter
+    naive = Analytics(parse_zones({"lines": [{**VERTICAL["lines"][0], "band": 0}]}))
+    assert sum(e.kind == "cross" for e in run(naive, frames)) > 10
+
+
+def test_counts_per_class_and_direction_and_each_crossing_once():
+    a = Analytics(parse_zones(VERTICAL))
+    walk = [[(1, 0, blob(x, 20, x + 20, 60)), (2, 1, blob(280 - x, 120, 300 - x, 170))] for x in range(60, 230, 5)]
+    back = [[(1, 0, blob(x, 20, x + 20, 60))] for x in range(230, 60, -5)]
+    run(a, walk + back)
+    assert a.line_counts() == {"door": {"person": {"in": 1, "out": 1}, "car": {"in": 0, "out": 1}}}
+
+
+def test_foot_point_comes_from_the_mask_not_the_box():
+    m = np.zeros((H, W), bool)
+    for r in range(40):  # a triangle whose lowest pixels are at its left, not under the box centre
+        m[60 + r, 100:100 + 40 - r] = True
+    det = tracked([(1, 0, m)])
+    foot = anchor_points(det)[0]
+    assert foot[1] == pytest.approx(det.boxes[0, 3] - 0.5)
+    assert foot[0] < 104  # the box's bottom-centre would be x = 120
+    det.masks = None
+    assert anchor_points(det)[0].tolist() == pytest.approx([120.0, det.boxes[0, 3]])
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_a_line_at_the_frame_edge_counts_objects_leaving_and_entering(wide):
+    """A line 3 px inside the right border: box corners (or box-clipped anchors) can never pass it. Objects
+    that walk out through it count "in", objects that walk in through it count "out"."""
+    config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H], [W - 3, 0]], "band": 4}],
+                          "retention_s": 0.3})
+    half = 30 if wide else 8
+    out_walk = [[(3, 0, blob(x - half, 90, x + half, 120))] for x in range(200, W + half, 6)] + [[]] * 6
+    in_walk = [[(4, 0, blob(x - half, 90, x + half, 120))] for x in range(W + half - 10, 200, -6)]
+    a = Analytics(config)
+    run(a, [[]] * 8 + in_walk + out_walk)  # the first object comes in after 0.8 s: not there at the start
+    assert a.line_counts() == {"edge": {"person": {"in": 1, "out": 1}}}
+
+
+def test_zone_enter_dwell_exit_and_lost():
+    config = parse_zones({"zones": [{"name": "bay", "polygon": [[100, 50], [200, 50], [200, 150], [100, 150]],
+                                     "max_dwell_s": 1.0}], "retention_s": 0.5})
+    a = Analytics(config)
+    frames = [[(5, 1, blob(x, 60, x + 30, 90))] for x in range(40, 130, 10)]  # walks in
+    frames += [[(5, 1, blob(130, 60, 160, 90)), (6, 0, blob(140, 100, 150, 120))]] * 15  # stays; a person too
+    frames += [[(5, 1, blob(x, 60, x + 30, 90))] for x in range(130, 250, 10)]  # leaves; the person vanishes
+    events = run(a, frames)
+    kinds = [(e.kind, e.track_id, e.reason, e.frame_index) for e in events]
+    # car enters at frame 5 (its foot 5 px inside), the person at 9; dwell after 1 s; the person, last seen
+    # at frame 23, has left once missing for more than 0.5 s; the car's foot leaves at frame 30
+    assert kinds == [("enter", 5, "", 5), ("enter", 6, "", 9), ("dwell", 5, "", 15), ("dwell", 6, "", 19),
+                     ("exit", 6, "lost", 29), ("exit", 5, "left", 30)]
+    exit5, exit6 = (next(e for e in events if e.kind == "exit" and e.track_id == t) for t in (5, 6))
+    assert exit5.dwell_s == pytest.approx(3.0 - 0.5) and exit6.dwell_s == pytest.approx(2.3 - 0.9)
+    assert exit5.timestamp == pytest.approx(3.0) and exit5.class_name == "car"
+    summary = a.summary()["zones"]["bay"]
+    assert summary["entries"] == {"car": 1, "person": 1} and summary["visits"] == 2 and summary["occupancy"] == {}
+
+
+def test_zone_occupancy_and_finish():
+    a = Analytics(parse_zones({"zones": [{"name": "z", "polygon": [[0, 0], [150, 0], [150, 200], [0, 200]]}]}))
+    run(a, [[(1, 0, blob(20, 20, 40, 60)), (2, 0, blob(60, 20, 80, 60)), (3, 1, blob(200, 20, 240, 60))]] * 3)
+    assert a.occupancy() == {"z": {"person": 2}}
+    events = a.finish(1.0, 3)
+    assert sorted((e.kind, e.track_id, e.reason) for e in events) == [("exit", 1, "end"), ("exit", 2, "end")]
+
+
+def test_analytics_needs_tracked_detections():
+    a = Analytics(parse_zones(VERTICAL))
+    det = tracked([(1, 0, blob(10, 10, 20, 20))])
+    det.track_ids = None
+    with pytest.raises(ValueError, match="track_ids"):
+        a.update(det, 0.0, 0)
+
+
+def test_fraction_units_follow_the_frame_size():
+    config = parse_zones({"units": "fraction", "lines": [{"name": "mid", "points": [[0.5, 1], [0.5, 0]]}]})
+    a = Analytics(config)
+    run(a, [[(1, 0, blob(x, 20, x + 20, 60))] for x in range(60, 230, 5)])
+    assert a.lines[0].line.a == (150.0, 200.0) and a.line_counts()["mid"]["person"]["in"] == 1
+
+
+GOOD = """
+lines:
+  - name: door
+    points: [[10, 20], [30, 40]]
+zones:
+  - name: bay
+    polygon: [[0, 0], [10, 0], [10, 10]]
+    max_dwell_s: 5
+"""
+
+
+@pytest.mark.parametrize(("text", "suffix", "field"), [
+    ("lines: [{name: a, points: [[1, 2]]}]", ".yaml", "lines[0].points"),
+    ("lines: [{name: a, points: [[1, 2], [3, x]]}]", ".yaml", "lines[0].points[1][1]"),
+    ("lines: [{name: a, pts: [[1, 2], [3, 4]]}]", ".yaml", "lines[0]"),
+    ("lines: [{name: a, points: [[1, 2], [3, 4]]}, {name: a, points: [[1, 2], [3, 5]]}]", ".yaml", "lines[1].name"),
+    ("zones: [{name: z, polygon: [[0, 0], [1, 1]]}]", ".yaml", "zones[0].polygon"),
+    ("zones: [{name: z, polygon: [[0, 0], [1, 0], [0, 1]], max_dwell_s: -1}]", ".yaml", "zones[0].max_dwell_s"),
+    ("zones: [{name: z, polygon: [[0, 0], [1, 1], [2, 2]]}]", ".yaml", "zones[0].polygon"),
+    ("units: inches\nlines: []", ".yaml", "units"),
+    ("lines: [{name: a, points: [[1, 2], [3, 4]]", ".yaml", "line 1"),
+    ('{"lines": [}', ".json", "line 1"),
+    ("[1, 2]", ".yaml", "top level"),
+    ("lines: []", ".yaml", "lines/zones"),
+    ("units: fraction\nlines: [{name: a, points: [[0, 0], [640, 480]]}]", ".yaml", "units"),
+])
+def test_bad_zone_files_give_one_line_naming_file_and_field(tmp_path, text, suffix, field):
+    path = tmp_path / f"zones{suffix}"
+    path.write_text(text)
+    with pytest.raises(ZoneFileError) as err:
+        load_zones(path)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(str(path)) and field in message and "expected" in message \
+        or "not valid" in message
+
+
+def test_good_zone_files_and_missing_file(tmp_path):
+    (tmp_path / "z.yaml").write_text(GOOD)
+    config = load_zones(tmp_path / "z.yaml")
+    assert config.lines[0].a == (10.0, 20.0) and config.zones[0].max_dwell_s == 5.0
+    (tmp_path / "z.json").write_text(json.dumps({"lines": [{"name": "door", "points": [[10, 20], [30, 40]]}]}))
+    assert load_zones(tmp_path / "z.json").lines[0].b == (30.0, 40.0)
+    with pytest.raises(ZoneFileError, match="cannot be read") as err:
+        load_zones(tmp_path / "missing.yaml")
+    assert "\n" not in str(err.value)
+
+
+def test_an_edge_exit_is_counted_after_the_retention_or_at_the_end():
+    config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H], [W - 3, 0]]}], "retention_s": 5.0})
+    a = Analytics(config)
+    run(a, [[]] * 60 + [[(3, 0, blob(x - 20, 90, x + 20, 120))] for x in range(200, W + 20, 6)] + [[]] * 3)
+    assert a.line_counts() == {"edge": {}}  # gone for 0.3 s only: it may still come back
+    events = a.finish(10.0, 100)
+    assert [(e.kind, e.direction, e.frame_index) for e in events] == [("cross", "in", 100)]
+    assert a.line_counts() == {"edge": {"person": {"in": 1, "out": 0}}}
