@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from isseg.deploy.visualize import draw_detections, track_color
 from isseg.model.detections import Detections
-from isseg.track import Analytics, draw_analytics, draw_tracks, parse_zones, track_colour
+from isseg.track import Analytics, draw_analytics, parse_zones
 
 H, W = 120, 200
 
@@ -20,17 +21,17 @@ def tracked(order: list[int]) -> Detections:
 
 
 def test_colours_follow_the_id_not_the_order_or_class():
-    assert track_colour(7) == track_colour(7)
-    colours = {track_colour(i) for i in range(1, 41)}
+    assert track_color(7) == track_color(7)
+    colours = {track_color(i) for i in range(1, 41)}
     assert len(colours) == 40  # neighbouring IDs never share a colour
     image = np.full((H, W, 3), 128, np.uint8)
-    a = draw_tracks(image, tracked([0, 1, 2]), boxes=False)
-    b = draw_tracks(image, tracked([2, 0, 1]), boxes=False)
+    a = draw_detections(image, tracked([0, 1, 2]), alpha=0.45, boxes=False, captions=False)
+    b = draw_detections(image, tracked([2, 0, 1]), alpha=0.45, boxes=False, captions=False)
     inside = np.zeros((H, W), bool)
     inside[15:35, 15:35] = inside[55:85, 65:95] = inside[25:55, 135:165] = True
     assert np.array_equal(a[inside], b[inside])  # same pixels whatever the detections' order
     for tid, (y, x) in zip((3, 4, 5), ((25, 25), (70, 80), (40, 150))):
-        expected = (128 * 0.55 + np.array(track_colour(tid)) * 0.45).astype(np.uint8)
+        expected = (128 * 0.55 + np.array(track_color(tid)) * 0.45).astype(np.uint8)
         assert np.abs(a[y, x].astype(int) - expected).max() <= 1
     assert np.array_equal(image, np.full((H, W, 3), 128, np.uint8))  # the input is not drawn on
 

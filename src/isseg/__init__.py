@@ -38,6 +38,8 @@ _EXPORTS = {
     "expand_inputs": "isseg.sources",
     "iter_frames": "isseg.sources",
     "read_image": "isseg.sources",
+    "Tracker": "isseg.track",
+    "TrackerConfig": "isseg.track",
 }
 
 # Names other libraries use for something else: what to call instead.

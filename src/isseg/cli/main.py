@@ -11,7 +11,8 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "predict": ("isseg.cli.predict", "segment images, folders, videos or a camera"),
+    "predict": ("isseg.cli.predict", "segment images, folders, videos, cameras or live streams"),
+    "track": ("isseg.cli.track", "track objects in videos and streams: IDs, line counts, zones, events, privacy"),
     "export": ("isseg.cli.export", "export a model to OpenVINO IR or ONNX with the seed's contract"),
     "benchmark": ("isseg.cli.benchmark", "measure latency and throughput of the backends"),
     "train": ("isseg.cli.train", "train or fine-tune on COCO, YOLO-seg, CVAT, VOC, LabelMe data"),

@@ -18,12 +18,31 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from isseg.cli import checks
 from isseg.stream.options import RECORDS_NAME
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_stream_arguments(p)
+    p.add_argument("--threshold", "-t", type=float, default=0.5,
+                   help="minimum score drawn and written, in [0, 1] (default 0.5; use 0.05 for COCO AP evaluation)")
+    p.add_argument("--resume", action="store_true",
+                   help=f"skip the inputs already done in OUTPUT/{RECORDS_NAME} (or the .partial file of an "
+                   "interrupted run) and add the rest; failed inputs are tried again")
+    p.add_argument("--recursive", "-r", action="store_true", help="look for images in sub-folders too")
+    ray = p.add_argument_group("Ray (isseg[ray]): resumable sharded runs over large image collections")
+    ray.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                     help="run on Ray Data (no ADDRESS: the running cluster, else a local one; host:port, ray://...); "
+                     "inputs may also be manifests and fsspec URIs; writes OUTPUT/shard-*.jsonl records and resumes")
+    ray.add_argument("--shard-size", type=int, help="--ray: images per shard (default 256)")
+    ray.add_argument("--actors", type=int, help="--ray: Predictor actors (default: cluster CPUs / --cpus-per-actor)")
+    ray.add_argument("--cpus-per-actor", type=float, help="--ray: CPUs (threads) per actor (default 2)")
+
+
+def add_stream_arguments(p: argparse.ArgumentParser, output: str = "isseg_predictions") -> None:
+    """The inputs, model, output and reading options ``isseg predict`` and ``isseg track`` share."""
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files, folders, globs, manifests (.txt), video files, camera indices (0, 1, ...), "
                    "stream URLs (rtsp://, rtmp://, http(s)://) or a .streams file of URLs")
@@ -35,13 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("torch", "openvino", "onnx"), help="default: from the model file type")
     p.add_argument("--device", help="CPU / GPU / AUTO (OpenVINO), cpu / cuda (PyTorch, ONNX Runtime); any case")
     p.add_argument("--precision", help="OpenVINO inference precision: f32, bf16, f16 (default: the device's)")
-    p.add_argument("--threshold", "-t", type=float, default=0.5,
-                   help="minimum score drawn and written, in [0, 1] (default 0.5; use 0.05 for COCO AP evaluation)")
     p.add_argument("--classes", help="comma-separated class names or indices to keep (default: all)")
-    p.add_argument("--output", "-o", default="isseg_predictions", help="output folder (default: %(default)s)")
-    p.add_argument("--resume", action="store_true",
-                   help=f"skip the inputs already done in OUTPUT/{RECORDS_NAME} (or the .partial file of an "
-                   "interrupted run) and add the rest; failed inputs are tried again")
+    p.add_argument("--output", "-o", default=output, help="output folder (default: %(default)s)")
     p.add_argument("--no-images", action="store_true", help="do not write drawn images / videos")
     p.add_argument("--no-json", action="store_true", help=f"do not write {RECORDS_NAME}, results.json, images.json")
     p.add_argument("--no-masks", action="store_true", help="boxes only (faster; no segmentation in the JSON)")
@@ -57,15 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "a folder / several images / a video, latency for one image or a live source")
     p.add_argument("--async", dest="mode", action="store_const", const="throughput",
                    help="same as --mode throughput")
-    p.add_argument("--recursive", "-r", action="store_true", help="look for images in sub-folders too")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    ray = p.add_argument_group("Ray (isseg[ray]): resumable sharded runs over large image collections")
-    ray.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
-                     help="run on Ray Data (no ADDRESS: the running cluster, else a local one; host:port, ray://...); "
-                     "inputs may also be manifests and fsspec URIs; writes OUTPUT/shard-*.jsonl records and resumes")
-    ray.add_argument("--shard-size", type=int, help="--ray: images per shard (default 256)")
-    ray.add_argument("--actors", type=int, help="--ray: Predictor actors (default: cluster CPUs / --cpus-per-actor)")
-    ray.add_argument("--cpus-per-actor", type=float, help="--ray: CPUs (threads) per actor (default 2)")
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -78,7 +84,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     checks.in_range(args.threshold, "--threshold", 0.0, 1.0)
     checks.at_least(args.limit, "--limit", 0)
     checks.at_least(args.vid_stride, "--vid-stride", 1)
-    if args.resume and args.no_json:
+    if getattr(args, "resume", False) and args.no_json:
         raise ValueError(f"--resume reads OUTPUT/{RECORDS_NAME}, which --no-json does not write")
     if args.no_json and args.no_images:
         raise ValueError("--no-json and --no-images together would write nothing")
@@ -91,12 +97,13 @@ def stream_options(args: argparse.Namespace):  # noqa: ANN201 - isseg.stream.Str
     from isseg.stream.options import StreamOptions
 
     partial = Path(args.output) / f"{RECORDS_NAME}.partial"
-    if partial.is_file() and not args.resume and not args.no_json:  # never wipe an interrupted run's results
+    resume = getattr(args, "resume", False)  # (isseg track has no --resume)
+    if partial.is_file() and not resume and not args.no_json:  # never wipe an interrupted run's results
         raise ValueError(f"{partial} holds the results of an interrupted run: pass --resume to finish it, or "
                          "delete the file to start over")
     read = ReadOptions(limit=args.limit, stride=args.vid_stride, live_mode=args.live)
     return StreamOptions(output=args.output, write_images=not args.no_images, write_records=not args.no_json,
-                         masks=not args.no_masks, classes=args.classes, resume=args.resume, read=read,
+                         masks=not args.no_masks, classes=args.classes, resume=resume, read=read,
                          progress=not args.quiet)
 
 
@@ -106,46 +113,61 @@ def run(args: argparse.Namespace) -> int:
         from isseg.cli.predict_ray import run as run_ray
 
         return run_ray(args)
-    from isseg.deploy.predictor import Predictor
     from isseg.sources.inputs import expand_inputs
-    from isseg.stream import StreamEngine, choose_mode, run_stream
+    from isseg.stream import StreamEngine
 
     options = stream_options(args)
     sources, input_errors = expand_inputs(args.inputs, args.recursive)
-    if not sources:
-        for raw, problem in input_errors:
-            print(f"isseg predict: {raw}: {problem}", file=sys.stderr)
-        print(f"isseg predict: nothing to process ({len(input_errors)} input(s) failed)", file=sys.stderr)
+    loaded = load_predictor(args, sources, input_errors, args.threshold, "predict")
+    if loaded is None:
         return 1
-    backend = checks.backend_of(args.model or args.weights, args.backend)
-    device = checks.device_for(backend, args.device)
-    t_load = time.perf_counter()
-    predictor = Predictor(args.model or args.weights, backend=args.backend, device=device, threshold=args.threshold,
-                          precision=args.precision, preset=args.preset,
-                          mode=choose_mode(args.mode, backend, sources))
-    t_load = time.perf_counter() - t_load
+    predictor, t_load = loaded
     with predictor:
         engine = StreamEngine(predictor, options, log=lambda m: print(f"isseg predict: {m}", file=sys.stderr))
-        summary = run_stream(engine, sources, input_errors)
+        return finish(engine, sources, input_errors, args, t_load, "predict", f"detection(s) >= {args.threshold}")
+
+
+def load_predictor(args: argparse.Namespace, sources: list, input_errors: list, threshold: float, command: str
+                   ) -> tuple[Any, float] | None:
+    """(the Predictor of ``--model`` / ``--weights``, its load time in s), or None (said why) with no source."""
+    from isseg.deploy.predictor import Predictor
+    from isseg.stream import choose_mode
+
+    if not sources:
+        for raw, problem in input_errors:
+            print(f"isseg {command}: {raw}: {problem}", file=sys.stderr)
+        print(f"isseg {command}: nothing to process ({len(input_errors)} input(s) failed)", file=sys.stderr)
+        return None
+    backend = checks.backend_of(args.model or args.weights, args.backend)
+    t_load = time.perf_counter()
+    predictor = Predictor(args.model or args.weights, backend=args.backend, device=checks.device_for(backend,
+                          args.device), threshold=threshold, precision=args.precision, preset=args.preset,
+                          mode=choose_mode(args.mode, backend, sources))
+    return predictor, time.perf_counter() - t_load
+
+
+def finish(engine: Any, sources: list, input_errors: list, args: argparse.Namespace, t_load: float, command: str,
+           what: str = "detection(s)") -> int:
+    """Run ``engine`` over the sources into the output folder and report: exit code 0, 1 (an input failed) or
+    130 (interrupted: what was done is kept)."""
+    from isseg.stream import run_stream
+
+    summary = run_stream(engine, sources, input_errors)
     if summary.interrupted:
         where = ", ".join(str(p) for p in summary.written) or "nothing was written (--no-json)"
         finished = summary.done + summary.failed + summary.skipped
-        print(f"isseg predict: interrupted after {finished} of {len(sources) + len(input_errors)} input(s); partial "
-              f"results in {where}; run the same command with --resume to finish", file=sys.stderr)
+        resume = "; run the same command with --resume to finish" if command == "predict" else ""
+        print(f"isseg {command}: interrupted after {finished} of {len(sources) + len(input_errors)} input(s); "
+              f"partial results in {where}{resume}", file=sys.stderr)
         return 130
-    _print_summary(summary, args, predictor.backend, device, t_load)
-    return 1 if summary.failed else 0
-
-
-def _print_summary(summary, args: argparse.Namespace, backend: str, device: str | None,  # noqa: ANN001
-                   t_load: float) -> None:
     skipped = f"; {summary.skipped} already done (--resume)" if summary.skipped else ""
-    print(f"isseg predict: {summary.done} input(s) processed, {summary.failed} failed{skipped}; "
+    print(f"isseg {command}: {summary.done} input(s) processed, {summary.failed} failed{skipped}; "
           f"{summary.images} image(s), {summary.frames} video frame(s); {summary.detections} "
-          f"detection(s) >= {args.threshold}; output in {args.output}")
+          f"{what}; output in {args.output}")
     n_img = max(1, summary.images - summary.skipped + summary.frames)
     parts = ", ".join(f"{k} {1000 * v / n_img:.1f}" for k, v in summary.seconds.items() if v > 0)
-    where = f", {device}" if device else ""
+    runtime = engine.predictor.runtime
     wall = summary.wall
-    print(f"  model load {t_load:.2f} s ({backend}{where}); per image ms: {parts}; "
+    print(f"  model load {t_load:.2f} s ({engine.predictor.backend}, {runtime.device}); per image ms: {parts}; "
           f"wall {wall:.2f} s = {n_img / wall if wall else 0:.2f} images/s")
+    return 1 if summary.failed else 0

@@ -13,12 +13,12 @@
 from __future__ import annotations
 
 from isseg.track.analytics import Analytics
-from isseg.track.draw import draw_analytics, draw_tracks, track_colour
+from isseg.track.draw import draw_analytics
 from isseg.track.events import Event, EventLog, WebhookSink, open_event_sink
 from isseg.track.privacy import Privacy, PrivacyConfig, PrivateFrame, require_private
 from isseg.track.tracker import Tracker, TrackerConfig
 from isseg.track.zones import Line, Zone, ZoneConfig, ZoneFileError, load_zones, parse_zones
 
 __all__ = ["Analytics", "Event", "EventLog", "Line", "Privacy", "PrivacyConfig", "PrivateFrame", "Tracker",
-           "TrackerConfig", "WebhookSink", "Zone", "ZoneConfig", "ZoneFileError", "draw_analytics", "draw_tracks",
-           "load_zones", "open_event_sink", "parse_zones", "require_private", "track_colour"]
+           "TrackerConfig", "WebhookSink", "Zone", "ZoneConfig", "ZoneFileError", "draw_analytics",
+           "load_zones", "open_event_sink", "parse_zones", "require_private"]
