@@ -78,3 +78,19 @@ def test_line_counts_are_exact_on_a_noisy_synthetic_sequence():
            analytics.line_counts().items()}
     assert sum(v["in"] + v["out"] for per in expected.values() for v in per.values()) >= 6
     assert got == expected
+
+
+def test_isseg_synth_video_writes_a_sequence_for_isseg_track(tmp_path):
+    import json
+
+    from isseg.cli.main import main
+    from isseg.track import load_zones
+
+    out = tmp_path / "seq"
+    assert main(["synth", "--video", "--output", str(out), "--frames", "12", "--seed", "3", "--format", "png"]) == 0
+    assert len(list((out / "img").glob("*.png"))) == 12
+    rows = (out / "gt" / "gt.txt").read_text().splitlines()
+    assert rows and all(1 <= int(r.split(",")[0]) <= 12 for r in rows)  # MOT frames count from 1
+    assert {"lines", "crossings", "counts", "zone_visits"} <= set(json.loads((out / "gt" / "crossings.json").read_text()))
+    assert load_zones(out / "zones.json").lines  # a zones file isseg track takes as it is
+    assert main(["synth", "--output", str(tmp_path / "x")]) == 1  # --num-images is needed without --video

@@ -23,7 +23,7 @@ from isseg.data.masks import mask_to_rle, rle_to_bbox
 CLASS_NAMES: tuple[str, ...] = ("circle", "rectangle", "triangle", "ellipse", "star")
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def textured_background(rng: np.random.Generator, size: int) -> np.ndarray:
     """``float32 [S, S, 3]``: a smooth color field, one of a few textures, and pixel noise."""
     import cv2
 
@@ -48,7 +48,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return image.astype(np.float32)
 
 
-def _shape_mask(rng: np.random.Generator, cls: int, size: int) -> np.ndarray:
+def shape_mask(rng: np.random.Generator, cls: int, size: int) -> np.ndarray:
     """``uint8 [S, S]`` 0/1 mask of one whole shape of class ``cls``; centers may lie near the border so
     that some shapes are cut by it."""
     import cv2
@@ -102,11 +102,11 @@ def render_image(
     ``min_area`` pixels (default ``(0.03 * S)^2``, at least 16) or less than 10 % of it stay visible.
     """
     min_area = max(16, round((0.03 * size) ** 2)) if min_area is None else min_area
-    image = _background(rng, size)
+    image = textured_background(rng, size)
     objects: list[tuple[int, np.ndarray, int]] = []  # class, visible mask, full area
     for _ in range(int(rng.integers(1, max_objects + 1))):
         cls = int(rng.integers(0, len(CLASS_NAMES)))
-        mask = _shape_mask(rng, cls, size)
+        mask = shape_mask(rng, cls, size)
         full = int(mask.sum())
         if full == 0:
             continue

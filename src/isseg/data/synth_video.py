@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from isseg.atomic import atomic_write
-from isseg.data.synth import CLASS_NAMES, _background, _shape_mask
+from isseg.data.synth import CLASS_NAMES, shape_mask, textured_background
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def _template(rng: np.random.Generator, label: int, lo: int, hi: int) -> np.ndar
     """bool [h, w]: a whole shape of class ``label`` (not cut by its canvas) whose larger side is in [lo, hi]."""
     canvas = int(hi * 2.2)
     for _ in range(500):
-        m = _shape_mask(rng, label, canvas).astype(bool)
+        m = shape_mask(rng, label, canvas).astype(bool)
         ys, xs = np.nonzero(m)
         if ys.size == 0 or ys.min() == 0 or xs.min() == 0 or ys.max() == canvas - 1 or xs.max() == canvas - 1:
             continue
@@ -230,7 +230,7 @@ class SynthVideo:
         self.seed = seed
         self.scene = build_scene(self.spec, seed)
         h, w = self.spec.height, self.spec.width
-        self.background = _background(np.random.default_rng([seed, 4242]), max(h, w))[:h, :w].copy()
+        self.background = textured_background(np.random.default_rng([seed, 4242]), max(h, w))[:h, :w].copy()
         self._order = sorted(range(len(self.scene.objects)), key=lambda k: self.scene.objects[k].depth)
 
     def __len__(self) -> int:
