@@ -81,8 +81,6 @@ def test_line_counts_are_exact_on_a_noisy_synthetic_sequence():
 
 
 def test_isseg_synth_video_writes_a_sequence_for_isseg_track(tmp_path):
-    import json
-
     from isseg.cli.main import main
     from isseg.track import load_zones
 
@@ -91,6 +89,7 @@ def test_isseg_synth_video_writes_a_sequence_for_isseg_track(tmp_path):
     assert len(list((out / "img").glob("*.png"))) == 12
     rows = (out / "gt" / "gt.txt").read_text().splitlines()
     assert rows and all(1 <= int(r.split(",")[0]) <= 12 for r in rows)  # MOT frames count from 1
-    assert {"lines", "crossings", "counts", "zone_visits"} <= set(json.loads((out / "gt" / "crossings.json").read_text()))
+    truth = json.loads((out / "gt" / "crossings.json").read_text())
+    assert {"lines", "crossings", "counts", "zone_visits"} <= set(truth)
     assert load_zones(out / "zones.json").lines  # a zones file isseg track takes as it is
     assert main(["synth", "--output", str(tmp_path / "x")]) == 1  # --num-images is needed without --video
