@@ -14,6 +14,7 @@ dropped the last reference to the plugin and joined itself (inferred, not proven
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -23,6 +24,8 @@ import numpy as np
 
 from isseg.deploy.contract import OUTPUT_NAMES, read_metadata
 from isseg.deploy.runtime import Outputs, StreamItem
+
+_END = object()  # the end of a stream's items
 
 # device precision names accepted for ``precision``
 _PRECISIONS = {"fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}
@@ -166,8 +169,18 @@ class OpenVINORuntime:
         queue.set_callback(callback)
         pending: dict[int, tuple[Any, Exception | None]] = {}
         next_out = 0
+        items = iter(items)
         try:
-            for idx, item in enumerate(items):
+            for idx in itertools.count():
+                # The next item is taken only once a request is free: a live source's newest frame is read when
+                # it can be inferred at once, not one inference earlier (which would double its latency).
+                queue.get_idle_request_id()
+                while next_out in done:
+                    yield emit(next_out)
+                    next_out += 1
+                item = next(items, _END)
+                if item is _END:
+                    break
                 try:
                     x, meta = prepare(item)
                 except Exception as exc:  # noqa: BLE001 - reported to the caller, the stream goes on
@@ -176,9 +189,6 @@ class OpenVINORuntime:
                 else:
                     pending[idx] = (meta, None)
                     queue.start_async({0: x}, idx)
-                while next_out in done:
-                    yield emit(next_out)
-                    next_out += 1
             queue.wait_all()
             while next_out in done:
                 yield emit(next_out)
