@@ -30,6 +30,9 @@ Install the independent tools without replacing ``opencv-python-headless`` (``tr
 Run (about 4 minutes on 2 cores)::
 
     PYTHONPATH=src python benchmarks/track_quality.py --sequences 4 --frames 300 --out runs/track_quality
+
+With ``--model M`` (a model trained on ``isseg synth``'s shapes, e.g. ``benchmarks/tiling_train.py``'s) every
+tracker gets that model's detections (>= 0.1) on the rendered frames instead of the simulated ones.
 """
 
 from __future__ import annotations
@@ -148,9 +151,10 @@ def mot_rows(frame: int, ids: np.ndarray, boxes: np.ndarray, gt: bool = False) -
 
 
 def run_sequence(seed: int, spec: VideoSpec, gt_dir: Path, out_dir: Path,
-                 names: tuple[str, ...] = TRACKERS) -> dict[str, dict]:
+                 names: tuple[str, ...] = TRACKERS, predictor: object | None = None) -> dict[str, dict]:
     """Track one sequence with the trackers ``names``; write MOT files; return the true counts and each
-    tracker's."""
+    tracker's. Detections: simulated from the ground truth, or ``predictor``'s (a trained model's) on the
+    rendered frames."""
     video = SynthVideo(spec, seed)
     zones_file = out_dir / f"zones-{seed}.json"
     zones_file.write_text(json.dumps(video.analytics_config()))
@@ -162,7 +166,7 @@ def run_sequence(seed: int, spec: VideoSpec, gt_dir: Path, out_dir: Path,
     for image, truth in video:
         seen = truth.visibility >= MIN_VISIBILITY
         gt_rows += mot_rows(truth.index + 1, truth.ids[seen], truth.boxes[seen], gt=True)
-        det = simulate_detections(truth, rng, spec.classes)
+        det = simulate_detections(truth, rng, spec.classes) if predictor is None else predictor.predict(image)
         for name, tracker in trackers.items():
             out = tracker.update(det, image) if getattr(tracker, "wants_frame", False) else tracker.update(det)
             rows[name] += mot_rows(truth.index + 1, out.track_ids, out.boxes)
@@ -255,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="folder for MOT files and results.json (default: temporary)")
     parser.add_argument("--trackers", default=",".join(TRACKERS), help="comma-separated, from: " + ", ".join(TRACKERS))
     parser.add_argument("--no-speed", action="store_true")
+    parser.add_argument("--model", help="a model trained on isseg synth's shapes (its classes, in that order): "
+                        "the trackers get its detections (>= 0.1) on the rendered frames instead of simulated ones")
     args = parser.parse_args(argv)
     names = tuple(args.trackers.split(","))
     unknown = sorted(set(names) - set(TRACKERS))
@@ -267,8 +273,15 @@ def main(argv: list[str] | None = None) -> int:
     gt_dir.mkdir(parents=True, exist_ok=True)
     spec = VideoSpec(frames=args.frames)
     counts = {}
+    predictor = None
+    if args.model:
+        from isseg.deploy.predictor import Predictor
+
+        predictor = Predictor(args.model, threshold=0.1)
+        if tuple(predictor.class_names) != tuple(spec.classes):
+            parser.error(f"--model: its classes {predictor.class_names} are not the synthetic ones {spec.classes}")
     for seed in range(args.sequences):
-        counts[seed] = run_sequence(seed, spec, gt_dir, out, names)
+        counts[seed] = run_sequence(seed, spec, gt_dir, out, names, predictor)
         print(f"sequence {seed} done", flush=True)
     results = {}
     print("\n| tracker | HOTA | IDF1 | MOTA | ID switches | line count errors / true crossings | "
