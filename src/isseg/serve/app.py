@@ -36,7 +36,7 @@ async def _protocol_error(_: Request, exc: ProtocolError) -> JSONResponse:
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     msg = exc.detail if exc.status_code != 404 else f"no such endpoint: {request.method} {request.url.path}"
-    return error_response(exc.status_code, str(msg))
+    return error_response(exc.status_code, str(msg), exc.headers)  # e.g. a 405's Allow
 
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
