@@ -10,8 +10,8 @@ contract model, readiness, metrics with the key) and invalid ones, each with the
 wrong key: 401; a corrupt JPEG, a bad header length, bad JSON, a wrong datatype: 400; an unknown model: 404; a
 body over the limit: 413). It reports:
 
-- the server's resident memory (VmRSS) sampled every ``--sample-s`` seconds: its value per tenth of the run and
-  the slope over the run after the warm-up (MiB per hour); flat memory is the goal;
+- the server's resident memory (VmRSS) sampled every ``--sample-s`` seconds: the samples, the highest within
+  each tenth of the run, the running peak, and the slope after the warm-up (MiB per hour); flat is the goal;
 - errors on valid requests (anything but 200; must be 0) and invalid requests answered otherwise than expected;
 - p50 / p99 latency of each valid kind in the first and the last fifth of the run, and their drift.
 
@@ -253,15 +253,19 @@ def summarize(log: Log, kinds: list[Kind], seconds: float) -> dict[str, Any]:
     rss = np.array(log.rss)
     warm = rss[rss[:, 0] >= min(seconds * 0.1, 120)] if len(rss) > 3 else rss
     slope = float(np.polyfit(warm[:, 0], warm[:, 1], 1)[0]) * 3600 if len(warm) >= 3 else float("nan")
-    tenths = [round(float(rss[rss[:, 0] <= seconds * (i + 1) / 10][:, 1].max()), 1) for i in range(10)]
+    edges = np.linspace(0, seconds, 11)
+    tenths = [round(float(rss[(rss[:, 0] >= lo) & (rss[:, 0] <= hi)][:, 1].max()), 1)
+              for lo, hi in zip(edges[:-1], edges[1:]) if ((rss[:, 0] >= lo) & (rss[:, 0] <= hi)).any()]
+    running_peak = [round(float(rss[rss[:, 0] <= hi][:, 1].max()), 1) for hi in edges[1:]]
     return {"seconds": round(seconds, 1), "requests": len(log.records),
             "valid_requests": sum(1 for r in log.records if by[r[1]].valid), "valid_errors": valid_errors,
             "invalid_requests": sum(1 for r in log.records if not by[r[1]].valid),
             "invalid_unexpected_answers": unexpected, "answers": counts, "latency": latency,
             "rss_mib": {"start": round(float(rss[0, 1]), 1), "after_warmup": round(float(warm[0, 1]), 1),
                         "end": round(float(rss[-1, 1]), 1), "max": round(float(rss[:, 1].max()), 1),
-                        "max_per_tenth_of_the_run": tenths, "slope_after_warmup_mib_per_hour": round(slope, 1),
-                        "samples": len(rss)}}
+                        "max_within_each_tenth": tenths, "running_peak_at_each_tenth": running_peak,
+                        "slope_after_warmup_mib_per_hour": round(slope, 1), "samples": len(rss),
+                        "series_s_mib": [[round(float(t), 1), round(float(m), 1)] for t, m in rss]}}
 
 
 def start_server(model: Path, port: int, key: str, args: argparse.Namespace, log: Path) -> subprocess.Popen:

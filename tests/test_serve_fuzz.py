@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import struct
 from typing import Any
 
@@ -25,7 +26,9 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-EXAMPLES = 10  # per operation and generation mode (positive, negative): 14 operations, about a minute in all
+# examples per operation (and of the binary framing, x6): 14 operations, well under a minute here; the longer run
+# of benchmarks/serve_fuzz.py sets $ISSEG_FUZZ_EXAMPLES
+EXAMPLES = int(os.environ.get("ISSEG_FUZZ_EXAMPLES", "10"))
 CHECK_NAMES = ["not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_headers_conformance", "response_schema_conformance", "negative_data_rejection",
           "unsupported_method", "ignored_auth"]
@@ -99,7 +102,7 @@ tensor = st.fixed_dictionaries({
     "parameters": st.fixed_dictionaries({"binary_data_size": st.one_of(st.integers(-2, 64), st.just(2**62))})})
 
 
-@settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=6 * EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(tensors=st.lists(tensor, min_size=1, max_size=3), blob=st.binary(max_size=64),
        length_delta=st.sampled_from([0, 0, 0, -1, 1, -10_000, 10_000]),
        model=st.sampled_from(["seg", "seg-detections"]))

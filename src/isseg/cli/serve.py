@@ -150,11 +150,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--set names unknown model(s) {', '.join(sorted(unknown))}; served: {', '.join(names)}")
     load_kwargs = {"backend": args.backend, "device": args.device, "precision": args.precision,
                    "num_threads": args.threads, "preset": args.preset, "contract": not args.no_contract}
+    if args.ray:
+        if args.ray == "local":  # a new local Ray: its proxy will bind the port here (a running cluster's may hold
+            bind_listener(args.host, args.port).close()  # it already, a remote one binds it on its own node)
+        _warnings(args, settings, args.port)
+        return _run_ray(args, settings, load_kwargs)
     listener = bind_listener(args.host, args.port)  # a port in use fails here, before the models load
     _warnings(args, settings, listener.getsockname()[1] or args.port)
-    if args.ray:
-        listener.close()  # Ray Serve's proxy binds it itself
-        return _run_ray(args, settings, load_kwargs)
     with listener:
         models = load_models(args.models, settings, **load_kwargs)
         for m in models:
