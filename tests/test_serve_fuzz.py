@@ -14,6 +14,7 @@ import gzip
 import json
 import os
 import struct
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,10 @@ from test_serve_helpers import Server, coco_images, keyed_server, tls_files  # n
 httpx = pytest.importorskip("httpx")
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis.configuration import set_hypothesis_home_dir  # noqa: E402
+
+# Hypothesis keeps caches in ./.hypothesis; none in the repository (examples are not stored either: database=None)
+set_hypothesis_home_dir(tempfile.mkdtemp(prefix="isseg-hypothesis-"))
 from hypothesis import strategies as st  # noqa: E402
 
 # examples per operation (and of the binary framing, x6): 14 operations, well under a minute here; the longer run
