@@ -1,8 +1,9 @@
-"""``isseg serve --ray``: the command itself, run as a user runs it (its own process, its own local Ray), then
-stopped with SIGTERM; and its option checks, which answer before Ray starts."""
+"""``isseg serve --ray``: the command itself, run as a user runs it (its own process, its own local Ray, API keys
+from the environment), then stopped with SIGTERM; and its option checks, which answer before Ray starts."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -35,6 +36,7 @@ def _isseg(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     (["--ray", "--replicas", "0"], "--replicas '0': expected 1 <= N"),
     (["--ray", "--cpus-per-replica", "-1"], "--cpus-per-replica must be >= 0"),
     (["--ray", "--set", "nope.workers=2"], "--set names unknown model(s) nope"),
+    (["--ray", "--tls-cert", __file__, "--tls-key", __file__], "not a PEM certificate"),
 ])
 def test_bad_options_fail_before_ray_starts(args, message):
     exported = small_export(11.0)
@@ -56,9 +58,12 @@ def test_serve_ray_command_serves_then_stops_on_sigterm():
 
     exported = small_export(11.0)
     port = _free_port()
+    key = "ray-serve-key-0123456789"
+    auth = {"Authorization": f"Bearer {key}"}
     proc = subprocess.Popen([sys.executable, "-m", "isseg", "serve", f"small={exported.xml}", "--ray", "local",
                              "--replicas", "1", "--port", str(port), "--threshold", "0.05"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "ISSEG_API_KEYS": key})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 240
@@ -71,13 +76,14 @@ def test_serve_ray_command_serves_then_stops_on_sigterm():
                 pass
             assert time.monotonic() < deadline, "isseg serve --ray did not become ready in 240 s"
             time.sleep(1)
-        names = {m["name"] for m in httpx.get(f"{url}/v2/models", timeout=30).json()["models"]}
+        assert httpx.get(f"{url}/v2/models", timeout=30).status_code == 401  # each replica checks the keys
+        names = {m["name"] for m in httpx.get(f"{url}/v2/models", headers=auth, timeout=30).json()["models"]}
         assert names == {"small", "small-detections"}
         ok, jpeg = cv2.imencode(".jpg", coco_image(2))
         image = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
         expected = detections_record(isseg.Predictor(str(exported.xml), threshold=0.05).predict(image), "")
         r = httpx.post(f"{url}/predict?model=small-detections", content=jpeg.tobytes(),
-                       headers={"content-type": "image/jpeg"}, timeout=120)
+                       headers={"content-type": "image/jpeg", **auth}, timeout=120)
         assert r.status_code == 200, r.text
         got = r.json()["detections"]
         assert len(got) == len(expected["detections"]) > 0
@@ -88,6 +94,9 @@ def test_serve_ray_command_serves_then_stops_on_sigterm():
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         assert "isseg serve --ray: stopped" in err
+        from isseg.cluster.quiet import is_noise
+
+        assert not [line for line in err.splitlines() if is_noise(line)], err  # Ray's lines of no use: filtered
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -1,5 +1,6 @@
 """The page at ``/`` in a real headless browser (Debian's chromium driven by Playwright): upload a coco-mini photo,
-wait for the drawing, check what is shown, keep a screenshot."""
+wait for the drawing, check what is shown, keep a screenshot; on a server with API keys (over HTTPS), the page
+asks for the key once and sends it in a header, never in a URL."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_serve_helpers import Server, coco_images, server  # noqa: F401 - the fixture
+from test_serve_helpers import Server, coco_images, keyed_server, server, tls_files  # noqa: F401 - the fixtures
 
 CHROMIUM = os.environ.get("ISSEG_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -75,3 +76,43 @@ def test_page_draws_segmented_photo(server: Server, tmp_path: Path) -> None:  # 
             browser.close()
     finally:
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_page_asks_for_the_key_once(keyed_server: Server) -> None:  # noqa: F811
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no browser at {CHROMIUM}: apt-get install chromium")
+    photo = coco_images(1)[0]
+    profile = tempfile.mkdtemp(prefix="isseg-chromium-")
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=ARGS,
+                                                            headless=True, ignore_https_errors=True)
+            page = browser.new_page()
+            requests: list[tuple[str, str | None]] = []
+            page.on("request", lambda r: requests.append((r.url, r.headers.get("authorization"))))
+            page.goto(keyed_server.url, wait_until="load")
+            page.wait_for_function("document.body.dataset.state === 'key'")
+            assert page.is_visible("#apikey") and "needs an API key" in page.inner_text("#status")
+            page.fill("#apikey", "not-the-key-0123456789")
+            page.click("#keysave")
+            page.wait_for_function("document.body.dataset.state === 'key' && "
+                                   "document.getElementById('status').textContent.includes('refused')")
+            page.fill("#apikey", keyed_server.key)
+            page.click("#keysave")
+            page.wait_for_function("document.body.dataset.models === 'loaded'")
+            assert not page.is_visible("#apikey")
+            page.fill("#threshold", "0.1")
+            page.set_input_files("#file", str(photo))
+            page.wait_for_function("['done', 'error', 'key'].includes(document.body.dataset.state)", timeout=120_000)
+            assert page.evaluate("document.body.dataset.state") == "done", page.inner_text("#status")
+            assert page.locator("#detections tbody tr").count() >= 3
+            page.reload(wait_until="load")  # the same tab: the key is kept, not asked again
+            page.wait_for_function("document.body.dataset.models === 'loaded'")
+            assert not page.is_visible("#apikey")
+            browser.close()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    assert all(keyed_server.key not in url for url, _ in requests), requests
+    sent = [(url, auth) for url, auth in requests if "/predict" in url or url.endswith("/v2/models")]
+    assert any(auth == f"Bearer {keyed_server.key}" for url, auth in sent if "/predict" in url), sent

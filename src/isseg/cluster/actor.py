@@ -1,18 +1,25 @@
 """The two stages of the Ray Data pipeline, and the only place the cluster code runs isseg's inference.
 
-``decode_batch`` (a Ray Data task): bytes of each input (local file or fsspec URI) -> BGR uint8 image through the
-one decoder (:func:`isseg.sources.decode.decode_image`), or the error of that input. ``PredictActor`` (a Ray Data
-actor, one ``Predictor`` each, loaded once): images -> one ``isseg.engine.records`` record each (a JSON string,
-so the rows stay plain Arrow strings), through the one streaming engine (:meth:`isseg.stream.StreamEngine.process`).
+``decode_batch`` (a Ray Data task with GPU actors, else called by the actor itself): bytes of each input (local
+file or fsspec URI) -> BGR uint8 image through the one decoder (:func:`isseg.sources.decode.decode_image`), or the
+error of that input. ``PredictActor`` (a Ray Data actor, one ``Predictor`` each, loaded once): images -> one
+``isseg.engine.records`` record each (a JSON string, so the rows stay plain Arrow strings), through the one
+streaming engine (:meth:`isseg.stream.StreamEngine.process`).
 
 Decoding and inference are those of ``isseg predict``, so a Ray run and ``isseg predict`` give identical
 detections and the same one-line error for a bad image.
+
+Fault injection, for the tests only: with ``$ISSEG_TEST_ACTOR_FAULTS`` set to a folder, an actor that can claim
+(rename away) a file ``init-*`` there kills its own process with SIGKILL while it starts, and one that claims
+``call-N-*`` kills itself at its N-th call, before answering it: the deaths of an out-of-memory kill, where and
+when a test wants them. Unset (always, outside the tests), nothing is checked.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -94,12 +101,31 @@ def load_predictor(spec: PredictorSpec, files: dict[str, bytes] | None = None) -
     return predictor, keep
 
 
+FAULTS_ENV = "ISSEG_TEST_ACTOR_FAULTS"
+
+
+def _injected_death(prefix: str) -> None:
+    """Tests only (module docstring): SIGKILL this process if a fault file ``<prefix>*`` can be claimed."""
+    folder = os.environ.get(FAULTS_ENV)
+    if not folder or not os.path.isdir(folder):
+        return
+    for name in sorted(os.listdir(folder)):
+        if name.startswith(prefix) and not name.endswith(".done"):
+            try:  # a rename succeeds for one process only: each file is one death
+                os.rename(os.path.join(folder, name), os.path.join(folder, f"{name}.{os.getpid()}.done"))
+            except OSError:
+                continue
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 class PredictActor:
     """Ray Data callable class: one ``Predictor`` per actor, threads from the CPUs Ray assigned to it."""
 
     def __init__(self, spec: PredictorSpec, files: Any = None) -> None:
         import ray
 
+        _injected_death("init-")
+        self.calls = 0
         from isseg.stream import StreamEngine, StreamOptions
 
         if files is not None and not isinstance(files, dict):
@@ -113,7 +139,12 @@ class PredictActor:
                                                                  classes=spec.classes), log=lambda _: None)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """A batch of decoded rows -> their records, in order (in throughput mode several in flight)."""
+        """A batch of rows (decoded by ``decode_batch``, or decoded here when they hold only ``index`` and
+        ``path``) -> their records, in order (in throughput mode several in flight)."""
+        self.calls += 1
+        _injected_death(f"call-{self.calls}-")
+        if "image" not in batch:
+            batch = decode_batch(batch)
         paths = [str(p) for p in batch["path"]]
         frames = (Frame(Source("image", path), None, None if error else np.asarray(image),
                         ValueError(str(error)) if error else None)

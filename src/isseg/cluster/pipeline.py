@@ -16,12 +16,14 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from isseg.cluster.actor import PredictActor, PredictorSpec, decode_batch, load_predictor, model_files
+from isseg.cluster.quiet import quiet_ray
 from isseg.cluster.shards import ShardLayout
 from isseg.deploy.predictor import PredictorOptions, backend_for
 from isseg.sources.decode import is_uri
@@ -34,6 +36,14 @@ DEFAULT_SHARD_SIZE = 256
 # max_concurrent_calls_per_actor, each with its own AsyncInferQueue) would remove that tail, but they deadlocked
 # in OpenVINO 2026.4 with 1-CPU actors (both threads stuck in start_async), so the tail is made small instead.
 THROUGHPUT_BATCH = 16
+# Ray's retries of the actor pool: an actor that dies with its process (an out-of-memory kill, a crash), starting
+# or mid-batch, is restarted by Ray and its unfinished calls retried, this many times (its batch is redone); an
+# actor that has used its restarts up while starting is replaced by Ray Data, as many times in a row. So at most
+# START_UP_DEATHS deaths in a row while actors start, RETRIES + 1 deaths of one running actor: one more ends the
+# run with one line (the shards written are kept) instead of looping. A Python exception while the actor starts
+# (a model that cannot load) is no restart: Ray Data replaces the actor RETRIES times, then the run ends.
+RETRIES = 3
+START_UP_DEATHS = (RETRIES + 1) ** 2
 
 
 def _require_ray() -> Any:
@@ -164,14 +174,15 @@ def predict_ray(inputs: list[str] | str, model: str, output: str | os.PathLike, 
     started = False
     if todo:
         ray = _require_ray()
-        started = connect(address, num_cpus)
-        t_ray = time.perf_counter() - t0
-        try:
-            t_first, t_last = _run(ray, layout, todo, spec, summary, actors, cpus_per_actor, gpus_per_actor, batch_size,
-                           ship_model, progress)
-        finally:
-            if started:
-                ray.shutdown()
+        with quiet_ray():  # Ray's lines that mean nothing to the user (isseg.cluster.quiet)
+            started = connect(address, num_cpus)
+            t_ray = time.perf_counter() - t0
+            try:
+                t_first, t_last = _run(ray, layout, todo, spec, summary, actors, cpus_per_actor, gpus_per_actor,
+                                       batch_size, ship_model, progress)
+            finally:
+                if started:
+                    ray.shutdown()
     t_pipeline = time.perf_counter() - t0
     summary.update(layout.summarize())
     if coco:
@@ -253,6 +264,32 @@ def _rows(ds: Any) -> Any:
             yield {key: batch[key][j] for key in ("index", "record", "started", "done")}
 
 
+def _dataset(ray: Any, rows: list[dict[str, Any]], spec: PredictorSpec, actors: int, cpus: float, gpus: float,
+             batch_size: int, block: int, ship_model: bool) -> Any:
+    """The Ray Data pipeline over ``rows``: decode tasks, then the Predictor actor pool, both retried within
+    :data:`RETRIES` (an actor that dies, at start-up or mid-batch, is replaced and its batch redone)."""
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.max_consecutive_actor_init_deaths = RETRIES  # Ray Data's default, 0, ends the run at the first one
+    ds = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / block))
+    restarts = {"max_restarts": RETRIES, "max_task_retries": RETRIES}
+    files = model_files(spec.source) if ship_model else None
+    kwargs = {"spec": spec, "files": ray.put(files) if files else None}
+    with warnings.catch_warnings():
+        # Ray 2.60 has no named parameter for an actor pool's restarts yet and warns about the generic ones (its
+        # default is unbounded restarts): our choice, not the user's concern
+        warnings.filterwarnings("ignore", message=".*`ray_remote_args` is deprecated")
+        # On CPUs the actor decodes its rows itself (in its own process: no decoded image through the object
+        # store; a separate decode stage needing every CPU the actor holds would wait for ever, and Ray Data fuses
+        # the two only for equal remote arguments, which a task cannot take). With GPUs, decode runs as CPU
+        # tasks, so a GPU actor does not wait on JPEG decoding (Ray's default for tasks: 3 retries).
+        if gpus:
+            ds = ds.map_batches(decode_batch, batch_size=batch_size, num_cpus=1)
+        return ds.map_batches(PredictActor, fn_constructor_kwargs=kwargs, batch_size=batch_size,
+                              compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus, num_gpus=gpus or None,
+                              **restarts)
+
+
 def _run(ray: Any, layout: ShardLayout, todo: list[int], spec: PredictorSpec, summary: dict[str, Any],
          actors: int | None, cpus: float | None, gpus: float, batch_size: int | None, ship_model: bool,
          progress: bool) -> tuple[float | None, float | None]:
@@ -260,30 +297,19 @@ def _run(ray: Any, layout: ShardLayout, todo: list[int], spec: PredictorSpec, su
     t0 = time.perf_counter()
     actors, cpus = _pool_size(ray, actors, cpus, gpus)
     logging.getLogger("ray.data").setLevel(logging.WARNING)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
     rows = [{"index": i, "path": layout.paths[i]} for k in todo for i in layout.chunk(k)]
     # blocks small enough to keep every actor busy and shards completing in order, large enough to be cheap
     block = max(1, min(layout.shard_size, math.ceil(len(rows) / (4 * actors)), 64))
     batch_size = batch_size or (min(THROUGHPUT_BATCH, block) if spec.options.mode == "throughput" else 1)
-    ds = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / block))
-    ds = ds.map_batches(decode_batch, batch_size=batch_size, num_cpus=cpus if not gpus else 1)
-    files = model_files(spec.source) if ship_model else None
-    kwargs = {"spec": spec, "files": ray.put(files) if files else None}
-    ds = ds.map_batches(PredictActor, fn_constructor_kwargs=kwargs, batch_size=batch_size,
-                        compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus, num_gpus=gpus or None)
-    shard_of = {i: k for k in todo for i in layout.chunk(k)}
-    open_shards: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
+    ds = _dataset(ray, rows, spec, actors, cpus, gpus, batch_size, block, ship_model)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(rows), unit="img", desc="images", file=sys.stderr)
-    import json
-
+    collector = _Collector(layout, todo, summary, bar)
     wall0 = time.time()
     t_first = t_last = None
-    first_start = last_done = None
     rows_iter = _rows(ds)
     while True:
         try:
@@ -294,29 +320,55 @@ def _run(ray: Any, layout: ShardLayout, todo: list[int], spec: PredictorSpec, su
             raise RuntimeError(f"the Ray pipeline failed ({_root_cause(exc)}); the shards written are kept: run "
                                "again to resume") from None
         t_last = time.perf_counter() - t0
-        if t_first is None:
-            t_first = t_last
-        first_start = row["started"] if first_start is None else min(first_start, row["started"])
-        last_done = row["done"] if last_done is None else max(last_done, row["done"])
-        i = int(row["index"])
-        k = shard_of[i]
-        open_shards[k][i] = json.loads(row["record"])
-        if bar is not None:
-            bar.update(1)
-        if len(open_shards[k]) == len(layout.chunk(k)):
-            done = open_shards.pop(k)
-            layout.write(k, [done[j] for j in layout.chunk(k)])
-            summary["shards_computed"] += 1
-            summary["images_computed"] += len(done)
+        t_first = t_last if t_first is None else t_first
+        collector.add(row)
     if bar is not None:
         bar.close()
-    if open_shards:
-        missing = sum(len(layout.chunk(k)) - len(v) for k, v in open_shards.items())
-        raise RuntimeError(f"the pipeline returned no record for {missing} input(s); run again to complete them")
+    collector.finish()
     summary["pool"] = {"actors": actors, "cpus_per_actor": cpus, "gpus_per_actor": gpus, "mode": spec.options.mode,
-                       "batch_size": batch_size}
-    if first_start is not None:
+                       "batch_size": batch_size, "retries": RETRIES}
+    if collector.first_start is not None:
         # from the first image's start to the last one's end in the actors: actor start-up and model loading excluded
-        summary["steady_images_per_s"] = len(rows) / max(1e-9, last_done - first_start)
-        summary["seconds_first_image_started"] = first_start - wall0
+        summary["steady_images_per_s"] = len(rows) / max(1e-9, collector.last_done - collector.first_start)
+        summary["seconds_first_image_started"] = collector.first_start - wall0
     return t_first, t_last
+
+
+class _Collector:
+    """The driver's side: records by shard; a shard is written once all its images are in. A record that
+    arrives twice (a batch redone after an actor died having answered part of it) is counted and ignored, so
+    each image is written exactly once."""
+
+    def __init__(self, layout: ShardLayout, todo: list[int], summary: dict[str, Any], bar: Any) -> None:
+        self.layout, self.summary, self.bar = layout, summary, bar
+        self.shard_of = {i: k for k in todo for i in layout.chunk(k)}
+        self.open: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
+        self.written: set[int] = set()
+        self.first_start: float | None = None
+        self.last_done: float | None = None
+        summary["duplicates_ignored"] = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        import json
+
+        i = int(row["index"])
+        k = self.shard_of[i]
+        if k in self.written or i in self.open[k]:
+            self.summary["duplicates_ignored"] += 1
+            return
+        self.first_start = row["started"] if self.first_start is None else min(self.first_start, row["started"])
+        self.last_done = row["done"] if self.last_done is None else max(self.last_done, row["done"])
+        self.open[k][i] = json.loads(row["record"])
+        if self.bar is not None:
+            self.bar.update(1)
+        if len(self.open[k]) == len(self.layout.chunk(k)):
+            done = self.open.pop(k)
+            self.layout.write(k, [done[j] for j in self.layout.chunk(k)])
+            self.written.add(k)
+            self.summary["shards_computed"] += 1
+            self.summary["images_computed"] += len(done)
+
+    def finish(self) -> None:
+        missing = sum(len(self.layout.chunk(k)) - len(v) for k, v in self.open.items() if v)
+        if missing:
+            raise RuntimeError(f"the pipeline returned no record for {missing} input(s); run again to complete them")

@@ -11,6 +11,7 @@ besides the ``serve`` extra.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -80,6 +81,7 @@ def serve_ray(models: list[str], settings: Any = None, load_kwargs: dict[str, An
     arguments (backend, device, precision, num_threads, preset, contract). ``blocking`` serves until Ctrl-C
     or SIGTERM, then shuts the deployment down."""
     from isseg.cluster.pipeline import connect
+    from isseg.cluster.quiet import quiet_ray
 
     try:
         from ray import serve
@@ -92,21 +94,24 @@ def serve_ray(models: list[str], settings: Any = None, load_kwargs: dict[str, An
     load_kwargs = dict(load_kwargs or {})
     parse_replicas(replicas)  # a bad spec or a missing file fails before Ray starts
     plan_models(models, load_kwargs.get("contract", True))
-    connect(address)
-    serve.start(http_options={"host": host, "port": port})
-    app = build_deployment(models, settings_dict(settings), load_kwargs, replicas, cpus_per_replica,
-                           gpus_per_replica)
-    serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
-    url = f"http://{host}:{port}"
-    if blocking:
-        print(f"isseg serve --ray: {url} ({replicas} replica(s)); Ctrl-C stops", file=sys.stderr)
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        try:
-            stop.wait()
-        finally:  # SIGTERM or Ctrl-C: take the deployment down, then say so
-            serve.shutdown()
-            print("isseg serve --ray: stopped", file=sys.stderr)
+    # the command keeps Ray's lines that mean nothing to the user out (isseg.cluster.quiet); a Python caller
+    # gets the URL back while serving goes on, and Ray's output as it is
+    with quiet_ray() if blocking else contextlib.nullcontext():
+        connect(address)
+        serve.start(http_options={"host": host, "port": port})
+        app = build_deployment(models, settings_dict(settings), load_kwargs, replicas, cpus_per_replica,
+                               gpus_per_replica)
+        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+        url = f"http://{host}:{port}"
+        if blocking:
+            print(f"isseg serve --ray: {url} ({replicas} replica(s)); Ctrl-C stops", file=sys.stderr)
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            try:
+                stop.wait()
+            finally:  # SIGTERM or Ctrl-C: take the deployment down, then say so
+                serve.shutdown()
+                print("isseg serve --ray: stopped", file=sys.stderr)
     return url
 
 

@@ -2,6 +2,9 @@
 (``POST /predict``) and :mod:`isseg.serve.routes_site` (the page at ``/``, ``/metrics``), over one
 :class:`isseg.serve.state.ServerState`.
 
+Middlewares, outermost first: CORS (only with ``settings.cors_origins``), the API-key check
+(:mod:`isseg.serve.auth`, only with ``settings.api_keys``), the body limit.
+
 ``create_app(models, settings)`` is the only entry point, so that uvicorn (``isseg serve``), a test or a Ray Serve
 deployment (``@serve.ingress(create_app(...))``) wrap the same app. The models are built by the caller
 (:func:`isseg.serve.specs.load_models`), which keeps the app free of loading and of command-line concerns.
@@ -20,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from isseg.serve import routes_predict, routes_site, routes_v2
 from isseg.serve.admission import ServedModel
+from isseg.serve.auth import BearerAuth, document_keys
 from isseg.serve.body import BodyLimit
 from isseg.serve.protocol import ProtocolError
 from isseg.serve.settings import ServeSettings
@@ -32,7 +36,7 @@ async def _protocol_error(_: Request, exc: ProtocolError) -> JSONResponse:
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     msg = exc.detail if exc.status_code != 404 else f"no such endpoint: {request.method} {request.url.path}"
-    return error_response(exc.status_code, str(msg))
+    return error_response(exc.status_code, str(msg), exc.headers)  # e.g. a 405's Allow
 
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -58,11 +62,37 @@ def create_app(models: Sequence[ServedModel], settings: ServeSettings | None = N
                 await asyncio.to_thread(m.close)
 
     app = FastAPI(title="isseg serve", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
-    app.add_middleware(BodyLimit, limit=state.settings.max_body_bytes)
     app.state.serve = state
     app.exception_handler(ProtocolError)(_protocol_error)
     app.exception_handler(StarletteHTTPException)(_http_error)
     app.exception_handler(RequestValidationError)(_validation_error)
     for router in (routes_v2.router, routes_predict.router, routes_site.router):
         app.include_router(router)
+    _add_middlewares(app, state)
     return app
+
+
+def _add_middlewares(app: FastAPI, state: ServerState) -> None:
+    """Body limit, then the key check, then CORS (the last added runs first): a preflight is answered before the
+    key check (browsers send it without credentials), a refused request costs no body read."""
+    settings = state.settings
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    if settings.api_keys:
+        app.add_middleware(BearerAuth, keys=settings.api_keys, open_metrics=settings.open_metrics,
+                           on_refused=state.metrics.unauthorized.inc)
+        plain_openapi = app.openapi
+
+        def openapi() -> dict:
+            if app.openapi_schema is None:
+                app.openapi_schema = document_keys(plain_openapi(), settings.open_metrics)
+            return app.openapi_schema
+
+        app.openapi = openapi  # type: ignore[method-assign]
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "Content-Encoding",
+                                          "Inference-Header-Content-Length"],
+                           expose_headers=["Inference-Header-Content-Length", "Retry-After", "WWW-Authenticate"],
+                           max_age=600)

@@ -27,6 +27,8 @@ class Metrics:
         self.errors = Counter("isseg_errors", "requests that failed, by kind", ["model", "kind"], registry=r)
         self.rejected = Counter("isseg_rejected", "requests refused because the model's queue was full",
                                 ["model"], registry=r)
+        self.unauthorized = Counter("isseg_unauthorized", "requests refused for a missing or invalid API key",
+                                    registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import json
+import math
+import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 HEADER_LENGTH = "inference-header-content-length"
+_DIGITS = re.compile(r"^[0-9]{1,18}$")
 
 # v2 datatype -> numpy dtype (BYTES is an object array of bytes)
 DATATYPES: dict[str, Any] = {
@@ -122,14 +125,18 @@ def deserialize_bytes(raw: bytes | memoryview, count: int, name: str) -> np.ndar
 def _shape(value: Any, name: str) -> list[int]:
     if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                               for d in value):
-        raise ProtocolError(400, f"input '{name}': 'shape' must be a list of non-negative integers, got {value!r}")
+        raise ProtocolError(400, f"input '{name}': 'shape' must be a list of non-negative integers, got "
+                                 f"{value!r:.200}")
     return value
 
 
 def _json_data(data: Any, datatype: str, shape: list[int], name: str, params: dict[str, Any]) -> np.ndarray:
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)  # exact: numpy's product of a huge shape overflows
     if datatype == "BYTES":
-        flat = np.array(data, dtype=object).reshape(-1) if isinstance(data, list) else np.array([data], dtype=object)
+        try:
+            flat = np.array(data if isinstance(data, list) else [data], dtype=object).reshape(-1)
+        except ValueError:  # nested deeper than numpy's 64 dimensions
+            raise ProtocolError(400, f"input '{name}': 'data' is not a list of strings") from None
         if flat.size != count:
             raise ProtocolError(400, f"input '{name}': shape {shape} needs {count} elements, 'data' has {flat.size}")
         b64 = str(params.get("content_type", "")).lower() == "base64"
@@ -139,6 +146,8 @@ def _json_data(data: Any, datatype: str, shape: list[int], name: str, params: di
                 raise ProtocolError(400, f"input '{name}': BYTES elements in JSON must be strings")
             try:
                 items.append(base64.b64decode(el, validate=True) if b64 else el.encode("utf-8"))
+            except UnicodeEncodeError:  # a lone surrogate (JSON allows "\ud800")
+                raise ProtocolError(400, f"input '{name}': an element is not valid Unicode text") from None
             except ValueError:
                 raise ProtocolError(400, f"input '{name}': an element is not valid base64") from None
         arr = np.empty(count, dtype=object)
@@ -148,88 +157,115 @@ def _json_data(data: Any, datatype: str, shape: list[int], name: str, params: di
         arr = np.asarray(data, dtype=DATATYPES[datatype])
     except (ValueError, TypeError):
         raise ProtocolError(400, f"input '{name}': 'data' is not a list of {datatype} numbers") from None
+    except OverflowError:  # e.g. 1000 as INT8, -1 as UINT8
+        raise ProtocolError(400, f"input '{name}': a value of 'data' is out of the range of {datatype}") from None
     if arr.size != count:
         raise ProtocolError(400, f"input '{name}': shape {shape} needs {count} elements, 'data' has {arr.size}")
     return arr.reshape(shape)
 
 
+def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    """-> (the JSON part, the binary part) of a body, by the Inference-Header-Content-Length header."""
+    if header_length is None:
+        return body, memoryview(b"")
+    if not _DIGITS.match(header_length):
+        raise ProtocolError(400, f"header Inference-Header-Content-Length: expected a non-negative integer, got "
+                                 f"{header_length[:40]!r}")
+    json_len = int(header_length)
+    if json_len > len(body):
+        raise ProtocolError(400, f"header Inference-Header-Content-Length: {json_len} is outside the body of "
+                                 f"{len(body)} bytes")
+    return body[:json_len], memoryview(body)[json_len:]
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    """An optional JSON object field (read with a default of {} when absent; null is not an object)."""
+    if not isinstance(value, dict):
+        raise ProtocolError(400, f"{where}: expected an object")
+    return value
+
+
+def _binary_data(name: str, datatype: str, shape: list[int], size: Any, binary: memoryview, offset: int,
+                 header_given: bool) -> np.ndarray:
+    """The ``size`` bytes of input ``name`` at ``offset`` of the binary part, as its array."""
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ProtocolError(400, f"input '{name}': binary_data_size must be a non-negative integer")
+    if not header_given:
+        raise ProtocolError(400, f"input '{name}' has binary_data_size but the request has no "
+                                 "Inference-Header-Content-Length header")
+    if offset + size > len(binary):
+        raise ProtocolError(400, f"input '{name}': binary_data_size {size} runs past the end of the body "
+                                 f"({len(binary) - offset} bytes left)")
+    chunk = binary[offset:offset + size]
+    count = math.prod(shape)
+    if datatype == "BYTES":
+        return deserialize_bytes(chunk, count, name).reshape(shape)
+    itemsize = np.dtype(DATATYPES[datatype]).itemsize
+    if size != count * itemsize:
+        raise ProtocolError(400, f"input '{name}': shape {shape} of {datatype} needs {count * itemsize} bytes, "
+                                 f"binary_data_size is {size}")
+    return np.frombuffer(chunk, dtype=DATATYPES[datatype]).reshape(shape)
+
+
+def _parse_input(i: int, item: Any, binary: memoryview, offset: int, header_given: bool) -> tuple[Tensor, int]:
+    """``inputs[i]`` -> (its tensor, the offset of the next binary input)."""
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+        raise ProtocolError(400, f"inputs[{i}]: expected an object with 'name', 'shape', 'datatype'")
+    name = item["name"]
+    datatype = item.get("datatype")
+    if datatype not in DATATYPES:
+        raise ProtocolError(400, f"input '{name}': unknown datatype {str(datatype)[:40]!r}; expected one of "
+                                 f"{', '.join(DATATYPES)}")
+    shape = _shape(item.get("shape"), name)
+    iparams = _object(item.get("parameters", {}), f"input '{name}': 'parameters'")
+    size = iparams.get("binary_data_size")
+    if size is not None:
+        data = _binary_data(name, datatype, shape, size, binary, offset, header_given)
+        offset += size
+    elif "data" in item:
+        if not isinstance(item["data"], list):
+            raise ProtocolError(400, f"input '{name}': 'data' must be a list (flat or nested) of the elements")
+        data = _json_data(item["data"], datatype, shape, name, iparams)
+    else:
+        raise ProtocolError(400, f"input '{name}': neither 'data' nor parameters.binary_data_size")
+    return Tensor(name, datatype, shape, data, iparams), offset
+
+
 def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     """The inputs of a v2 infer request body (JSON or JSON + binary tensors)."""
-    if header_length is not None:
-        try:
-            json_len = int(header_length)
-        except ValueError:
-            raise ProtocolError(400, f"header Inference-Header-Content-Length: expected an integer, "
-                                     f"got {header_length!r}") from None
-        if json_len < 0 or json_len > len(body):
-            raise ProtocolError(400, f"header Inference-Header-Content-Length: {json_len} is outside the "
-                                     f"body of {len(body)} bytes")
-        head, binary = body[:json_len], memoryview(body)[json_len:]
-    else:
-        head, binary = body, memoryview(b"")
+    head, binary = _split_body(body, header_length)
+    where = "the JSON header (first Inference-Header-Content-Length bytes)" if header_length else "the body"
     try:
         doc = json.loads(head)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        where = "the JSON header (first Inference-Header-Content-Length bytes)" if header_length else "the body"
         raise ProtocolError(400, f"{where} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(400, f"{where} nests JSON arrays or objects too deeply") from None
     if not isinstance(doc, dict):
         raise ProtocolError(400, "the request must be a JSON object with an 'inputs' list")
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise ProtocolError(400, "field 'inputs': expected a non-empty list of tensors")
-    params = doc.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise ProtocolError(400, "field 'parameters': expected an object")
+    params = _object(doc.get("parameters", {}), "field 'parameters'")
     inputs: dict[str, Tensor] = {}
     offset = 0
     for i, item in enumerate(raw_inputs):
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise ProtocolError(400, f"inputs[{i}]: expected an object with 'name', 'shape', 'datatype'")
-        name = item["name"]
-        datatype = item.get("datatype")
-        if datatype not in DATATYPES:
-            raise ProtocolError(400, f"input '{name}': unknown datatype {datatype!r}; expected one of "
-                                     f"{', '.join(DATATYPES)}")
-        shape = _shape(item.get("shape"), name)
-        iparams = item.get("parameters") or {}
-        if not isinstance(iparams, dict):
-            raise ProtocolError(400, f"input '{name}': 'parameters' must be an object")
-        size = iparams.get("binary_data_size")
-        if size is not None:
-            if not isinstance(size, int) or size < 0:
-                raise ProtocolError(400, f"input '{name}': binary_data_size must be a non-negative integer")
-            if header_length is None:
-                raise ProtocolError(400, f"input '{name}' has binary_data_size but the request has no "
-                                         "Inference-Header-Content-Length header")
-            if offset + size > len(binary):
-                raise ProtocolError(400, f"input '{name}': binary_data_size {size} runs past the end of the body "
-                                         f"({len(binary) - offset} bytes left)")
-            chunk = binary[offset:offset + size]
-            offset += size
-            count = int(np.prod(shape)) if shape else 1
-            if datatype == "BYTES":
-                data = deserialize_bytes(chunk, count, name).reshape(shape)
-            else:
-                itemsize = np.dtype(DATATYPES[datatype]).itemsize
-                if size != count * itemsize:
-                    raise ProtocolError(400, f"input '{name}': shape {shape} of {datatype} needs "
-                                             f"{count * itemsize} bytes, binary_data_size is {size}")
-                data = np.frombuffer(chunk, dtype=DATATYPES[datatype]).reshape(shape)
-        elif "data" in item:
-            data = _json_data(item["data"], datatype, shape, name, iparams)
-        else:
-            raise ProtocolError(400, f"input '{name}': neither 'data' nor parameters.binary_data_size")
-        if name in inputs:
-            raise ProtocolError(400, f"input '{name}' appears twice")
-        inputs[name] = Tensor(name, datatype, shape, data, iparams)
+        tensor, offset = _parse_input(i, item, binary, offset, header_length is not None)
+        if tensor.name in inputs:
+            raise ProtocolError(400, f"input '{tensor.name}' appears twice")
+        inputs[tensor.name] = tensor
     if offset != len(binary):
         raise ProtocolError(400, f"the body has {len(binary) - offset} bytes of binary data that no input claims")
     outputs = doc.get("outputs")
-    if outputs is not None and (not isinstance(outputs, list)
-                                or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs)):
-        raise ProtocolError(400, "field 'outputs': expected a list of objects with a 'name'")
+    if outputs is not None and (not isinstance(outputs, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) and isinstance(o.get("parameters", {}), dict)
+            for o in outputs)):
+        raise ProtocolError(400, "field 'outputs': expected a list of objects with a 'name' (and 'parameters', an "
+                                 "object)")
     rid = doc.get("id")
-    return InferRequest(inputs, outputs, params, str(rid) if rid is not None else None)
+    if rid is not None and not isinstance(rid, str):
+        raise ProtocolError(400, "field 'id': expected a string")
+    return InferRequest(inputs, outputs, params, rid)
 
 
 # -------------------------------------------------------------------------------------------- responses

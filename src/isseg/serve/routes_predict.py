@@ -57,7 +57,8 @@ async def read_upload(request: Request) -> tuple[bytes, str]:
              responses=error_docs(400, 404, 413, 415, 500, 503, 504))
 async def predict(request: Request,
                   model: Annotated[str | None, Query(description="a detections model (default: the first)")] = None,
-                  threshold: Annotated[float | None, Query(description="score threshold in [0, 1]")] = None,
+                  threshold: Annotated[float | None, Query(description="score threshold in [0, 1]", json_schema_extra={
+                      "minimum": 0, "maximum": 1})] = None,
                   masks: Annotated[bool, Query(description="encode the masks (COCO RLE)")] = True) -> Response:
     """Multipart upload (field ``image``, or the first file) or a raw image body -> the detections record."""
     state = state_of(request)

@@ -56,7 +56,7 @@ class ModelReady(BaseModel):
     ready: bool
 
 
-_TENSOR = {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
+_TENSOR = {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
     "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
     "datatype": {"type": "string", "enum": list(DATATYPES)},
     "parameters": {"type": "object", "description": "binary_data_size (binary form), content_type: base64 (BYTES)"},
@@ -77,8 +77,10 @@ _INFER_DOC: dict[str, Any] = {
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}}
 _INFER = {"openapi_extra": _INFER_DOC, "response_class": Response,
           "responses": error_docs(400, 404, 413, 415, 500, 503, 504)}
-HeaderLength = Annotated[str | None, Header(description="length of the JSON header before binary tensors")]
-Encoding = Annotated[str | None, Header(description="gzip or deflate (compressed body)")]
+HeaderLength = Annotated[str | None, Header(description="length of the JSON header before binary tensors",
+                                            json_schema_extra={"pattern": "^[0-9]+$"})]
+Encoding = Annotated[str | None, Header(description="gzip or deflate (compressed body)",
+                                        json_schema_extra={"enum": ["gzip", "deflate", "identity", ""]})]
 
 
 # ------------------------------------------------------------------------------------------- server level

@@ -41,8 +41,10 @@ class ErrorBody(BaseModel):
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The body of every 4xx / 5xx answer: ``{"error": message}``."""
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+    """The body of every 4xx / 5xx answer: ``{"error": message}`` (what a client sent and the message repeats, such
+    as a lone surrogate of a JSON string, is escaped: the answer is always valid UTF-8)."""
+    text = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return JSONResponse({"error": text}, status_code=status, headers=headers)
 
 
 def error_docs(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -1,0 +1,49 @@
+"""``benchmarks/serve_soak.py`` runs as documented (a few seconds instead of 30 minutes; the real run's figures
+are in docs/serve.md): every valid request answered 200, every invalid one as it must be, memory sampled, the
+latency of each valid kind in the first and the last fifth, the server alive; ``--stream`` refused until the
+cameras issue gives it something to run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_serve_helpers import coco_images, small_xml
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+
+def _script():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "serve_soak.py"
+    spec = importlib.util.spec_from_file_location("serve_soak", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules["serve_soak"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+@pytest.mark.slow
+def test_soak_script_short_run(tmp_path: Path) -> None:
+    images = coco_images(3)[0].parent
+    out = tmp_path / "soak.json"
+    rc = _script().main(["--minutes", "0.4", "--model", str(small_xml()), "--images", str(images), "--count", "3",
+                         "--clients", "2", "--sample-s", "1", "--invalid-share", "0.5", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert rc == 0, report
+    assert report["valid_errors"] == 0 and report["invalid_unexpected_answers"] == 0 and report["server_alive_at_end"]
+    assert report["valid_requests"] > 0 and report["invalid_requests"] > 0
+    assert all(s in ("200", "400", "401", "404", "413") for kind in report["answers"].values() for s in kind)
+    rss = report["rss_mib"]
+    assert rss["samples"] >= 10 and len(rss["series_s_mib"]) == rss["samples"] and rss["max"] > 100
+    assert len(rss["running_peak_at_each_tenth"]) == 10
+
+
+def test_stream_side_load_is_refused_until_it_exists(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _script().parse_args(["--stream", "rtsp://127.0.0.1:8554/cam"])
+    assert "cannot track a stream yet" in capsys.readouterr().err
