@@ -35,8 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("torch", "openvino", "onnx"), help="default: from the model file type")
     p.add_argument("--device", help="CPU / GPU / AUTO (OpenVINO), cpu / cuda (PyTorch, ONNX Runtime); any case")
     p.add_argument("--precision", help="OpenVINO inference precision: f32, bf16, f16 (default: the device's)")
-    p.add_argument("--threshold", "-t", type=float, default=0.5,
-                   help="minimum score drawn and written, in [0, 1] (default 0.5; use 0.05 for COCO AP evaluation)")
+    p.add_argument("--threshold", "-t", type=float, default=None,
+                   help="minimum score drawn and written, in [0, 1] (default: the model's own, its best-F1 threshold "
+                   "when training stored one, else 0.5; use 0.05 for COCO AP evaluation)")
     p.add_argument("--classes", help="comma-separated class names or indices to keep (default: all)")
     p.add_argument("--output", "-o", default="isseg_predictions", help="output folder (default: %(default)s)")
     p.add_argument("--resume", action="store_true",
@@ -120,9 +121,11 @@ def run(args: argparse.Namespace) -> int:
     backend = checks.backend_of(args.model or args.weights, args.backend)
     device = checks.device_for(backend, args.device)
     t_load = time.perf_counter()
-    predictor = Predictor(args.model or args.weights, backend=args.backend, device=device, threshold=args.threshold,
-                          precision=args.precision, preset=args.preset,
+    predictor = Predictor(args.model or args.weights, backend=args.backend, device=device,
+                          threshold=args.threshold or 0.0, precision=args.precision, preset=args.preset,
                           mode=choose_mode(args.mode, backend, sources))
+    if args.threshold is None:  # the model's own threshold
+        args.threshold = predictor.threshold = predictor.default_threshold
     t_load = time.perf_counter() - t_load
     with predictor:
         engine = StreamEngine(predictor, options, log=lambda m: print(f"isseg predict: {m}", file=sys.stderr))
