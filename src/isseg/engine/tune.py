@@ -250,9 +250,12 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
 
     done = sum(t.state.is_finished() for t in study.trials if t.state.name != "FAIL")
     remaining = None if cfg.max_trials is None else max(0, cfg.max_trials - done)
-    if deadline > time.time() and remaining != 0:
-        study.optimize(objective, n_trials=remaining, timeout=max(1.0, deadline - time.time()),
-                       callbacks=[after_trial], gc_after_trial=True)
+    try:
+        if deadline > time.time() and remaining != 0:
+            study.optimize(objective, n_trials=remaining, timeout=max(1.0, deadline - time.time()),
+                           callbacks=[after_trial], gc_after_trial=True)
+    finally:  # Ctrl-C included: the time spent counts against the budget of the next session
+        study.set_user_attr("seconds_spent", spent + time.time() - session)
     files = write_reports(study, base, cfg)
     best = files.pop("best")
     return {"best": best, "trials": len(study.trials), "files": files,
