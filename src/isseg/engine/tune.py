@@ -2,15 +2,16 @@
 strengths, within a wall-clock budget, with a pruner that stops unpromising trials early.
 
 Each trial trains the base recipe with the sampled values on the same number of training images (iterations x
-batch size, or the recipe's epochs), validates every ``eval_every`` images-worth of steps and reports the mask
-AP to Optuna, whose pruner (ASHA: successive halving, by default) may stop it there. The first trial is the base
-recipe itself, so the best configuration found is never worse on the validation set than the recipe tuned.
+batch size, or the recipe's epochs; ``trial_fraction`` of them for shorter trials), validates ``evaluations``
+times and reports the mask AP to Optuna, whose pruner (ASHA: successive halving, by default) may stop it there.
+The first trial is the base recipe itself, so the best configuration found is never worse on the validation set
+than the recipe tuned.
 
 The study lives in ``<output>/study.db`` (Optuna's RDB storage, SQLite), with the wall time spent so far: a
 search killed at any point resumes with ``resume=True`` (a trial that was running is failed and run again with
 the same values), and the budget counts every session. After each trial, ``trials.csv``, ``trials.md``,
-``trials.png`` (:mod:`isseg.engine.tune_report`) and ``best_recipe.yaml`` (the base recipe with the best values:
-``isseg train --recipe <output>/best_recipe.yaml``) are rewritten.
+``trials.png`` (:mod:`isseg.engine.tune_report`) and ``best_recipe.yaml`` (the base recipe with the best values,
+at the recipe's full length: ``isseg train --recipe <output>/best_recipe.yaml``) are rewritten.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class TuneConfig:
     max_trials: int | None = None
     space: SearchSpace = field(default_factory=SearchSpace)
     evaluations: int = 3  # validations per trial (the pruner's rungs)
+    trial_fraction: float = 1.0  # a trial trains on this share of the recipe's images (the best recipe: all)
     pruner: str = "asha"
     seed: int = 0
     resume: bool = False
@@ -85,6 +87,8 @@ class TuneConfig:
             raise ValueError(f"trials must be >= 1, got {self.max_trials}")
         if self.evaluations < 1:
             raise ValueError(f"evaluations must be >= 1, got {self.evaluations}")
+        if not 0 < self.trial_fraction <= 1:
+            raise ValueError(f"trial-fraction must be in (0, 1], got {self.trial_fraction}")
         if self.pruner not in PRUNERS:
             raise ValueError(f"pruner must be one of {PRUNERS}, got {self.pruner!r}")
         self.space.check()
@@ -109,12 +113,13 @@ def trial_images(base: Recipe, train_images: int) -> int:
     return int(base.train.get("epochs", 12)) * max(1, train_images // batch) * batch
 
 
-def trial_recipe(base: Recipe, values: dict[str, Any], evaluations: int, train_images: int) -> Recipe:
+def trial_recipe(base: Recipe, values: dict[str, Any], evaluations: int, train_images: int,
+                 fraction: float = 1.0) -> Recipe:
     """``base`` with the searched ``values``, as iterations: every batch size sees the same number of images
-    (:func:`trial_images`; the warm-up scaled alike), with ``evaluations`` validations in the run."""
+    (``fraction`` of :func:`trial_images`; the warm-up scaled alike), with ``evaluations`` validations."""
     train = dict(base.train)
     old_batch = int(train.get("batch_size", 2))
-    images = trial_images(base, train_images)
+    images = trial_images(base, train_images) * fraction
     train.update(values)
     train.pop("epochs", None)
     train["iterations"] = max(1, round(images / int(values["batch_size"])))
@@ -189,7 +194,7 @@ class _Objective:
         from isseg.engine.trainer import train
 
         values = _suggest(trial, self.space)
-        recipe = trial_recipe(self.base, values, self.cfg.evaluations, self.train_images)
+        recipe = trial_recipe(self.base, values, self.cfg.evaluations, self.train_images, self.cfg.trial_fraction)
         run = Path(self.cfg.output) / "trials" / f"{trial.number:03d}"
         left = (self.deadline - time.time()) / 60
         if left <= 0.05:
@@ -236,7 +241,7 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
     base = load_recipe(cfg.recipe)
     n_train = len(load_coco_json(cfg.data)["images"])
     space = _covering(cfg.space, base_values(base), n_train)
-    images = trial_images(base, n_train)
+    images = trial_images(base, n_train) * cfg.trial_fraction
     study = _study(cfg, max(1, int(images / cfg.evaluations * 0.9)))
     study.set_user_attr("train_images", n_train)
     spent = float(study.user_attrs.get("seconds_spent", 0.0))
