@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         final = evaluate(model, data["val_json"], data["val_images"], progress=False, analysis=False)
     wall = time.perf_counter() - start
     measured = {
-        "on": "isseg synth --num-images 600 --size 128 --seed 0 (480 training, 120 held-out images, 5 classes)",
+        "data": "isseg synth --num-images 600 --size 128 --seed 0 (480 training, 120 held-out images, 5 classes)",
         "iterations": result.iteration, "minutes_training": round(result.seconds / 60, 1),
         "minutes_total": round(wall / 60, 1), "mask_AP": round(final["segm"]["AP"], 3),
         "mask_AP50": round(final["segm"]["AP50"], 3), "box_AP": round(final["bbox"]["AP"], 3),

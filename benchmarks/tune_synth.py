@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         default = _train_and_score(args.recipe, data, out / "default")
     report = {"default": default, "tuned": tuned, "best_trial": search["best"], "trials": search["trials"],
-              "search_minutes_this_session": round(search_minutes, 1), "search_minutes_all": round(search["minutes"], 1),
+              "search_minutes_this_session": round(search_minutes, 1),
+              "search_minutes_all": round(search["minutes"], 1),
               "trials_table": str(search["files"]["markdown"]), "trials_plot": str(search["files"]["plot"]),
               "tuned_beats_default": tuned["mask_AP"] > default["mask_AP"]}  # fmt: skip
     (out / "tune_benchmark.json").write_text(json.dumps(report, indent=2))

@@ -176,9 +176,9 @@ def test_explain_image_and_cli(small_model: torch.nn.Module, tmp_path: Path,
     image = coco_image(0)
     expl = explain_image(small_model, image, method="grad", threshold=0.3, max_detections=3)
     det = expl.detections
-    assert 0 < len(det) <= 3 and det.scores.min() >= 0.3 and expl.detection_maps.shape == (len(det), *image.shape[:2])
+    assert len(det) > 3 and det.scores.min() >= 0.3 and expl.detection_maps.shape == (3, *image.shape[:2])
     assert set(expl.class_maps) == set(det.names) and expl.feature_vector.shape == (1280,)
-    for i in range(len(det)):  # each map peaks near its own detection
+    for i in range(3):  # each map peaks near its own detection
         m = expl.detection_maps[i]
         y, x = np.unravel_index(int(m.argmax()), m.shape)
         x1, y1, x2, y2 = det.boxes[i]
@@ -199,7 +199,8 @@ def test_explain_image_and_cli(small_model: torch.nn.Module, tmp_path: Path,
     assert "missing.jpg" in captured.err and "1 image(s) explained, 1 failed" in captured.out
     index = json.loads((out / "explain.json").read_text())
     entry = index[str(image_file)]
-    assert len(entry["detections"]) == 2 and all((out / r["file"]).is_file() for r in entry["detections"])
+    mapped = [r for r in entry["detections"] if "file" in r]
+    assert len(mapped) == 2 and len(entry["detections"]) >= 2 and all((out / r["file"]).is_file() for r in mapped)
     assert all((out / f).is_file() for f in entry["files"].values()) and entry["method"] == "grad"
     features = np.load(out / "features.npz")
     assert features["vectors"].shape == (1, 1280) and list(features["names"]) == [str(image_file)]

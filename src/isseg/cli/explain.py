@@ -30,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cells", type=int, default=16, help="drise: mask grid cells per side (default 16)")
     p.add_argument("--threshold", "-t", type=float, default=None,
                    help="explain detections scoring at least this (default: the model's threshold, else 0.5)")
-    p.add_argument("--max-detections", type=int, default=10, help="per-detection maps per image (default 10)")
+    p.add_argument("--max-detections", type=int, default=10,
+                   help="per-detection maps per image, for the best detections (default 10)")
     p.add_argument("--alpha", type=float, default=0.5, help="heat map opacity over the image (default 0.5)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--recursive", "-r", action="store_true", help="look for images in sub-folders too")
@@ -74,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
             continue
         features[source.location] = expl.feature_vector
         took = ", ".join(f"{k} {v:.2f} s" for k, v in expl.seconds.items())
-        print(f"isseg explain: {source.location}: {len(expl.detections)} detection(s) >= {threshold:g} ({took})")
+        mapped = 0 if expl.detection_maps is None else len(expl.detection_maps)
+        print(f"isseg explain: {source.location}: {len(expl.detections)} detection(s) >= {threshold:g}, {mapped} "
+              f"with a map ({took})")
     for raw, problem in errors:
         print(f"isseg explain: {raw}: {problem}", file=sys.stderr)
     index, npz = write_index(args.output, entries, features)

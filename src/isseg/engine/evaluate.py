@@ -89,10 +89,10 @@ def evaluate(
     Returns ``coco_eval``'s ``{"bbox": {...}, "segm": {...}}`` (``segm`` only if the predictor gives
     masks) plus ``images`` (number evaluated), ``missing_images`` (``{"image_id", "file_name",
     "reason"}`` of images that could not be read; they are left out of the AP, not fatal),
-    ``seconds_per_image`` (mean ``predict`` time) and ``confidence_threshold`` (:mod:`isseg.engine.threshold`). With ``output``: the report as JSON there, the per-image
-    records streamed to :func:`records_path_for`, the COCO results to :func:`results_path_for` and, with
-    ``analysis``, the per-class table, PR curves, confusion matrix (detections >= ``score_threshold``) and
-    ``report.html`` to :func:`analysis_dir_for`.
+    ``seconds_per_image`` (mean ``predict`` time) and ``confidence_threshold`` (:mod:`isseg.engine.threshold`).
+    With ``output``: the report as JSON there, the per-image records streamed to :func:`records_path_for`, the
+    COCO results to :func:`results_path_for` and, with ``analysis``, the per-class table, PR curves, confusion
+    matrix (detections >= ``score_threshold``) and ``report.html`` to :func:`analysis_dir_for`.
     """
     from tqdm import tqdm
 

@@ -33,10 +33,10 @@ METHODS = ("grad", "drise", "none")
 
 @dataclass
 class Explanation:
-    """One image explained. ``detections``: the explained detections (image pixels, best first);
-    ``class_maps``: class name -> float32 [H, W] in 0..1 for each class among them (from all its detections
-    at or above the threshold, as the exported ``saliency_map``); ``detection_maps``: float32
-    [D, H, W] in 0..1, one per detection (None for method "none"); ``feature_vector``: float32 [5 * C];
+    """One image explained. ``detections``: those at or above the threshold (image pixels, best first);
+    ``class_maps``: class name -> float32 [H, W] in 0..1 for each class among them (as the exported
+    ``saliency_map``); ``detection_maps``: float32 [E, H, W] in 0..1, the map of ``detections[i]`` for the
+    first E = min(D, max_detections) (None for method "none"); ``feature_vector``: float32 [5 * C];
     ``seconds``: time of each step."""
 
     detections: Detections
@@ -64,14 +64,14 @@ def _unit(maps: np.ndarray) -> np.ndarray:
     return (maps / np.where(peak > 0, peak, 1.0)[:, None, None]).astype(np.float32)
 
 
-def _selected_rows(boxes5: torch.Tensor, content: tuple[int, int], original: tuple[int, int], threshold: float,
-                   max_detections: int) -> torch.Tensor:
-    """Network rows to explain: score >= threshold, a non-empty box in the image, the best ``max_detections``."""
+def _selected_rows(boxes5: torch.Tensor, content: tuple[int, int], original: tuple[int, int], threshold: float
+                   ) -> torch.Tensor:
+    """Network rows of the detections: score >= threshold and a non-empty box in the image, best first."""
     scores = boxes5[:, 4]
     mapped = clip_boxes(boxes_to_original(boxes5[:, :4].float(), content, original), *original)
     nonempty = (mapped[:, 2] > mapped[:, 0]) & (mapped[:, 3] > mapped[:, 1])
     rows = torch.nonzero((scores > 0) & (scores >= threshold) & nonempty).squeeze(1)
-    return rows[torch.argsort(-scores[rows], stable=True)][:max_detections]
+    return rows[torch.argsort(-scores[rows], stable=True)]
 
 
 def explain_image(model: nn.Module, image: np.ndarray | str | Path, method: str = "grad", threshold: float = 0.5,
@@ -79,8 +79,8 @@ def explain_image(model: nn.Module, image: np.ndarray | str | Path, method: str 
                   seed: int = 0) -> Explanation:
     """Explain ``model``'s detections in ``image`` (BGR uint8 [H, W, 3], gray, or a file path).
 
-    ``threshold`` / ``max_detections``: which detections get a per-detection map (the best ones at or above the
-    score). ``method``: "grad" (gradients at backbone stage ``layer``, ``c2`` .. ``c5``), "drise"
+    ``threshold``: the detections explained (class maps); the best ``max_detections`` of them also get a
+    per-detection map. ``method``: "grad" (gradients at backbone stage ``layer``, ``c2`` .. ``c5``), "drise"
     (``num_masks`` masked inferences over a ``cells`` x ``cells`` grid, ``seed``) or "none" (class maps and
     the feature vector only).
     """
@@ -99,7 +99,7 @@ def explain_image(model: nn.Module, image: np.ndarray | str | Path, method: str 
         labels, boxes5, masks, saliency, features = ExplainModule(model.eval(), threshold).eval()(xt)
     seconds["forward"] = time.perf_counter() - t0
     content, original = prepared.content_size, prepared.original_size
-    rows = _selected_rows(boxes5.cpu(), content, original, threshold, max_detections).to(device)
+    rows = _selected_rows(boxes5.cpu(), content, original, threshold).to(device)
     det = to_detections(boxes5[rows, :4], boxes5[rows, 4], labels[rows], masks[rows], content, original, cfg.roi,
                         tuple(cfg.class_names))
     sal = saliency[0].cpu().numpy().astype(np.float32) / 255.0
@@ -107,16 +107,17 @@ def explain_image(model: nn.Module, image: np.ndarray | str | Path, method: str 
                   for k in sorted({int(k) for k in det.labels})}
     t1 = time.perf_counter()
     maps = None
+    top, det_top = rows[:max_detections], det.filter(np.arange(min(len(det), max_detections)))
     if method == "grad":
         from isseg.explain.gradient import detection_gradients
 
-        g = detection_gradients(model, xt, boxes5[rows, :4], labels[rows], boxes5[rows, 4], layer)
+        g = detection_gradients(model, xt, boxes5[top, :4], labels[top], boxes5[top, 4], layer)
         maps = _unit(np.stack([grid_to_image(m, g.stride, content, original) for m in g.maps.cpu().numpy()])
-                     if len(rows) else np.zeros((0, *original), np.float32))
+                     if len(top) else np.zeros((0, *original), np.float32))
     elif method == "drise":
         from isseg.explain.drise import drise_maps
 
         with torch.no_grad():
-            maps = _unit(drise_maps(model.predict, array, det, num_masks, cells, seed=seed))
+            maps = _unit(drise_maps(model.predict, array, det_top, num_masks, cells, seed=seed))
     seconds[method] = time.perf_counter() - t1
     return Explanation(det, class_maps, maps, features[0].float().cpu().numpy(), method, seconds)

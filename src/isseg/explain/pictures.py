@@ -39,9 +39,9 @@ def _write(path: Path, picture: np.ndarray) -> str:
 
 def save_explanation(expl: Explanation, image: np.ndarray | str | Path, folder: str | Path, stem: str = "image",
                      alpha: float = 0.5, suffix: str = ".jpg") -> dict[str, Any]:
-    """Write the pictures of ``expl`` into ``folder``: ``<stem>.detections``, ``<stem>.class-<name>`` per class map,
-    ``<stem>.det<i>-<name>`` per detection map; returns the index entry of the image (files, detections,
-    seconds)."""
+    """Write the pictures of ``expl`` into ``folder``: ``<stem>.detections``, ``<stem>.class-<name>`` per class map
+    (with all that class's detections), ``<stem>.det<i>-<name>`` per detection map; returns the index entry of the
+    image (files, detections, seconds)."""
     picture = read_image(image)
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,7 +57,7 @@ def save_explanation(expl: Explanation, image: np.ndarray | str | Path, folder: 
     for i in range(len(det)):
         row: dict[str, Any] = {"index": i, "class": names[i], "score": round(float(det.scores[i]), 4),
                                "box": [round(float(v), 1) for v in det.boxes[i]]}
-        if expl.detection_maps is not None:
+        if expl.detection_maps is not None and i < len(expl.detection_maps):
             one = det.filter(np.array([i]))
             drawn = draw_detections(heatmap_overlay(picture, expl.detection_maps[i], alpha), one, masks=False)
             row["file"] = _write(out / f"{stem}.det{i}-{_slug(names[i])}{suffix}", drawn)
