@@ -1,5 +1,6 @@
-"""``isseg evaluate``: COCO box and mask AP, per-class numbers, PR curves and a confusion matrix of a checkpoint or
-an exported model on a dataset in any supported format, or of per-image records computed elsewhere.
+"""``isseg evaluate``: COCO box and mask AP, per-class numbers, the best-F1 confidence threshold, PR curves and a
+confusion matrix of a checkpoint or an exported model on a dataset in any supported format, or of per-image
+records computed elsewhere.
 
 isseg evaluate --data val.json --images val2017/ --weights runs/exp/best.pth --output report.json
 isseg evaluate --data cvat_export/ --weights model.xml --output report.json       # format auto-detected
@@ -99,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from isseg.engine.analysis import text_table
     from isseg.engine.coco_eval import format_coco_table
     from isseg.engine.evaluate import evaluate, evaluate_records
+    from isseg.engine.threshold import format_threshold
 
     if args.max_images is not None and args.max_images < 1:
         raise ValueError(f"--max-images must be >= 1, got {args.max_images}")
@@ -128,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_coco_table({k: report[k] for k in ("bbox", "segm") if k in report}))
     if report.get("per_class"):
         print(text_table(report["per_class"]))
+    if "confidence_threshold" in report:
+        print(format_threshold(report["confidence_threshold"]))
     timing = (f", {report['seconds_per_image'] * 1000:.1f} ms per image (predict)"
               if "seconds_per_image" in report else "")
     print(f"images: {report['images']}, detections: {report['detections']}{timing}")

@@ -3,6 +3,11 @@
     isseg export model.pth --output out/                              # OpenVINO IR, fp32
     isseg export torchvision-v1-coco --format onnx --output out/     # registry name
     isseg export model.pth --precision int8 --calibration images/    # NNCF INT8 (calibration images required)
+    isseg export runs/exp/best.pth --explain -o out/                 # + saliency_map, feature_vector outputs
+
+The file is named after the model (``isseg.deploy.export.default_name``: ``security-0002.xml`` for the seed's
+preset and classes, else the preset and the classes) and carries the checkpoint's best-F1 confidence threshold
+when training stored one.
 """
 
 from __future__ import annotations
@@ -18,14 +23,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", "-p", choices=("fp32", "fp16", "int8"), default="fp32",
                    help="fp16: OpenVINO weights in fp16; int8: NNCF post-training quantization")
     p.add_argument("--output", "-o", default="exported", help="output folder (default: %(default)s)")
-    p.add_argument("--name", help="file stem (default: the preset name, plus -fp16 / -int8)")
+    p.add_argument("--name", help="file stem (default: the preset name, plus the classes when they are not COCO's "
+                                  "80, plus -fp16 / -int8)")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("A", "B"),
                    help="inference size: a fit canvas H W, or short/long sides (default: the checkpoint's own, "
                         "e.g. 768 1024 for security-0002)")
     p.add_argument("--calibration", metavar="DIR", help="folder of calibration images (required for int8)")
     p.add_argument("--calibration-size", type=int, default=32, help="number of calibration images")
-    p.add_argument("--confidence-threshold", type=float, default=0.5,
-                   help="Model API's default display threshold stored in the IR (default: 0.5)")
+    p.add_argument("--confidence-threshold", type=float, default=None,
+                   help="score threshold deployed with the model (rt_info model_info/confidence_threshold: Model "
+                        "API's default and isseg predict's); default: the best-F1 threshold a training checkpoint "
+                        "stores, else 0.5")
+    p.add_argument("--explain", action="store_true",
+                   help="add the saliency_map and feature_vector outputs Model API reads (docs/explain.md); the "
+                        "contract's labels, boxes and masks stay as they are")
 
 
 def check_options(args: argparse.Namespace) -> None:
@@ -47,19 +58,27 @@ def check_options(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from isseg.deploy.contract import DEFAULT_CONFIDENCE_THRESHOLD
     from isseg.deploy.export import export
+    from isseg.engine.threshold import checkpoint_threshold
     from isseg.weights.loading import load_model
 
     check_options(args)
     t0 = time.perf_counter()
     model = load_model(args.weights, preset=args.preset)
+    threshold, origin = args.confidence_threshold, "--confidence-threshold"
+    if threshold is None:
+        stored = checkpoint_threshold(args.weights)
+        threshold, origin = ((stored, "the checkpoint's best-F1") if stored is not None
+                             else (DEFAULT_CONFIDENCE_THRESHOLD, "default"))
     path = export(model, args.output, format=args.format, precision=args.precision,
                   input_size=tuple(args.input_size) if args.input_size else None, name=args.name,
-                  confidence_threshold=args.confidence_threshold,
+                  confidence_threshold=threshold, explain=args.explain,
                   calibration=args.calibration, calibration_size=args.calibration_size)
     size = tuple(args.input_size) if args.input_size else model.config.input.size
     kind = "canvas" if model.config.input.resize == "fit" else "short/long"
     print(f"isseg export: wrote {path} ({args.format}, {args.precision}, preset {model.config.name}, "
           f"{kind} {size[0]}x{size[1]}{'' if args.input_size else ' from the checkpoint'}) in "
-          f"{time.perf_counter() - t0:.1f} s")
+          f"{time.perf_counter() - t0:.1f} s; confidence threshold {threshold:g} ({origin})"
+          + ("; with saliency_map and feature_vector outputs" if args.explain else ""))
     return 0

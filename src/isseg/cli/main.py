@@ -16,11 +16,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("isseg.cli.export", "export a model to OpenVINO IR or ONNX with the seed's contract"),
     "benchmark": ("isseg.cli.benchmark", "measure latency and throughput of the backends"),
     "train": ("isseg.cli.train", "train or fine-tune on COCO, YOLO-seg, CVAT, VOC, LabelMe data"),
-    "evaluate": ("isseg.cli.evaluate", "COCO AP, per-class table, PR curves, confusion matrix, report"),
+    "evaluate": ("isseg.cli.evaluate", "COCO AP, best-F1 threshold, per-class table, PR curves, confusion matrix"),
+    "explain": ("isseg.cli.explain", "saliency maps per class and per detection, drawn over the images"),
+    "tune": ("isseg.cli.tune", "hyper-parameter search (Optuna) within a time budget; writes the best recipe"),
     "convert": ("isseg.cli.convert", "convert a torchvision / detectron2 / mmdetection checkpoint"),
     "synth": ("isseg.cli.synth", "write a procedural COCO-format dataset"),
     "data": ("isseg.cli.data", "dataset statistics, and conversion between COCO, YOLO-seg, CVAT, VOC, LabelMe"),
-    "info": ("isseg.cli.info", "presets, registry weights, parameter counts and FLOPs"),
+    "info": ("isseg.cli.info", "presets, training recipes, registry weights, parameter counts and FLOPs"),
     "serve": ("isseg.cli.serve", "serve models over HTTP: KServe v2 / OVMS protocol, /predict, a web page"),
 }
 

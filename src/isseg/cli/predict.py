@@ -26,8 +26,9 @@ from isseg.stream.options import RECORDS_NAME
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_stream_arguments(p)
-    p.add_argument("--threshold", "-t", type=float, default=0.5,
-                   help="minimum score drawn and written, in [0, 1] (default 0.5; use 0.05 for COCO AP evaluation)")
+    p.add_argument("--threshold", "-t", type=float, default=None,
+                   help="minimum score drawn and written, in [0, 1] (default: the model's own, its best-F1 threshold "
+                   "when training stored one, else 0.5; use 0.05 for COCO AP evaluation)")
     p.add_argument("--resume", action="store_true",
                    help=f"skip the inputs already done in OUTPUT/{RECORDS_NAME} (or the .partial file of an "
                    "interrupted run) and add the rest; failed inputs are tried again")
@@ -118,10 +119,12 @@ def run(args: argparse.Namespace) -> int:
 
     options = stream_options(args)
     sources, input_errors = expand_inputs(args.inputs, args.recursive)
-    loaded = load_predictor(args, sources, input_errors, args.threshold, "predict")
+    loaded = load_predictor(args, sources, input_errors, args.threshold or 0.0, "predict")
     if loaded is None:
         return 1
     predictor, t_load = loaded
+    if args.threshold is None:  # the model's own threshold (its best-F1 one when training stored it)
+        args.threshold = predictor.threshold = predictor.default_threshold
     with predictor:
         engine = StreamEngine(predictor, options, log=lambda m: print(f"isseg predict: {m}", file=sys.stderr))
         return finish(engine, sources, input_errors, args, t_load, "predict", f"detection(s) >= {args.threshold}")

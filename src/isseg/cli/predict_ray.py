@@ -14,6 +14,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit or args.vid_stride != 1:
         print("isseg predict: --ray ignores --limit and --vid-stride (images only)", file=sys.stderr)
+    if args.threshold is None:  # the model's own threshold (its metadata; one load here, seconds for a big run)
+        from isseg.deploy.predictor import Predictor
+
+        with Predictor(args.model or args.weights, backend=args.backend, preset=args.preset) as predictor:
+            args.threshold = predictor.default_threshold
     summary = predict_ray(args.inputs, args.model or args.weights, args.output, address=args.ray, actors=args.actors,
                           cpus_per_actor=args.cpus_per_actor, shard_size=args.shard_size, backend=args.backend,
                           device=args.device, threshold=args.threshold, precision=args.precision, preset=args.preset,

@@ -19,6 +19,8 @@ INPUT_NAME = "image"
 OUTPUT_NAMES = ("labels", "boxes", "masks")
 # Model API's label list is indexed by label + 1 (the Open Model Zoo models' "background" first convention)
 BACKGROUND_LABEL = "background"
+# The score threshold of a model that does not store one (model_info/confidence_threshold)
+DEFAULT_CONFIDENCE_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,14 @@ class ModelMeta:
     config: ModelConfig
     precision: str | None = None  # "fp32", "fp16", "int8" for isseg exports
     foreign: bool = False  # no isseg metadata: Open Model Zoo conventions assumed
+    confidence_threshold: float | None = None  # model_info/confidence_threshold, when the model stores one
+
+    @property
+    def default_threshold(self) -> float:
+        """The score threshold to apply when the user gives none: the model's, else 0.5."""
+        if self.confidence_threshold is None:
+            return DEFAULT_CONFIDENCE_THRESHOLD
+        return self.confidence_threshold
 
 
 def input_shape(cfg: ModelConfig) -> tuple[int, int] | None:
@@ -85,7 +95,8 @@ def read_metadata(get: Callable[[str, str], str | None], shape: tuple[int, int] 
             want = "a dynamic input" if input_shape(cfg) is None else f"input {input_shape(cfg)}"
             raise ValueError(f"{source}: its preset {cfg.name!r} expects {want}, the model has "
                              f"{'a dynamic input' if shape is None else f'input {shape}'}")
-        return ModelMeta(cfg, get("isseg", "precision"), foreign=False)
+        return ModelMeta(cfg, get("isseg", "precision"), foreign=False,
+                         confidence_threshold=_threshold(get, source))
     if shape is None:
         raise ValueError(f"{source}: a model without isseg metadata must have a static [1, 3, H, W] image input")
     names: tuple[str, ...] = COCO_CLASSES
@@ -96,4 +107,18 @@ def read_metadata(get: Callable[[str, str], str | None], shape: tuple[int, int] 
     base = get_config("security-0002", class_names=names)
     cfg = replace(base, input=replace(base.input.with_size(shape), pad_normalized=False),
                   roi=replace(base.roi, mask_paste="torchvision"))
-    return ModelMeta(cfg, None, foreign=True)
+    return ModelMeta(cfg, None, foreign=True, confidence_threshold=_threshold(get, source))
+
+
+def _threshold(get: Callable[[str, str], str | None], source: str) -> float | None:
+    """``model_info/confidence_threshold`` as a number in [0, 1], None when absent; anything else is an error."""
+    raw = get("model_info", "confidence_threshold")
+    if raw is None or not str(raw).strip():
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{source}: model_info/confidence_threshold is {raw!r}, expected a number in [0, 1]")
+    return value

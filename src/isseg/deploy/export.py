@@ -11,6 +11,8 @@ resized as the preset says), so an export computes exactly its preset's function
 - ``rt_info/model_info`` for OpenVINO Model API (``Model.create_model("model.xml")`` runs a "fit" export as
   ``MaskRCNN`` with zero configuration), and ``rt_info/isseg`` (the whole preset, class names, precision:
   :mod:`isseg.deploy.contract`);
+- with ``explain=True`` (``isseg export --explain``), two more outputs after the contract's three,
+  ``saliency_map`` and ``feature_vector``, which Model API reads (:mod:`isseg.explain.graph`);
 - the "precise" runtime attribute on every geometry operation (anchors, box decoding, level assignment,
   RoI coordinates, NMS inputs), so that a runtime computing the network in bf16 / fp16 keeps coordinates
   in fp32;
@@ -22,6 +24,7 @@ resized as the preset says), so an export computes exactly its preset's function
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import warnings
 import xml.etree.ElementTree as ET
@@ -34,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from isseg.config import COCO_CLASSES
 from isseg.deploy.contract import INPUT_NAME, OUTPUT_NAMES, input_shape, isseg_metadata, model_info
 from isseg.deploy.graph import ExportModule, is_geometry
 
@@ -69,25 +73,29 @@ def at_size(model: nn.Module, input_size: tuple[int, int] | None) -> nn.Module:
 
 
 # ------------------------------------------------------------------------------------------------ ONNX
-def export_onnx(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+def export_onnx(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None,
+                explain: float | None = None) -> Path:
     """Trace ``model``'s inference (:class:`ExportModule`) to an ONNX file (standard ops only, opset 17), with
-    the input its preset defines (:func:`isseg.deploy.contract.input_shape`)."""
+    the input its preset defines (:func:`isseg.deploy.contract.input_shape`); ``explain`` (a score threshold)
+    adds the outputs of :class:`isseg.explain.graph.ExplainModule` after the contract's three."""
     import onnx
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cfg = model.config  # type: ignore[attr-defined]
     shape = input_shape(cfg)
-    graph = ExportModule(model).eval()
+    graph, names = _graph(model, explain)
     example = torch.zeros(1, 3, *(shape or _example_size(cfg)))
     dynamic = None if shape is not None else {INPUT_NAME: {2: "height", 3: "width"}}
+    if dynamic is not None and explain is not None:
+        dynamic["saliency_map"] = {2: "map_height", 3: "map_width"}
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about Python values are expected and benign
             torch.onnx.export(graph, (example,), str(path), dynamo=False, opset_version=OPSET,
-                              input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                              input_names=[INPUT_NAME], output_names=list(names),
                               do_constant_folding=True, dynamic_axes=dynamic)
     finally:
         model.train(was_training)
@@ -99,6 +107,38 @@ def export_onnx(model: nn.Module, path: str | Path, metadata: dict[str, str] | N
     _set_metadata(proto, metadata or {})
     onnx.save(proto, str(path))
     return path
+
+
+def _graph_names(explain: float | None) -> tuple[str, ...]:
+    """Output names of the exported graph, in order."""
+    if explain is None:
+        return OUTPUT_NAMES
+    from isseg.explain.graph import EXPLAIN_OUTPUT_NAMES
+
+    return OUTPUT_NAMES + EXPLAIN_OUTPUT_NAMES
+
+
+def _graph(model: nn.Module, explain: float | None) -> tuple[nn.Module, tuple[str, ...]]:
+    """The module to trace and its output names: the contract's, plus the explain outputs (class maps of the
+    detections scoring >= ``explain``)."""
+    if explain is None:
+        return ExportModule(model).eval(), OUTPUT_NAMES
+    from isseg.explain.graph import ExplainModule
+
+    return ExplainModule(model, min_score=explain).eval(), _graph_names(explain)
+
+
+def default_name(cfg: Any, precision: str = "fp32") -> str:
+    """The file stem of an export, after the model it holds: the preset's name for the 80 COCO classes (the
+    seed's ``security-0002``), else the preset (a recipe's model name) and its classes, e.g.
+    ``fast-cpu-circle_square_triangle+2``; plus ``-fp16`` / ``-int8``."""
+    stem = cfg.name
+    if tuple(cfg.class_names) != COCO_CLASSES:
+        names = [re.sub(r"[^a-z0-9]+", "-", str(n).lower()).strip("-") or "class" for n in cfg.class_names]
+        joined = "_".join(names)
+        stem += "-" + (joined if len(names) <= 4 and len(joined) <= 40
+                       else "_".join(names[:3])[:40] + f"+{len(names) - 3}")
+    return stem + ("" if precision == "fp32" else f"-{precision}")
 
 
 def _example_size(cfg: Any) -> tuple[int, int]:
@@ -207,7 +247,7 @@ def export(model: nn.Module | str | Path, out_dir: str | Path, format: str = "op
            precision: str = "fp32", *, input_size: tuple[int, int] | None = None, name: str | None = None,
            preset: str | None = None, confidence_threshold: float = 0.5,
            calibration: str | Path | Sequence[np.ndarray] | None = None, calibration_size: int = 32,
-           keep_onnx: bool = False) -> Path:
+           keep_onnx: bool = False, explain: bool = False) -> Path:
     """Export ``model`` (a ``MaskRCNN``, a checkpoint path or a registry name) and return the model file.
 
     Args:
@@ -216,13 +256,19 @@ def export(model: nn.Module | str | Path, out_dir: str | Path, format: str = "op
             quantization on ``calibration`` images).
         input_size: the preset's inference size by default (the seed's canvas is (768, 1024)); another one
             exports the model at that size, with a warning that says so.
-        name: file stem; default ``<preset>`` plus ``-fp16`` / ``-int8``.
+        name: file stem; default :func:`default_name` (``security-0002`` for the seed's preset and classes,
+            else the preset and the classes), plus ``-fp16`` / ``-int8``.
         preset: the preset of a foreign checkpoint (torchvision / detectron2 / mmdetection files).
-        confidence_threshold: Model API's default display threshold, stored in ``rt_info``.
+        confidence_threshold: the score threshold deployed with the model (``rt_info`` ``model_info/
+            confidence_threshold``: Model API's default, and the ``Predictor``'s ``default_threshold``);
+            ``isseg export`` passes a training checkpoint's best-F1 threshold when it stores one.
         calibration: a folder of images, or a list of BGR images (``calibration_size`` of them are used);
             required for int8.
         keep_onnx: with format "openvino", also keep the (fp32) ONNX file the IR is converted from, as
             ``<name>.onnx`` next to it (one trace for both formats).
+        explain: add the ``saliency_map`` (of the detections scoring >= ``confidence_threshold``) and
+            ``feature_vector`` outputs (:mod:`isseg.explain.graph`) after the contract's ``labels``, ``boxes``,
+            ``masks``, which stay as they are.
     """
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; expected one of {FORMATS}")
@@ -237,13 +283,14 @@ def export(model: nn.Module | str | Path, out_dir: str | Path, format: str = "op
     cfg = net.config  # type: ignore[attr-defined]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = name or (cfg.name + ("" if precision == "fp32" else f"-{precision}"))
+    stem = name or default_name(cfg, precision)
     info = model_info(cfg, confidence_threshold)
     extra = isseg_metadata(cfg, precision)
+    explained = float(confidence_threshold) if explain else None  # class maps of the deployed detections
 
     if format == "onnx":
         path = out_dir / f"{stem}.onnx"
-        export_onnx(net, path, onnx_metadata(info, extra))
+        export_onnx(net, path, onnx_metadata(info, extra), explained)
         if precision == "int8":
             from isseg.deploy.quantize import quantize_onnx
 
@@ -254,14 +301,14 @@ def export(model: nn.Module | str | Path, out_dir: str | Path, format: str = "op
 
     xml_path = out_dir / f"{stem}.xml"
     with tempfile.TemporaryDirectory(prefix="isseg-export-") as tmp:
-        onnx_path = out_dir / f"{name or cfg.name}.onnx" if keep_onnx else Path(tmp) / "model.onnx"
-        export_onnx(net, onnx_path)
+        onnx_path = out_dir / f"{name or default_name(cfg)}.onnx" if keep_onnx else Path(tmp) / "model.onnx"
+        export_onnx(net, onnx_path, explain=explained)
         ov_model = ov.convert_model(str(onnx_path))
         if keep_onnx:  # metadata added after the conversion, which would copy it into rt_info/framework
             add_onnx_metadata(onnx_path, onnx_metadata(info, dict(extra, precision="fp32")))
     ov_model.set_friendly_name(f"isseg-{cfg.name}")
     ov_model.inputs[0].get_tensor().set_names({INPUT_NAME})
-    for output, out_name in zip(ov_model.outputs, OUTPUT_NAMES):
+    for output, out_name in zip(ov_model.outputs, _graph_names(explained)):
         output.get_tensor().set_names({out_name})
     if precision == "int8":
         from isseg.deploy.quantize import quantize_openvino

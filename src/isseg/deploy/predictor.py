@@ -126,8 +126,13 @@ def open_runtime(model_or_path: nn.Module | str | Path, options: PredictorOption
 
     if options.num_threads:
         torch.set_num_threads(int(options.num_threads))
-    return TorchRuntime(at_size(resolve_model(source, options.preset), options.input_size),
-                        (options.device or "cpu").lower()), None
+    runtime = TorchRuntime(at_size(resolve_model(source, options.preset), options.input_size),
+                           (options.device or "cpu").lower())
+    if isinstance(source, str | Path):  # a training checkpoint stores its best-F1 threshold
+        from isseg.engine.threshold import checkpoint_threshold
+
+        runtime.meta = replace(runtime.meta, confidence_threshold=checkpoint_threshold(source))
+    return runtime, None
 
 
 def _raise(error: BaseException) -> Any:
@@ -186,6 +191,12 @@ class Predictor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def default_threshold(self) -> float:
+        """The model's own score threshold, for when the user gives none (``isseg predict``): an export's
+        ``model_info/confidence_threshold``, a training checkpoint's best-F1 threshold, else 0.5."""
+        return self.runtime.meta.default_threshold
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -339,6 +339,10 @@ def _write_pages(out: Path, report: Mapping[str, Any], rows: Sequence[Mapping[st
     coco_rows = _coco_rows(report, evaluators)
     facts = (f"{report.get('images', '?')} images, {report.get('detections', '?')} detections; ground truth "
              f"{report.get('annotation_file', '?')}")
+    best = report.get("confidence_threshold") or {}
+    if best.get("threshold") is not None:
+        facts += (f". Best-F1 confidence threshold {best['threshold']:.3f} (F1 {best['f1']:.3f} at box IoU >= "
+                  f"{best['iou']:g}; per class in the JSON report)")
     cm_note = (f"Confusion matrix: detections scoring >= {score_thr:g}, matched class-agnostically by {cm_kind} "
                f"IoU >= {iou_thr:g}; rows are the true class, the last row and column background "
                f"([CSV]({files['confusion_csv']})).")

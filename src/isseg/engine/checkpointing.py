@@ -2,8 +2,10 @@
 
 ``last.pth`` holds the model, optimizer, gradient scaler, schedule, iteration, best metric and every rank's RNG
 state (through :func:`isseg.weights.checkpoint.checkpoint_payload`, the one checkpoint format), so a resume
-continues bit for bit; ``best.pth`` is a lean model-only checkpoint of the best validation mask AP. Rank 0
-validates and writes; the other ranks wait at barriers, so every rank sees the same files and metric.
+continues bit for bit; ``best.pth`` is a lean model-only checkpoint of the best validation mask AP, with the
+best-F1 confidence threshold of that validation (:mod:`isseg.engine.threshold`); ``last.pth`` carries the
+threshold too when its weights were the ones just validated. Rank 0 validates and writes; the other ranks wait
+at barriers, so every rank sees the same files and metric.
 """
 
 from __future__ import annotations
@@ -98,9 +100,10 @@ class Checkpointer:
 
     def save(self, names: Sequence[str], model: nn.Module, optimizer: torch.optim.Optimizer,
              scaler: torch.amp.GradScaler | None, schedule: LRSchedule, iteration: int,
-             best_metric: float | None) -> None:
+             best_metric: float | None, confidence_threshold: float | None = None) -> None:
         """Write the same full state under each of ``names``; every rank must call it (the RNG states are
-        gathered), rank 0 writes, everyone waits for it."""
+        gathered), rank 0 writes, everyone waits for it. ``confidence_threshold``: the best-F1 threshold of
+        these very weights on the validation set, when they were just evaluated."""
         rng = dist_utils.all_gather_object(get_rng_state())  # collective: every rank takes part
         state = checkpoint_payload(
             model,
@@ -110,6 +113,7 @@ class Checkpointer:
             iteration=iteration,
             epoch=iteration // self.iters_per_epoch,
             best_metric=best_metric,
+            confidence_threshold=confidence_threshold,
             rng=rng,
             train={
                 "global_batch": self.cfg.batch_size * self.world, "world_size": self.world,
@@ -123,9 +127,12 @@ class Checkpointer:
                 atomic_save(state, self.out / name)
         dist_utils.barrier()
 
-    def save_best(self, model: nn.Module, iteration: int, best_metric: float | None) -> None:
-        """``best.pth``: a lean checkpoint for deployment, the model and its config, no optimizer (rank 0)."""
-        atomic_save(checkpoint_payload(model, iteration=iteration, best_metric=best_metric), self.out / "best.pth")
+    def save_best(self, model: nn.Module, iteration: int, best_metric: float | None,
+                  confidence_threshold: float | None = None) -> None:
+        """``best.pth``: a lean checkpoint for deployment, the model and its config, no optimizer, and the
+        best-F1 confidence threshold of its validation (``isseg export`` deploys it; rank 0)."""
+        atomic_save(checkpoint_payload(model, iteration=iteration, best_metric=best_metric,
+                                       confidence_threshold=confidence_threshold), self.out / "best.pth")
 
 
 def validate(model: nn.Module, cfg: TrainConfig, main: bool, train_mode: Callable[[], None]) -> dict[str, Any] | None:
@@ -146,6 +153,12 @@ def validate(model: nn.Module, cfg: TrainConfig, main: bool, train_mode: Callabl
             train_mode()
     dist_utils.barrier()
     return result
+
+
+def f1_threshold(result: dict[str, Any] | None) -> float | None:
+    """The best-F1 confidence threshold of ``evaluate``'s result (None without one)."""
+    value = ((result or {}).get("confidence_threshold") or {}).get("threshold")
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def mask_ap(result: dict[str, Any]) -> float | None:

@@ -88,11 +88,11 @@ def evaluate(
     matched to the file's categories by name (generic ``class_i`` names by index when the counts agree).
     Returns ``coco_eval``'s ``{"bbox": {...}, "segm": {...}}`` (``segm`` only if the predictor gives
     masks) plus ``images`` (number evaluated), ``missing_images`` (``{"image_id", "file_name",
-    "reason"}`` of images that could not be read; they are left out of the AP, not fatal) and
-    ``seconds_per_image`` (mean ``predict`` time). With ``output``: the report as JSON there, the per-image
-    records streamed to :func:`records_path_for`, the COCO results to :func:`results_path_for` and, with
-    ``analysis``, the per-class table, PR curves, confusion matrix (detections >= ``score_threshold``) and
-    ``report.html`` to :func:`analysis_dir_for`.
+    "reason"}`` of images that could not be read; they are left out of the AP, not fatal),
+    ``seconds_per_image`` (mean ``predict`` time) and ``confidence_threshold`` (:mod:`isseg.engine.threshold`).
+    With ``output``: the report as JSON there, the per-image records streamed to :func:`records_path_for`, the
+    COCO results to :func:`results_path_for` and, with ``analysis``, the per-class table, PR curves, confusion
+    matrix (detections >= ``score_threshold``) and ``report.html`` to :func:`analysis_dir_for`.
     """
     from tqdm import tqdm
 
@@ -164,9 +164,11 @@ def score_results(
     analysis: bool = True,
     score_threshold: float = 0.5,
 ) -> dict[str, Any]:
-    """COCO AP of ``results`` over ``image_ids``, the per-class table from the same COCOeval run, and with
-    ``output`` the report, ``<stem>_results.json`` and (``analysis``) the analysis folder."""
+    """COCO AP of ``results`` over ``image_ids``, the per-class table from the same COCOeval run, the best-F1
+    confidence threshold (``"confidence_threshold"``: :func:`isseg.engine.threshold.best_f1_threshold`), and
+    with ``output`` the report, ``<stem>_results.json`` and (``analysis``) the analysis folder."""
     from isseg.engine.analysis import class_counts, per_class_rows, write_analysis
+    from isseg.engine.threshold import best_f1_threshold
 
     gt = load_coco_json(annotation_json)
     evaluators: dict[str, Any] = {}
@@ -178,6 +180,7 @@ def score_results(
     categories = [by_id[int(c)] for c in any_eval.params.catIds]
     instances, detections = class_counts(gt, results, image_ids)
     report["per_class"] = per_class_rows(evaluators, categories, instances, detections)
+    report["confidence_threshold"] = best_f1_threshold(gt, results, image_ids)
     if output is not None:
         output = Path(output)
         output.parent.mkdir(parents=True, exist_ok=True)

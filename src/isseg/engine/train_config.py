@@ -57,12 +57,16 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = True
     horizontal_flip: float = 0.5  # probability of the training flip (0 disables it)
+    color_jitter: float = 0.0  # contrast / brightness strength in [0, 1] (isseg.engine.augment)
+    scale_jitter: float = 0.0  # training sizes spread over [1 - s, 1 + s] x the inference size, s in [0, 1)
+    max_minutes: float | None = None  # stop (evaluate, checkpoint) once training ran this long
+    recipe: str | None = None  # the recipe the run was made from (isseg.recipes), recorded in the checkpoint
     skip_bad_images: bool = False  # train on the rest when the pre-flight finds unusable images (else: stop)
 
     def validate(self) -> None:
         """Fail early, with the option's name, on values that would break a run later."""
         _check_paths(self)
-        _check_values(self)
+        check_values(self)
 
 
 def _check_paths(cfg: TrainConfig) -> None:
@@ -83,7 +87,7 @@ def _check_paths(cfg: TrainConfig) -> None:
             raise FileNotFoundError(f"validation image directory not found: {cfg.val_images}")
 
 
-def _check_values(cfg: TrainConfig) -> None:
+def check_values(cfg: TrainConfig) -> None:
     """Counts, rates and choices are in range (the message names the command-line option)."""
     positive = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "log_every": cfg.log_every}
     if cfg.iterations is not None:
@@ -114,6 +118,12 @@ def _check_values(cfg: TrainConfig) -> None:
         raise ValueError(f"threads must be >= 1, got {cfg.threads}")
     if not 0.0 <= cfg.horizontal_flip <= 1.0:
         raise ValueError(f"horizontal flip probability must be in [0, 1], got {cfg.horizontal_flip}")
+    if not 0.0 <= cfg.color_jitter <= 1.0:
+        raise ValueError(f"color-jitter must be in [0, 1], got {cfg.color_jitter}")
+    if not 0.0 <= cfg.scale_jitter < 1.0:
+        raise ValueError(f"scale-jitter must be in [0, 1), got {cfg.scale_jitter}")
+    if cfg.max_minutes is not None and not cfg.max_minutes > 0:
+        raise ValueError(f"max-minutes must be > 0, got {cfg.max_minutes}")
 
 
 @dataclass
@@ -128,6 +138,8 @@ class TrainResult:
     last_eval: dict[str, Any] | None = None
     is_main: bool = True  # rank 0 (the process that wrote the files)
     history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_by_time: bool = False  # max_minutes ended the run before its last iteration
+    seconds: float = 0.0  # wall time of the training loop (this process, this session)
 
 
 def resolve_device(name: str) -> torch.device:

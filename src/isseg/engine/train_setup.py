@@ -19,7 +19,7 @@ from isseg.engine.train_config import TrainConfig
 
 def model_config_for(cfg: TrainConfig, resume_state: dict[str, Any] | None) -> ModelConfig:
     """The resumed checkpoint's preset, else ``cfg.preset`` for the annotation file's categories (sorted by
-    id), with ``cfg.overrides`` and ``cfg.freeze_stages`` applied."""
+    id), with ``cfg.overrides``, ``cfg.freeze_stages`` and ``cfg.scale_jitter`` (the training sizes) applied."""
     if resume_state is not None:
         return ModelConfig.from_dict(resume_state["config"])
     from isseg.data.coco import load_coco_json
@@ -32,19 +32,23 @@ def model_config_for(cfg: TrainConfig, resume_state: dict[str, Any] | None) -> M
     mc = apply_overrides(mc, cfg.overrides)
     if cfg.freeze_stages is not None:
         mc = dataclasses.replace(mc, backbone=dataclasses.replace(mc.backbone, frozen_stages=cfg.freeze_stages))
+    if cfg.scale_jitter > 0:
+        from isseg.engine.augment import jittered_sizes
+
+        limit = mc.input.size[1] if mc.input.resize == "shortest_edge" else None
+        sizes = jittered_sizes(mc.input.size[0], cfg.scale_jitter, limit)
+        mc = dataclasses.replace(mc, input=dataclasses.replace(mc.input, train_sizes=sizes))
     return mc
 
 
 def training_dataset(cfg: TrainConfig, model_config: ModelConfig, main: bool) -> Any:
     """The ``CocoDataset`` of ``cfg.data`` / ``cfg.images`` (images without a usable annotation left out, the
-    random flip of ``cfg.horizontal_flip``), after the pre-flight check of every image."""
+    colour jitter and random flip of ``cfg.color_jitter`` / ``cfg.horizontal_flip``), after the pre-flight
+    check of every image."""
     from isseg.data.coco import CocoDataset
+    from isseg.engine.augment import training_transform
 
-    transform = None
-    if cfg.horizontal_flip > 0:
-        from isseg.data.transforms import RandomHorizontalFlip
-
-        transform = RandomHorizontalFlip(cfg.horizontal_flip)
+    transform = training_transform(cfg.horizontal_flip, cfg.color_jitter)
     ds = CocoDataset(cfg.data, cfg.images, train=True, class_names=model_config.class_names,
                      transform=transform, skip_empty=True)
     _preflight(ds, cfg, main)

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from isseg.engine import distributed as dist_utils
-from isseg.engine.checkpointing import Checkpointer, mask_ap, read_resume_state, validate
+from isseg.engine.checkpointing import Checkpointer, f1_threshold, mask_ap, read_resume_state, validate
 from isseg.engine.logger import MetricsLogger
 from isseg.engine.rng_state import seed_everything
 from isseg.engine.sampler import SeededDataset, TrainSampler
@@ -32,17 +32,21 @@ from isseg.engine.schedule import LRSchedule, resolve_steps
 from isseg.engine.train_config import TrainConfig, TrainResult, amp_dtype, resolve_device
 from isseg.engine.train_setup import build_optimizer, build_train_model, model_config_for, training_dataset, wrap_ddp
 
-__all__ = ["IterationHook", "TrainConfig", "TrainResult", "build_optimizer", "train"]
+__all__ = ["EvaluationHook", "IterationHook", "TrainConfig", "TrainResult", "build_optimizer", "train"]
 
 IterationHook = Callable[[int, dict[str, float], nn.Module], None]
+EvaluationHook = Callable[[int, dict[str, Any]], None]
 
 
-def train(cfg: TrainConfig, on_iteration_end: IterationHook | None = None) -> TrainResult:
+def train(cfg: TrainConfig, on_iteration_end: IterationHook | None = None,
+          on_evaluation: EvaluationHook | None = None) -> TrainResult:
     """Run (or resume) training as described by ``cfg``; returns where the checkpoints are.
 
     ``on_iteration_end(iteration, losses, model)`` is called on every rank after each optimizer step and
     after that step's checkpoint was written (``iteration`` counts finished steps; ``model`` is the bare
     MaskRCNN, not the DDP wrapper); raising in it stops the run as a kill would (used by the tests).
+    ``on_evaluation(iteration, result)`` is called on rank 0 after each validation (``evaluate``'s result) and
+    after ``best.pth`` was written; raising in it stops the run (a hyper-parameter search prunes this way).
     """
     cfg.validate()
     if cfg.threads is not None:
@@ -54,17 +58,19 @@ def train(cfg: TrainConfig, on_iteration_end: IterationHook | None = None) -> Tr
     owns_group = not dist_utils.is_initialized()  # leave a caller's process group alone
     dist_utils.init_distributed(device)
     try:
-        return _Trainer(cfg, dist_utils.local_device(device), on_iteration_end).run()
+        return _Trainer(cfg, dist_utils.local_device(device), on_iteration_end, on_evaluation).run()
     finally:
         if owns_group:
             dist_utils.cleanup()
 
 
 class _Trainer:
-    def __init__(self, cfg: TrainConfig, device: torch.device, hook: IterationHook | None) -> None:
+    def __init__(self, cfg: TrainConfig, device: torch.device, hook: IterationHook | None,
+                 eval_hook: EvaluationHook | None = None) -> None:
         self.cfg = cfg
         self.device = device
         self.hook = hook
+        self.eval_hook = eval_hook
         self.rank = dist_utils.get_rank()
         self.world = dist_utils.get_world_size()
         self.main = self.rank == 0
@@ -97,6 +103,7 @@ class _Trainer:
         self.iteration = 0
         self.best_metric: float | None = None
         self.last_eval: dict[str, Any] | None = None
+        self.eval_threshold: tuple[int, float | None] = (-1, None)  # (iteration, best-F1 threshold) of the last eval
         if resume_state is not None:
             self.iteration, self.best_metric = self.checkpoints.restore(resume_state, self.model, self.optimizer,
                                                                         self.scaler)
@@ -111,8 +118,9 @@ class _Trainer:
 
     def _save(self) -> None:
         """``last.pth`` of the current state (every rank calls it; rank 0 writes)."""
+        threshold = self.eval_threshold[1] if self.eval_threshold[0] == self.iteration else None
         self.checkpoints.save(["last.pth"], self.model, self.optimizer, self.scaler, self.schedule, self.iteration,
-                              self.best_metric)
+                              self.best_metric, threshold)
 
     def _train_mode(self) -> None:
         """Train mode, except frozen backbone stages, whose trainable-BN statistics must not move."""
@@ -190,6 +198,7 @@ class _Trainer:
         window: list[dict[str, float]] = []
         start_time, start_iter = time.perf_counter(), self.iteration
         data_time = 0.0
+        stopped_by_time = False
         self._train_mode()
         try:
             while self.iteration < self.max_iter:
@@ -204,6 +213,8 @@ class _Trainer:
                         bar.update(1)
                         bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{values['lr']:.2e}", refresh=False)
                     done = self.iteration >= self.max_iter
+                    if not done and self._out_of_time(start_time):
+                        done = stopped_by_time = True
                     if self.iteration % cfg.log_every == 0 or done:
                         self._log(window, start_time, start_iter, data_time)
                         window, data_time = [], 0.0
@@ -236,8 +247,15 @@ class _Trainer:
         return TrainResult(
             output=self.out, iteration=self.iteration, last_checkpoint=self.out / "last.pth",
             best_checkpoint=best if best.is_file() else None, best_metric=self.best_metric,
-            last_eval=self.last_eval, is_main=self.main, history=self.history,
+            last_eval=self.last_eval, is_main=self.main, history=self.history, stopped_by_time=stopped_by_time,
+            seconds=time.perf_counter() - start_time,
         )  # fmt: skip
+
+    def _out_of_time(self, start: float) -> bool:
+        """``cfg.max_minutes`` of training spent (rank 0 decides, so every rank stops at the same step)."""
+        if self.cfg.max_minutes is None:
+            return False
+        return bool(dist_utils.broadcast_object(time.perf_counter() - start > self.cfg.max_minutes * 60))
 
     def _log(self, window: list[dict[str, float]], start: float, start_iter: int, data_time: float) -> None:
         keys = [k for k in window[-1] if k != "lr"]
@@ -261,7 +279,8 @@ class _Trainer:
 
     def _after_eval(self, result: dict[str, Any] | None) -> None:
         metric = mask_ap(result) if result is not None else None
-        metric = dist_utils.broadcast_object(metric)
+        metric, threshold = dist_utils.broadcast_object((metric, f1_threshold(result)))
+        self.eval_threshold = (self.iteration, threshold)
         if not self.main or result is None:
             if metric is not None and (self.best_metric is None or metric > self.best_metric):
                 self.best_metric = metric  # keep every rank's copy equal: it goes into the checkpoint
@@ -273,9 +292,14 @@ class _Trainer:
             for k, v in (result.get(kind) or {}).items():
                 if isinstance(v, (int, float)):
                     row[f"val_{kind}_{k}"] = v
+        best_f1 = result.get("confidence_threshold") or {}
+        if best_f1.get("threshold") is not None:
+            row["val_f1_threshold"], row["val_f1"] = best_f1["threshold"], best_f1["f1"]
         self.history.append(row)
         assert self.logger is not None
         self.logger.log(row)
         if metric is not None and (self.best_metric is None or metric > self.best_metric):
             self.best_metric = metric
-            self.checkpoints.save_best(self.model, self.iteration, self.best_metric)
+            self.checkpoints.save_best(self.model, self.iteration, self.best_metric, threshold)
+        if self.eval_hook is not None:
+            self.eval_hook(self.iteration, result)

@@ -1,0 +1,298 @@
+"""Hyper-parameter search (``isseg tune``) with Optuna: a recipe's learning rate, batch size and augmentation
+strengths, within a wall-clock budget, with a pruner that stops unpromising trials early.
+
+Each trial trains the base recipe with the sampled values on the same number of training images (iterations x
+batch size, or the recipe's epochs; ``trial_fraction`` of them for shorter trials), validates ``evaluations``
+times and reports the mask AP to Optuna, whose pruner (ASHA: successive halving, by default) may stop it there.
+The first trial is the base recipe itself, so the best configuration found is never worse on the validation set
+than the recipe tuned.
+
+The study lives in ``<output>/study.db`` (Optuna's RDB storage, SQLite), with the wall time spent so far: a
+search killed at any point resumes with ``resume=True`` (a trial that was running is failed and run again with
+the same values), and the budget counts every session. After each trial, ``trials.csv``, ``trials.md``,
+``trials.png`` (:mod:`isseg.engine.tune_report`) and ``best_recipe.yaml`` (the base recipe with the best values,
+at the recipe's full length: ``isseg train --recipe <output>/best_recipe.yaml``) are rewritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from isseg.recipes import Recipe, load_recipe, save_recipe, train_config
+
+STUDY = "isseg-tune"
+PRUNERS = ("asha", "median", "none")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The values searched: ``lr`` log-uniform in its range; ``batch_size`` one of the choices; the augmentation
+    strengths uniform in their ranges (``(x, x)`` fixes one)."""
+
+    lr: tuple[float, float] = (0.005, 0.08)
+    batch_size: tuple[int, ...] = (2, 4, 8)
+    horizontal_flip: tuple[float, float] = (0.0, 0.5)
+    color_jitter: tuple[float, float] = (0.0, 0.5)
+    scale_jitter: tuple[float, float] = (0.0, 0.4)
+
+    def check(self) -> None:
+        if not 0 < self.lr[0] <= self.lr[1]:
+            raise ValueError(f"lr range must be 0 < low <= high, got {list(self.lr)}")
+        if not self.batch_size or min(self.batch_size) < 1:
+            raise ValueError(f"batch sizes must be >= 1, got {list(self.batch_size)}")
+        bounds = {"horizontal_flip": (0.0, 1.0), "color_jitter": (0.0, 1.0), "scale_jitter": (0.0, 0.95)}
+        for name, (lo, hi) in bounds.items():
+            low, high = getattr(self, name)
+            if not lo <= low <= high <= hi:
+                raise ValueError(f"{name.replace('_', '-')} range must lie in [{lo}, {hi}], got {[low, high]}")
+
+
+@dataclass
+class TuneConfig:
+    """What ``isseg tune`` searches: the base ``recipe`` on ``data`` / ``images``, validated on ``val_data`` /
+    ``val_images``, for ``budget_minutes`` of wall time (all sessions) or ``max_trials`` trials."""
+
+    recipe: str
+    data: str
+    images: str
+    val_data: str
+    val_images: str
+    output: str = "runs/tune"
+    budget_minutes: float = 60.0
+    max_trials: int | None = None
+    space: SearchSpace = field(default_factory=SearchSpace)
+    evaluations: int = 3  # validations per trial (the pruner's rungs)
+    trial_fraction: float = 1.0  # a trial trains on this share of the recipe's images (the best recipe: all)
+    pruner: str = "asha"
+    seed: int = 0
+    resume: bool = False
+    progress: bool = False
+    trial_options: dict[str, Any] = field(default_factory=dict)  # extra TrainConfig fields of every trial
+
+    def check(self) -> None:
+        for name in ("data", "val_data"):
+            if not Path(getattr(self, name)).is_file():
+                raise FileNotFoundError(f"{name.replace('_', '-')}: annotation file not found: {getattr(self, name)}")
+        for name in ("images", "val_images"):
+            if not Path(getattr(self, name)).is_dir():
+                raise FileNotFoundError(f"{name.replace('_', '-')}: image folder not found: {getattr(self, name)}")
+        if not self.budget_minutes > 0:
+            raise ValueError(f"budget-minutes must be > 0, got {self.budget_minutes}")
+        if self.max_trials is not None and self.max_trials < 1:
+            raise ValueError(f"trials must be >= 1, got {self.max_trials}")
+        if self.evaluations < 1:
+            raise ValueError(f"evaluations must be >= 1, got {self.evaluations}")
+        if not 0 < self.trial_fraction <= 1:
+            raise ValueError(f"trial-fraction must be in (0, 1], got {self.trial_fraction}")
+        if self.pruner not in PRUNERS:
+            raise ValueError(f"pruner must be one of {PRUNERS}, got {self.pruner!r}")
+        self.space.check()
+
+
+def base_values(recipe: Recipe) -> dict[str, Any]:
+    """The searched values as the base recipe sets them (TrainConfig's defaults where it does not)."""
+    from isseg.engine.train_config import TrainConfig
+
+    defaults = TrainConfig(data="", images="")
+    batch = int(recipe.train.get("batch_size", defaults.batch_size))
+    values = {k: recipe.train.get(k, getattr(defaults, k)) for k in ("horizontal_flip", "color_jitter",
+                                                                     "scale_jitter")}
+    return {"lr": float(recipe.train.get("lr") or 0.02 * batch / 16), "batch_size": batch, **values}
+
+
+def trial_images(base: Recipe, train_images: int) -> int:
+    """Training images a trial sees (iterations x batch size; epochs x the images an epoch uses)."""
+    batch = int(base.train.get("batch_size", 2))
+    if base.train.get("iterations"):
+        return int(base.train["iterations"]) * batch
+    return int(base.train.get("epochs", 12)) * max(1, train_images // batch) * batch
+
+
+def trial_recipe(base: Recipe, values: dict[str, Any], evaluations: int, train_images: int,
+                 fraction: float = 1.0) -> Recipe:
+    """``base`` with the searched ``values``, as iterations: every batch size sees the same number of images
+    (``fraction`` of :func:`trial_images`; the warm-up scaled alike), with ``evaluations`` validations."""
+    train = dict(base.train)
+    old_batch = int(train.get("batch_size", 2))
+    images = trial_images(base, train_images) * fraction
+    train.update(values)
+    train.pop("epochs", None)
+    train["iterations"] = max(1, round(images / int(values["batch_size"])))
+    if train.get("warmup_iters"):
+        train["warmup_iters"] = max(0, round(int(train["warmup_iters"]) * old_batch / int(values["batch_size"])))
+    train["eval_every"] = max(1, math.ceil(train["iterations"] / evaluations))
+    return dataclasses.replace(base, train=train)
+
+
+def _suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
+    values: dict[str, Any] = {"lr": trial.suggest_float("lr", *space.lr, log=True),
+                              "batch_size": trial.suggest_categorical("batch_size", list(space.batch_size))}
+    for name in ("horizontal_flip", "color_jitter", "scale_jitter"):
+        values[name] = trial.suggest_float(name, *getattr(space, name))
+    return values
+
+
+def _study(cfg: TuneConfig, first_rung: int) -> Any:
+    """The study in ``<output>/study.db``: new, or (``resume``) the existing one, its interrupted trials failed
+    and queued again with their values. ``first_rung``: images seen at a trial's first validation (the
+    pruner's smallest resource)."""
+    import optuna
+
+    out = Path(cfg.output)
+    db = out / "study.db"
+    if db.exists() and not cfg.resume:
+        raise ValueError(f"{db} exists: pass --resume to continue that search, or another --output")
+    out.mkdir(parents=True, exist_ok=True)
+    pruner = {"asha": optuna.pruners.SuccessiveHalvingPruner(min_resource=first_rung, reduction_factor=3),
+              "median": optuna.pruners.MedianPruner(n_startup_trials=2), "none": optuna.pruners.NopPruner()}
+    study = optuna.create_study(storage=f"sqlite:///{db}", study_name=STUDY, direction="maximize",
+                                load_if_exists=True, pruner=pruner[cfg.pruner],
+                                sampler=optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=4))
+    retried = list(study.user_attrs.get("retried", []))
+    for t in study.get_trials(deepcopy=False):
+        killed = t.state == optuna.trial.TrialState.RUNNING  # its process died (kill, power cut)
+        interrupted = t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("interrupted")  # Ctrl-C
+        if (killed or interrupted) and t.number not in retried:
+            if killed:
+                study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+            retried.append(t.number)
+    study.set_user_attr("retried", retried)
+    if not study.trials:
+        study.enqueue_trial(base_values(load_recipe(cfg.recipe)), user_attrs={"base_recipe": True})
+    return study
+
+
+def _covering(space: SearchSpace, base: dict[str, Any], train_images: int) -> SearchSpace:
+    """``space`` widened to hold the base recipe's own values (its trial is the first one), without batch sizes
+    larger than the training set."""
+    widen = lambda r, v: (min(r[0], float(v)), max(r[1], float(v)))  # noqa: E731
+    batches = {b for b in set(space.batch_size) | {int(base["batch_size"])} if b <= train_images}
+    if not batches:
+        raise ValueError(f"every batch size {sorted(space.batch_size)} exceeds the {train_images} training images")
+    return SearchSpace(lr=widen(space.lr, base["lr"]), batch_size=tuple(sorted(batches)),
+                       **{k: widen(getattr(space, k), base[k]) for k in ("horizontal_flip", "color_jitter",
+                                                                         "scale_jitter")})
+
+
+class _Objective:
+    """One trial: train the recipe with the suggested values, report each validation's mask AP to the pruner."""
+
+    def __init__(self, cfg: TuneConfig, base: Recipe, space: SearchSpace, deadline: float, train_images: int) -> None:
+        self.cfg, self.base, self.space, self.deadline = cfg, base, space, deadline
+        self.train_images = train_images
+
+    def __call__(self, trial: Any) -> float:
+        import optuna
+
+        from isseg.engine.checkpointing import mask_ap
+        from isseg.engine.trainer import train
+
+        values = _suggest(trial, self.space)
+        recipe = trial_recipe(self.base, values, self.cfg.evaluations, self.train_images, self.cfg.trial_fraction)
+        run = Path(self.cfg.output) / "trials" / f"{trial.number:03d}"
+        left = (self.deadline - time.time()) / 60
+        if left <= 0.05:
+            raise optuna.TrialPruned("no time left in the budget")
+        options = {"val_data": self.cfg.val_data, "val_images": self.cfg.val_images, "progress": self.cfg.progress,
+                   "tensorboard": False, "max_minutes": left, **self.cfg.trial_options}
+        tc = train_config(recipe, self.cfg.data, self.cfg.images, str(run), **options)
+        trial.set_user_attr("iterations_planned", tc.iterations or 0)
+
+        def report(iteration: int, result: dict[str, Any]) -> None:
+            ap = mask_ap(result)
+            trial.report(-1.0 if ap is None else ap, step=iteration * tc.batch_size)  # images seen
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after {iteration} iterations (mask AP {ap})")
+
+        start = time.time()
+        try:
+            result = train(tc, on_evaluation=report)
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)  # run again on --resume
+            raise
+        except RuntimeError as exc:
+            if not str(exc).startswith("training diverged"):
+                raise
+            trial.set_user_attr("note", "diverged")
+            return 0.0  # the worst AP: the sampler learns to avoid these values
+        trial.set_user_attr("minutes", (time.time() - start) / 60)
+        trial.set_user_attr("iterations", result.iteration)
+        ap = mask_ap(result.last_eval or {})
+        if result.stopped_by_time or ap is None:
+            raise optuna.TrialPruned("the budget ran out before the trial finished")
+        box = (result.last_eval or {}).get("bbox", {}).get("AP")
+        trial.set_user_attr("box_AP", box)
+        return ap
+
+
+def tune(cfg: TuneConfig) -> dict[str, Any]:
+    """Run (or resume) the search; returns ``{"best": {...}, "trials": n, "files": {...}, "minutes": spent}``
+    (``best`` None when no trial finished)."""
+    from isseg.data.coco import load_coco_json
+    from isseg.engine.tune_report import write_reports
+
+    cfg.check()
+    base = load_recipe(cfg.recipe)
+    n_train = len(load_coco_json(cfg.data)["images"])
+    space = _covering(cfg.space, base_values(base), n_train)
+    images = trial_images(base, n_train) * cfg.trial_fraction
+    study = _study(cfg, max(1, int(images / cfg.evaluations * 0.9)))
+    study.set_user_attr("train_images", n_train)
+    spent = float(study.user_attrs.get("seconds_spent", 0.0))
+    session = time.time()
+    deadline = session + cfg.budget_minutes * 60 - spent
+    objective = _Objective(cfg, base, space, deadline, n_train)
+
+    def after_trial(study: Any, _trial: Any) -> None:
+        study.set_user_attr("seconds_spent", spent + time.time() - session)
+        write_reports(study, base, cfg)
+
+    done = sum(t.state.is_finished() for t in study.trials if t.state.name != "FAIL")
+    remaining = None if cfg.max_trials is None else max(0, cfg.max_trials - done)
+    try:
+        if deadline > time.time() and remaining != 0:
+            study.optimize(objective, n_trials=remaining, timeout=max(1.0, deadline - time.time()),
+                           callbacks=[after_trial], gc_after_trial=True)
+    finally:  # Ctrl-C included: the time spent counts against the budget of the next session
+        study.set_user_attr("seconds_spent", spent + time.time() - session)
+    files = write_reports(study, base, cfg)
+    best = files.pop("best")
+    return {"best": best, "trials": len(study.trials), "files": files,
+            "minutes": float(study.user_attrs.get("seconds_spent", 0.0)) / 60}
+
+
+def best_recipe(study: Any, base: Recipe, cfg: TuneConfig) -> Recipe | None:
+    """The base recipe with the best completed trial's values (None when no trial completed)."""
+    completed = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if not completed:
+        return None
+    best = max(completed, key=lambda t: t.value)
+    recipe = trial_recipe(base, dict(best.params), cfg.evaluations, int(study.user_attrs.get("train_images", 0)))
+    train = {k: v for k, v in recipe.train.items()}
+    measured = {"tune": f"trial {best.number} of {len(study.trials)}: validation mask AP {best.value:.3f} "
+                        f"(the base recipe {base.name!r}: {_base_value(study)})",
+                "search": str(Path(cfg.output) / "study.db")}
+    return dataclasses.replace(recipe, name=f"tuned-{base.name}", train=train, measured=measured,
+                               description=f"{base.name} with the learning rate, batch size and augmentation "
+                                           f"found by isseg tune ({len(completed)} completed trials)")
+
+
+def _base_value(study: Any) -> str:
+    for t in study.trials:
+        if t.user_attrs.get("base_recipe"):
+            return f"{t.value:.3f}" if t.value is not None else str(t.state.name.lower())
+    return "n/a"
+
+
+def save_best(study: Any, base: Recipe, cfg: TuneConfig) -> Path | None:
+    """Write ``<output>/best_recipe.yaml`` (when a trial completed)."""
+    recipe = best_recipe(study, base, cfg)
+    if recipe is None:
+        return None
+    return save_recipe(recipe, Path(cfg.output) / "best_recipe.yaml")

@@ -1,0 +1,115 @@
+"""The files ``isseg tune`` keeps up to date in its output folder after each trial: ``trials.csv`` and ``trials.md``
+(one row per trial: state, values, final validation mask AP of a completed trial, the last one a trial reported,
+box AP, iterations, minutes), ``trials.png`` (each trial's
+validation mask AP against the images it had seen, pruned trials dashed, and the final AP of each trial) and
+``best_recipe.yaml`` (:func:`isseg.engine.tune.save_best`)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from isseg.atomic import atomic_write
+
+COLUMNS = ("trial", "state", "lr", "batch_size", "horizontal_flip", "color_jitter", "scale_jitter", "mask_AP",
+           "last_val_mask_AP", "box_AP", "iterations", "minutes", "note")
+
+
+def trial_rows(study: Any) -> list[dict[str, Any]]:
+    """One row per trial of the study (see :data:`COLUMNS`)."""
+    rows = []
+    for t in study.trials:
+        p, a = t.params, t.user_attrs
+        notes = ["the base recipe" if a.get("base_recipe") else "", f"retry of {a['retry_of']}" if "retry_of" in a
+                 else "", "interrupted" if a.get("interrupted") else "", a.get("note", "")]
+        note = "; ".join(n for n in notes if n)
+        rows.append({
+            "trial": t.number, "state": t.state.name.lower(), "lr": p.get("lr"), "batch_size": p.get("batch_size"),
+            "horizontal_flip": p.get("horizontal_flip"), "color_jitter": p.get("color_jitter"),
+            "scale_jitter": p.get("scale_jitter"), "mask_AP": t.value if t.state.name == "COMPLETE" else None,
+            "last_val_mask_AP": _last(t), "box_AP": a.get("box_AP"),
+            "iterations": a.get("iterations"), "minutes": a.get("minutes"), "note": note,
+        })  # fmt: skip
+    return rows
+
+
+def _last(trial: Any) -> float | None:
+    """The last validation mask AP a trial reported (where a pruned trial stopped)."""
+    if not trial.intermediate_values:
+        return None
+    return trial.intermediate_values[max(trial.intermediate_values)]
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cell(r[c]) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def plot(study: Any, path: Path) -> Path:
+    """``trials.png``: validation mask AP over the images seen, per trial, and each trial's final AP."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for t in study.trials:
+        if not t.intermediate_values:
+            continue
+        steps = sorted(t.intermediate_values)
+        style = "-" if t.state.name == "COMPLETE" else "--"
+        left.plot(steps, [t.intermediate_values[s] for s in steps], style, marker="o", label=f"trial {t.number}")
+    left.set_xlabel("training images seen")
+    left.set_ylabel("validation mask AP")
+    left.set_title("trials (dashed: pruned or stopped)")
+    if any(t.intermediate_values for t in study.trials):
+        left.legend(fontsize=7)
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    right.bar([str(t.number) for t in done], [t.value for t in done],
+              color=["tab:orange" if t.user_attrs.get("base_recipe") else "tab:blue" for t in done])
+    right.set_xlabel("completed trial (orange: the base recipe)")
+    right.set_ylabel("final validation mask AP")
+    fig.tight_layout()
+
+    def save(f: Any) -> None:
+        fig.savefig(f, format="png", dpi=100)
+
+    atomic_write(path, save)
+    plt.close(fig)
+    return path
+
+
+def write_reports(study: Any, base: Any, cfg: Any) -> dict[str, Any]:
+    """Rewrite the table, the plot and the best recipe; returns their paths and ``best`` (the best completed
+    trial's number, values and AP, or None)."""
+    from isseg.engine.tune import save_best
+
+    out = Path(cfg.output)
+    rows = trial_rows(study)
+
+    def write_csv(f: Any) -> None:
+        import io
+
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
+        f.write(text.getvalue().encode("utf-8"))
+
+    files: dict[str, Any] = {"csv": atomic_write(out / "trials.csv", write_csv),
+                             "markdown": atomic_write(out / "trials.md", markdown(rows)),
+                             "plot": plot(study, out / "trials.png"), "recipe": save_best(study, base, cfg)}
+    completed = [t for t in study.trials if t.state.name == "COMPLETE"]
+    best = max(completed, key=lambda t: t.value) if completed else None
+    files["best"] = None if best is None else {"trial": best.number, "mask_AP": best.value, **best.params}
+    return files
