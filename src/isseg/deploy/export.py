@@ -10,7 +10,8 @@ resized as the preset says), so an export computes exactly its preset's function
 
 - ``rt_info/model_info`` for OpenVINO Model API (``Model.create_model("model.xml")`` runs a "fit" export as
   ``MaskRCNN`` with zero configuration), and ``rt_info/isseg`` (the whole preset, class names, precision:
-  :mod:`isseg.deploy.contract`);
+  :mod:`isseg.deploy.contract`); with ``tiling``, Model API's tiler parameters too (its
+  ``InstanceSegmentationTiler`` configures itself from them) and ``isseg/tiling`` (the Predictor then tiles);
 - the "precise" runtime attribute on every geometry operation (anchors, box decoding, level assignment,
   RoI coordinates, NMS inputs), so that a runtime computing the network in bf16 / fp16 keeps coordinates
   in fp32;
@@ -34,8 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from isseg.deploy.contract import INPUT_NAME, OUTPUT_NAMES, input_shape, isseg_metadata, model_info
+from isseg.deploy.contract import INPUT_NAME, OUTPUT_NAMES, input_shape, isseg_metadata, model_info, tiling_metadata
 from isseg.deploy.graph import ExportModule, is_geometry
+from isseg.tiling.options import TilingOptions
 
 FORMATS = ("openvino", "onnx")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -207,7 +209,7 @@ def export(model: nn.Module | str | Path, out_dir: str | Path, format: str = "op
            precision: str = "fp32", *, input_size: tuple[int, int] | None = None, name: str | None = None,
            preset: str | None = None, confidence_threshold: float = 0.5,
            calibration: str | Path | Sequence[np.ndarray] | None = None, calibration_size: int = 32,
-           keep_onnx: bool = False) -> Path:
+           keep_onnx: bool = False, tiling: TilingOptions | None = None) -> Path:
     """Export ``model`` (a ``MaskRCNN``, a checkpoint path or a registry name) and return the model file.
 
     Args:
@@ -223,6 +225,9 @@ def export(model: nn.Module | str | Path, out_dir: str | Path, format: str = "op
             required for int8.
         keep_onnx: with format "openvino", also keep the (fp32) ONNX file the IR is converted from, as
             ``<name>.onnx`` next to it (one trace for both formats).
+        tiling: tiled inference stored in the model's metadata (:mod:`isseg.deploy.contract`): Model API's
+            tiler and isseg's Predictor then tile with it. Model API's tiles are square: ``tile_size`` must be
+            one int (or None with a square canvas).
     """
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; expected one of {FORMATS}")
@@ -240,6 +245,10 @@ def export(model: nn.Module | str | Path, out_dir: str | Path, format: str = "op
     stem = name or (cfg.name + ("" if precision == "fp32" else f"-{precision}"))
     info = model_info(cfg, confidence_threshold)
     extra = isseg_metadata(cfg, precision)
+    if tiling is not None:
+        tiler_info, tiler_extra = tiling_metadata(tiling, cfg)
+        info.update(tiler_info)
+        extra.update(tiler_extra)
 
     if format == "onnx":
         path = out_dir / f"{stem}.onnx"
