@@ -104,21 +104,30 @@ def test_nms_is_class_wise_and_matches_model_api():
         assert nms(boxes, scores, labels, "iou", 0.45) == list(theirs)
 
 
+def _groups(groups: list[list[int]]) -> list[tuple[int, set[int]]]:
+    return [(g[0], set(g[1:])) for g in groups]  # the best first; the others in no particular order
+
+
 def test_nmm_joins_fragments_across_tiles_never_within_one():
     # an object cut in three by tiles 0 | 1 | 2, seen whole by the full-frame tile 3 (fragment 2 overlaps
-    # fragment 1 too little: it joins the group's box grown by 3); a small object inside its box in tile 1,
-    # found by the full-frame tile too
+    # fragment 1 too little: it joins through the whole view, touching the group); a small object inside
+    # its box in tile 1, found by the full-frame tile too
     boxes = np.array([[30, 0, 160, 50], [70, 0, 230, 50], [200, 0, 400, 50], [30, 0, 400, 50],
                       [100, 20, 110, 30], [100, 20, 111, 31]], np.float32)
     scores = np.array([0.7, 0.9, 0.6, 0.5, 0.8, 0.4], np.float32)
     labels = np.zeros(6, np.int64)
     tiles = np.array([0, 1, 2, 3, 1, 3])
-    assert nmm(boxes, scores, labels, tiles, "ios", 0.5) == [[1, 0, 3, 2], [4, 5]]
-    assert nmm(boxes[:3], scores[:3], labels[:3], tiles[:3], "ios", 0.5) == [[1, 0], [2]]  # no whole view
+    windows = np.array([[0, 0, 160, 100], [70, 0, 230, 100], [140, 0, 400, 100], [0, 0, 400, 100]])[tiles]
+    assert _groups(nmm(boxes, scores, labels, tiles, windows, "ios", 0.5)) == [(1, {0, 2, 3}), (4, {5})]
+    assert nmm(boxes[:3], scores[:3], labels[:3], tiles[:3], windows[:3], "ios", 0.5) == [[1, 0], [2]]  # no whole
     # IoU does not join side-by-side fragments: the overlap is only the tiles' overlap band
-    assert nmm(boxes[:3], scores[:3], labels[:3], tiles[:3], "iou", 0.5) == [[1], [0], [2]]
+    assert nmm(boxes[:3], scores[:3], labels[:3], tiles[:3], windows[:3], "iou", 0.5) == [[1], [0], [2]]
     # another class never joins
-    assert nmm(boxes[:2], scores[:2], np.array([0, 1]), tiles[:2], "ios", 0.5) == [[1], [0]]
+    assert nmm(boxes[:2], scores[:2], np.array([0, 1]), tiles[:2], windows[:2], "ios", 0.5) == [[1], [0]]
+    # two objects the coarse whole view saw as one blob stay two: the second does not touch the first
+    boxes = np.array([[0, 0, 40, 40], [0, 0, 200, 40], [150, 0, 190, 40]], np.float32)
+    windows = np.array([[0, 0, 160, 100], [0, 0, 400, 100], [140, 0, 400, 100]])
+    assert nmm(boxes, np.array([0.9, 0.8, 0.7]), np.zeros(3), np.array([0, 1, 2]), windows, "ios", 0.5) == [[0, 1], [2]]
 
 
 # ---------------------------------------------------------------------------- the Predictor with blob runtime

@@ -11,7 +11,7 @@ The one owner of this step for every path (``MaskRCNN.predict``, each ``Predicto
    otherwise), then boxes are clipped when ``roi.final_clip`` is "after_paste".
 
 Tiled inference (:mod:`isseg.tiling`) runs step 1 per tile, merges the raw detections of all tiles, and pastes
-only the survivors; :func:`paste_masks` with ``groups`` joins the masks of merged detections into one.
+only the survivors; :func:`paste_masks` with ``groups`` stitches the masks of merged detections into one.
 """
 
 from __future__ import annotations
@@ -119,10 +119,9 @@ def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], metho
     """Paste [N, M, M] mask probabilities at ``boxes`` [N, 4] into [N, H, W] boolean full-image masks.
 
     ``windows`` [N, 4] (x0, y0, x1, y1): each mask covers only its window (default: the whole image).
-    ``groups``: output mask k is the union of the pasted masks ``groups[k]`` (default: one per mask), so
-    only the outputs are ever allocated at full size: [len(groups), H, W]. Within a group, a mask whose
-    window contains another member's (a whole-frame view of an object also seen in a tile) is pasted only
-    outside it: where a finer view saw the object, its mask decides.
+    ``groups``: output mask k joins the masks ``groups[k]`` (default: one per mask), so only the outputs are
+    ever allocated at full size: [len(groups), H, W]. Joined masks are stitched (:func:`_stitch`): each
+    pixel takes the value of the member whose window sees it farthest from that window's inner edges.
     """
     h, w = image_size
     masks, boxes = masks.float().cpu(), boxes.float().cpu()
@@ -132,23 +131,67 @@ def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], metho
     out = np.zeros((len(rows), h, w), dtype=bool)
     boxes_np = boxes.numpy()
     for k, members in enumerate(rows):
+        regions = []
         for i in members:
             if method == "torchvision":
-                region = _paste_torchvision(masks[i], boxes[i], wins[i], threshold)
+                regions.append(_paste_torchvision(masks[i], boxes[i], wins[i], threshold))
             else:
-                region = _paste_grid_sample(masks[i], boxes_np[i], wins[i], threshold)
-            if region is None:
-                continue
-            ya, yb, xa, xb, m = region
-            if len(members) == 1:
+                regions.append(_paste_grid_sample(masks[i], boxes_np[i], wins[i], threshold))
+        if len(members) == 1:
+            if regions[0] is not None:
+                ya, yb, xa, xb, m = regions[0]
                 out[k, ya:yb, xa:xb] = m
-                continue
-            for j in members:  # finer views inside this one's window take precedence
-                if j != i and wins[j] != wins[i] and _contains(wins[i], wins[j]):
-                    x0, y0, x1, y1 = wins[j]
-                    m[max(y0 - ya, 0) : max(y1 - ya, 0), max(x0 - xa, 0) : max(x1 - xa, 0)] = False
-            out[k, ya:yb, xa:xb] |= m
+            continue
+        _stitch(out[k], [wins[i] for i in members], regions)
     return torch.from_numpy(out)
+
+
+def _stitch(out: np.ndarray, windows: list[Window], regions: list[Region | None]) -> None:
+    """Join the pasted masks of one object seen in several windows (tiles) into ``out`` (bool [H, W]).
+
+    Inside its window a member says "object" on its pasted mask and "not object" elsewhere. Each pixel takes
+    the word of the member that sees it deepest inside its window (the distance to the window's edges that
+    are not the image's edges: near a tile border the network saw little context), so the seams between
+    tiles are cut in the middle of their overlap. A member whose window contains another member's (the
+    whole frame, seen downscaled) speaks only where no finer window sees the pixel.
+    """
+    present = [r for r in regions if r is not None]
+    if not present:
+        return
+    h, w = out.shape
+    ya, yb = min(r[0] for r in present), max(r[1] for r in present)
+    xa, xb = min(r[2] for r in present), max(r[3] for r in present)
+    value = np.zeros((yb - ya, xb - xa), dtype=bool)
+    depth = np.full(value.shape, -np.inf, dtype=np.float32)
+    for win, region in zip(windows, regions):
+        x0, y0, x1, y1 = max(win[0], xa), max(win[1], ya), min(win[2], xb), min(win[3], yb)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        if any(other != win and _contains(win, other) for other in windows):
+            d = np.full((y1 - y0, x1 - x0), -1.0, dtype=np.float32)
+        else:
+            d = np.minimum(_edge_distance(y0, y1, win[1], win[3], h)[:, None],
+                           _edge_distance(x0, x1, win[0], win[2], w)[None, :])
+        v = np.zeros(d.shape, dtype=bool)
+        if region is not None:
+            ra, rb, rc, rd, m = region
+            v[ra - y0 : rb - y0, rc - x0 : rd - x0] = m
+        cur_depth, cur_value = depth[y0 - ya : y1 - ya, x0 - xa : x1 - xa], value[y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+        deeper = d > cur_depth
+        cur_value[deeper] = v[deeper]
+        cur_depth[deeper] = d[deeper]
+    out[ya:yb, xa:xb] = value
+
+
+def _edge_distance(a: int, b: int, lo: int, hi: int, size: int) -> np.ndarray:
+    """float32 [b - a]: distance of pixel centres a..b-1 to the window edges lo / hi that are not image edges."""
+    centres = np.arange(a, b, dtype=np.float32) + np.float32(0.5)
+    d = np.full(b - a, np.inf, dtype=np.float32)
+    if lo > 0:
+        d = np.minimum(d, centres - lo)
+    if hi < size:
+        d = np.minimum(d, hi - centres)
+    return d
 
 
 def _contains(outer: Window, inner: Window) -> bool:

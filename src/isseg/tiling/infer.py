@@ -105,7 +105,7 @@ def merge_frame(model: TiledModel, parts: list[RawDetections], frame_size: tuple
     t0 = time.perf_counter()
     raw = _concat(parts)
     tiles = np.concatenate([np.full(len(p), k, np.int64) for k, p in enumerate(parts)])
-    merged = merge(raw, tiles, options)
+    merged = merge(raw, tiles, options, frame_size)
     t1 = time.perf_counter()
     pasted = None
     if masks and raw.mask_probs is not None:

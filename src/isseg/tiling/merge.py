@@ -68,14 +68,16 @@ def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, metric: str, 
     return keep
 
 
-def nmm(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, tiles: np.ndarray, metric: str,
-        threshold: float) -> list[list[int]]:
+def nmm(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, tiles: np.ndarray, windows: np.ndarray | None,
+        metric: str, threshold: float) -> list[list[int]]:
     """Greedy non-maximum merging: groups of indices, by descending best score.
 
-    The best remaining detection starts a group; detections of its class that overlap the group's box (the
-    union of its members' boxes, grown as members join) by more than ``threshold`` join it, the best one of
-    each tile and at most one per tile (a tile's detections are distinct objects: the network already
-    suppressed its duplicates), until none joins.
+    The best remaining detection starts a group. A detection of its class from a tile not in the group yet
+    joins when it overlaps the group's box (the union of its finest members' boxes: :func:`finest`) by more
+    than ``threshold``, or overlaps a coarser member (a whole-frame view of the object) by more than
+    ``threshold`` while touching the group's box (a fragment across a seam). Per tile the best-overlapping
+    one joins, at most one per tile (a tile's detections are distinct objects: the network already
+    suppressed its duplicates); the group grows until none joins.
     """
     order = np.argsort(-scores, kind="stable")
     free = np.ones(len(scores), dtype=bool)
@@ -84,39 +86,97 @@ def nmm(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, tiles: np.nda
         if not free[i]:
             continue
         free[i] = False
-        group, seen, box = [int(i)], {int(tiles[i])}, boxes[i].copy()
+        group, seen = [int(i)], {int(tiles[i])}
         while True:
             cand = np.nonzero(free & (labels == labels[i]) & ~np.isin(tiles, list(seen)))[0]
-            hits = cand[overlap(box, boxes[cand], metric) > threshold] if len(cand) else cand
-            if not len(hits):
+            if not len(cand):
                 break
-            for j in hits[np.argsort(-scores[hits], kind="stable")]:
-                if int(tiles[j]) not in seen:
-                    group.append(int(j))
-                    seen.add(int(tiles[j]))
-                    free[j] = False
-                    box = np.concatenate([np.minimum(box[:2], boxes[j, :2]), np.maximum(box[2:], boxes[j, 2:])])
+            fine = finest(group, windows)
+            box = np.concatenate([boxes[fine, :2].min(0), boxes[fine, 2:].max(0)])
+            direct = overlap(box, boxes[cand], metric)
+            coarse = [overlap(boxes[c], boxes[cand], metric) for c in group if c not in fine]
+            via = (np.max(coarse, axis=0) > threshold) & (overlap(box, boxes[cand], "iou") > 0) if coarse else False
+            ok = (direct > threshold) | via
+            if not ok.any():
+                break
+            picks: dict[int, int] = {}
+            for j in cand[ok][np.lexsort((-scores[cand[ok]], -direct[ok]))]:  # best overlap first, then score
+                picks.setdefault(int(tiles[j]), int(j))
+            for tile, j in picks.items():
+                group.append(j)
+                seen.add(tile)
+                free[j] = False
         groups.append(group)
     return groups
 
 
-def merge(raw: RawDetections, tiles: np.ndarray, options: TilingOptions) -> Merged:
-    """Merge the raw detections of all tiles of a frame (``tiles`` int [D]: the tile each one comes from) as
-    ``options`` say, keeping the ``options.max_detections`` best. A detection kept alone keeps its own box
-    (clipped later as the preset says); a merged one gets the union of its members' boxes, each clipped to
-    its tile."""
+def finest(group: list[int], windows: np.ndarray | None) -> list[int]:
+    """The members of a group seen at the finest scale: those whose window (tile) contains no other member's
+    (a whole-frame detection, downscaled, is coarser than the tiles' detections of the same object)."""
+    if windows is None:
+        return group
+    w = windows[group]
+    inside = (w[:, None, :2] <= w[None, :, :2]).all(-1) & (w[:, None, 2:] >= w[None, :, 2:]).all(-1)
+    contains = inside & ~(w[:, None] == w[None, :]).all(-1)
+    return [m for m, c in zip(group, contains.any(1)) if not c]
+
+
+def uncut(members: list[int], boxes: np.ndarray, windows: np.ndarray | None, frame_size: tuple[int, int],
+          margin: float = 2.0) -> list[int]:
+    """The ``members`` that see their object whole: their box keeps ``margin`` pixels from every edge of their
+    window that is not an edge of the frame (a whole-frame view always does)."""
+    if windows is None:
+        return list(members)
+    h, w = frame_size
+    out = []
+    for m in members:
+        x0, y0, x1, y1 = windows[m]
+        bx0, by0, bx1, by1 = boxes[m]
+        if (x0 <= 0 or bx0 - x0 >= margin) and (y0 <= 0 or by0 - y0 >= margin) and \
+                (x1 >= w or x1 - bx1 >= margin) and (y1 >= h or y1 - by1 >= margin):
+            out.append(m)
+    return out
+
+
+def best_view(group: list[int], boxes: np.ndarray, scores: np.ndarray, windows: np.ndarray | None,
+              frame_size: tuple[int, int]) -> int | None:
+    """The member of a merged group that shows the whole object best: the best-scoring one that saw it whole
+    in a tile, else the best-scoring whole coarser view (the whole frame, downscaled); None when every view
+    cut it (its fragments are then stitched)."""
+    fine = finest(group, windows)
+    for members in (fine, [m for m in group if m not in fine]):
+        whole = uncut(members, boxes, windows, frame_size)
+        if whole:
+            return max(whole, key=lambda m: (scores[m], -m))
+    return None
+
+
+def merge(raw: RawDetections, tiles: np.ndarray, options: TilingOptions, frame_size: tuple[int, int]) -> Merged:
+    """Merge the raw detections of all tiles of a ``frame_size`` (H, W) frame (``tiles`` int [D]: the tile each
+    one comes from) as ``options`` say, keeping the ``options.max_detections`` best.
+
+    A detection kept alone keeps its own box (clipped later as the preset says). A merged group ("nmm") with a
+    member that saw the object whole (:func:`best_view`) takes that member's box and mask, with the group's
+    best score; otherwise every view cut the object, and the group's box is the union of its finest members'
+    boxes (each clipped to its tile) and their masks are stitched when pasted.
+    """
     match = matching_boxes(raw)
     scores, labels = raw.scores.numpy(), raw.labels.numpy()
+    windows = None if raw.windows is None else raw.windows.numpy()
     if options.merge == "nms":
         groups = [[i] for i in nms(match, scores, labels, options.match_metric, options.match_threshold)]
     else:
-        groups = nmm(match, scores, labels, tiles, options.match_metric, options.match_threshold)
+        groups = nmm(match, scores, labels, tiles, windows, options.match_metric, options.match_threshold)
     groups = groups[: options.max_detections]
     boxes = np.zeros((len(groups), 4), np.float32)
+    best = [g[0] for g in groups]
     for k, group in enumerate(groups):
+        view = best_view(group, match, scores, windows, frame_size) if len(group) > 1 else None
+        if view is not None:
+            groups[k] = group = [view]
         if len(group) == 1:
             boxes[k] = raw.boxes[group[0]].numpy()
         else:
-            boxes[k, :2], boxes[k, 2:] = match[group, :2].min(0), match[group, 2:].max(0)
-    first = [g[0] for g in groups]
-    return Merged(torch.from_numpy(boxes), raw.scores[first], raw.labels[first], groups)
+            fine = finest(group, windows)
+            boxes[k, :2], boxes[k, 2:] = match[fine, :2].min(0), match[fine, 2:].max(0)
+    return Merged(torch.from_numpy(boxes), raw.scores[best], raw.labels[best], groups)
