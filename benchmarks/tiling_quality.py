@@ -9,21 +9,25 @@ Model API's tiler, with one model and one IR.
 2. the IR: the model exported at a 768x1024 canvas with ``isseg export --tile 768 --tile-overlap 0.2`` (Model
    API's tiler reads its tile_size, tiles_overlap, tile_with_full_img, iou_threshold 0.45 and max_pred_number
    100 from it);
-3. each method runs in a process of its own, frame after frame (each frame decoded before its clock starts),
-   after one warm-up frame: seconds per frame, the process's peak resident memory, and its peak working
-   memory (the highest resident memory while predicting, sampled every 5 ms, minus the resident memory
-   before the first measured frame);
+3. each method runs in a process of its own (with ``MALLOC_ARENA_MAX=2``, the same for all, so that resident
+   memory is not dominated by the slack of per-thread malloc arenas), frame after frame (each frame decoded
+   before its clock starts), after one warm-up frame: the median seconds per frame; the process's peak
+   resident memory; the peak above the loaded model (peak minus the resident memory once the model is loaded
+   and compiled, before the first frame: what inference of 4K frames adds); and the working memory (the
+   highest resident memory while predicting, sampled every 5 ms, minus the resident memory after the warm-up
+   frame). Detections are turned into COCO records one at a time, outside the clock;
 4. box and mask AP, AP-small (area < 32^2) and AP-large (> 96^2) by isseg's COCO evaluation, all detections
    with score >= ``--threshold`` (the same for every method; COCO keeps the 100 best per frame).
 
 Methods: ``untiled`` (the IR on the whole frame); ``isseg-nms`` / ``isseg-nmm`` (isseg's tiling, 768x1024 tiles
 = the canvas, overlap 0.2, the whole frame as one more tile, class-wise NMS at IoU 0.45 / NMM at IOS 0.5, in
-OpenVINO's throughput mode); ``isseg-ir`` (the IR's own tiling, as ``Predictor(ir)`` runs it: Model API's
-square 768 tiles, NMM); ``sahi`` (SAHI 0.12 ``get_sliced_prediction`` with 768x1024 slices, overlap 0.2, its
-standard whole-frame prediction and its GREEDYNMM / IOS 0.5 merge, through its custom-model interface around
-``Predictor(ir, tiling=False)``); ``model_api`` (``InstanceSegmentationTiler`` on the IR, configured by its
-rt_info, 2 OpenVINO streams like isseg's throughput mode). Results: ``<output>/results.json`` and a Markdown
-table in ``<output>/results.md``.
+OpenVINO's throughput mode); ``isseg-nmm-latency`` (the same in latency mode: one request at a time, as SAHI
+runs); ``isseg-ir`` (the IR's own tiling, as ``Predictor(ir)`` runs it: Model API's square 768 tiles, NMM);
+``sahi`` (SAHI 0.12 ``get_sliced_prediction`` with 768x1024 slices, overlap 0.2, its standard whole-frame
+prediction and its GREEDYNMM / IOS 0.5 merge, through its custom-model interface around ``Predictor(ir,
+tiling=False)``, latency mode); ``sahi-nms`` (the same with SAHI's NMS at IoU 0.45); ``model_api``
+(``InstanceSegmentationTiler`` on the IR, configured by its rt_info, 2 OpenVINO streams like isseg's throughput
+mode). Results: ``<output>/results.json`` and a Markdown table in ``<output>/results.md``.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-METHODS = ("untiled", "isseg-nms", "isseg-nmm", "isseg-ir", "sahi", "model_api")
+METHODS = ("untiled", "isseg-nms", "isseg-nmm", "isseg-nmm-latency", "isseg-ir", "sahi", "sahi-nms", "model_api")
 CATEGORY_IDS = [1, 2, 3, 4, 5]  # tiling_data's categories, in the model's class order
 
 
@@ -77,7 +81,13 @@ def isseg_method(ir: str, threshold: float, tiling: Any, mode: str) -> Any:
     from isseg.engine.coco_eval import detections_to_coco
 
     predictor = Predictor(ir, threshold=threshold, tiling=tiling, mode=mode)
-    return predictor.predict, lambda det, image_id: detections_to_coco(det, image_id, CATEGORY_IDS)
+    return predictor.predict, lambda det, image_id: one_by_one(det, image_id, detections_to_coco)
+
+
+def one_by_one(det: Any, image_id: int, convert: Any) -> list[dict]:
+    """COCO records of a frame's detections, one mask at a time (encoding a stack of 4K masks at once would
+    allocate all of them densely: the benchmark's cost, not the method's)."""
+    return [r for k in range(len(det)) for r in convert(det.filter(np.array([k])), image_id, CATEGORY_IDS)]
 
 
 def model_api_method(ir: str, threshold: float) -> Any:
@@ -94,12 +104,13 @@ def model_api_method(ir: str, threshold: float) -> Any:
         masks = np.asarray(r.masks, bool)
         det = Detections(np.asarray(r.bboxes, np.float32).reshape(-1, 4), np.asarray(r.scores, np.float32).reshape(-1),
                          np.asarray(r.labels, np.int64).reshape(-1) - 1, masks, (), masks.shape[1:])
-        return detections_to_coco(det, image_id, CATEGORY_IDS)
+        return one_by_one(det, image_id, detections_to_coco)
 
     return tiler, records
 
 
-def sahi_method(ir: str, threshold: float) -> Any:
+def sahi_method(ir: str, threshold: float, merge: tuple[str, str, float] = ("GREEDYNMM", "IOS", 0.5),
+                masks: bool = True) -> Any:
     from sahi.models.base import DetectionModel
     from sahi.predict import get_sliced_prediction
     from sahi.prediction import ObjectPrediction
@@ -129,7 +140,8 @@ def sahi_method(ir: str, threshold: float) -> Any:
             full = full_shape_list[0] if full_shape_list else None
             preds = [ObjectPrediction(bbox=det.boxes[k].tolist(), category_id=int(det.labels[k]),
                                       category_name=self.category_mapping[str(int(det.labels[k]))],
-                                      segmentation=get_coco_segmentation_from_bool_mask(det.masks[k]),
+                                      segmentation=get_coco_segmentation_from_bool_mask(det.masks[k])
+                                      if masks else None,
                                       score=float(det.scores[k]), shift_amount=shift, full_shape=full)
                      for k in range(len(det))]
             self._object_prediction_list_per_image = [preds]
@@ -139,8 +151,8 @@ def sahi_method(ir: str, threshold: float) -> Any:
     def predict(frame: np.ndarray) -> Any:
         return get_sliced_prediction(frame, model, slice_height=768, slice_width=1024, overlap_height_ratio=0.2,
                                      overlap_width_ratio=0.2, perform_standard_pred=True,
-                                     postprocess_type="GREEDYNMM", postprocess_match_metric="IOS",
-                                     postprocess_match_threshold=0.5, verbose=0)
+                                     postprocess_type=merge[0], postprocess_match_metric=merge[1],
+                                     postprocess_match_threshold=merge[2], verbose=0)
 
     def records(result: Any, image_id: int) -> list[dict]:
         h, w = result.image_height, result.image_width
@@ -149,9 +161,11 @@ def sahi_method(ir: str, threshold: float) -> Any:
             x1, y1, x2, y2 = p.bbox.to_xyxy()
             polygons = [s for s in (p.mask.segmentation if p.mask is not None else []) if len(s) >= 6]
             rle = polygons_to_rle(polygons, h, w) if polygons else polygons_to_rle([[0, 0, 0, 0, 0, 0]], h, w)
-            rle = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
-            out.append({"image_id": image_id, "category_id": CATEGORY_IDS[int(p.category.id)],
-                        "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(p.score.value), "segmentation": rle})
+            record = {"image_id": image_id, "category_id": CATEGORY_IDS[int(p.category.id)],
+                      "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(p.score.value)}
+            if masks:
+                record["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+            out.append(record)
         return out
 
     return predict, records
@@ -168,10 +182,15 @@ def build(method: str, ir: str, threshold: float) -> Any:
     if method == "isseg-nmm":
         return isseg_method(ir, threshold, TilingOptions(merge="nmm", match_metric="ios", match_threshold=0.5),
                             "throughput")
+    if method == "isseg-nmm-latency":
+        return isseg_method(ir, threshold, TilingOptions(merge="nmm", match_metric="ios", match_threshold=0.5),
+                            "latency")
     if method == "isseg-ir":
         return isseg_method(ir, threshold, None, "throughput")
     if method == "sahi":
         return sahi_method(ir, threshold)
+    if method == "sahi-nms":
+        return sahi_method(ir, threshold, ("NMS", "IOU", 0.45))
     if method == "model_api":
         return model_api_method(ir, threshold)
     raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
@@ -181,8 +200,9 @@ def worker(args: argparse.Namespace) -> int:
     import cv2
 
     predict, to_records = build(args.worker, args.ir, args.threshold)
+    loaded = _rss_mb()  # the model loaded and compiled
     files = [Path(args.data) / "test" / f"{i:06d}.jpg" for i in range(args.frames)]
-    predict(cv2.imread(str(files[0])))  # warm-up: compilation, first allocations
+    predict(cv2.imread(str(files[0])))  # warm-up: first allocations
     sampler, baseline = PeakSampler(), _rss_mb()
     seconds, records = [], []
     for i, file in enumerate(files):
@@ -196,8 +216,9 @@ def worker(args: argparse.Namespace) -> int:
         del out, frame
     sampler.stop()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    report = {"method": args.worker, "seconds": seconds, "baseline_mb": baseline,
-              "working_mb": sampler.peak - baseline, "peak_rss_mb": peak, "records": records}
+    report = {"method": args.worker, "seconds": seconds, "loaded_mb": loaded, "baseline_mb": baseline,
+              "working_mb": sampler.peak - baseline, "peak_rss_mb": peak, "above_model_mb": peak - loaded,
+              "records": records}
     Path(args.result).write_text(json.dumps(report))
     return 0
 
@@ -226,17 +247,18 @@ def evaluate(gt: dict, report: dict, frames: int) -> dict:
     stats = coco_eval(gt, report["records"], image_ids=range(1, frames + 1))
     return {"box_AP": stats["bbox"]["AP"], "box_APs": stats["bbox"]["APs"], "box_APl": stats["bbox"]["APl"],
             "mask_AP": stats["segm"]["AP"], "mask_APs": stats["segm"]["APs"], "mask_APm": stats["segm"]["APm"],
-            "mask_APl": stats["segm"]["APl"], "seconds_per_frame": float(np.mean(report["seconds"])),
-            "peak_rss_mb": report["peak_rss_mb"], "working_mb": report["working_mb"],
-            "detections": len(report["records"])}
+            "mask_APl": stats["segm"]["APl"], "seconds_per_frame": float(np.median(report["seconds"])),
+            "peak_rss_mb": report["peak_rss_mb"], "above_model_mb": report["above_model_mb"],
+            "working_mb": report["working_mb"], "detections": len(report["records"])}
 
 
 def table(results: dict[str, dict]) -> str:
     head = ("| method | mask AP | mask AP-small | mask AP-large | box AP | box AP-small | s / frame | "
-            "peak RSS (MB) | working memory (MB) |\n|---|---|---|---|---|---|---|---|---|\n")
+            "peak RSS (MB) | peak above the loaded model (MB) | working memory (MB) |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n")
     rows = [f"| {m} | {r['mask_AP']:.3f} | {r['mask_APs']:.3f} | {r['mask_APl']:.3f} | {r['box_AP']:.3f} | "
-            f"{r['box_APs']:.3f} | {r['seconds_per_frame']:.2f} | {r['peak_rss_mb']:.0f} | {r['working_mb']:.0f} |"
-            for m, r in results.items()]
+            f"{r['box_APs']:.3f} | {r['seconds_per_frame']:.2f} | {r['peak_rss_mb']:.0f} | "
+            f"{r['above_model_mb']:.0f} | {r['working_mb']:.0f} |" for m, r in results.items()]
     return head + "\n".join(rows) + "\n"
 
 
@@ -268,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, __file__, "--worker", method, "--ir", str(ir), "--data", args.data,
                "--frames", str(args.frames), "--threshold", str(args.threshold), "--result", str(result)]
         t0 = time.perf_counter()
-        if subprocess.call(cmd):
+        env = dict(os.environ, MALLOC_ARENA_MAX="2")  # resident memory without per-thread malloc arenas' slack
+        if subprocess.call(cmd, env=env):
             raise SystemExit(f"{method}: worker failed")
         results[method] = evaluate(gt, json.loads(result.read_text()), args.frames)
         print(f"{method}: {json.dumps({k: round(v, 3) for k, v in results[method].items()})} "

@@ -15,7 +15,7 @@ import pytest
 from isseg.config import get_config
 from isseg.deploy.contract import ModelMeta
 from isseg.deploy.runtime import stream_sequentially
-from isseg.tiling.merge import nmm, nms, overlap
+from isseg.tiling.merge import best_view, nmm, nms, overlap
 from isseg.tiling.options import TilingOptions
 from isseg.tiling.plan import Tile, axis_starts, plan_tiles
 
@@ -128,6 +128,19 @@ def test_nmm_joins_fragments_across_tiles_never_within_one():
     boxes = np.array([[0, 0, 40, 40], [0, 0, 200, 40], [150, 0, 190, 40]], np.float32)
     windows = np.array([[0, 0, 160, 100], [0, 0, 400, 100], [140, 0, 400, 100]])
     assert nmm(boxes, np.array([0.9, 0.8, 0.7]), np.zeros(3), np.array([0, 1, 2]), windows, "ios", 0.5) == [[0, 1], [2]]
+
+
+def test_a_merged_object_takes_the_view_that_saw_it_whole():
+    """Tiles 0 = x 0..160 and 1 = x 140..300 of a 100x300 frame, 2 = the whole frame (coarse)."""
+    windows = np.array([[0, 0, 160, 100], [140, 0, 300, 100], [0, 0, 300, 100]])
+    scores = np.array([0.6, 0.9, 0.95])
+    inside_0 = np.array([[100, 10, 150, 50], [140, 10, 150, 50], [99, 9, 151, 52]], np.float32)  # cut by tile 1
+    assert best_view([1, 0, 2], inside_0, scores, windows, (100, 300)) == 0  # a tile's whole view, not the coarse
+    across = np.array([[100, 10, 160, 50], [140, 10, 200, 50], [99, 9, 201, 52]], np.float32)  # cut by both
+    assert best_view([1, 0, 2], across, scores, windows, (100, 300)) == 2  # the whole frame saw it whole
+    assert best_view([1, 0], across, scores, windows, (100, 300)) is None  # stitch the fragments
+    at_frame_edge = np.array([[0, 10, 60, 50]], np.float32)  # touching the frame's edge is not a cut
+    assert best_view([0], at_frame_edge, scores, windows, (100, 300)) == 0
 
 
 # ---------------------------------------------------------------------------- the Predictor with blob runtime
