@@ -74,11 +74,21 @@ def _items(images: Iterable[Any], options: TilingOptions, input_size: tuple[int,
 
 def _tile_raw(model: TiledModel, outputs: Outputs, prepared: PreparedImage, tile: Tile,
               threshold: float | None) -> RawDetections:
-    """A tile's outputs -> raw detections in frame pixels, each restricted to the tile (its window)."""
+    """A tile's outputs -> raw detections in frame pixels, each restricted to the tile (its window). A detection
+    whose box lies outside the tile (in the letterbox padding of a tile narrower than the canvas) is dropped:
+    the network saw nothing there."""
     raw = model.raw(outputs, prepared, threshold)
     offset = torch.tensor([tile.x0, tile.y0, tile.x0, tile.y0], dtype=torch.float32)
+    boxes = raw.boxes + offset
+    x1, y1 = boxes[:, 0].clamp(min=tile.x0), boxes[:, 1].clamp(min=tile.y0)
+    x2, y2 = boxes[:, 2].clamp(max=tile.x1), boxes[:, 3].clamp(max=tile.y1)
+    keep = (x2 > x1) & (y2 > y1)
+    probs = raw.mask_probs
+    if not bool(keep.all()):
+        boxes, probs = boxes[keep], None if probs is None else probs[keep]
+        raw = RawDetections(boxes, raw.scores[keep], raw.labels[keep], probs)
     windows = torch.tensor([list(tile)], dtype=torch.int64).expand(len(raw), 4)
-    return RawDetections(raw.boxes + offset, raw.scores, raw.labels, raw.mask_probs, windows)
+    return RawDetections(boxes, raw.scores, raw.labels, probs, windows)
 
 
 def _concat(parts: list[RawDetections]) -> RawDetections:
