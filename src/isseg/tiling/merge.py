@@ -75,9 +75,9 @@ def nmm(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, tiles: np.nda
     The best remaining detection starts a group. A detection of its class from a tile not in the group yet
     joins when it overlaps the group's box (the union of its finest members' boxes: :func:`finest`) by more
     than ``threshold``, or overlaps a coarser member (a whole-frame view of the object) by more than
-    ``threshold`` while touching the group's box (a fragment across a seam). Per tile the best-overlapping
-    one joins, at most one per tile (a tile's detections are distinct objects: the network already
-    suppressed its duplicates); the group grows until none joins.
+    ``threshold`` while touching the group's box (a fragment across a seam). Per tile the most similar one
+    (highest IoU with the group's box) joins, at most one per tile (a tile's detections are distinct objects:
+    the network already suppressed its duplicates); the group grows until none joins.
     """
     order = np.argsort(-scores, kind="stable")
     free = np.ones(len(scores), dtype=bool)
@@ -93,14 +93,15 @@ def nmm(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, tiles: np.nda
                 break
             fine = finest(group, windows)
             box = np.concatenate([boxes[fine, :2].min(0), boxes[fine, 2:].max(0)])
-            direct = overlap(box, boxes[cand], metric)
+            direct, iou = overlap(box, boxes[cand], metric), overlap(box, boxes[cand], "iou")
             coarse = [overlap(boxes[c], boxes[cand], metric) for c in group if c not in fine]
-            via = (np.max(coarse, axis=0) > threshold) & (overlap(box, boxes[cand], "iou") > 0) if coarse else False
+            via = (np.max(coarse, axis=0) > threshold) & (iou > 0) if coarse else False
             ok = (direct > threshold) | via
             if not ok.any():
                 break
             picks: dict[int, int] = {}
-            for j in cand[ok][np.lexsort((-scores[cand[ok]], -direct[ok]))]:  # best overlap first, then score
+            # per tile the most similar one (IoU: with IOS a small object inside the box would tie the object)
+            for j in cand[ok][np.lexsort((-scores[cand[ok]], -iou[ok]))]:
                 picks.setdefault(int(tiles[j]), int(j))
             for tile, j in picks.items():
                 group.append(j)
