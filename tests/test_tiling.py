@@ -130,6 +130,15 @@ def test_nmm_joins_fragments_across_tiles_never_within_one():
     assert nmm(boxes, np.array([0.9, 0.8, 0.7]), np.zeros(3), np.array([0, 1, 2]), windows, "ios", 0.5) == [[0, 1], [2]]
 
 
+def test_nmm_takes_from_each_tile_the_detection_most_like_the_object():
+    """Tile 1 sees the object and a small one inside its box: both are inside the group's box (IOS 1), the
+    object itself joins (IoU), the small one stays itself."""
+    boxes = np.array([[10, 30, 100, 110], [20, 40, 30, 50], [11, 31, 100, 109]], np.float32)
+    windows = np.array([[0, 0, 200, 120], [0, 20, 200, 200], [0, 20, 200, 200]])  # tiles 0 and 1 overlap
+    groups = nmm(boxes, np.array([1.0, 0.9, 0.8]), np.zeros(3), np.array([0, 1, 1]), windows, "ios", 0.5)
+    assert groups == [[0, 2], [1]]
+
+
 def test_a_merged_object_takes_the_view_that_saw_it_whole():
     """Tiles 0 = x 0..160 and 1 = x 140..300 of a 100x300 frame, 2 = the whole frame (coarse)."""
     windows = np.array([[0, 0, 160, 100], [140, 0, 300, 100], [0, 0, 300, 100]])
