@@ -4,6 +4,7 @@
     isseg export torchvision-v1-coco --format onnx --output out/     # registry name
     isseg export model.pth --precision int8 --calibration images/    # NNCF INT8 (calibration images required)
     isseg export runs/exp/best.pth --explain -o out/                 # + saliency_map, feature_vector outputs
+    isseg export model.pth --tile 768 --tile-overlap 0.2              # tiled inference in the IR's metadata
 
 The file is named after the model (``isseg.deploy.export.default_name``: ``security-0002.xml`` for the seed's
 preset and classes, else the preset and the classes) and carries the checkpoint's best-F1 confidence threshold
@@ -14,6 +15,10 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from isseg.tiling.options import TilingOptions
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,6 +42,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--explain", action="store_true",
                    help="add the saliency_map and feature_vector outputs Model API reads (docs/explain.md); the "
                         "contract's labels, boxes and masks stay as they are")
+    t = p.add_argument_group("tiling (stored in the model: Model API's tiler and isseg's Predictor tile with it)")
+    t.add_argument("--tile", type=int, metavar="SIZE",
+                   help="square tiles of SIZE frame pixels (Model API's tile_size); a tile is resized into the "
+                        "model's canvas like any image, so SIZE <= the canvas' shorter side keeps its scale")
+    t.add_argument("--tile-overlap", type=float, metavar="F",
+                   help="least overlap of neighbouring tiles, a fraction of SIZE in [0, 1) (default 0.2)")
+    t.add_argument("--tile-full-image", choices=("yes", "no"),
+                   help="also run the whole frame as one more tile (default yes)")
+    t.add_argument("--tile-merge", choices=("nms", "nmm"),
+                   help="nms: class-wise NMS (Model API's); nmm: greedy merging, objects cut by tile borders come "
+                        "out whole (default nmm; Model API's tiler always uses NMS)")
+    t.add_argument("--tile-match-metric", choices=("iou", "ios"), help="box overlap measure of the merge (default ios)")
+    t.add_argument("--tile-match-threshold", type=float, metavar="T", help="merge above this overlap (default 0.5)")
+    t.add_argument("--tile-max-detections", type=int, metavar="N", help="detections per frame (default 100)")
+
+
+_TILE_OPTIONS = {"tile_overlap": "overlap", "tile_full_image": "full_frame", "tile_merge": "merge",
+                 "tile_match_metric": "match_metric", "tile_match_threshold": "match_threshold",
+                 "tile_max_detections": "max_detections"}
+
+
+def tiling_from_args(args: argparse.Namespace) -> TilingOptions | None:
+    """The ``--tile*`` options as ``TilingOptions`` (None without ``--tile``); a bad value is one line naming
+    its option."""
+    from isseg.cli import checks
+    from isseg.tiling.options import TilingOptions
+
+    given = {field: getattr(args, name) for name, field in _TILE_OPTIONS.items() if getattr(args, name) is not None}
+    if args.tile is None:
+        if given:
+            names = ", ".join("--" + n.replace("_", "-") for n in _TILE_OPTIONS if getattr(args, n) is not None)
+            raise ValueError(f"{names}: needs --tile SIZE (the tile size turns tiling on)")
+        return None
+    checks.at_least(args.tile, "--tile", 32)
+    if args.tile_overlap is not None and not 0.0 <= args.tile_overlap < 1.0:
+        raise ValueError(f"--tile-overlap: expected a fraction in [0, 1), got {args.tile_overlap}")
+    checks.in_range(args.tile_match_threshold, "--tile-match-threshold", 0.0, 1.0)
+    checks.at_least(args.tile_max_detections, "--tile-max-detections", 1)
+    if "full_frame" in given:
+        given["full_frame"] = given["full_frame"] == "yes"
+    return TilingOptions(tile_size=args.tile, **given)
 
 
 def check_options(args: argparse.Namespace) -> None:
@@ -55,6 +101,7 @@ def check_options(args: argparse.Namespace) -> None:
     if args.calibration is not None and not Path(args.calibration).is_dir():
         raise FileNotFoundError(f"--calibration: image folder not found: {args.calibration}")
     checks.output_dir(args.output, "--output")
+    args.tiling = tiling_from_args(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
                              else (DEFAULT_CONFIDENCE_THRESHOLD, "default"))
     path = export(model, args.output, format=args.format, precision=args.precision,
                   input_size=tuple(args.input_size) if args.input_size else None, name=args.name,
-                  confidence_threshold=threshold, explain=args.explain,
+                  confidence_threshold=threshold, explain=args.explain, tiling=args.tiling,
                   calibration=args.calibration, calibration_size=args.calibration_size)
     size = tuple(args.input_size) if args.input_size else model.config.input.size
     kind = "canvas" if model.config.input.resize == "fit" else "short/long"
@@ -81,4 +128,16 @@ def run(args: argparse.Namespace) -> int:
           f"{kind} {size[0]}x{size[1]}{'' if args.input_size else ' from the checkpoint'}) in "
           f"{time.perf_counter() - t0:.1f} s; confidence threshold {threshold:g} ({origin})"
           + ("; with saliency_map and feature_vector outputs" if args.explain else ""))
+    if args.tiling is not None:
+        print(tiling_summary(args.tiling, tuple(size)))
     return 0
+
+
+def tiling_summary(tiling: TilingOptions, canvas: tuple[int, int]) -> str:
+    """One line: what the stored tiling does, in the terms of isseg and of Model API's tiler."""
+    th, tw = tiling.tile_hw(canvas)
+    scale = min(canvas[0] / th, canvas[1] / tw)
+    merge = f"{tiling.merge} ({tiling.match_metric} > {tiling.match_threshold:g})"
+    return (f"  tiling: {th}x{tw} tiles, resized x{scale:.2f} into the {canvas[0]}x{canvas[1]} input, overlap "
+            f">= {tiling.overlap:g}, {'with' if tiling.full_frame else 'without'} the whole frame, merge {merge}, "
+            f"up to {tiling.max_detections} detections (Model API's tiler: tile_size={th}, merge by NMS)")

@@ -5,6 +5,11 @@ An isseg export stores its whole preset (``isseg/config``: JSON of ``ModelConfig
 same pre- and post-processing as the eager model. A foreign IR with the seed's contract (Open Model Zoo's
 ``instance-segmentation-security-*``) has none: it is run as the seed is by Open Model Zoo's demos (letterbox
 with pixel 0, masks pasted the torchvision / Open Model Zoo way), with the class names of ``model_info/labels``.
+
+An export made with tiling (``isseg export --tile``) also carries it: OpenVINO Model API's tiler parameters in
+``model_info`` (``tile_size``, ``tiles_overlap``, ``tile_with_full_img``, ``iou_threshold``, ``max_pred_number``,
+so that its ``InstanceSegmentationTiler`` configures itself from the IR) and isseg's complete
+:class:`isseg.tiling.TilingOptions` in ``isseg/tiling`` (:mod:`isseg.tiling.options`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from isseg.config import COCO_CLASSES, ModelConfig, get_config
+from isseg.tiling.options import TilingOptions, model_api_info, read_tiling
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("labels", "boxes", "masks")
@@ -31,6 +37,7 @@ class ModelMeta:
     precision: str | None = None  # "fp32", "fp16", "int8" for isseg exports
     foreign: bool = False  # no isseg metadata: Open Model Zoo conventions assumed
     confidence_threshold: float | None = None  # model_info/confidence_threshold, when the model stores one
+    tiling: TilingOptions | None = None  # the tiling the export carries (None: none)
 
     @property
     def default_threshold(self) -> float:
@@ -81,6 +88,12 @@ def isseg_metadata(cfg: ModelConfig, precision: str) -> dict[str, str]:
     }
 
 
+def tiling_metadata(tiling: TilingOptions, cfg: ModelConfig) -> tuple[dict[str, str], dict[str, str]]:
+    """(``model_info`` entries of Model API's tiler, ``isseg`` entries) that carry ``tiling`` in an export of a
+    ``cfg`` model; a tiling Model API cannot express (rectangular tiles) is a ValueError."""
+    return model_api_info(tiling, tuple(cfg.input.size)), {"tiling": tiling.to_json()}  # type: ignore[arg-type]
+
+
 def read_metadata(get: Callable[[str, str], str | None], shape: tuple[int, int] | None, source: str) -> ModelMeta:
     """The ``ModelMeta`` of an exported model. ``get(section, key)`` reads one entry ("isseg" / "model_info")
     or None; ``shape`` is the model's static (H, W) input or None when dynamic; ``source`` names the file in
@@ -96,7 +109,8 @@ def read_metadata(get: Callable[[str, str], str | None], shape: tuple[int, int] 
             raise ValueError(f"{source}: its preset {cfg.name!r} expects {want}, the model has "
                              f"{'a dynamic input' if shape is None else f'input {shape}'}")
         return ModelMeta(cfg, get("isseg", "precision"), foreign=False,
-                         confidence_threshold=_threshold(get, source))
+                         confidence_threshold=_threshold(get, source),
+                         tiling=read_tiling(get, source))
     if shape is None:
         raise ValueError(f"{source}: a model without isseg metadata must have a static [1, 3, H, W] image input")
     names: tuple[str, ...] = COCO_CLASSES
@@ -107,7 +121,8 @@ def read_metadata(get: Callable[[str, str], str | None], shape: tuple[int, int] 
     base = get_config("security-0002", class_names=names)
     cfg = replace(base, input=replace(base.input.with_size(shape), pad_normalized=False),
                   roi=replace(base.roi, mask_paste="torchvision"))
-    return ModelMeta(cfg, None, foreign=True, confidence_threshold=_threshold(get, source))
+    return ModelMeta(cfg, None, foreign=True, confidence_threshold=_threshold(get, source),
+                     tiling=read_tiling(get, source))
 
 
 def _threshold(get: Callable[[str, str], str | None], source: str) -> float | None:

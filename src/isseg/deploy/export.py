@@ -13,6 +13,8 @@ resized as the preset says), so an export computes exactly its preset's function
   :mod:`isseg.deploy.contract`);
 - with ``explain=True`` (``isseg export --explain``), two more outputs after the contract's three,
   ``saliency_map`` and ``feature_vector``, which Model API reads (:mod:`isseg.explain.graph`);
+- with ``tiling``, Model API's tiler parameters too (its ``InstanceSegmentationTiler`` configures itself from
+  them) and ``isseg/tiling`` (the Predictor then tiles);
 - the "precise" runtime attribute on every geometry operation (anchors, box decoding, level assignment,
   RoI coordinates, NMS inputs), so that a runtime computing the network in bf16 / fp16 keeps coordinates
   in fp32;
@@ -38,8 +40,9 @@ import torch
 from torch import nn
 
 from isseg.config import COCO_CLASSES
-from isseg.deploy.contract import INPUT_NAME, OUTPUT_NAMES, input_shape, isseg_metadata, model_info
+from isseg.deploy.contract import INPUT_NAME, OUTPUT_NAMES, input_shape, isseg_metadata, model_info, tiling_metadata
 from isseg.deploy.graph import ExportModule, is_geometry
+from isseg.tiling.options import TilingOptions
 
 FORMATS = ("openvino", "onnx")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -247,7 +250,8 @@ def export(model: nn.Module | str | Path, out_dir: str | Path, format: str = "op
            precision: str = "fp32", *, input_size: tuple[int, int] | None = None, name: str | None = None,
            preset: str | None = None, confidence_threshold: float = 0.5,
            calibration: str | Path | Sequence[np.ndarray] | None = None, calibration_size: int = 32,
-           keep_onnx: bool = False, explain: bool = False) -> Path:
+           keep_onnx: bool = False, explain: bool = False,
+           tiling: TilingOptions | None = None) -> Path:
     """Export ``model`` (a ``MaskRCNN``, a checkpoint path or a registry name) and return the model file.
 
     Args:
@@ -269,6 +273,9 @@ def export(model: nn.Module | str | Path, out_dir: str | Path, format: str = "op
         explain: add the ``saliency_map`` (of the detections scoring >= ``confidence_threshold``) and
             ``feature_vector`` outputs (:mod:`isseg.explain.graph`) after the contract's ``labels``, ``boxes``,
             ``masks``, which stay as they are.
+        tiling: tiled inference stored in the model's metadata (:mod:`isseg.deploy.contract`): Model API's
+            tiler and isseg's Predictor then tile with it. Model API's tiles are square: ``tile_size`` must be
+            one int (or None with a square canvas).
     """
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; expected one of {FORMATS}")
@@ -287,6 +294,10 @@ def export(model: nn.Module | str | Path, out_dir: str | Path, format: str = "op
     info = model_info(cfg, confidence_threshold)
     extra = isseg_metadata(cfg, precision)
     explained = float(confidence_threshold) if explain else None  # class maps of the deployed detections
+    if tiling is not None:
+        tiler_info, tiler_extra = tiling_metadata(tiling, cfg)
+        info.update(tiler_info)
+        extra.update(tiler_extra)
 
     if format == "onnx":
         path = out_dir / f"{stem}.onnx"

@@ -12,6 +12,10 @@ to the original image and pastes the masks. The preset comes from the model: a `
 checkpoint's, or the ``isseg/config`` metadata of an export.
 
 ``threshold`` (default 0.0: every detection the network returns, as ``model.predict``) drops lower scores.
+
+``tiling`` (:class:`isseg.tiling.TilingOptions`) cuts each frame into tiles run at the model's own scale and
+merges their detections (:mod:`isseg.tiling`): small objects in large frames. A model exported with tiling
+(``isseg export --tile``) tiles by default.
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ from torch import nn
 from isseg.config import ModelConfig
 from isseg.deploy.runtime import Outputs, Runtime
 from isseg.model.detections import Detections
-from isseg.model.postprocess import to_detections
+from isseg.model.postprocess import RawDetections, paste_detections, raw_detections
 from isseg.model.transform import PreparedImage, network_input
+from isseg.tiling.options import TilingOptions
 
 BACKENDS = ("torch", "openvino", "onnx")
 MODES = ("latency", "throughput")
@@ -66,6 +71,8 @@ class PredictorOptions:
         preset: preset of a foreign checkpoint (torchvision / detectron2 / mmdetection files).
         input_size: run a PyTorch model or checkpoint at another inference size than its preset's; exported
             models keep the size they were exported at.
+        tiling: tiled inference (:class:`isseg.tiling.TilingOptions`); True: with the default options; False:
+            never; None: as the model says (an export with tiling in its metadata tiles, others do not).
     """
 
     backend: str | None = None
@@ -77,6 +84,7 @@ class PredictorOptions:
     num_threads: int = 0
     preset: str | None = None
     input_size: tuple[int, int] | None = None
+    tiling: TilingOptions | bool | None = None
 
     def __post_init__(self) -> None:
         if self.backend is not None and self.backend not in BACKENDS:
@@ -87,6 +95,8 @@ class PredictorOptions:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
         if self.num_requests < 0 or self.num_threads < 0:
             raise ValueError("num_requests and num_threads must be >= 0 (0: the runtime's choice)")
+        if self.tiling is not None and not isinstance(self.tiling, TilingOptions | bool):
+            raise ValueError(f"tiling must be TilingOptions, True, False or None, got {type(self.tiling).__name__}")
 
 
 def open_runtime(model_or_path: nn.Module | str | Path, options: PredictorOptions,
@@ -178,7 +188,11 @@ class Predictor:
         self.threshold = float(self.options.threshold)
         self.config: ModelConfig = self.runtime.meta.config
         self.class_names: tuple[str, ...] = tuple(self.config.class_names)
+        tiling = self.options.tiling
+        self.tiling: TilingOptions | None = (self.runtime.meta.tiling if tiling is None else
+                                             TilingOptions() if tiling is True else tiling or None)
         self.timings: dict[str, float] = {}  # seconds of the last predict(): preprocess, infer, postprocess
+        # (tiled: infer = the tiles pre-processed and inferred, merge, paste)
 
     def close(self) -> None:
         """Release the runtime and any temporary export (idempotent); using the Predictor afterwards is an
@@ -205,17 +219,18 @@ class Predictor:
 
     def __repr__(self) -> str:
         kind = "canvas" if self.config.input.resize == "fit" else "short/long"
+        tiles = "" if self.tiling is None else f", tiles={'x'.join(map(str, self.tiling.tile_hw(self.input_size)))}"
         return (f"Predictor(backend={self.backend!r}, device={self.runtime.device!r}, preset={self.config.name!r}, "
-                f"{kind}={self.input_size[0]}x{self.input_size[1]}, classes={len(self.class_names)})")
+                f"{kind}={self.input_size[0]}x{self.input_size[1]}, classes={len(self.class_names)}{tiles})")
 
     # ------------------------------------------------------------------------------------------------ steps
     def preprocess(self, image: ImageInput) -> tuple[np.ndarray, PreparedImage]:
         """-> (the network input float32 [1, 3, h, w], the sizes to map the results back)."""
         return network_input(image, self.config.input)
 
-    def postprocess(self, outputs: Outputs, prepared: PreparedImage, threshold: float | None = None,
-                    with_masks: bool = True) -> Detections:
-        """The contract's outputs (padded with score-0 rows) -> ``Detections`` of the original image."""
+    def raw(self, outputs: Outputs, prepared: PreparedImage, threshold: float | None = None) -> RawDetections:
+        """The contract's outputs (padded with score-0 rows) -> raw detections of the original image (scores at
+        least ``threshold``, by descending score; masks not pasted yet)."""
         labels, boxes5, masks = (np.asarray(o) for o in outputs)
         boxes5 = boxes5.reshape(-1, 5).astype(np.float32)
         threshold = self.threshold if threshold is None else threshold
@@ -223,14 +238,29 @@ class Predictor:
         keep = np.nonzero((scores > 0) & (scores >= threshold))[0]
         keep = keep[np.argsort(-scores[keep], kind="stable")]
         t = torch.from_numpy
-        return to_detections(t(boxes5[keep, :4]), t(scores[keep]), t(labels.reshape(-1)[keep].astype(np.int64)),
-                             t(masks[keep].astype(np.float32)), prepared.content_size, prepared.original_size,
-                             self.config.roi, self.class_names, with_masks)
+        return raw_detections(t(boxes5[keep, :4]), t(scores[keep]), t(labels.reshape(-1)[keep].astype(np.int64)),
+                              t(masks[keep].astype(np.float32)), prepared.content_size, prepared.original_size,
+                              self.config.roi)
+
+    def postprocess(self, outputs: Outputs, prepared: PreparedImage, threshold: float | None = None,
+                    with_masks: bool = True) -> Detections:
+        """The contract's outputs (padded with score-0 rows) -> ``Detections`` of the original image."""
+        return paste_detections(self.raw(outputs, prepared, threshold), prepared.original_size, self.config.roi,
+                                self.class_names, with_masks)
 
     # -------------------------------------------------------------------------------------------- inference
     def predict(self, image: ImageInput, threshold: float | None = None, masks: bool = True) -> Detections:
         """Detections in one BGR image (HxWx3 uint8, HxW grayscale, or an image file path);
         ``masks=False`` skips pasting the masks (``Detections.masks`` is None)."""
+        if self.tiling is not None:
+            from isseg.tiling.infer import predict_tiled
+
+            timings: dict[str, float] = {}
+            result = next(predict_tiled(self, [image], self.tiling, threshold, masks, timings))
+            self.timings = timings
+            if isinstance(result, Exception):
+                raise result
+            return result
         t0 = time.perf_counter()
         x, prepared = self.preprocess(image)
         t1 = time.perf_counter()
@@ -254,6 +284,19 @@ class Predictor:
         the exception in its place and goes on."""
         if errors not in ("raise", "return"):
             raise ValueError("errors must be 'raise' or 'return'")
+        if self.tiling is not None:
+            from isseg.tiling.infer import predict_tiled
+
+            results: Iterator[Detections | Exception] = predict_tiled(self, images, self.tiling, threshold, masks)
+        else:
+            results = self._untiled_stream(images, threshold, masks)
+        for result in results:
+            if isinstance(result, Exception) and errors == "raise":
+                raise result
+            yield result
+
+    def _untiled_stream(self, images: Iterable[ImageInput | BaseException], threshold: float | None,
+                        masks: bool) -> Iterator[Detections | Exception]:
         for prepared, outputs, err in self.runtime.stream(images, self._prepare_item):
             if err is None:
                 try:
@@ -263,8 +306,6 @@ class Predictor:
                 else:
                     yield det
                     continue
-            if errors == "raise":
-                raise err
             yield err
 
     def predict_batch(self, images: Sequence[ImageInput], threshold: float | None = None) -> list[Detections]:
