@@ -20,6 +20,7 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -68,15 +69,13 @@ def _read_cache(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def measure_modes(model_path: str | Path, image: np.ndarray, device: str = "CPU", precision: str | None = None,
-                  rounds: int = 3) -> dict[str, float]:
+def measure_modes(make: Callable[[str], Any], image: np.ndarray, rounds: int = 3) -> dict[str, float]:
     """Median images/s of each mode over ``rounds`` alternating rounds on ``image`` (HxWx3 uint8 BGR), pre- and
     post-processing included as a run does them: latency mode ``predict`` one image after the other,
-    throughput mode ``predict_stream`` with the plugin's optimal number of requests in flight. Each round
-    runs as many images as throughput mode has requests (at least 2)."""
-    from isseg.deploy.predictor import Predictor
-
-    predictors = {m: Predictor(model_path, device=device, precision=precision, mode=m) for m in MODES}
+    throughput mode ``predict_stream`` with the plugin's optimal number of requests in flight. ``make(mode)``
+    gives an OpenVINO :class:`isseg.Predictor` in that mode. Each round runs as many images as throughput mode
+    has requests (at least 2)."""
+    predictors = {m: make(m) for m in MODES}
     try:
         n = max(2, predictors["throughput"].runtime.num_requests)
         predictors["latency"].predict(image)  # warm-up: first inferences allocate and pick kernels
@@ -130,7 +129,9 @@ def faster_mode(model_path: str | Path, image: np.ndarray, device: str = "CPU", 
         entry = _read_cache(path).get(key)
         if isinstance(entry, dict) and entry.get("mode") in MODES:
             return ModeProbe(entry["mode"], dict(entry.get("rates", {})), key, cached=True)
-    rates = measure_modes(model_path, image, device, precision, rounds)
+    from isseg.deploy.predictor import Predictor
+
+    rates = measure_modes(lambda m: Predictor(model_path, device=device, precision=precision, mode=m), image, rounds)
     result = ModeProbe(max(MODES, key=lambda m: rates[m]), rates, key)
     if use_cache:
         cache = _read_cache(path)
