@@ -69,6 +69,7 @@ def profile(xmls: list[Path], images: list[np.ndarray], precision: str | None, r
     from isseg.model.transform import network_input
 
     runs = [_compiled(xml, precision) for xml in xmls]
+    dets: dict[int, list[int]] = {}
     samples: list[dict[str, list]] = [{} for _ in xmls]
     totals: list[list[float]] = [[] for _ in xmls]
     for i, img in enumerate(images * rounds):
@@ -77,6 +78,7 @@ def profile(xmls: list[Path], images: list[np.ndarray], precision: str | None, r
             if i == 0:
                 request.infer({0: x})  # warm-up
             request.infer({0: x})
+            dets.setdefault(id(request), []).append(_detections(request))
             t = 0.0
             for info in request.profiling_info:
                 if info.status != info.Status.EXECUTED:
@@ -88,21 +90,93 @@ def profile(xmls: list[Path], images: list[np.ndarray], precision: str | None, r
                 row[4].append(ms)
                 t += ms
             total.append(t)
-    return [_summary(xml, run[0], layers, total) for xml, run, layers, total in zip(xmls, runs, samples, totals)]
+    return [_summary(xml, run[0], layers, total, dets[id(run[1])]) for xml, run, layers, total
+            in zip(xmls, runs, samples, totals)]
 
 
-def _summary(xml: Path, compiled: Any, layers: dict[str, list], totals: list[float]) -> dict:
+def _detections(request: Any) -> int:
+    """Detections the image had (rows of the ``boxes`` output with a score): the mask head's batch."""
+    for out in request.model_outputs:
+        if "boxes" in out.get_names():
+            return int((request.get_tensor(out).data[:, 4] > 0).sum())
+    return 0
+
+
+def _summary(xml: Path, compiled: Any, layers: dict[str, list], totals: list[float], dets: list[int]) -> dict:
     by_part: dict[tuple[str, str, str], float] = defaultdict(float)
+    best: dict[tuple[str, str, str], float] = defaultdict(float)  # noise only adds: each layer's fastest run
     top = []
     for name, (ntype, etype, part, kind, times) in layers.items():
         ms = statistics.median(times) * len(times) / len(totals)  # a layer skipped in some runs counts as 0 there
         by_part[(part, ntype if kind != ntype else "", kind)] += ms
+        best[(part, ntype if kind != ntype else "", kind)] += min(times) if len(times) == len(totals) else 0.0
         top.append([name, ntype, etype, part, ms])
+    flops = layer_gflops(compiled, rois=1000, detections=int(statistics.median(dets)))
+    rates: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])  # kind -> [GFLOP, ms (best run of each layer)]
+    for name, (kind, gflop) in flops.items():
+        if name in layers:
+            rates[kind][0] += gflop
+            rates[kind][1] += min(layers[name][4])
     return {"model": str(xml), "precision": str(compiled.get_property("INFERENCE_PRECISION_HINT")),
             "images": len(totals), "total_ms": statistics.median(totals),
-            "total_spread_ms": [min(totals), max(totals)],
+            "total_spread_ms": [min(totals), max(totals)], "rates": dict(rates),
             "by_part": sorted(([p, t, k, ms] for (p, t, k), ms in by_part.items()), key=lambda r: -r[3]),
+            "by_part_best": sorted(([p, t, k, ms] for (p, t, k), ms in best.items()), key=lambda r: -r[3]),
+            "total_best_ms": sum(best.values()),
             "top_layers": sorted(top, key=lambda r: -r[4])}
+
+
+def layer_gflops(compiled: Any, rois: int, detections: int) -> dict[str, tuple[str, float]]:
+    """GFLOPs (a multiply-add = 2) of each convolution, deconvolution and fully connected node of the execution
+    graph, with its kind ("7x7 conv 3->64 (stem)", "1x1 conv at 192x256", "fully connected", ...); a dynamic
+    batch is ``rois`` for fully connected layers and ``detections`` for convolutions (the mask head)."""
+    out = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        kind = str(info["layerType"].astype(str)) if "layerType" in info else op.get_type_name()
+        if kind not in ("Convolution", "Deconvolution", "FullyConnected") or op.get_input_size() < 2:
+            continue
+        shape = [d.get_length() if d.is_static else (rois if kind == "FullyConnected" else detections)
+                 for d in op.output(0).get_partial_shape()]
+        w = op.input(1).get_partial_shape()
+        if not w.is_static:
+            continue
+        w = [d.get_length() for d in w]
+        if kind == "FullyConnected":
+            k = w[-1] if len(w) == 2 else int(np.prod(w[1:]))
+            label = "fully connected"
+        elif kind == "Deconvolution":
+            k = w[0] * w[2] * w[3] // 4 if len(w) == 4 else 0  # 2x2 stride 2: each output sums C_in terms
+            label = f"deconvolution {w[2]}x{w[3]}"
+        else:
+            k = int(np.prod(w[1:])) if len(w) == 4 else int(np.prod(w[2:]))
+            size = f"{shape[2]}x{shape[3]}" if shape[0] == 1 else "RoIs"
+            label = f"{w[-2]}x{w[-1]} conv {w[1]}->{w[0]} (stem)" if w[1] <= 4 else f"{w[-2]}x{w[-1]} conv at {size}"
+        out[op.get_friendly_name()] = (label, 2.0 * float(np.prod(shape)) * k / 1e9)
+    return out
+
+
+def _probed_precision(result: dict) -> str | None:
+    """The precision the convolutions ran in ("int8" where any ran in I8), as isseg.testing.ceiling probes it."""
+    if any(prec == "I8" for _, _, prec, _ in result["by_part"]):
+        return "int8"
+    p = result["precision"].lower()
+    return "bf16" if "bf" in p else "fp32" if "32" in p else None
+
+
+def _rate_lines(result: dict, probe: float | None) -> list[str]:
+    """GFLOP/s of each kind of layer (its layers' best runs), against the convolution probe's rate."""
+    lines = ["", "| kind of layer | GFLOP | ms (best runs) | GFLOP/s | of the probe's rate |", "|---|---|---|---|---|"]
+    total = [0.0, 0.0]
+    for kind, (gflop, ms) in sorted(result["rates"].items(), key=lambda kv: -kv[1][1]):
+        total = [total[0] + gflop, total[1] + ms]
+        rate = gflop / ms * 1000 if ms else 0.0
+        share = f"{100 * rate / probe:.0f} %" if probe else "-"
+        lines.append(f"| {kind} | {gflop:.1f} | {ms:.1f} | {rate:.0f} | {share} |")
+    rate = total[0] / total[1] * 1000 if total[1] else 0.0
+    share = f"{100 * rate / probe:.0f} %" if probe else "-"
+    lines.append(f"| **all** | {total[0]:.1f} | {total[1]:.1f} | {rate:.0f} | {share} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", help="INFERENCE_PRECISION_HINT (default: the CPU's)")
     p.add_argument("--top", type=int, default=15, help="slowest layers to list")
     p.add_argument("--json", help="write the profiles here")
+    p.add_argument("--rates", action="store_true", help="also the GFLOP/s of each kind of layer against the "
+                   "convolution probe of isseg.testing.ceiling (bf16 / f32 as the first IR runs)")
     args = p.parse_args(argv)
 
     from isseg.sources.decode import read_image_file
@@ -131,6 +207,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nslowest {args.top} layers:\n\n| layer | type | kernel | part | ms |\n|---|---|---|---|---|")
         for name, ntype, etype, part, ms in r["top_layers"][:args.top]:
             print(f"| {name[-60:]} | {ntype} | {etype} | {part} | {ms:.1f} |")
+        if args.rates:
+            from isseg.testing.ceiling import probe_rate
+
+            probed = _probed_precision(r)
+            probe = probe_rate(probed) if probed else None
+            print(f"\nrates (probe: {probe:.0f} GFLOP/s)" if probe else "\nrates")
+            print("\n".join(_rate_lines(r, probe)))
     if len(results) > 1:
         _side_by_side(results)
     if args.json:
@@ -138,19 +221,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _side_by_side(results: list[dict]) -> None:
-    """The parts (part, layer type, kernel) of several profiles in one table, ms per image."""
+def _side_by_side(results: list[dict], key: str = "by_part_best") -> None:
+    """The parts (part, layer type, kernel) of several profiles in one table, ms per image: by default each
+    layer's fastest run (on a shared machine noise only adds time, so the minimum compares the graphs best;
+    layers that did not run every time are left out), ``key="by_part"`` the medians."""
     keys: dict[tuple[str, str, str], list[float]] = {}
     for i, r in enumerate(results):
-        for part, kind, prec, ms in r["by_part"]:
+        for part, kind, prec, ms in r[key]:
             keys.setdefault((part, kind, prec), [0.0] * len(results))[i] = ms
-    names = " | ".join(Path(r["model"]).stem for r in results)
-    print(f"\nside by side (ms per image):\n\n| part | layer type | kernel | {names} |\n|---|---|---|" +
+    names = " | ".join(f"{Path(r['model']).parent.name}/{Path(r['model']).stem}" for r in results)
+    what = "each layer's fastest run" if key == "by_part_best" else "medians"
+    print(f"\nside by side (ms per image, {what}):\n\n| part | layer type | kernel | {names} |\n|---|---|---|" +
           "---|" * len(results))
     for (part, kind, prec), ms in sorted(keys.items(), key=lambda kv: -max(kv[1])):
         if max(ms) >= 0.5:
             print(f"| {part} | {kind} | {prec} | " + " | ".join(f"{v:.1f}" for v in ms) + " |")
-    print("| **total** | | | " + " | ".join(f"**{r['total_ms']:.1f}**" for r in results) + " |")
+    total = "total_best_ms" if key == "by_part_best" else "total_ms"
+    print("| **total** | | | " + " | ".join(f"**{r[total]:.1f}**" for r in results) + " |")
 
 
 if __name__ == "__main__":
