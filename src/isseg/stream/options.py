@@ -70,7 +70,7 @@ def choose_mode(mode: str, backend: str, sources: Sequence[Source], probe: Calla
     """``mode="auto"``: latency for a single image (nothing to overlap) and for live sources (the newest frame
     matters, not the rate); for OpenVINO on more than one image or on a video file, the faster of the two modes
     on this machine as ``probe`` measures it (:func:`isseg.deploy.mode_probe.faster_mode`), throughput without
-    one (docs/deploy.md, "Latency and throughput mode"). Other backends run one at a time."""
+    one (docs/deploy.md, "`isseg predict`"). Other backends run one at a time."""
     if mode != "auto":
         return mode
     if backend != "openvino" or any(s.live for s in sources):

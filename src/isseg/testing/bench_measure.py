@@ -38,6 +38,7 @@ class Result:
     agreement: dict[str, float] = field(default_factory=dict)
     precision: str = ""  # the compute precision of the network's convolutions: fp32 / bf16 / int8 ("" unknown)
     bound_ms: float | None = None  # network GFLOPs / the probed rate at that precision (isseg.testing.ceiling)
+    per_image: dict[str, list[float]] = field(default_factory=dict)  # seconds of each stage, image by image
 
 
 def _median_ms(values: Sequence[float]) -> float:
@@ -67,7 +68,7 @@ def measure_interleaved(runners: Sequence[tuple[str, Any]], paths: Sequence[Path
     results = []
     for (name, _), t, d in zip(runners, times, dets):
         e2e = [sum(v) for v in zip(*t.values())]
-        r = Result(name, {k: _median_ms(v) for k, v in t.items()}, _median_ms(e2e), len(e2e) / sum(e2e))
+        r = Result(name, {k: _median_ms(v) for k, v in t.items()}, _median_ms(e2e), len(e2e) / sum(e2e), per_image=t)
         r.detections = float(np.mean([len(x) for x in d]))
         results.append(r)
     return results, dets
