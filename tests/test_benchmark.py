@@ -64,6 +64,9 @@ def test_throughput_mode_and_detection_counts_are_measured(coco_mini, tmp_path) 
     report = benchmark.run_benchmark(cfg, log=lambda _: None)
     ov32 = next(r for r in report["results"] if r["name"] == "openvino fp32")
     assert ov32["latency_ips"] > 0 and ov32["throughput"] > 0 and "requests" in ov32["throughput_mode"]
+    assert "per stream" in ov32["throughput_mode"] and ov32["latency_mode"].startswith("1 request, ")
+    assert set(ov32["auto_rates"]) == {"latency", "throughput"}  # --mode auto's probe, run on each configuration
+    assert ov32["auto_mode"] == max(ov32["auto_rates"], key=ov32["auto_rates"].get)
     counts = {r["name"]: r["detections"] for r in report["detections_sweep"]}
     assert len(counts) == 3
     zero = next(v for k, v in counts.items() if k.endswith(", 0 detections"))
@@ -72,4 +75,5 @@ def test_throughput_mode_and_detection_counts_are_measured(coco_mini, tmp_path) 
     assert zero == 0 and 0 < seven <= 7  # the twins return what they were made to
     default = next(r for r in report["results"] if r["name"].startswith("openvino default"))
     assert full > 7 and full == default["detections"]  # the model itself, not a twin's export under its name
-    assert "by number of detections" in bench_report.format_report(report)
+    text = bench_report.format_report(report)
+    assert "by number of detections" in text and f"{ov32['auto_mode']} (probe " in text

@@ -24,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-torchvision", action="store_true", help="skip the torchvision eager baseline")
     p.add_argument("--torch-eager", action="store_true", help="also time isseg's own graph in eager PyTorch")
     p.add_argument("--no-throughput", action="store_true", help="skip the throughput-mode runs")
+    p.add_argument("--no-auto-probe", action="store_true",
+                   help="skip running --mode auto's probe on each OpenVINO configuration (its pick is reported)")
     p.add_argument("--detections", type=int, nargs="*", default=[0, 20, 100], metavar="N",
                    help="also time OpenVINO's default precision and int8 at these detection counts (default "
                    "0 20 100; twins of the model that return at most N); give the flag alone to skip")
@@ -52,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
                       backends=tuple(args.backends), precisions=tuple(args.precisions),
                       torchvision=not args.no_torchvision, torch_eager=args.torch_eager,
                       calibration_size=args.calibration_size, workdir=args.workdir,
-                      throughput=not args.no_throughput, ceiling=not args.no_ceiling,
+                      throughput=not args.no_throughput, auto_probe=not args.no_auto_probe,
+                      ceiling=not args.no_ceiling,
                       detections=tuple(args.detections))
     report = run_benchmark(cfg, log=lambda msg: print(f"isseg benchmark: {msg}", flush=True))
     print(format_report(report))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +69,10 @@ def add_stream_arguments(p: argparse.ArgumentParser, output: str = "isseg_predic
                    "buffered queues frames and skips none")
     p.add_argument("--mode", choices=("auto", "latency", "throughput"), default="auto",
                    help="OpenVINO performance mode. throughput: several images / frames in flight on the CPU's "
-                   "streams (results stay in input order); latency: one at a time; auto (default): throughput for "
-                   "a folder / several images / a video, latency for one image or a live source")
+                   "streams (results stay in input order); latency: one at a time; auto (default): for a folder / "
+                   "several images / a video, the faster of the two on this machine (an IR is measured on the first "
+                   "frame once per machine and model, then remembered in $ISSEG_CACHE/modes.json; throughput for a "
+                   "model exported on the fly), latency for one image or a live source")
     p.add_argument("--async", dest="mode", action="store_const", const="throughput",
                    help="same as --mode throughput")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -108,6 +111,28 @@ def stream_options(args: argparse.Namespace):  # noqa: ANN201 - isseg.stream.Str
                          progress=not args.quiet)
 
 
+def _mode_probe(args: argparse.Namespace, backend: str, device: str | None, sources: list, command: str
+                ) -> Callable[[], str] | None:
+    """``--mode auto`` with an OpenVINO IR: measure which mode is faster here on the first frame (cached per
+    machine and model: isseg.deploy.mode_probe); None (the rule: throughput) for a model exported on the fly."""
+    if backend != "openvino" or not args.model:
+        return None
+
+    def probe() -> str:
+        from isseg.deploy.mode_probe import faster_mode, first_image
+
+        image = first_image(sources)
+        if image is None:
+            return "throughput"
+        result = faster_mode(args.model, image, device or "CPU", args.precision)
+        rates = ", ".join(f"{m} {r:.2f}" for m, r in result.rates.items())
+        print(f"isseg {command}: --mode auto: {result.mode} ({'measured before' if result.cached else 'measured'}: "
+              f"{rates} images/s)", file=sys.stderr)
+        return result.mode
+
+    return probe
+
+
 def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     if args.ray:  # the Ray path: isseg.cluster (resumable shards)
@@ -142,10 +167,11 @@ def load_predictor(args: argparse.Namespace, sources: list, input_errors: list, 
         print(f"isseg {command}: nothing to process ({len(input_errors)} input(s) failed)", file=sys.stderr)
         return None
     backend = checks.backend_of(args.model or args.weights, args.backend)
+    device = checks.device_for(backend, args.device)
     t_load = time.perf_counter()
-    predictor = Predictor(args.model or args.weights, backend=args.backend, device=checks.device_for(backend,
-                          args.device), threshold=threshold, precision=args.precision, preset=args.preset,
-                          mode=choose_mode(args.mode, backend, sources))
+    mode = choose_mode(args.mode, backend, sources, _mode_probe(args, backend, device, sources, command))
+    predictor = Predictor(args.model or args.weights, backend=args.backend, device=device, threshold=threshold,
+                          precision=args.precision, preset=args.preset, mode=mode)
     return predictor, time.perf_counter() - t_load
 
 

@@ -123,8 +123,16 @@ class MaskPredictor(nn.Module):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(m.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.mask_fcn_logits(F.relu(self.conv5_mask(x)))
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Logits [R, K, M, M] of every class, or with ``labels`` [R] each RoI's own class's [R, M, M]: selected
+        here so that the exported selection runs in the network's precision (bf16), where the geometry's fp32
+        reordered and converted all K maps of every RoI first."""
+        logits = self.mask_fcn_logits(F.relu(self.conv5_mask(x)))
+        if labels is None:
+            return logits
+        k, m = logits.shape[1], logits.shape[-1]
+        flat = torch.arange(labels.shape[0], dtype=labels.dtype, device=labels.device) * k + labels
+        return logits.reshape(-1, m, m)[flat]
 
 
 class RoIHeads(nn.Module):
@@ -211,11 +219,7 @@ class RoIHeads(nn.Module):
         if not torch.jit.is_tracing() and sum(counts) == 0:
             return [features[0].new_zeros((0, m, m)) for _ in boxes]
         x, order = self.mask_roi_pool(features, rois_of(boxes))
-        logits = self.mask_predictor(self.mask_head(x))  # [D, K, M, M] in level order
-        lab = torch.cat(labels)
-        d = lab.shape[0]
-        flat = torch.arange(d, dtype=lab.dtype, device=lab.device) * self.num_classes + lab[order]
-        grouped = torch.sigmoid(logits.reshape(-1, m, m)[flat])
+        grouped = torch.sigmoid(self.mask_predictor(self.mask_head(x), torch.cat(labels)[order]))  # level order
         probs = torch.zeros_like(grouped).index_put((order,), grouped)
         return list(probs.split(counts)) if len(boxes) > 1 else [probs]
 

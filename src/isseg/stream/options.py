@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,13 +66,16 @@ def class_indices(spec: ClassSpec, class_names: Sequence[str], option: str = "--
     return tuple(sorted(keep))
 
 
-def choose_mode(mode: str, backend: str, sources: Sequence[Source]) -> str:
-    """``mode="auto"``: throughput where it wins, i.e. OpenVINO on more than one image or on a video file
-    (measured: see docs/deploy.md, "Latency and throughput mode"); latency for a single image (nothing to
-    overlap) and for live sources (the newest frame matters, not the rate). Other backends run one at a time."""
+def choose_mode(mode: str, backend: str, sources: Sequence[Source], probe: Callable[[], str] | None = None) -> str:
+    """``mode="auto"``: latency for a single image (nothing to overlap) and for live sources (the newest frame
+    matters, not the rate); for OpenVINO on more than one image or on a video file, the faster of the two modes
+    on this machine as ``probe`` measures it (:func:`isseg.deploy.mode_probe.faster_mode`), throughput without
+    one (docs/deploy.md, "`isseg predict`"). Other backends run one at a time."""
     if mode != "auto":
         return mode
     if backend != "openvino" or any(s.live for s in sources):
         return "latency"
     images = sum(1 for s in sources if s.kind == "image")
-    return "throughput" if images > 1 or any(s.kind == "video" for s in sources) else "latency"
+    if images > 1 or any(s.kind == "video" for s in sources):
+        return probe() if probe is not None else "throughput"
+    return "latency"

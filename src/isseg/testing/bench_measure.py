@@ -30,11 +30,15 @@ class Result:
     e2e_ms: float = 0.0  # median of the per-image sums
     latency_ips: float = 0.0  # images / s of predict() one image after the other (latency mode), decode included
     throughput: float = 0.0  # images / s of predict_stream in throughput mode (or latency_ips where none)
-    throughput_mode: str = ""
+    throughput_mode: str = ""  # how throughput mode ran: requests, streams, requests per stream, threads
+    latency_mode: str = ""  # how latency mode ran (OpenVINO): requests, streams, threads
+    auto_mode: str = ""  # what ``--mode auto``'s probe picked (isseg.deploy.mode_probe), "" where not probed
+    auto_rates: dict[str, float] = field(default_factory=dict)  # the probe's images/s of each mode
     detections: float = 0.0  # mean per image
     agreement: dict[str, float] = field(default_factory=dict)
     precision: str = ""  # the compute precision of the network's convolutions: fp32 / bf16 / int8 ("" unknown)
     bound_ms: float | None = None  # network GFLOPs / the probed rate at that precision (isseg.testing.ceiling)
+    per_image: dict[str, list[float]] = field(default_factory=dict)  # seconds of each stage, image by image
 
 
 def _median_ms(values: Sequence[float]) -> float:
@@ -64,7 +68,7 @@ def measure_interleaved(runners: Sequence[tuple[str, Any]], paths: Sequence[Path
     results = []
     for (name, _), t, d in zip(runners, times, dets):
         e2e = [sum(v) for v in zip(*t.values())]
-        r = Result(name, {k: _median_ms(v) for k, v in t.items()}, _median_ms(e2e), len(e2e) / sum(e2e))
+        r = Result(name, {k: _median_ms(v) for k, v in t.items()}, _median_ms(e2e), len(e2e) / sum(e2e), per_image=t)
         r.detections = float(np.mean([len(x) for x in d]))
         results.append(r)
     return results, dets
@@ -114,16 +118,21 @@ def measure_throughput(predictor: Any, paths: Sequence[Path]) -> tuple[float, st
     t0 = time.perf_counter()
     for _ in predictor.predict_stream(read_image_file(p) for p in paths):
         pass
-    streams = _streams(predictor)
-    mode = f"{n} requests" + (f", {streams} streams" if streams else "")
-    return len(paths) / (time.perf_counter() - t0), mode
+    return len(paths) / (time.perf_counter() - t0), mode_description(predictor)
 
 
-def _streams(predictor: Any) -> int | None:
+def mode_description(predictor: Any) -> str:
+    """How an OpenVINO predictor runs: "2 requests, 2 streams (1 per stream) x 1 thread"; "" on other backends."""
     try:
-        return int(predictor.runtime.compiled.get_property("NUM_STREAMS"))
+        compiled = predictor.runtime.compiled
+        streams = int(compiled.get_property("NUM_STREAMS"))
+        threads = int(compiled.get_property("INFERENCE_NUM_THREADS"))
     except Exception:  # noqa: BLE001 - not an OpenVINO runtime
-        return None
+        return ""
+    n = max(1, int(predictor.runtime.num_requests))
+    per = f"{n / streams:g} per stream" if streams else "?"
+    return (f"{n} request{'s' if n > 1 else ''}, {streams} stream{'s' if streams > 1 else ''} ({per}) x "
+            f"{threads} thread{'s' if threads > 1 else ''}")
 
 
 def agreement(reference: list[Any], dets: list[Any]) -> dict[str, float]:

@@ -36,9 +36,9 @@ def format_report(report: dict[str, Any]) -> str:
         f"before {report['load_average'][:3]} after {report['load_average'][3:]} (shared machine)",
         "",
         "| backend / precision | decode | preprocess | infer | postprocess | end-to-end ms | x torchvision "
-        "| bound ms (precision) | x bound | img/s latency mode | img/s throughput mode | dets/img "
-        "| matched (all / >=0.5) | mask IoU (all / >=0.5) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| bound ms (precision) | x bound | img/s latency mode | img/s throughput mode | --mode auto picks "
+        "| dets/img | matched (all / >=0.5) | mask IoU (all / >=0.5) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         s = r["stages_ms"]
@@ -47,11 +47,16 @@ def format_report(report: dict[str, Any]) -> str:
         matched = f"{ag['matched_all']:.3f} / {ag['matched_0.5']:.3f}" if ag else "-"
         miou = f"{ag['mask_iou_all']:.3f} / {ag['mask_iou_0.5']:.3f}" if ag else "-"
         tp = f"{r['throughput']:.2f} ({r['throughput_mode']})" if r["throughput_mode"] != "latency" else "-"
+        lat = f"{r['latency_ips']:.2f}" + (f" ({r['latency_mode']})" if r.get("latency_mode") else "")
+        auto = "-"
+        if r.get("auto_mode"):
+            rates = r["auto_rates"]
+            auto = f"{r['auto_mode']} (probe {rates['latency']:.2f} / {rates['throughput']:.2f})"
         bound = f"{r['bound_ms']:.0f} ({r['precision']})" if r.get("bound_ms") else "-"
         over = f"{r['e2e_ms'] / r['bound_ms']:.2f}" if r.get("bound_ms") else "-"
         lines.append(
             f"| {r['name']} | {s['decode']:.1f} | {s['preprocess']:.1f} | {s['infer']:.1f} | {s['postprocess']:.1f} "
-            f"| {r['e2e_ms']:.1f} | {ratio} | {bound} | {over} | {r['latency_ips']:.2f} | {tp} "
+            f"| {r['e2e_ms']:.1f} | {ratio} | {bound} | {over} | {lat} | {tp} | {auto} "
             f"| {r['detections']:.1f} | {matched} | {miou} |"
         )
     return "\n".join(lines + _sweep_lines(report) + _compute_lines(report))

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from isseg.testing.bench_measure import Result, agreement, measure_interleaved, measure_throughput
+from isseg.deploy.mode_probe import measure_modes
+from isseg.sources.decode import read_image_file
+from isseg.testing.bench_measure import Result, agreement, measure_interleaved, measure_throughput, mode_description
 from isseg.testing.bench_report import cpu_description
 from isseg.testing.datasets import coco_images, coco_mini_dir
 from isseg.testing.torchvision_baseline import TorchvisionRunner
@@ -55,6 +57,7 @@ class BenchConfig:
     throughput: bool = True
     ceiling: bool = True  # probe the CPU's convolution rate and report latency bounds (isseg.testing.ceiling)
     detections: tuple[int, ...] = (0, 20, 100)  # latency at these detection counts (OpenVINO default, int8); ()
+    auto_probe: bool = True  # with throughput: also run --mode auto's probe (isseg.deploy.mode_probe) per config
 
 
 def _load_model(cfg: BenchConfig) -> Any:
@@ -152,6 +155,8 @@ def _measure(cfg: BenchConfig, makers: list[Configuration], paths: Sequence[Path
     runners += [(name, make("latency")) for name, _, make in makers]
     log(f"measuring {len(runners)} configurations on {len(paths)} images, interleaved ...")
     results, dets = measure_interleaved(runners, paths, cfg.warmup)
+    for r, (_, runner) in zip(results, runners):
+        r.latency_mode = mode_description(runner)
     del runners  # free the latency-mode predictors before the throughput-mode ones are made
     offset = 1 if cfg.torchvision else 0
     if len(dets) > offset:
@@ -164,6 +169,9 @@ def _measure(cfg: BenchConfig, makers: list[Configuration], paths: Sequence[Path
         if cfg.throughput and name.startswith("openvino"):
             log(f"throughput of {name} ...")
             r.throughput, r.throughput_mode = measure_throughput(make("throughput"), paths)
+            if cfg.auto_probe:  # what isseg predict --mode auto would pick here, by its own short probe
+                r.auto_rates = measure_modes(make, read_image_file(paths[0]))
+                r.auto_mode = max(r.auto_rates, key=r.auto_rates.__getitem__)
         else:
             r.throughput, r.throughput_mode = r.latency_ips, "latency"
     return results
