@@ -150,12 +150,66 @@ def mot_rows(frame: int, ids: np.ndarray, boxes: np.ndarray, gt: bool = False) -
             for i, b in zip(ids, boxes)]
 
 
+class CachedDetections:
+    """A model's detections of one sequence, kept in an ``.npz`` file so that a second run (other trackers,
+    other settings) does not run the model again. Masks are stored as their box crops, bit-packed."""
+
+    def __init__(self, path: Path, predictor: object) -> None:
+        self.path, self.predictor = path, predictor
+        self.frames: list[Detections] | None = None
+        if path.exists():
+            self.frames = self._load(path)
+
+    def predict(self, image: np.ndarray, index: int) -> Detections:
+        if self.frames is not None:
+            return self.frames[index]
+        return self.predictor.predict(image)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def save(path: Path, frames: list[Detections]) -> None:
+        from isseg.atomic import atomic_write
+
+        rows = [(f, i) for f, d in enumerate(frames) for i in range(len(d))]
+        crops = [crop_mask(frames[f].masks[i], frames[f].boxes[i]) for f, i in rows]
+        bits = [np.packbits(c.mask.ravel()) for c in crops]
+        arrays = {
+            "frame": np.array([f for f, _ in rows], np.int64),
+            "boxes": np.array([frames[f].boxes[i] for f, i in rows], np.float32).reshape(-1, 4),
+            "scores": np.array([frames[f].scores[i] for f, i in rows], np.float32),
+            "labels": np.array([frames[f].labels[i] for f, i in rows], np.int64),
+            "rect": np.array([(c.x0, c.y0, *c.mask.shape) for c in crops], np.int64).reshape(-1, 4),
+            "bits": np.concatenate(bits) if bits else np.zeros(0, np.uint8),
+            "bit_offsets": np.cumsum([0] + [len(b) for b in bits]),
+            "n_frames": np.array(len(frames)), "image_size": np.array(frames[0].image_size),
+            "class_names": np.array(frames[0].class_names)}
+        atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
+
+    @staticmethod
+    def _load(path: Path) -> list[Detections]:
+        z = np.load(path)
+        h, w = (int(v) for v in z["image_size"])
+        names = tuple(str(n) for n in z["class_names"])
+        masks = np.zeros((len(z["scores"]), h, w), bool)
+        for k, (x0, y0, ch, cw) in enumerate(z["rect"]):
+            a, b = z["bit_offsets"][k:k + 2]
+            masks[k, y0:y0 + ch, x0:x0 + cw] = np.unpackbits(z["bits"][a:b], count=ch * cw).reshape(ch, cw)
+        frame = z["frame"]
+        return [Detections(z["boxes"][frame == f], z["scores"][frame == f], z["labels"][frame == f],
+                           masks[frame == f], names, (h, w)) for f in range(int(z["n_frames"]))]
+
+
 def run_sequence(seed: int, spec: VideoSpec, gt_dir: Path, out_dir: Path,
-                 names: tuple[str, ...] = TRACKERS, predictor: object | None = None) -> dict[str, dict]:
+                 names: tuple[str, ...] = TRACKERS, predictor: object | None = None,
+                 cache: Path | None = None) -> dict[str, dict]:
     """Track one sequence with the trackers ``names``; write MOT files; return the true counts and each
     tracker's. Detections: simulated from the ground truth, or ``predictor``'s (a trained model's) on the
-    rendered frames."""
+    rendered frames, kept in (and, when there, read from) ``cache`` (a folder) if given."""
     video = SynthVideo(spec, seed)
+    source = None
+    if predictor is not None:
+        path = None if cache is None else cache / f"seq{seed}-{spec.frames}.npz"
+        source = CachedDetections(path, predictor) if path is not None else None
+    seen_det: list[Detections] = []
     zones_file = out_dir / f"zones-{seed}.json"
     zones_file.write_text(json.dumps(video.analytics_config()))
     trackers = make_trackers(spec.fps, names)
@@ -166,11 +220,19 @@ def run_sequence(seed: int, spec: VideoSpec, gt_dir: Path, out_dir: Path,
     for image, truth in video:
         seen = truth.visibility >= MIN_VISIBILITY
         gt_rows += mot_rows(truth.index + 1, truth.ids[seen], truth.boxes[seen], gt=True)
-        det = simulate_detections(truth, rng, spec.classes) if predictor is None else predictor.predict(image)
+        if predictor is None:
+            det = simulate_detections(truth, rng, spec.classes)
+        elif source is not None:
+            det = source.predict(image, truth.index)
+            seen_det.append(det)
+        else:
+            det = predictor.predict(image)  # type: ignore[attr-defined]
         for name, tracker in trackers.items():
             out = tracker.update(det, image) if getattr(tracker, "wants_frame", False) else tracker.update(det)
             rows[name] += mot_rows(truth.index + 1, out.track_ids, out.boxes)
             analytics[name].update(out, truth.timestamp, truth.index)
+    if source is not None and source.frames is None and source.path is not None:
+        CachedDetections.save(source.path, seen_det)
     (gt_dir / f"seq{seed}.txt").write_text("\n".join(gt_rows) + "\n")
     for name in trackers:
         (out_dir / name).mkdir(exist_ok=True)
@@ -258,7 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--out", default=None, help="folder for MOT files and results.json (default: temporary)")
     parser.add_argument("--trackers", default=",".join(TRACKERS), help="comma-separated, from: " + ", ".join(TRACKERS))
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="sequences are seeds first-seed, first-seed + 1, ... (others for tuning)")
     parser.add_argument("--no-speed", action="store_true")
+    parser.add_argument("--detections", help="with --model: a folder (one per model) where its detections are "
+                        "kept, and read back by the next run instead of running the model again")
     parser.add_argument("--model", help="a model trained on isseg synth's shapes (its classes, in that order): "
                         "the trackers get its detections (>= 0.1) on the rendered frames instead of simulated ones")
     args = parser.parse_args(argv)
@@ -280,8 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         predictor = Predictor(args.model, threshold=0.1)
         if tuple(predictor.class_names) != tuple(spec.classes):
             parser.error(f"--model: its classes {predictor.class_names} are not the synthetic ones {spec.classes}")
-    for seed in range(args.sequences):
-        counts[seed] = run_sequence(seed, spec, gt_dir, out, names, predictor)
+    cache = Path(args.detections) if args.detections and predictor is not None else None
+    for seed in range(args.first_seed, args.first_seed + args.sequences):
+        counts[seed] = run_sequence(seed, spec, gt_dir, out, names, predictor, cache)
         print(f"sequence {seed} done", flush=True)
     results = {}
     print("\n| tracker | HOTA | IDF1 | MOTA | ID switches | line count errors / true crossings | "
