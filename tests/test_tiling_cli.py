@@ -109,17 +109,18 @@ def test_no_tile_overrides_the_models_own_tiling(blob_model, tmp_path, capsys):
     frame, _ = scene()
     cv2.imwrite(str(tmp_path / "frame.png"), frame)
     common = ["--model", "blob.xml", "--threshold", "0.1", "--mode", "latency", "--quiet", "--no-images"]
-    runs = {"own": [], "no": ["--no-tile"], "cli": TILE_ARGS}
+    canvas = TilingOptions(tile_size=CANVAS, overlap=0.25)  # --tile HxW: tiles of the canvas' shape
+    runs = {"own": [], "no": ["--no-tile"], "cli": ["--tile", "128x160", "--tile-overlap", "0.25"]}
     for k, (name, extra) in enumerate(runs.items()):
         assert main(["predict", str(tmp_path / "frame.png"), "-o", str(tmp_path / name), *common, *extra]) == 0
         runs[name] = (blob_model.runtimes[k].calls, read_records(tmp_path / name / "results.jsonl")[0],
                       capsys.readouterr().err)
     assert runs["own"][0] == tiles_of(frame, blob_model.own) and "tiled inference (the model's own)" in runs["own"][2]
     assert runs["no"][0] == 1 and "tiled" not in runs["no"][2]
-    assert runs["cli"][0] == tiles_of(frame) and "tiled inference (--tile)" in runs["cli"][2]
+    assert runs["cli"][0] == tiles_of(frame, canvas) and "tiled inference (--tile): 128x160 tiles" in runs["cli"][2]
     assert_same(runs["own"][1], api(frame, blob_model.own), 0.1)
     assert_same(runs["no"][1], api(frame, False), 0.1)
-    assert_same(runs["cli"][1], api(frame, TILING), 0.1)
+    assert_same(runs["cli"][1], api(frame, canvas), 0.1)
 
 
 # ------------------------------------------------------------------------------------------------------ track
@@ -190,6 +191,7 @@ def test_evaluate_tiles_and_scores_the_tiled_detections(blob_model, tmp_path, ca
 ])  # fmt: skip
 @pytest.mark.parametrize("tile_args, message", [
     (["--tile", "16"], "--tile: expected a value >= 32, got 16"),
+    (["--tile", "512x"], "--tile: expected SIZE or HEIGHTxWIDTH in pixels"),
     (["--tile", "512", "--tile-overlap", "1"], r"--tile-overlap: expected a fraction in \[0, 1\), got 1.0"),
     (["--tile-merge", "nms"], "--tile-merge: needs --tile SIZE"),
     (["--no-tile", "--tile", "512"], "--no-tile: cannot be combined with --tile; pick one"),
@@ -208,7 +210,9 @@ def test_bad_tile_values_are_one_line_before_any_model_loads(command, tile_args,
     assert len(err) == 1 and err[0].startswith(f"isseg {command[0]}: error: ") and re.search(message, err[0]), err
 
 
-def test_tile_refused_where_no_local_predictor_runs(tmp_path, capsys):
+def test_tile_refused_where_it_cannot_apply(tmp_path, capsys):
+    assert main(["export", "missing.pth", "-o", str(tmp_path / "o"), "--tile", "768x1024"]) == 1
+    assert "Model API's tiler (which reads the IR) takes square tiles" in capsys.readouterr().err
     assert main(["predict", "in/", "--model", "m.xml", "--ray", "--tile", "512", "-o", str(tmp_path / "o")]) == 1
     assert "--tile / --no-tile with --ray" in capsys.readouterr().err
     assert main(["evaluate", "--data", "gt.json", "--results", "r.jsonl", "--no-tile"]) == 1
@@ -227,7 +231,7 @@ def test_serve_with_tile_answers_with_tiled_detections(tmp_path):
     from test_serve_helpers import PRECISION, small_xml, start_server, stop
 
     xml = small_xml()
-    image = cv2.resize(coco_image(1), (560, 320))  # 2 tiles of 320 and the whole frame: 3 network runs
+    image = cv2.resize(coco_image(1), (832, 640))[200:520, :560]  # 2 tiles of 320 + the whole frame: 3 runs
     data = cv2.imencode(".png", image)[1].tobytes()
     tiling = TilingOptions(tile_size=320, overlap=0.2)
     proc, port = start_server([f"seg={xml}", "--no-contract", "--precision", PRECISION, "--tile", "320",
@@ -245,3 +249,5 @@ def test_serve_with_tile_answers_with_tiled_detections(tmp_path):
     with Predictor(xml, precision=PRECISION, threshold=0.05, tiling=tiling) as local:
         expected = local.predict(image)
     assert_same(answer.json(), expected)
+    with Predictor(xml, precision=PRECISION, threshold=0.05, tiling=False) as whole:
+        assert len(whole.predict(image)) < len(expected)  # the seeded weights find these objects in tiles only

@@ -64,6 +64,9 @@ def check_options(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"--calibration: image folder not found: {args.calibration}")
     checks.output_dir(args.output, "--output")
     args.tiling = tiling_from_args(args)
+    if args.tiling is not None and not isinstance(args.tiling.tile_size, int):
+        raise ValueError(f"--tile {args.tile}: Model API's tiler (which reads the IR) takes square tiles; give "
+                         "--tile SIZE (rectangular tiles: isseg predict --tile HxW on an untiled IR)")
 
 
 def run(args: argparse.Namespace) -> int:

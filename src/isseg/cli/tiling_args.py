@@ -28,9 +28,11 @@ def add_tiling_arguments(p: argparse.ArgumentParser, export: bool = False) -> No
     title = ("tiling (stored in the model: Model API's tiler and isseg's Predictor tile with it)" if export else
              "tiling (small objects in large frames; default: the model's own, i.e. an IR exported with --tile tiles)")
     t = p.add_argument_group(title)
-    t.add_argument("--tile", type=int, metavar="SIZE",
-                   help="square tiles of SIZE frame pixels (Model API's tile_size); a tile is resized into the "
-                        "model's canvas like any image, so SIZE <= the canvas' shorter side keeps its scale")
+    t.add_argument("--tile", metavar="SIZE" if export else "SIZE|HxW",
+                   help="square tiles of SIZE frame pixels (Model API's tile_size)"
+                        + ("" if export else ", or H x W tiles (768x1024: the seed's canvas, no padding)")
+                        + "; a tile is resized into the model's canvas like any image, so tiles no larger than "
+                          "the canvas keep the objects' scale")
     if not export:
         t.add_argument("--no-tile", action="store_true",
                        help="never tile, even a model exported with tiling (whole frames, as exported untiled)")
@@ -63,14 +65,27 @@ def tiling_from_args(args: argparse.Namespace) -> TilingOptions | bool | None:
         if given:
             raise ValueError(f"{names}: needs --tile SIZE (the tile size turns tiling on)")
         return None
-    checks.at_least(args.tile, "--tile", 32)
+    size = tile_size(args.tile)
     if args.tile_overlap is not None and not 0.0 <= args.tile_overlap < 1.0:
         raise ValueError(f"--tile-overlap: expected a fraction in [0, 1), got {args.tile_overlap}")
     checks.in_range(args.tile_match_threshold, "--tile-match-threshold", 0.0, 1.0)
     checks.at_least(args.tile_max_detections, "--tile-max-detections", 1)
     if "full_frame" in given:
         given["full_frame"] = given["full_frame"] == "yes"
-    return TilingOptions(tile_size=args.tile, **given)
+    return TilingOptions(tile_size=size, **given)
+
+
+def tile_size(text: str) -> int | tuple[int, int]:
+    """``--tile``'s value: ``768`` (square) or ``768x1024`` (height x width), sides >= 32 frame pixels."""
+    from isseg.cli import checks
+
+    parts = str(text).lower().split("x")
+    if len(parts) > 2 or not all(p.strip().lstrip("-").isdigit() for p in parts):
+        raise ValueError(f"--tile: expected SIZE or HEIGHTxWIDTH in pixels (e.g. 768 or 768x1024), got {text!r}")
+    sides = [int(p) for p in parts]
+    for side in sides:
+        checks.at_least(side, "--tile", 32)
+    return sides[0] if len(sides) == 1 else (sides[0], sides[1])
 
 
 def describe_tiling(tiling: TilingOptions, input_size: tuple[int, int]) -> str:
