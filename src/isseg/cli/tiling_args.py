@@ -1,12 +1,13 @@
 """The ``--tile*`` options of every command that runs or exports a model (``isseg export``, ``predict``, ``track``,
 ``evaluate``, ``serve``): one argument group, one parser into :class:`isseg.tiling.TilingOptions`.
 
-    isseg predict frames/ --model out/security-0002.xml --tile 768 --tile-overlap 0.2   # tile at inference
-    isseg predict frames/ --model tiled.xml --no-tile                                    # ignore the IR's tiling
+    isseg predict frames/ --model out/security-0002.xml --tile 768x1024 --tile-overlap 0.2   # tile at inference
+    isseg predict frames/ --model tiled.xml --no-tile                                        # ignore the IR's tiling
 
 Without ``--tile`` a command runs the model as it is: an IR exported with ``--tile`` tiles, others do not
-(``PredictorOptions.tiling=None``); ``--tile SIZE`` tiles with these options; ``--no-tile`` never tiles
-(``tiling=False``). A bad value is one line naming its option, checked before any model loads.
+(``PredictorOptions.tiling=None``); ``--tile SIZE`` (square) or ``--tile HxW`` tiles with these options (an
+export's tiles are square: Model API's tiler reads them); ``--no-tile`` never tiles (``tiling=False``). A bad
+value is one line naming its option, checked before any model loads.
 """
 
 from __future__ import annotations
