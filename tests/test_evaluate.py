@@ -128,8 +128,9 @@ def test_cli_evaluate(shapes: dict[str, Path], tmp_path: Path, monkeypatch: pyte
     ds = CocoDataset(shapes["train_json"], shapes["train_images"])
     built = {}
 
-    def fake_build(weights: str, backend: str | None, preset: str | None, device: str | None) -> OraclePredictor:
-        built.update(weights=weights, backend=backend, preset=preset, device=device)
+    def fake_build(weights: str, backend: str | None, preset: str | None, device: str | None,
+                   tiling: object = None) -> OraclePredictor:
+        built.update(weights=weights, backend=backend, preset=preset, device=device, tiling=tiling)
         return OraclePredictor(ds, list(CLASS_NAMES))
 
     monkeypatch.setattr(cli_evaluate, "build_predictor", fake_build)
@@ -138,7 +139,7 @@ def test_cli_evaluate(shapes: dict[str, Path], tmp_path: Path, monkeypatch: pyte
                  "--weights", "model.pth", "--preset", "torchvision-v1", "--output", str(report),
                  "--max-images", "3", "--no-progress"])  # fmt: skip
     assert code == 0 and built == {"weights": "model.pth", "backend": None, "preset": "torchvision-v1",
-                                   "device": None}  # fmt: skip
+                                   "device": None, "tiling": None}  # fmt: skip
     out = capsys.readouterr().out
     assert "AP50" in out and "box" in out and "mask" in out and "images: 3" in out
     assert json.loads(report.read_text())["images"] == 3 and (tmp_path / "r_results.json").is_file()

@@ -5,16 +5,18 @@ records computed elsewhere.
 isseg evaluate --data val.json --images val2017/ --weights runs/exp/best.pth --output report.json
 isseg evaluate --data cvat_export/ --weights model.xml --output report.json       # format auto-detected
 isseg evaluate --data val.json --results shards/ --output report.json             # no model: score records
+isseg evaluate --data 4k.json --images 4k/ --weights model.xml --tile 768            # tiled inference
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from isseg.cli.tiling_args import add_tiling_arguments, tiling_from_args
 
 BACKENDS = ("torch", "openvino", "onnx")
 _EXPORTED = {".xml": "openvino", ".onnx": "onnx"}
@@ -48,6 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="detections counted in the confusion matrix (default 0.5)")
     p.add_argument("--no-analysis", action="store_true", help="COCO numbers only: no curves, matrix or report")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. for log files)")
+    add_tiling_arguments(p)
 
 
 def _backend(weights: str, backend: str | None) -> str:
@@ -60,19 +63,20 @@ def _backend(weights: str, backend: str | None) -> str:
 
 
 def build_predictor(
-    weights: str, backend: str | None = None, preset: str | None = None, device: str | None = None
+    weights: str, backend: str | None = None, preset: str | None = None, device: str | None = None,
+    tiling: Any = None,
 ) -> Any:
-    """An object with ``predict(image_bgr)`` and ``class_names``: ``isseg.Predictor`` for an exported model
-    or a non-torch backend, else the PyTorch model from ``isseg.load_model``, in eval mode (on ``device`` if
-    given). ``device=None`` lets the backend choose (OpenVINO names devices ``CPU``, ``GPU``; torch ``cpu``)."""
+    """An object with ``predict(image_bgr)`` and ``class_names``: ``isseg.Predictor`` for an exported model, a
+    non-torch backend or tiled inference (``tiling``: ``PredictorOptions.tiling``, a ``TilingOptions``), else the
+    PyTorch model from ``isseg.load_model``, in eval mode (on ``device`` if given). ``device=None`` lets the backend
+    choose (OpenVINO names devices ``CPU``, ``GPU``; torch ``cpu``)."""
+    from isseg.cli.checks import device_for
+
     chosen = _backend(weights, backend)
-    if chosen != "torch":
+    if chosen != "torch" or tiling:
         from isseg.deploy.predictor import Predictor
 
-        kwargs: dict[str, Any] = {"backend": chosen}
-        if device is not None and "device" in inspect.signature(Predictor).parameters:
-            kwargs["device"] = device
-        return Predictor(weights, **kwargs)
+        return Predictor(weights, backend=chosen, device=device_for(chosen, device), preset=preset, tiling=tiling)
     from isseg.weights.loading import load_model
 
     model = load_model(weights, preset=preset)
@@ -104,6 +108,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_images is not None and args.max_images < 1:
         raise ValueError(f"--max-images must be >= 1, got {args.max_images}")
+    tiling = tiling_from_args(args)
+    if args.results and tiling is not None:
+        raise ValueError("--tile / --no-tile: --results scores records computed elsewhere; tile where they are "
+                         "computed (isseg predict --tile)")
     with tempfile.TemporaryDirectory(prefix="isseg-eval-") as tmp:
         ann, images = _ground_truth(args, Path(tmp))
         analysis = not args.no_analysis
@@ -113,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             if images is None:
                 raise ValueError(f"--images: the image folder of {ann} is needed to run a model")
-            predictor = build_predictor(args.weights, args.backend, args.preset, args.device)
+            predictor = build_predictor(args.weights, args.backend, args.preset, args.device, tiling)
             try:
                 report = evaluate(
                     predictor, ann, images, output=args.output, max_images=args.max_images,

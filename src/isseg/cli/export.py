@@ -17,6 +17,8 @@ import argparse
 import time
 from typing import TYPE_CHECKING
 
+from isseg.cli.tiling_args import add_tiling_arguments, tiling_from_args
+
 if TYPE_CHECKING:
     from isseg.tiling.options import TilingOptions
 
@@ -42,47 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--explain", action="store_true",
                    help="add the saliency_map and feature_vector outputs Model API reads (docs/explain.md); the "
                         "contract's labels, boxes and masks stay as they are")
-    t = p.add_argument_group("tiling (stored in the model: Model API's tiler and isseg's Predictor tile with it)")
-    t.add_argument("--tile", type=int, metavar="SIZE",
-                   help="square tiles of SIZE frame pixels (Model API's tile_size); a tile is resized into the "
-                        "model's canvas like any image, so SIZE <= the canvas' shorter side keeps its scale")
-    t.add_argument("--tile-overlap", type=float, metavar="F",
-                   help="least overlap of neighbouring tiles, a fraction of SIZE in [0, 1) (default 0.2)")
-    t.add_argument("--tile-full-image", choices=("yes", "no"),
-                   help="also run the whole frame as one more tile (default yes)")
-    t.add_argument("--tile-merge", choices=("nms", "nmm"),
-                   help="nms: class-wise NMS (Model API's); nmm: greedy merging, objects cut by tile borders come "
-                        "out whole (default nmm; Model API's tiler always uses NMS)")
-    t.add_argument("--tile-match-metric", choices=("iou", "ios"), help="box overlap measure of the merge (default ios)")
-    t.add_argument("--tile-match-threshold", type=float, metavar="T", help="merge above this overlap (default 0.5)")
-    t.add_argument("--tile-max-detections", type=int, metavar="N", help="detections per frame (default 100)")
-
-
-_TILE_OPTIONS = {"tile_overlap": "overlap", "tile_full_image": "full_frame", "tile_merge": "merge",
-                 "tile_match_metric": "match_metric", "tile_match_threshold": "match_threshold",
-                 "tile_max_detections": "max_detections"}
-
-
-def tiling_from_args(args: argparse.Namespace) -> TilingOptions | None:
-    """The ``--tile*`` options as ``TilingOptions`` (None without ``--tile``); a bad value is one line naming
-    its option."""
-    from isseg.cli import checks
-    from isseg.tiling.options import TilingOptions
-
-    given = {field: getattr(args, name) for name, field in _TILE_OPTIONS.items() if getattr(args, name) is not None}
-    if args.tile is None:
-        if given:
-            names = ", ".join("--" + n.replace("_", "-") for n in _TILE_OPTIONS if getattr(args, n) is not None)
-            raise ValueError(f"{names}: needs --tile SIZE (the tile size turns tiling on)")
-        return None
-    checks.at_least(args.tile, "--tile", 32)
-    if args.tile_overlap is not None and not 0.0 <= args.tile_overlap < 1.0:
-        raise ValueError(f"--tile-overlap: expected a fraction in [0, 1), got {args.tile_overlap}")
-    checks.in_range(args.tile_match_threshold, "--tile-match-threshold", 0.0, 1.0)
-    checks.at_least(args.tile_max_detections, "--tile-max-detections", 1)
-    if "full_frame" in given:
-        given["full_frame"] = given["full_frame"] == "yes"
-    return TilingOptions(tile_size=args.tile, **given)
+    add_tiling_arguments(p, export=True)
 
 
 def check_options(args: argparse.Namespace) -> None:
@@ -102,6 +64,9 @@ def check_options(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"--calibration: image folder not found: {args.calibration}")
     checks.output_dir(args.output, "--output")
     args.tiling = tiling_from_args(args)
+    if args.tiling is not None and not isinstance(args.tiling.tile_size, int):
+        raise ValueError(f"--tile {args.tile}: Model API's tiler (which reads the IR) takes square tiles; give "
+                         "--tile SIZE (rectangular tiles: isseg predict --tile HxW on an untiled IR)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,12 +4,15 @@ drawn images / videos and COCO-format results. Argument parsing only: the work i
     isseg predict photos/ clip.mp4 "shots/*.png" --model out/security-0002.xml --output runs/
     isseg predict rtsp://cam/live 0 --weights model.pth --limit 300           # a stream and camera 0
     isseg predict photos/ --model out/security-0002.xml --output runs/ --resume   # finish an interrupted run
+    isseg predict 4k-frames/ --model out/security-0002.xml --tile 768             # tiled: small objects in 4K
 
 Writes into ``--output``: one drawn image per input image (same name), ``<name>.mp4`` per video, camera or stream,
 ``results.jsonl`` (one record per image or frame, streamed as it is computed, bad inputs as error records:
 :mod:`isseg.engine.records`), and from those records ``results.json`` (COCO results) and ``images.json``. Options
-and the output folder are checked before the model is loaded. A bad input is one line and the rest still runs;
-the exit code is 1 when any input failed. Ctrl-C (or a crash) keeps everything computed (exit code 130).
+and the output folder are checked before the model is loaded. A bad input is one line and the rest still runs; the
+exit code is 1 when any input failed. Ctrl-C (or a crash) keeps everything computed (exit code 130).
+``--tile SIZE`` (the ``--tile*`` options of :mod:`isseg.cli.tiling_args`) runs each frame as overlapping tiles
+merged into one result: small objects in large frames.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from isseg.cli import checks
+from isseg.cli.tiling_args import add_tiling_arguments, describe_tiling, tiling_from_args
 from isseg.stream.options import RECORDS_NAME
 
 
@@ -76,6 +80,7 @@ def add_stream_arguments(p: argparse.ArgumentParser, output: str = "isseg_predic
     p.add_argument("--async", dest="mode", action="store_const", const="throughput",
                    help="same as --mode throughput")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_tiling_arguments(p)
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -92,6 +97,10 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--resume reads OUTPUT/{RECORDS_NAME}, which --no-json does not write")
     if args.no_json and args.no_images:
         raise ValueError("--no-json and --no-images together would write nothing")
+    args.tiling = tiling_from_args(args)
+    if getattr(args, "ray", None) and args.tiling is not None:
+        raise ValueError("--tile / --no-tile with --ray: the Ray path runs the model as exported; export it with "
+                         "isseg export --tile to tile there")
     checks.output_dir(args.output, "--output", create=False)  # made when the run writes: a failed start leaves none
 
 
@@ -171,7 +180,11 @@ def load_predictor(args: argparse.Namespace, sources: list, input_errors: list, 
     t_load = time.perf_counter()
     mode = choose_mode(args.mode, backend, sources, _mode_probe(args, backend, device, sources, command))
     predictor = Predictor(args.model or args.weights, backend=args.backend, device=device, threshold=threshold,
-                          precision=args.precision, preset=args.preset, mode=mode)
+                          precision=args.precision, preset=args.preset, mode=mode, tiling=args.tiling)
+    if predictor.tiling is not None:
+        origin = "the model's own" if args.tiling is None else "--tile"
+        print(f"isseg {command}: tiled inference ({origin}): {describe_tiling(predictor.tiling, predictor.input_size)}",
+              file=sys.stderr)
     return predictor, time.perf_counter() - t_load
 
 

@@ -5,6 +5,7 @@ a page at ``/``, Prometheus ``/metrics``).
     isseg serve seg=exported/security-0002.xml torchvision-v2-coco --port 9000
     isseg serve model.xml --workers 2 --max-queue 16 --set model-detections.timeout_s=5
     isseg serve model.xml --ray --replicas 1:4                   # the same app on Ray Serve replicas
+    isseg serve model.xml --tile 768                             # detections of 4K images by tiles
     ISSEG_API_KEYS=... isseg serve model.xml --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem
 
 Every option is checked, and the port bound, before any model loads: a bad one is one ``isseg serve: error:``
@@ -17,6 +18,8 @@ import argparse
 import signal
 import sys
 from typing import Any
+
+from isseg.cli.tiling_args import add_tiling_arguments, describe_tiling, tiling_from_args
 
 _FIELDS = {"workers": int, "max_queue": int, "timeout_s": float, "retry_after_s": int}
 
@@ -44,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="preset of a foreign checkpoint")
     p.add_argument("--no-contract", action="store_true", help="serve IR/ONNX files as detections models only")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    add_tiling_arguments(p)  # the detections models; a contract model is the network as it is, one input
     sec = p.add_argument_group("access (see docs/serve.md): keys are never taken on the command line, where ps "
                                     "shows them")
     sec.add_argument("--api-keys-file", metavar="FILE",
@@ -132,6 +136,7 @@ def _warnings(args: argparse.Namespace, settings: Any, port: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check_ray_options(args)
+    tiling = tiling_from_args(args)
     try:
         import uvicorn
 
@@ -149,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"--set names unknown model(s) {', '.join(sorted(unknown))}; served: {', '.join(names)}")
     load_kwargs = {"backend": args.backend, "device": args.device, "precision": args.precision,
-                   "num_threads": args.threads, "preset": args.preset, "contract": not args.no_contract}
+                   "num_threads": args.threads, "preset": args.preset, "contract": not args.no_contract,
+                   "tiling": tiling}
     if args.ray:
         if args.ray == "local":  # a new local Ray: its proxy will bind the port here (a running cluster's may hold
             bind_listener(args.host, args.port).close()  # it already, a remote one binds it on its own node)
@@ -160,8 +166,10 @@ def run(args: argparse.Namespace) -> int:
     with listener:
         models = load_models(args.models, settings, **load_kwargs)
         for m in models:
+            tiling = getattr(m, "tiling", None)
+            tiled = f"; tiled: {describe_tiling(tiling, tuple(m.input_config.size))}" if tiling is not None else ""
             print(f"isseg serve: model '{m.name}' ({m.kind}, workers {m.settings.workers}, "
-                  f"queue {m.settings.max_queue})", file=sys.stderr)
+                  f"queue {m.settings.max_queue}{tiled})", file=sys.stderr)
         config = uvicorn.Config(create_app(models, settings), host=args.host, port=listener.getsockname()[1],
                                 log_level=args.log_level, timeout_graceful_shutdown=60,
                                 access_log=args.log_level == "debug", ssl_certfile=args.tls_cert,

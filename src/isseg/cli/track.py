@@ -3,6 +3,7 @@ lines, watch zones, write events, hide people before a frame is stored.
 
     isseg track rtsp://cam/live --model out/security-0002.xml --zones zones.yaml --events events.jsonl
     isseg track clip.mp4 --weights model.pth --privacy person --events http://127.0.0.1:9000/hook -o runs/clip
+    isseg track 4k-cam.mp4 --model out/security-0002.xml --tile 768 --zones zones.yaml   # tiled: small people
 
 Writes into ``--output`` what ``isseg predict`` writes (records with a ``track_id`` per detection, drawn videos
 with a colour per track and the counts), ``events.jsonl`` when there are zones or lines (``--events`` adds files

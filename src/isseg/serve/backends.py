@@ -14,13 +14,14 @@ import numpy as np
 
 
 def load_predictor(source: str | Path, backend: str | None = None, device: str | None = None,
-                   precision: str | None = None, num_threads: int = 0, preset: str | None = None) -> Any:
+                   precision: str | None = None, num_threads: int = 0, preset: str | None = None,
+                   tiling: Any = None) -> Any:
     """A Predictor of ``source`` (IR / ONNX / checkpoint / registry name); every detection (threshold 0), the
-    server filters per request."""
+    server filters per request. ``tiling``: ``PredictorOptions.tiling`` (None: the model's own)."""
     from isseg import Predictor
 
     return Predictor(str(source), backend=backend, device=device, threshold=0.0, precision=precision,
-                     mode="latency", num_threads=num_threads, preset=preset)
+                     mode="latency", num_threads=num_threads, preset=preset, tiling=tiling)
 
 
 def class_names(predictor: Any) -> tuple[str, ...]:
@@ -28,11 +29,14 @@ def class_names(predictor: Any) -> tuple[str, ...]:
 
 
 def describe(predictor: Any) -> dict[str, Any]:
-    """What the metadata endpoint says about the backend."""
+    """What the metadata endpoint says about the backend (and ``tiling``, the tiling options as JSON, when the
+    Predictor tiles)."""
     runtime = getattr(predictor, "runtime", None)
+    tiling = getattr(predictor, "tiling", None)
     return {"backend": predictor.backend, "device": str(getattr(runtime, "device", "")),
             "input_size": list(getattr(predictor, "input_size", ())),
-            "precision": str(getattr(runtime, "inference_precision", None) or "")}
+            "precision": str(getattr(runtime, "inference_precision", None) or ""),
+            **({"tiling": tiling.to_json()} if tiling is not None else {})}
 
 
 def detect(predictor: Any, image: np.ndarray, threshold: float, masks: bool = True) -> tuple[Any, dict[str, float]]:

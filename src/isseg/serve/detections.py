@@ -56,17 +56,18 @@ class DetectionsModel(ServedModel):
     def __init__(self, name: str, source: str | Path, settings: ModelSettings, threshold: float = 0.5,
                  max_pixels: int = MAX_PIXELS, backend: str | None = None, device: str | None = None,
                  precision: str | None = None, num_threads: int = 0, preset: str | None = None,
-                 predictors: Sequence[Any] | None = None) -> None:
+                 predictors: Sequence[Any] | None = None, tiling: Any = None) -> None:
         super().__init__(name, settings)
         self.source = str(source)
         self.threshold = float(threshold)
         self.max_pixels = int(max_pixels)
         made = list(predictors) if predictors is not None else [
-            backends.load_predictor(source, backend, device, precision, num_threads, preset)
+            backends.load_predictor(source, backend, device, precision, num_threads, preset, tiling)
             for _ in range(settings.workers)]
         self.class_names = backends.class_names(made[0])
         self.backend_info = backends.describe(made[0])
         self.input_config = backends.input_config(made[0])
+        self.tiling = getattr(made[0], "tiling", None)  # TilingOptions of each image's tiles (None: whole)
         self._free: queue.Queue = queue.Queue()
         for p in made:
             self._free.put(p)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from isseg.serve.admission import ServedModel
 from isseg.serve.contract import ContractModel
@@ -47,15 +48,16 @@ def plan_models(specs: Sequence[str], contract: bool = True) -> list[tuple[list[
 
 def load_models(specs: Sequence[str], settings: ServeSettings, backend: str | None = None,
                 device: str | None = None, precision: str | None = None, num_threads: int = 0,
-                preset: str | None = None, contract: bool = True) -> list[ServedModel]:
+                preset: str | None = None, contract: bool = True, tiling: Any = None) -> list[ServedModel]:
     """The served models of :func:`plan_models`, loaded. A contract model pre-processes images as the
     detections model's Predictor of the same file does, and runs on OpenVINO (``device`` when it is an
-    OpenVINO name, upper case, else the CPU)."""
+    OpenVINO name, upper case, else the CPU). ``tiling`` (``PredictorOptions.tiling``: ``TilingOptions``, False,
+    or None for each model's own) applies to the detections models; a contract model runs the network as it is."""
     models: list[ServedModel] = []
     for names, source, exported in plan_models(specs, contract):
         det_name = names[-1]
         det = DetectionsModel(det_name, source, settings.for_model(det_name), settings.threshold,
-                              settings.max_pixels, backend, device, precision, num_threads, preset)
+                              settings.max_pixels, backend, device, precision, num_threads, preset, tiling=tiling)
         if exported and contract:
             ov_device = device if device and device.isupper() else "CPU"
             models.append(ContractModel(names[0], source, settings.for_model(names[0]), det.input_config,
