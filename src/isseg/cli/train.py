@@ -4,6 +4,7 @@
         --weights security-0002 --output runs/exp --epochs 12
     isseg train --recipe fast-cpu --data train.json --images imgs/ ...   # a named recipe (isseg info lists them)
     isseg train --recipe runs/tune/best_recipe.yaml ...                  # or a recipe file (isseg tune writes one)
+    isseg train --tile 512 --tile-overlap 0.2 ...     # train on tiles; export / predict then tile with them
     torchrun --nproc_per_node 4 -m isseg train ...   # same options; --batch-size is per process
 
 Options given on the command line win over the recipe's; without a recipe, an option not given takes
@@ -36,6 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="contrast / brightness jitter strength in [0, 1] (default 0: off)")
     data.add_argument("--scale-jitter", type=float, metavar="S",
                       help="training sizes over [1-S, 1+S] x the input size, S in [0, 1) (default 0: the preset's)")
+    data.add_argument("--tile", type=int, metavar="SIZE",
+                      help="train on SIZE x SIZE tiles sampled around the annotations (isseg data stats suggests "
+                           "SIZE); the checkpoint stores the tiling, so export and predict tile with it")
+    data.add_argument("--tile-overlap", type=float, metavar="F",
+                      help="overlap of the stored tiling, a fraction of SIZE in [0, 1) (default 0.2)")
+    data.add_argument("--tile-empty", type=float, metavar="F",
+                      help="fraction of background tiles among the training tiles (default 0.15)")
     data.add_argument("--skip-bad-images", action="store_true",
                       help="train on the other images when the pre-flight finds missing or corrupt ones "
                            "(default: list them and stop)")
@@ -95,6 +103,7 @@ _OPTIONS = (
     "preset", "weights", "epochs", "iterations", "batch_size", "lr", "momentum", "weight_decay", "warmup_iters",
     "warmup_factor", "schedule", "gamma", "clip_grad", "amp", "freeze_stages", "eval_every", "checkpoint_every",
     "log_every", "workers", "threads", "seed", "horizontal_flip", "color_jitter", "scale_jitter", "max_minutes",
+    "tile", "tile_overlap", "tile_empty",
 )  # fmt: skip
 
 
