@@ -148,7 +148,8 @@ def test_train_on_tiles_stores_tiling_for_predict_and_export(tmp_path: Path, cap
     assert "tiling: 64x64 tiles" in capsys.readouterr().out
     with Predictor(tmp_path / "ir" / "tiled.xml") as predictor:
         assert predictor.tiling == stored  # the IR carries the checkpoint's tiling
-        assert len(predictor.predict(cv2.imread(str(next(synth["val_images"].iterdir()))))) >= 0
+        frame = cv2.imread(str(next(synth["val_images"].iterdir())))
+        assert predictor.predict(frame).image_size == frame.shape[:2]  # tiled: 96x96 frame, 64 px tiles
 
 
 # ------------------------------------------------------------------------------------------- the suggestion

@@ -52,13 +52,9 @@ def run(args: argparse.Namespace) -> int:
         input_size = _input_size(args)  # bad options fail before the dataset is read
     loaded = load_dataset(args.path, args.format, images=args.images, subset=args.subset, classes=classes)
     if args.data_command == "stats":
-        from isseg.tiling.suggest import format_suggestion, object_sizes, size_statistics, suggest_tiling
+        from isseg.tiling.suggest import format_suggestion
 
-        stats = dataset_stats(loaded)
-        sizes = object_sizes(loaded.coco)
-        stats["object_sizes"] = size_statistics(sizes)
-        suggestion = suggest_tiling(sizes, input_size, args.object_fraction) if len(sizes["sqrt_area"]) else None
-        stats["tiling_suggestion"] = suggestion.to_dict() if suggestion is not None else None
+        stats = dataset_stats(loaded, input_size, args.object_fraction)
         if args.json:
             print(json.dumps(stats, indent=2))
             return 0
@@ -73,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {c['id']:>3}  {c['name']:<{width}}  {c['instances']:>9}")
         for reason, count in stats["skipped"].items():
             print(f"left out: {count} x {reason}")
-        print(format_suggestion(stats["object_sizes"], suggestion))
+        print(format_suggestion(stats["object_sizes"], stats["tiling_suggestion"]))
         return 0
     target = ALIASES.get(args.to.lower(), args.to.lower())
     out = export_dataset(loaded, args.output, target, subset=args.output_subset)

@@ -18,6 +18,7 @@ and relative to the image (sqrt-area over ``sqrt(W * H)``, longer side over the 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -57,8 +58,10 @@ class TileSuggestion:
     tiled_px: float | None
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: lists, not tuples (so that it equals its own JSON round trip)."""
         out = asdict(self)
-        out["tiling"] = None if self.tiling is None else asdict(self.tiling)
+        out["tiling"] = None if self.tiling is None else json.loads(self.tiling.to_json())
+        out["input_size"] = list(self.input_size)
         return out
 
 
@@ -136,24 +139,23 @@ def suggest_tiling(sizes: Mapping[str, np.ndarray], input_size: Sequence[int], o
     return TileSuggestion(tiling, reason, tiled_px=tiled_px, **common)  # type: ignore[arg-type]
 
 
-def format_suggestion(stats: Mapping[str, Any], suggestion: TileSuggestion | None) -> str:
-    """One readable block: the size percentiles (``size_statistics``) and the suggestion."""
+def format_suggestion(stats: Mapping[str, Any], suggestion: Mapping[str, Any] | None) -> str:
+    """One readable block: the size percentiles (:func:`size_statistics`) and the suggestion
+    (:meth:`TileSuggestion.to_dict`, or None)."""
     if not stats["objects"]:
         return "object sizes: no (non-crowd) annotation to measure; no tile size to suggest"
-    names = ("sqrt_area", "max_side", "rel_sqrt_area", "rel_max_side")
     labels = {"sqrt_area": "sqrt(box area) px", "max_side": "box longer side px",
               "rel_sqrt_area": "  / sqrt(image area)", "rel_max_side": "  / image longer side"}
     keys = [f"p{p}" for p in PERCENTILES] + ["max"]
     lines = [f"object sizes ({stats['objects']} boxes):", f"  {'':<22}" + "".join(f"{k:>8}" for k in keys)]
-    for name in names:
-        row = stats[name]
+    for name, label in labels.items():
         fmt = "{:>8.3f}" if name.startswith("rel") else "{:>8.1f}"
-        lines.append(f"  {labels[name]:<22}" + "".join(fmt.format(row[k]) for k in keys))
+        lines.append(f"  {label:<22}" + "".join(fmt.format(stats[name][k]) for k in keys))
     if suggestion is not None:
-        h, w = suggestion.input_size
-        t = suggestion.tiling
+        h, w = suggestion["input_size"]
+        t = suggestion["tiling"]
         head = (f"suggested tiling for a {h}x{w} input: " + ("none" if t is None else
-                f"--tile {t.tile_size} --tile-overlap {t.overlap:g}"
-                + ("" if t.full_frame else " --tile-full-image no")))
-        lines += [head, f"  {suggestion.reason}"]
+                f"--tile {t['tile_size']} --tile-overlap {t['overlap']:g}"
+                + ("" if t["full_frame"] else " --tile-full-image no")))
+        lines += [head, f"  {suggestion['reason']}"]
     return "\n".join(lines)
