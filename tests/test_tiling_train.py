@@ -102,6 +102,10 @@ def test_crop_clips_boxes_and_drops_objects_mostly_outside(tmp_path: Path) -> No
     # its left 10 columns: 1/3 visible -> dropped at min_visible 0.5, kept at 0.3
     assert len(crop_target(img, anns, label_of, Tile(90, 40, 130, 104), 0.5)["boxes"]) == 0
     assert crop_target(img, anns, label_of, Tile(90, 40, 130, 104), 0.3)["boxes"].tolist() == [[30, 20, 40, 40]]
+    # a tile inside an object larger than it: 16x10 of the square's 30x20 (27 %) but all of the tile -> kept
+    inner = crop_target(img, anns, label_of, Tile(125, 65, 141, 75), 0.5)
+    assert inner["labels"].tolist() == [0] and inner["boxes"].tolist() == [[0, 0, 16, 10]]
+    assert int(inner["masks"].sum()) == 16 * 10
 
 
 def test_background_tiles_appear_at_the_configured_rate(tmp_path: Path) -> None:

@@ -37,13 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="contrast / brightness jitter strength in [0, 1] (default 0: off)")
     data.add_argument("--scale-jitter", type=float, metavar="S",
                       help="training sizes over [1-S, 1+S] x the input size, S in [0, 1) (default 0: the preset's)")
-    data.add_argument("--tile", type=int, metavar="SIZE",
-                      help="train on SIZE x SIZE tiles sampled around the annotations (isseg data stats suggests "
-                           "SIZE); the checkpoint stores the tiling, so export and predict tile with it")
-    data.add_argument("--tile-overlap", type=float, metavar="F",
-                      help="overlap of the stored tiling, a fraction of SIZE in [0, 1) (default 0.2)")
-    data.add_argument("--tile-empty", type=float, metavar="F",
-                      help="fraction of background tiles among the training tiles (default 0.15)")
+    _tile_arguments(data)
     data.add_argument("--skip-bad-images", action="store_true",
                       help="train on the other images when the pre-flight finds missing or corrupt ones "
                            "(default: list them and stop)")
@@ -96,6 +90,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt.add_argument("--amp", nargs="?", const="auto", choices=("auto", "bf16", "fp16"),
                      help="mixed precision: bf16 on CPU, fp16 (default) or bf16 on CUDA")
     opt.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm for trainable BN (DDP, CUDA)")
+
+
+def _tile_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--tile", type=int, metavar="SIZE",
+                       help="train on SIZE x SIZE tiles sampled around the annotations (isseg data stats suggests "
+                            "SIZE); the checkpoint stores the tiling, so export and predict tile with it")
+    group.add_argument("--tile-overlap", type=float, metavar="F",
+                       help="overlap of the stored tiling, a fraction of SIZE in [0, 1) (default 0.2)")
+    group.add_argument("--tile-empty", type=float, metavar="F",
+                       help="fraction of background tiles among the training tiles (default 0.15)")
 
 
 # command-line option -> TrainConfig field, for the options that map one to one

@@ -8,8 +8,10 @@ holds no object, so the network also sees the empty parts of large frames it wil
 
 The annotations are cut to the crop: boxes clipped to it, polygons shifted and rasterized at the crop's size,
 RLE masks cropped; an object whose box lies less than ``min_visible`` inside the tile is dropped (a sliver of an
-object is no example of it). Randomness comes from torch's generator, which
-:class:`isseg.engine.sampler.SeededDataset` seeds per sample, so runs and resumes draw the same tiles.
+object is no example of it), unless its part fills that much of the tile (an object larger than the tile).
+
+Randomness comes from torch's generator, which :class:`isseg.engine.sampler.SeededDataset` seeds per sample, so
+runs and resumes draw the same tiles.
 """
 
 from __future__ import annotations
@@ -27,16 +29,19 @@ from isseg.tiling.plan import Tile
 
 def visible_boxes(anns: Sequence[dict[str, Any]], tile: Tile, min_visible: float) -> list[tuple[int, np.ndarray]]:
     """``(index, box)`` of the annotations that stay in ``tile``: box (x1, y1, x2, y2) float64 clipped to the tile
-    in tile coordinates; kept when at least ``min_visible`` of the annotation's box area is inside and the
-    clipped box is at least 1 px wide and high."""
+    in tile coordinates; kept when the clipped box is at least 1 px wide and high and holds at least
+    ``min_visible`` of the annotation's box area, or of the tile's (an object larger than the tile that fills
+    it: tiled inference sees such parts too)."""
     kept = []
+    tile_area = float(tile.size[0] * tile.size[1])
     for k, a in enumerate(anns):
         x, y, w, h = (float(v) for v in a["bbox"])
         x1, y1 = max(x, tile.x0), max(y, tile.y0)
         x2, y2 = min(x + w, tile.x1), min(y + h, tile.y1)
         if x2 - x1 < 1 or y2 - y1 < 1 or w * h <= 0:
             continue
-        if (x2 - x1) * (y2 - y1) / (w * h) >= min_visible:
+        inside = (x2 - x1) * (y2 - y1)
+        if inside / (w * h) >= min_visible or inside / tile_area >= min_visible:
             kept.append((k, np.array([x1 - tile.x0, y1 - tile.y0, x2 - tile.x0, y2 - tile.y0])))
     return kept
 
