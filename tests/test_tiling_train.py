@@ -137,6 +137,7 @@ def test_train_on_tiles_stores_tiling_for_predict_and_export(tmp_path: Path, cap
             "--log-every", "1", "--no-progress", "--tile", "64", "--tile-overlap", "0.25", "--tile-empty", "0.2",
             ] + [a for o in TINY for a in ("--set", o)]  # fmt: skip
     assert main(args) == 0
+    assert "training on 64x64 tiles around the annotations (20% background)" in capsys.readouterr().out
     stored = TilingOptions(tile_size=64, overlap=0.25)
     for name in ("last.pth", "best.pth"):
         assert checkpoint_tiling(out / name) == stored, name

@@ -164,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"isseg train: recipe {cfg.recipe}: {cfg.iterations or cfg.epochs} "
               f"{'iterations' if cfg.iterations else 'epochs'}, batch {cfg.batch_size}, preset {cfg.preset}"
               + (f", weights {cfg.weights}" if cfg.weights else ", random weights"))
+    if verbose and cfg.tile is not None:
+        print(f"isseg train: training on {cfg.tile}x{cfg.tile} tiles around the annotations "
+              f"({cfg.tile_empty:.0%} background); the checkpoints store the tiling for export and predict")
     result = train(cfg)
     if result.is_main:
         print(f"isseg train: {result.iteration} iterations; last checkpoint {result.last_checkpoint}")
