@@ -5,6 +5,7 @@
     isseg export model.pth --precision int8 --calibration images/    # NNCF INT8 (calibration images required)
     isseg export runs/exp/best.pth --explain -o out/                 # + saliency_map, feature_vector outputs
     isseg export model.pth --tile 768 --tile-overlap 0.2              # tiled inference in the IR's metadata
+    isseg export runs/tiled/best.pth -o out/          # a run trained with --tile: its tiling, unless --tile is given
 
 The file is named after the model (``isseg.deploy.export.default_name``: ``security-0002.xml`` for the seed's
 preset and classes, else the preset and the classes) and carries the checkpoint's best-F1 confidence threshold
@@ -76,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
     from isseg.weights.loading import load_model
 
     check_options(args)
+    if args.tiling is None:  # no --tile: a checkpoint trained on tiles exports with its tiling
+        from isseg.weights.checkpoint import checkpoint_tiling
+
+        args.tiling = checkpoint_tiling(args.weights)
     t0 = time.perf_counter()
     model = load_model(args.weights, preset=args.preset)
     threshold, origin = args.confidence_threshold, "--confidence-threshold"

@@ -4,6 +4,7 @@
         --weights security-0002 --output runs/exp --epochs 12
     isseg train --recipe fast-cpu --data train.json --images imgs/ ...   # a named recipe (isseg info lists them)
     isseg train --recipe runs/tune/best_recipe.yaml ...                  # or a recipe file (isseg tune writes one)
+    isseg train --tile 512 --tile-overlap 0.2 ...     # train on tiles; export / predict then tile with them
     torchrun --nproc_per_node 4 -m isseg train ...   # same options; --batch-size is per process
 
 Options given on the command line win over the recipe's; without a recipe, an option not given takes
@@ -36,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="contrast / brightness jitter strength in [0, 1] (default 0: off)")
     data.add_argument("--scale-jitter", type=float, metavar="S",
                       help="training sizes over [1-S, 1+S] x the input size, S in [0, 1) (default 0: the preset's)")
+    _tile_arguments(data)
     data.add_argument("--skip-bad-images", action="store_true",
                       help="train on the other images when the pre-flight finds missing or corrupt ones "
                            "(default: list them and stop)")
@@ -90,11 +92,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm for trainable BN (DDP, CUDA)")
 
 
+def _tile_arguments(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--tile", type=int, metavar="SIZE",
+                       help="train on SIZE x SIZE tiles sampled around the annotations (isseg data stats suggests "
+                            "SIZE); the checkpoint stores the tiling, so export and predict tile with it")
+    group.add_argument("--tile-overlap", type=float, metavar="F",
+                       help="overlap of the stored tiling, a fraction of SIZE in [0, 1) (default 0.2)")
+    group.add_argument("--tile-empty", type=float, metavar="F",
+                       help="fraction of background tiles among the training tiles (default 0.15)")
+
+
 # command-line option -> TrainConfig field, for the options that map one to one
 _OPTIONS = (
     "preset", "weights", "epochs", "iterations", "batch_size", "lr", "momentum", "weight_decay", "warmup_iters",
     "warmup_factor", "schedule", "gamma", "clip_grad", "amp", "freeze_stages", "eval_every", "checkpoint_every",
     "log_every", "workers", "threads", "seed", "horizontal_flip", "color_jitter", "scale_jitter", "max_minutes",
+    "tile", "tile_overlap", "tile_empty",
 )  # fmt: skip
 
 
@@ -151,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"isseg train: recipe {cfg.recipe}: {cfg.iterations or cfg.epochs} "
               f"{'iterations' if cfg.iterations else 'epochs'}, batch {cfg.batch_size}, preset {cfg.preset}"
               + (f", weights {cfg.weights}" if cfg.weights else ", random weights"))
+    if verbose and cfg.tile is not None:
+        print(f"isseg train: training on {cfg.tile}x{cfg.tile} tiles around the annotations "
+              f"({cfg.tile_empty:.0%} background); the checkpoints store the tiling for export and predict")
     result = train(cfg)
     if result.is_main:
         print(f"isseg train: {result.iteration} iterations; last checkpoint {result.last_checkpoint}")

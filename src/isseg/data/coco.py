@@ -173,6 +173,12 @@ class CocoDataset(torch.utils.data.Dataset):
         img = self.images[i]
         return coco_target(img, self._anns[img["id"]], self._label_of, self.train)
 
+    def train_annotations(self, i: int) -> list[dict[str, Any]]:
+        """The annotations of item ``i`` its target is built from (mapped classes, those ``keep_annotation``
+        keeps), as COCO dicts (for :class:`isseg.data.tiles.TileDataset`, which cuts them to a tile)."""
+        img = self.images[i]
+        return [a for a in self._anns[img["id"]] if keep_annotation(a, img, self.train)]
+
     def __getitem__(self, i: int) -> tuple[Any, dict[str, Any]]:
         image = self.load_image(i)
         target = self.load_target(i)

@@ -167,10 +167,22 @@ def export_dataset(loaded: LoadedDataset, out: PathLike, format: str, subset: st
     return export_datumaro(loaded, out, str(fmt), subset)
 
 
-def dataset_stats(loaded: LoadedDataset) -> dict[str, Any]:
+def dataset_stats(loaded: LoadedDataset, input_size: Sequence[int] | None = None,
+                  object_fraction: float = 0.08) -> dict[str, Any]:
     """Counts a user checks before training: images, instances per class, polygons / RLE / crowd, empty
-    images, COCO size buckets (small < 32², medium < 96², large), and what the conversion left out."""
+    images, COCO size buckets (small < 32², medium < 96², large), and what the conversion left out; the
+    object-size percentiles (``object_sizes``) and the tiling they call for at a model input of ``input_size``
+    (default: the security-0002 preset's) as ``tiling_suggestion`` (:mod:`isseg.tiling.suggest`; None without
+    objects)."""
+    from isseg.tiling.suggest import object_sizes, size_statistics, suggest_tiling
+
     coco = loaded.coco
+    if input_size is None:
+        from isseg.config import get_config
+
+        input_size = get_config("security-0002").input.size
+    sizes = object_sizes(coco)
+    suggestion = suggest_tiling(sizes, input_size, object_fraction) if len(sizes["sqrt_area"]) else None
     cats = sorted(coco["categories"], key=lambda c: c["id"])
     per_class = Counter(a["category_id"] for a in coco["annotations"])
     areas = [float(a.get("area", 0.0)) for a in coco["annotations"]]
@@ -186,4 +198,6 @@ def dataset_stats(loaded: LoadedDataset) -> dict[str, Any]:
         "small": sum(a < 32**2 for a in areas), "medium": sum(32**2 <= a < 96**2 for a in areas),
         "large": sum(a >= 96**2 for a in areas),
         "skipped": dict(loaded.skipped),
+        "object_sizes": size_statistics(sizes),
+        "tiling_suggestion": None if suggestion is None else suggestion.to_dict(),
     }  # fmt: skip

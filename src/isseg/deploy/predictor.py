@@ -72,7 +72,8 @@ class PredictorOptions:
         input_size: run a PyTorch model or checkpoint at another inference size than its preset's; exported
             models keep the size they were exported at.
         tiling: tiled inference (:class:`isseg.tiling.TilingOptions`); True: with the default options; False:
-            never; None: as the model says (an export with tiling in its metadata tiles, others do not).
+            never; None: as the model says (an export with tiling in its metadata tiles, as does a checkpoint
+            trained on tiles, which stores it; others do not).
     """
 
     backend: str | None = None
@@ -119,7 +120,8 @@ def open_runtime(model_or_path: nn.Module | str | Path, options: PredictorOption
         from isseg.deploy.export import at_size, export, resolve_model
 
         folder = resources.enter_context(tempfile.TemporaryDirectory(prefix="isseg-predictor-"))
-        source = export(at_size(resolve_model(source, options.preset), options.input_size), folder, format=backend)
+        source = export(at_size(resolve_model(source, options.preset), options.input_size), folder, format=backend,
+                        tiling=_stored_tiling(source))
     elif backend != backend_for(source):
         raise ValueError(f"backend {backend!r} cannot run {model_or_path}; it needs backend {backend_for(source)!r}")
     if backend == "openvino":
@@ -138,11 +140,22 @@ def open_runtime(model_or_path: nn.Module | str | Path, options: PredictorOption
         torch.set_num_threads(int(options.num_threads))
     runtime = TorchRuntime(at_size(resolve_model(source, options.preset), options.input_size),
                            (options.device or "cpu").lower())
-    if isinstance(source, str | Path):  # a training checkpoint stores its best-F1 threshold
+    if isinstance(source, str | Path):  # a training checkpoint stores its best-F1 threshold (and tiling)
         from isseg.engine.threshold import checkpoint_threshold
 
-        runtime.meta = replace(runtime.meta, confidence_threshold=checkpoint_threshold(source))
+        runtime.meta = replace(runtime.meta, confidence_threshold=checkpoint_threshold(source),
+                               tiling=_stored_tiling(source))
     return runtime, None
+
+
+def _stored_tiling(source: Any) -> TilingOptions | None:
+    """The tiling a checkpoint file trained on tiles stores (``isseg train --tile``), else None: it is what
+    "the model says" for a checkpoint, as an export's metadata is for an IR."""
+    if not isinstance(source, str | Path):
+        return None
+    from isseg.weights.checkpoint import checkpoint_tiling
+
+    return checkpoint_tiling(source)
 
 
 def _raise(error: BaseException) -> Any:

@@ -4,8 +4,9 @@
 state (through :func:`isseg.weights.checkpoint.checkpoint_payload`, the one checkpoint format), so a resume
 continues bit for bit; ``best.pth`` is a lean model-only checkpoint of the best validation mask AP, with the
 best-F1 confidence threshold of that validation (:mod:`isseg.engine.threshold`); ``last.pth`` carries the
-threshold too when its weights were the ones just validated. Rank 0 validates and writes; the other ranks wait
-at barriers, so every rank sees the same files and metric.
+threshold too when its weights were the ones just validated. Both store the tiling of a run trained on tiles
+(``tiling``: export and predict tile with it), and such a run validates tiled. Rank 0 validates and writes; the
+other ranks wait at barriers, so every rank sees the same files and metric.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ class Checkpointer:
             epoch=iteration // self.iters_per_epoch,
             best_metric=best_metric,
             confidence_threshold=confidence_threshold,
+            tiling=self.tiling_entry(),
             rng=rng,
             train={
                 "global_batch": self.cfg.batch_size * self.world, "world_size": self.world,
@@ -132,11 +134,19 @@ class Checkpointer:
         """``best.pth``: a lean checkpoint for deployment, the model and its config, no optimizer, and the
         best-F1 confidence threshold of its validation (``isseg export`` deploys it; rank 0)."""
         atomic_save(checkpoint_payload(model, iteration=iteration, best_metric=best_metric,
-                                       confidence_threshold=confidence_threshold), self.out / "best.pth")
+                                       confidence_threshold=confidence_threshold, tiling=self.tiling_entry()),
+                    self.out / "best.pth")
+
+    def tiling_entry(self) -> str | None:
+        """The checkpoint's ``tiling`` entry: the tiled inference of a run trained on tiles (``TilingOptions``
+        JSON, read back by :func:`isseg.weights.checkpoint.checkpoint_tiling`), else None."""
+        tiling = self.cfg.tiling()
+        return None if tiling is None else tiling.to_json()
 
 
 def validate(model: nn.Module, cfg: TrainConfig, main: bool, train_mode: Callable[[], None]) -> dict[str, Any] | None:
-    """Rank 0 evaluates ``model`` on the validation set while the others wait; returns the metrics on rank 0
+    """Rank 0 evaluates ``model`` on the validation set (tiled, as deployed, when trained on tiles) while the
+    others wait; returns the metrics on rank 0
     (``isseg.engine.evaluate.evaluate``'s result), None elsewhere or without a validation set.
     ``train_mode`` puts the model back into training mode afterwards."""
     if cfg.val_data is None:
@@ -146,10 +156,18 @@ def validate(model: nn.Module, cfg: TrainConfig, main: bool, train_mode: Callabl
         from isseg.engine.evaluate import evaluate
 
         model.eval()
+        predictor: Any = model
+        if cfg.tile is not None:  # validate as the model will be deployed: tiled
+            from isseg.deploy.predictor import Predictor
+
+            predictor = Predictor(model, backend="torch", threshold=0.0, tiling=cfg.tiling(),
+                                  device=str(next(model.parameters()).device))
         try:
             with torch.no_grad():
-                result = evaluate(model, cfg.val_data, str(cfg.val_images), progress=cfg.progress)
+                result = evaluate(predictor, cfg.val_data, str(cfg.val_images), progress=cfg.progress)
         finally:
+            if predictor is not model:
+                predictor.close()
             train_mode()
     dist_utils.barrier()
     return result

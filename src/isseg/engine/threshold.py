@@ -18,7 +18,6 @@ during training report, what a training checkpoint stores (``confidence_threshol
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -140,19 +139,9 @@ def checkpoint_threshold(path: str | os.PathLike) -> float | None:
     """The ``confidence_threshold`` an isseg training checkpoint stores (its best-F1 threshold on the validation
     set), or None: not a checkpoint file, no such entry, unreadable. Only that entry is read (``mmap``), so a
     large checkpoint costs little."""
-    import torch
+    from isseg.weights.checkpoint import stored_entry
 
-    file = Path(path)
-    if not file.is_file() or file.suffix.lower() not in (".pth", ".pt"):
-        return None
-    try:
-        try:
-            state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-        except pickle.UnpicklingError:  # a training run's last.pth also holds RNG states (numpy objects)
-            state = torch.load(file, map_location="cpu", weights_only=False, mmap=True)
-    except Exception:  # noqa: BLE001 - foreign / legacy / damaged files: no stored threshold
-        return None
-    value = state.get("confidence_threshold") if isinstance(state, dict) else None
+    value = stored_entry(Path(path), "confidence_threshold")
     if isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0:
         return float(value)
     return None

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+
+if TYPE_CHECKING:
+    from isseg.tiling.options import TilingOptions
 
 
 @dataclass
@@ -62,6 +65,18 @@ class TrainConfig:
     max_minutes: float | None = None  # stop (evaluate, checkpoint) once training ran this long
     recipe: str | None = None  # the recipe the run was made from (isseg.recipes), recorded in the checkpoint
     skip_bad_images: bool = False  # train on the rest when the pre-flight finds unusable images (else: stop)
+    tile: int | None = None  # train on tiles of this size (isseg.data.tiles); stored in the checkpoint's tiling
+    tile_overlap: float | None = None  # the stored tiling's overlap (needs tile; None: TilingOptions' default)
+    tile_empty: float = 0.15  # fraction of background tiles among the training tiles (with tile)
+
+    def tiling(self) -> TilingOptions | None:
+        """The tiled inference a run with ``tile`` stores in its checkpoints (None without ``tile``)."""
+        if self.tile is None:
+            return None
+        from isseg.tiling.options import TilingOptions
+
+        extra = {} if self.tile_overlap is None else {"overlap": float(self.tile_overlap)}
+        return TilingOptions(tile_size=int(self.tile), **extra)
 
     def validate(self) -> None:
         """Fail early, with the option's name, on values that would break a run later."""
@@ -124,6 +139,21 @@ def check_values(cfg: TrainConfig) -> None:
         raise ValueError(f"scale-jitter must be in [0, 1), got {cfg.scale_jitter}")
     if cfg.max_minutes is not None and not cfg.max_minutes > 0:
         raise ValueError(f"max-minutes must be > 0, got {cfg.max_minutes}")
+    _check_tiles(cfg)
+
+
+def _check_tiles(cfg: TrainConfig) -> None:
+    """``tile``, ``tile_overlap`` and ``tile_empty`` (the overlap and the empty share need a tile size)."""
+    if cfg.tile is None:
+        if cfg.tile_overlap is not None:
+            raise ValueError("tile-overlap: needs --tile SIZE (the tile size turns tiled training on)")
+        return
+    if isinstance(cfg.tile, bool) or not isinstance(cfg.tile, int) or cfg.tile < 32:
+        raise ValueError(f"tile: expected a tile size >= 32 pixels, got {cfg.tile}")
+    if cfg.tile_overlap is not None and not 0.0 <= cfg.tile_overlap < 1.0:
+        raise ValueError(f"tile-overlap: expected a fraction in [0, 1), got {cfg.tile_overlap}")
+    if not 0.0 <= cfg.tile_empty <= 1.0:
+        raise ValueError(f"tile-empty: expected a fraction in [0, 1], got {cfg.tile_empty}")
 
 
 @dataclass

@@ -44,7 +44,7 @@ def model_config_for(cfg: TrainConfig, resume_state: dict[str, Any] | None) -> M
 def training_dataset(cfg: TrainConfig, model_config: ModelConfig, main: bool) -> Any:
     """The ``CocoDataset`` of ``cfg.data`` / ``cfg.images`` (images without a usable annotation left out, the
     colour jitter and random flip of ``cfg.color_jitter`` / ``cfg.horizontal_flip``), after the pre-flight
-    check of every image."""
+    check of every image; with ``cfg.tile``, its tiles (:class:`isseg.data.tiles.TileDataset`)."""
     from isseg.data.coco import CocoDataset
     from isseg.engine.augment import training_transform
 
@@ -54,6 +54,10 @@ def training_dataset(cfg: TrainConfig, model_config: ModelConfig, main: bool) ->
     _preflight(ds, cfg, main)
     if len(ds) == 0:
         raise ValueError(f"{cfg.data}: no image with a usable (non-crowd, >= 1 px) annotation to train on")
+    if cfg.tile is not None:
+        from isseg.data.tiles import TileDataset
+
+        return TileDataset(ds, cfg.tile, cfg.tile_empty)
     return ds
 
 

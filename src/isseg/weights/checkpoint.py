@@ -1,7 +1,8 @@
 """The isseg checkpoint format, one owner: what a checkpoint holds and the one crash-safe way to write it.
 
 ``{"format": "isseg", "version": 1, "config": ModelConfig.to_dict(), "model": state_dict, ...}`` plus whatever
-the writer adds (the trainer: optimizer, scaler, iteration, RNG states). The config makes a checkpoint
+the writer adds (the trainer: optimizer, scaler, iteration, RNG states, ``confidence_threshold``, and ``tiling``
+for a run trained on tiles: :func:`checkpoint_tiling`). The config makes a checkpoint
 self-describing: the preset, its classes and its inference size travel with the weights.
 
 A checkpoint is written with :func:`isseg.atomic.atomic_write`: a process killed at any moment leaves either the
@@ -12,7 +13,7 @@ state dict in isseg's names (no config) is :data:`STATE_DICT_LAYOUT`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -20,6 +21,9 @@ from torch import Tensor
 from isseg.atomic import atomic_write
 from isseg.config import ModelConfig
 from isseg.weights.layouts import Checkpoint, Converted, Layout, state_tensors, tensor_dict
+
+if TYPE_CHECKING:
+    from isseg.tiling.options import TilingOptions
 
 FORMAT = "isseg"
 VERSION = 1
@@ -29,6 +33,39 @@ def checkpoint_payload(model: torch.nn.Module, **extra: Any) -> dict[str, Any]:
     """The checkpoint dictionary of ``model`` (a ``MaskRCNN``) with ``extra`` entries."""
     return {"format": FORMAT, "version": VERSION, "config": model.config.to_dict(),  # type: ignore[union-attr]
             "model": model.state_dict(), **extra}
+
+
+def stored_entry(path: str | Path, key: str) -> Any:
+    """One top-level entry of an isseg checkpoint file (``confidence_threshold``, ``tiling``, ...), or None: not a
+    ``.pth`` / ``.pt`` file, no such entry, unreadable. Only that entry is read (``mmap``), so a large checkpoint
+    costs little."""
+    import pickle
+
+    file = Path(path)
+    if not file.is_file() or file.suffix.lower() not in (".pth", ".pt"):
+        return None
+    try:
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        except pickle.UnpicklingError:  # a training run's last.pth also holds RNG states (numpy objects)
+            state = torch.load(file, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:  # noqa: BLE001 - foreign / legacy / damaged files: no stored entry
+        return None
+    return state.get(key) if isinstance(state, dict) else None
+
+
+def checkpoint_tiling(path: str | Path) -> TilingOptions | None:
+    """The tiled inference a checkpoint trained on tiles stores (``tiling``, written by ``isseg train --tile``),
+    or None; a damaged entry is one ValueError naming the file."""
+    from isseg.tiling.options import TilingOptions
+
+    raw = stored_entry(path, "tiling")
+    if raw is None:
+        return None
+    try:
+        return TilingOptions.from_json(str(raw))
+    except ValueError as exc:
+        raise ValueError(f"{path}: its 'tiling' entry: {exc}") from None
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
