@@ -256,7 +256,7 @@ def test_bad_model_fails_in_one_line(images, tmp_path):
     (tmp_path / "lonely.xml").write_text("<net/>")
     with pytest.raises(FileNotFoundError, match="weights of the IR not found: .*lonely.bin"):
         predict_ray([str(images)], str(tmp_path / "lonely.xml"), tmp_path / "out")
-    from isseg.cluster.pipeline import _root_cause
+    from isseg.cluster.pipeline import root_cause
 
     try:
         try:
@@ -264,7 +264,7 @@ def test_bad_model_fails_in_one_line(images, tmp_path):
         except ValueError as inner:
             raise RuntimeError("Traceback ...\n  File x\nValueError: photos/a.xml: not an OpenVINO IR") from inner
     except RuntimeError as exc:
-        assert _root_cause(exc) == "ValueError: photos/a.xml: not an OpenVINO IR"
+        assert root_cause(exc) == "ValueError: photos/a.xml: not an OpenVINO IR"
 
 
 def test_classes_by_name_and_index(exported):

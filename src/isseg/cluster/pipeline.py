@@ -222,7 +222,7 @@ def _check_model(source: str) -> None:
         raise FileNotFoundError(f"weights of the IR not found: {path.with_suffix('.bin')}")
 
 
-def _root_cause(exc: BaseException) -> str:
+def root_cause(exc: BaseException) -> str:
     """The user-facing line of an error raised inside Ray (a task's or an actor's), without Ray's traceback: the
     last ``SomeError: message`` line of the error chain's texts."""
     import re
@@ -317,7 +317,7 @@ def _run(ray: Any, layout: ShardLayout, todo: list[int], spec: PredictorSpec, su
         except StopIteration:
             break
         except Exception as exc:  # noqa: BLE001 - Ray wraps the workers' errors: one line; written shards are kept
-            raise RuntimeError(f"the Ray pipeline failed ({_root_cause(exc)}); the shards written are kept: run "
+            raise RuntimeError(f"the Ray pipeline failed ({root_cause(exc)}); the shards written are kept: run "
                                "again to resume") from None
         t_last = time.perf_counter() - t0
         t_first = t_last if t_first is None else t_first

@@ -225,7 +225,9 @@ def _gt_api(backend: str, gt: dict[str, Any]) -> Any:
     return api
 
 
-def _pick_backend(backend: str) -> str:
+def pick_backend(backend: str) -> str:
+    """The COCOeval implementation ``backend`` names: ``"faster"`` or ``"pycocotools"`` as given; ``"auto"`` is
+    faster-coco-eval when it imports, else pycocotools. ValueError for any other name."""
     if backend not in ("auto", "faster", "pycocotools"):
         raise ValueError(f"backend must be 'auto', 'faster' or 'pycocotools', got {backend!r}")
     if backend != "auto":
@@ -274,7 +276,7 @@ def coco_eval(
         extra = [i for i in ids if i not in all_ids]
         if extra:
             raise ValueError(f"image_ids not in the ground truth: {extra[:10]}")
-    chosen = _pick_backend(backend)
+    chosen = pick_backend(backend)
     gt_api = _gt_api(chosen, gt)
     out: dict[str, dict[str, float]] = {}
     for iou_type in iou_types:

@@ -168,7 +168,7 @@ def _study(cfg: TuneConfig, first_rung: int) -> Any:
     return study
 
 
-def _covering(space: SearchSpace, base: dict[str, Any], train_images: int) -> SearchSpace:
+def covering_space(space: SearchSpace, base: dict[str, Any], train_images: int) -> SearchSpace:
     """``space`` widened to hold the base recipe's own values (its trial is the first one), without batch sizes
     larger than the training set."""
     widen = lambda r, v: (min(r[0], float(v)), max(r[1], float(v)))  # noqa: E731
@@ -240,7 +240,7 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
     cfg.check()
     base = load_recipe(cfg.recipe)
     n_train = len(load_coco_json(cfg.data)["images"])
-    space = _covering(cfg.space, base_values(base), n_train)
+    space = covering_space(cfg.space, base_values(base), n_train)
     images = trial_images(base, n_train) * cfg.trial_fraction
     study = _study(cfg, max(1, int(images / cfg.evaluations * 0.9)))
     study.set_user_attr("train_images", n_train)
