@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-
-def coco_mini_path() -> Path:
-    """``$ISSEG_COCO_MINI``, else ``../shared/datasets/coco-mini`` next to the repository."""
-    env = os.environ.get("ISSEG_COCO_MINI")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared/datasets/coco-mini"
+from isseg.testing.datasets import coco_mini_dir
 
 
 @pytest.fixture(scope="session")
 def coco_mini() -> Path:
     """Folder of coco-mini (``annotations/instances_{train,val}2017.json``, ``train2017/``, ``val2017/``)."""
-    path = coco_mini_path()
+    path = coco_mini_dir()
     if not (path / "annotations" / "instances_val2017.json").is_file():
         pytest.skip(f"coco-mini not found at {path}; set ISSEG_COCO_MINI to its folder")
     return path

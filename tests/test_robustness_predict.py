@@ -22,10 +22,9 @@ from test_export_common import small_export
 
 pytest.importorskip("openvino")
 
+from helpers import REPO
 from isseg.cli.main import main  # noqa: E402
 from isseg.engine.records import read_records  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
