@@ -135,3 +135,118 @@ def test_architecture_names_every_module(tmp_path: Path) -> None:
     assert _unnamed("pkg/ holds pkg/config.py; isseg.other too", tmp_path) == ["config.py"]
     missing = _unnamed((REPO / "docs" / "architecture.md").read_text(encoding="utf-8"), SRC)
     assert not missing, "docs/architecture.md does not name: " + ", ".join(missing)
+
+
+# docs/architecture.md, "The arrows": what each package (or module) may import of isseg's other packages (or
+# modules). atomic, lazy, config and the lazy root package (``from isseg import Predictor``) are open to all.
+ALLOWED_IMPORTS: dict[str, set[str]] = {
+    "sources": set(),
+    "config.py": set(),
+    "atomic.py": set(),
+    "lazy.py": set(),
+    "model": {"sources"},
+    "weights": {"model"},
+    "data": {"sources"},
+    "engine": {"data", "weights", "model"},
+    "engine/tune.py": {"recipes"},
+    "recipes": {"engine/train_config.py", "data"},
+    "deploy": {"weights", "model", "sources", "engine/threshold.py"},
+    "deploy/contract.py": {"tiling/options.py"},
+    "deploy/predictor.py": {"tiling/options.py", "tiling/infer.py"},
+    "deploy/export.py": {"tiling/options.py", "explain/graph.py"},
+    "tiling": {"model", "sources", "deploy/runtime.py"},
+    "explain": {"deploy/graph.py", "deploy/visualize.py", "model", "sources"},
+    "stream": {"deploy", "engine/records.py", "model", "sources"},
+    "track": {"stream", "model", "sources"},
+    "serve": {"deploy", "engine/records.py", "model", "sources"},
+    "cluster": {"serve", "stream", "deploy", "engine/records.py", "sources"},
+    "testing": {"deploy", "weights", "model", "sources"},
+    "cli": {"*"},
+    "__main__.py": {"cli"},
+}
+OPEN_TO_ALL = {"atomic.py", "lazy.py", "config.py", "__init__.py"}
+
+
+def _isseg_imports(root: Path) -> Iterator[tuple[str, int, str]]:
+    """(importing module, line, imported module) for every import of isseg, as paths below ``root``
+    (``deploy/export.py``; a package as its ``__init__.py``), function-level imports included."""
+    for path in _modules(root):
+        name = path.relative_to(root).as_posix()
+        for node in ast.walk(_tree(path)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "isseg":
+                targets = [f"{node.module}.{a.name}" for a in node.names]
+                targets = [t if _as_path(root, t) else node.module or "" for t in targets]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names if a.name.split(".")[0] == "isseg"]
+            else:
+                continue
+            for target in targets:
+                found = _as_path(root, target)
+                while found is None and "." in target:
+                    target = target.rpartition(".")[0]
+                    found = _as_path(root, target)
+                if found and found != name:
+                    yield name, node.lineno, found
+
+
+def _as_path(root: Path, dotted: str) -> str | None:
+    parts = dotted.split(".")[1:]
+    for candidate in (Path(*parts).with_suffix(".py") if parts else None, Path(*parts, "__init__.py")):
+        if candidate is not None and (root / candidate).is_file():
+            return candidate.as_posix()
+    return None
+
+
+def _allowed(source: str, target: str) -> bool:
+    src_pkg, tgt_pkg = source.split("/")[0], target.split("/")[0]
+    if src_pkg == tgt_pkg or target in OPEN_TO_ALL:
+        return True
+    rules = ALLOWED_IMPORTS.get(source, set()) | ALLOWED_IMPORTS.get(src_pkg, set())
+    return bool(rules & {"*", tgt_pkg, target})
+
+
+def test_imports_follow_the_layering() -> None:
+    wrong = [f"{s}:{line}: imports {t}" for s, line, t in _isseg_imports(SRC) if not _allowed(s, t)]
+    assert not wrong, "imports against docs/architecture.md's arrows (change the code, or the doc and " \
+                      "ALLOWED_IMPORTS together):\n" + "\n".join(wrong)
+
+
+def _cycles(root: Path) -> list[str]:
+    """Each import cycle among the modules below ``root`` (function-level imports included), as ``a -> b -> a``."""
+    graph: dict[str, set[str]] = {}
+    for source, _, target in _isseg_imports(root):
+        graph.setdefault(source, set()).add(target)
+    cycles: list[str] = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join([*path[path.index(nxt):], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for start in sorted(graph):
+        if start not in state:
+            visit(start, [start])
+    return cycles
+
+
+def test_no_import_cycles() -> None:
+    cycles = _cycles(SRC)
+    assert not cycles, "import cycles: " + "; ".join(cycles)
+
+
+def test_the_import_checks_find_a_wrong_arrow_and_a_cycle(tmp_path: Path) -> None:
+    for package in ("model", "deploy"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / "model" / "a.py").write_text("def f():\n    from isseg.deploy.b import g\n")
+    (tmp_path / "deploy" / "b.py").write_text("from isseg.model import a\nimport isseg.model.a\n")
+    imports = sorted(_isseg_imports(tmp_path))
+    assert imports == [("deploy/b.py", 1, "model/a.py"), ("deploy/b.py", 2, "model/a.py"),
+                       ("model/a.py", 2, "deploy/b.py")]
+    assert [_allowed(s, t) for s, _, t in imports] == [True, True, False]  # model may not import deploy
+    assert _cycles(tmp_path) == ["deploy/b.py -> model/a.py -> deploy/b.py"]

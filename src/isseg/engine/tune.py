@@ -235,7 +235,6 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
     """Run (or resume) the search; returns ``{"best": {...}, "trials": n, "files": {...}, "minutes": spent}``
     (``best`` None when no trial finished)."""
     from isseg.data.coco import load_coco_json
-    from isseg.engine.tune_report import write_reports
 
     cfg.check()
     base = load_recipe(cfg.recipe)
@@ -251,7 +250,7 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
 
     def after_trial(study: Any, _trial: Any) -> None:
         study.set_user_attr("seconds_spent", spent + time.time() - session)
-        write_reports(study, base, cfg)
+        _write_reports(study, base, cfg)
 
     done = sum(t.state.is_finished() for t in study.trials if t.state.name != "FAIL")
     remaining = None if cfg.max_trials is None else max(0, cfg.max_trials - done)
@@ -261,7 +260,7 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
                            callbacks=[after_trial], gc_after_trial=True)
     finally:  # Ctrl-C included: the time spent counts against the budget of the next session
         study.set_user_attr("seconds_spent", spent + time.time() - session)
-    files = write_reports(study, base, cfg)
+    files = _write_reports(study, base, cfg)
     best = files.pop("best")
     return {"best": best, "trials": len(study.trials), "files": files,
             "minutes": float(study.user_attrs.get("seconds_spent", 0.0)) / 60}
@@ -296,3 +295,13 @@ def save_best(study: Any, base: Recipe, cfg: TuneConfig) -> Path | None:
     if recipe is None:
         return None
     return save_recipe(recipe, Path(cfg.output) / "best_recipe.yaml")
+
+
+def _write_reports(study: Any, base: Recipe, cfg: TuneConfig) -> dict[str, Any]:
+    """The files kept up to date after each trial: the table and plot (:mod:`isseg.engine.tune_report`) and
+    ``recipe``, the best recipe (None before a trial completes); plus ``best`` (see ``write_reports``)."""
+    from isseg.engine.tune_report import write_reports
+
+    files = write_reports(study, cfg.output)
+    files["recipe"] = save_best(study, base, cfg)
+    return files
