@@ -1,10 +1,13 @@
-"""Constants shared by the test files (``from helpers import ...``: pytest puts ``tests/`` on ``sys.path``).
+"""Constants and small builders shared by the test files (``from helpers import ...``: pytest puts ``tests/`` on
 Fixtures are in ``conftest.py``; the converter tests' random states in ``converter_states.py``; the cached
 exports of the deployment tests in ``test_export_common.py``."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+
+from isseg.config import ModelConfig, get_config
 
 REPO = Path(__file__).resolve().parents[1]
 """The repository checkout (``src/``, ``tests/``, ``benchmarks/``)."""
@@ -25,3 +28,14 @@ TINY_TRAIN = (
     "roi.representation_size=256", "backbone.norm=gn", "backbone.frozen_stages=0",
 )  # fmt: skip
 """``--set`` overrides of a security-0002 model small enough to train a few iterations in seconds on a CPU."""
+
+
+def small_config(preset: str = "security-0002", num_classes: int = 3) -> ModelConfig:
+    """A preset at a small input size, so that CPU tests stay fast."""
+    cfg = get_config(preset, num_classes=num_classes)
+    return dataclasses.replace(
+        cfg,
+        input=cfg.input.with_size((128, 160), train_sizes=(128,)),
+        rpn=dataclasses.replace(cfg.rpn, pre_nms_top_n_test=200, post_nms_top_n_test=100,
+                                pre_nms_top_n_train=200, post_nms_top_n_train=100),
+    )  # fmt: skip
