@@ -1,4 +1,5 @@
-"""Constants and small builders shared by the test files (``from helpers import ...``: pytest puts ``tests/`` on
+"""Constants and small builders shared by the test files (``from helpers import ...``: pytest puts ``tests/``
+on ``sys.path``).
 Fixtures are in ``conftest.py``; the converter tests' random states in ``converter_states.py``; the cached
 exports of the deployment tests in ``test_export_common.py``."""
 
