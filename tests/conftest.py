@@ -1,4 +1,5 @@
-"""Shared fixtures. ``coco_mini``: the real COCO subset used by data / evaluation tests."""
+"""Shared fixtures. ``coco_mini``: the real COCO subset used by data / evaluation tests; ``exported``: the small
+export most deployment tests run; ``one_torch_thread``. Shared constants are in ``helpers.py``."""
 
 from __future__ import annotations
 
@@ -29,3 +30,12 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def exported():  # noqa: ANN201 - test_export_common.Exported
+    """The small security-0002 export (320x416 canvas, OpenVINO IR + its ONNX file), its background logit raised
+    by 11 so that an image gives a few detections: ``test_export_common.small_export(11.0)``, built once."""
+    from test_export_common import small_export
+
+    return small_export(11.0)

@@ -19,8 +19,6 @@ import cv2
 import numpy as np
 import pytest
 
-from test_export_common import small_export
-
 pytest.importorskip("openvino")
 ray = pytest.importorskip("ray")
 
@@ -37,11 +35,6 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def exported():
-    return small_export(11.0)
 
 
 @pytest.fixture(scope="module")
