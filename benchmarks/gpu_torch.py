@@ -21,9 +21,9 @@ import torch
 
 
 def _images(n: int) -> list[np.ndarray]:
-    from isseg.testing.random_weights import _demo_image
+    from isseg.testing.random_weights import demo_image
 
-    return [_demo_image(100 + i) for i in range(n)]
+    return [demo_image(100 + i) for i in range(n)]
 
 
 def _time(fn, images: list[np.ndarray], warmup: int) -> tuple[float, float]:

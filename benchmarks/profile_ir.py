@@ -50,12 +50,12 @@ def _compiled(xml: Path, precision: str | None) -> tuple[Any, Any, Any]:
     import openvino as ov
 
     from isseg.deploy.contract import read_metadata
-    from isseg.deploy.runtime_openvino import _rt
+    from isseg.deploy.runtime_openvino import rt_value
 
     core = ov.Core()
     model = core.read_model(str(xml))
     shape = model.inputs[0].get_partial_shape()
-    meta = read_metadata(lambda s, k: _rt(model, s, k), (shape[2].get_length(), shape[3].get_length()), str(xml))
+    meta = read_metadata(lambda s, k: rt_value(model, s, k), (shape[2].get_length(), shape[3].get_length()), str(xml))
     config = {"PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY"}
     if precision:
         config["INFERENCE_PRECISION_HINT"] = precision

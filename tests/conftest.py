@@ -1,25 +1,21 @@
-"""Shared fixtures. ``coco_mini``: the real COCO subset used by data / evaluation tests."""
+"""Shared fixtures. ``coco_mini``: the real COCO subset used by data / evaluation tests; ``exported``: the small
+export most deployment tests run; ``one_torch_thread``. Shared constants are in ``helpers.py``."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-
-def coco_mini_path() -> Path:
-    """``$ISSEG_COCO_MINI``, else ``../shared/datasets/coco-mini`` next to the repository."""
-    env = os.environ.get("ISSEG_COCO_MINI")
-    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared/datasets/coco-mini"
+from isseg.testing.datasets import coco_mini_dir
 
 
 @pytest.fixture(scope="session")
 def coco_mini() -> Path:
     """Folder of coco-mini (``annotations/instances_{train,val}2017.json``, ``train2017/``, ``val2017/``)."""
-    path = coco_mini_path()
+    path = coco_mini_dir()
     if not (path / "annotations" / "instances_val2017.json").is_file():
         pytest.skip(f"coco-mini not found at {path}; set ISSEG_COCO_MINI to its folder")
     return path
@@ -34,3 +30,12 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def exported():  # noqa: ANN201 - test_export_common.Exported
+    """The small security-0002 export (320x416 canvas, OpenVINO IR + its ONNX file), its background logit raised
+    by 11 so that an image gives a few detections: ``test_export_common.small_export(11.0)``, built once."""
+    from test_export_common import small_export
+
+    return small_export(11.0)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 
+CLASS_NAMES = ("cat", "dog", "bird")
+"""The classes of the converters' test models (three, not COCO's: class mapping is exercised)."""
+
 
 def random_isseg_state(config, seed: int = 0) -> dict[str, torch.Tensor]:  # noqa: ANN001
     """An isseg state dict of random values for ``config`` (positive variances): the converters' input."""

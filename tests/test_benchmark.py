@@ -35,7 +35,7 @@ def test_bounds_use_the_detections_each_configuration_had(monkeypatch: pytest.Mo
     cfg = benchmark.BenchConfig(input_size=(128, 160), precisions=("fp32", "int8"))
     results = [bench_measure.Result("a", precision="fp32", detections=10.0), bench_measure.Result("b", precision="int8",
                                                                                         detections=100.0)]
-    compute = benchmark._compute_ceiling(model, results, cfg, log=lambda _: None)
+    compute = benchmark.compute_ceiling(model, results, cfg, log=lambda _: None)
     flops = count_flops(model, 128, 160)
     per_mask = flops["mask_head"] / 100
     assert results[0].bound_ms == pytest.approx(1000 * (flops["total"] - 90 * per_mask) / 100.0)

@@ -20,9 +20,10 @@ from isseg.engine.records import read_records, record_to_detections
 from isseg.testing.equality import same_detections
 
 sys.path.insert(0, str(Path(__file__).parent))
+from helpers import ASPECT_PHOTOS
 from tv_reference import seeded_torchvision, torchvision_predict, tv_label_to_isseg  # noqa: E402
 
-PHOTOS = ("000000536038.jpg", "000000549055.jpg")  # portrait 0.56 and wide 2.11
+PHOTOS = (ASPECT_PHOTOS[0], ASPECT_PHOTOS[2])  # portrait 0.56 and wide 2.11
 
 
 def _by_file(path: Path) -> dict[str, dict]:

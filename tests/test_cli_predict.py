@@ -9,16 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from test_export_common import coco_image, small_export
+from test_export_common import coco_image
 
 pytest.importorskip("openvino")
 
 from isseg.cli.main import main  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def exported():
-    return small_export(11.0)
 
 
 def test_folder_with_corrupt_file(exported, tmp_path, capsys):

@@ -19,8 +19,6 @@ import cv2
 import numpy as np
 import pytest
 
-from test_export_common import small_export
-
 pytest.importorskip("openvino")
 ray = pytest.importorskip("ray")
 
@@ -37,11 +35,6 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def exported():
-    return small_export(11.0)
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +249,7 @@ def test_bad_model_fails_in_one_line(images, tmp_path):
     (tmp_path / "lonely.xml").write_text("<net/>")
     with pytest.raises(FileNotFoundError, match="weights of the IR not found: .*lonely.bin"):
         predict_ray([str(images)], str(tmp_path / "lonely.xml"), tmp_path / "out")
-    from isseg.cluster.pipeline import _root_cause
+    from isseg.cluster.pipeline import root_cause
 
     try:
         try:
@@ -264,7 +257,7 @@ def test_bad_model_fails_in_one_line(images, tmp_path):
         except ValueError as inner:
             raise RuntimeError("Traceback ...\n  File x\nValueError: photos/a.xml: not an OpenVINO IR") from inner
     except RuntimeError as exc:
-        assert _root_cause(exc) == "ValueError: photos/a.xml: not an OpenVINO IR"
+        assert root_cause(exc) == "ValueError: photos/a.xml: not an OpenVINO IR"
 
 
 def test_classes_by_name_and_index(exported):

@@ -14,8 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_export_common import small_export
-
 pytest.importorskip("openvino")
 ray = pytest.importorskip("ray")
 
@@ -39,11 +37,6 @@ def faults(tmp_path_factory: pytest.TempPathFactory):
     finally:
         ray.shutdown()
         del os.environ[FAULTS_ENV]
-
-
-@pytest.fixture(scope="module")
-def exported():
-    return small_export(11.0)
 
 
 @pytest.fixture(scope="module")

@@ -224,7 +224,7 @@ def test_falls_back_to_pycocotools_without_faster_coco_eval(monkeypatch: pytest.
     from isseg.engine import coco_eval as module
 
     monkeypatch.setitem(sys.modules, "faster_coco_eval", None)  # import now raises ImportError
-    assert module._pick_backend("auto") == "pycocotools"
+    assert module.pick_backend("auto") == "pycocotools"
     gt = _tiny_gt()
     record = {"image_id": 5, "category_id": 2, "bbox": [0, 0, 200, 200], "score": 0.5,
               "segmentation": mask_to_rle(np.ones((200, 200), np.uint8))}  # fmt: skip

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from converter_states import CLASS_NAMES as NAMES
 from converter_states import random_isseg_state
 from isseg.config import get_config
 from isseg.weights.conversion import isseg_layout
@@ -26,8 +27,6 @@ from isseg.weights.detectron2 import (
     to_detectron2,
     write_detectron2_pkl,
 )
-
-NAMES = ("cat", "dog", "bird")
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,11 @@ from dataclasses import replace
 import pytest
 import torch
 
+from converter_states import CLASS_NAMES as NAMES
 from converter_states import random_isseg_state
 from isseg.config import get_config
 from isseg.weights.conversion import isseg_layout
 from isseg.weights.mmdet import class_info, from_mmdet, is_mmdet, mmdet_version, parse_mm_config, to_mmdet
-
-NAMES = ("cat", "dog", "bird")
 
 # A training config as mmdetection stores it in meta (2.x "config", 3.x "cfg"), reduced to what is checked.
 CONFIG_2X = """

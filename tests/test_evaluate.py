@@ -148,10 +148,26 @@ def test_cli_evaluate(shapes: dict[str, Path], tmp_path: Path, monkeypatch: pyte
     assert code == 1 and "none.json" in capsys.readouterr().err
 
 
-def test_backend_choice() -> None:
-    assert cli_evaluate._backend("m.xml", None) == "openvino"
-    assert cli_evaluate._backend("m.ONNX", None) == "onnx"
-    assert cli_evaluate._backend("best.pth", None) == "torch"
-    assert cli_evaluate._backend("m.xml", "onnx") == "onnx"
+def test_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``build_predictor`` picks the backend from the weights' suffix unless told, and refuses torch for an export."""
+    import isseg.deploy.predictor
+    import isseg.weights.loading
+
+    class FakePredictor:
+        def __init__(self, weights: str, backend: str) -> None:
+            self.backend = backend
+
+    class FakeModel:
+        backend = "torch"
+
+        def eval(self) -> FakeModel:
+            return self
+
+    monkeypatch.setattr(isseg.deploy.predictor, "Predictor", FakePredictor)
+    monkeypatch.setattr(isseg.weights.loading, "load_model", lambda weights, preset=None: FakeModel())
+    assert cli_evaluate.build_predictor("m.xml", None).backend == "openvino"
+    assert cli_evaluate.build_predictor("m.ONNX", None).backend == "onnx"
+    assert cli_evaluate.build_predictor("best.pth", None).backend == "torch"
+    assert cli_evaluate.build_predictor("m.xml", "onnx").backend == "onnx"
     with pytest.raises(ValueError, match="--backend torch cannot run the exported model"):
-        cli_evaluate._backend("m.onnx", "torch")
+        cli_evaluate.build_predictor("m.onnx", "torch")

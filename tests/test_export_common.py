@@ -21,8 +21,10 @@ import numpy as np
 import torch
 
 SMALL = (320, 416)
-_ROOT = Path(tempfile.mkdtemp(prefix="isseg-deploy-tests-"))
-atexit.register(shutil.rmtree, _ROOT, True)
+EXPORT_ROOT = Path(tempfile.mkdtemp(prefix="isseg-deploy-tests-"))
+"""A folder for the exports of this pytest process (removed at exit)."""
+atexit.register(shutil.rmtree, EXPORT_ROOT, True)
+_ROOT = EXPORT_ROOT  # the old name, for tests/test_tiling_export.py (another branch's file): drop after the merge
 
 
 @dataclass
@@ -45,7 +47,7 @@ def seed_export() -> Exported:
     from isseg.deploy.export import export
 
     model = seed_model()
-    xml = export(model, _ROOT / "seed", "openvino", "fp32", keep_onnx=True)
+    xml = export(model, EXPORT_ROOT / "seed", "openvino", "fp32", keep_onnx=True)
     return Exported(model, xml, xml.with_suffix(".onnx"), (768, 1024))
 
 
@@ -57,7 +59,7 @@ def small_export(background: float = 0.0) -> Exported:
     model = at_size(realistic_random_model("security-0002", seed=1), SMALL)
     with torch.no_grad():
         model.roi_heads.box_predictor.cls_score.bias[-1] += background
-    xml = export(model, _ROOT / f"small{background:g}", "openvino", "fp32", keep_onnx=True)
+    xml = export(model, EXPORT_ROOT / f"small{background:g}", "openvino", "fp32", keep_onnx=True)
     return Exported(model, xml, xml.with_suffix(".onnx"), SMALL)
 
 

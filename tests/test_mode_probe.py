@@ -7,14 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from test_export_common import small_export
-
 pytest.importorskip("openvino")
-
-
-@pytest.fixture(scope="module")
-def exported():
-    return small_export(11.0)
 
 
 def _image(seed: int = 0) -> np.ndarray:

@@ -9,19 +9,9 @@ import pytest
 import torch
 
 import isseg
+from helpers import small_config
 from isseg.config import ModelConfig, get_config
 from isseg.model.complexity import count_flops, count_parameters
-
-
-def small_config(preset: str = "security-0002", num_classes: int = 3) -> ModelConfig:
-    """A preset at a small input size, so that CPU tests stay fast."""
-    cfg = get_config(preset, num_classes=num_classes)
-    return dataclasses.replace(
-        cfg,
-        input=cfg.input.with_size((128, 160), train_sizes=(128,)),
-        rpn=dataclasses.replace(cfg.rpn, pre_nms_top_n_test=200, post_nms_top_n_test=100,
-                                pre_nms_top_n_train=200, post_nms_top_n_train=100),
-    )  # fmt: skip
 
 
 def toy_sample(seed: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

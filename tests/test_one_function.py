@@ -16,13 +16,13 @@ import cv2
 import pytest
 import torch
 
-from test_export_common import _ROOT
+from helpers import ASPECT_PHOTOS as PHOTOS
+from test_export_common import EXPORT_ROOT
 
 ov = pytest.importorskip("openvino")
 pytest.importorskip("onnxruntime")
 
 # a portrait (0.56), an exact 4:3 and a wide (2.11) photo of coco-mini val2017
-PHOTOS = ("000000536038.jpg", "000000126107.jpg", "000000549055.jpg")
 # small inference sizes so that CPU tests stay fast: a fit canvas (H, W), or (short, long)
 SIZES = {"security-0002": (320, 416), "torchvision-v1": (320, 480), "torchvision-v2": (320, 480),
          "detectron2-r50-fpn": (320, 480), "mmdet-r50-caffe-fpn": (320, 480)}
@@ -41,7 +41,7 @@ def exported(preset: str):
     model = at_size(realistic_random_model(preset, seed=3), SIZES[preset])
     with torch.no_grad():  # fewer, better separated detections: most stay below the 100 kept
         model.roi_heads.box_predictor.cls_score.bias[-1] += 2.0
-    xml = export(model, _ROOT / f"one-function-{preset}", keep_onnx=True)
+    xml = export(model, EXPORT_ROOT / f"one-function-{preset}", keep_onnx=True)
     return model, xml
 
 

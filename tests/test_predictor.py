@@ -21,11 +21,6 @@ from isseg.deploy.compare import compare  # noqa: E402
 from isseg.deploy.predictor import Predictor  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def exported():
-    return small_export(11.0)
-
-
 def test_backends_agree(exported):
     image = coco_image(0)  # not the input size: letterbox, then boxes and masks back to the original
     torch_p = Predictor(exported.model, input_size=SMALL)

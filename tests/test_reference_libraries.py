@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 import torch
 
-REFERENCES = Path(__file__).resolve().parents[1].parent / "shared" / "references"
-PHOTOS = ("000000536038.jpg", "000000126107.jpg", "000000549055.jpg")  # portrait 0.56, 4:3, wide 2.11
+from helpers import ASPECT_PHOTOS as PHOTOS
+from helpers import REFERENCES
+
 SIZE = (320, 480)
 
 

@@ -18,19 +18,11 @@ import cv2
 import numpy as np
 import pytest
 
-from test_export_common import small_export
-
 pytest.importorskip("openvino")
 
+from helpers import REPO
 from isseg.cli.main import main  # noqa: E402
 from isseg.engine.records import read_records  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def exported():
-    return small_export(11.0)
 
 
 def scene(seed: int, size: tuple[int, int] = (96, 128)) -> np.ndarray:

@@ -2,7 +2,7 @@
 lists every bad item before any training; ``--skip-bad-images`` trains on the rest; an image that breaks after
 the pre-flight stops the run with one line, not a DataLoader traceback; ``--output`` checked first.
 
-Tiny model: test_train's TINY overrides (96 px, GroupNorm, few proposals).
+Tiny model: helpers.TINY_TRAIN overrides (96 px, GroupNorm, few proposals).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import TINY_TRAIN as TINY
 from isseg.cli.main import main
 from isseg.data.coco import CocoDataset
 from isseg.data.synth import make_synthetic_dataset
 from isseg.engine.trainer import TrainConfig, train
-from test_train import TINY
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -242,25 +242,33 @@ def test_a_port_in_use_fails_at_once_naming_it(tmp_path: Path, capsys: pytest.Ca
     assert seconds < 5
 
 
-def test_uvicorn_failing_to_start_is_one_line(monkeypatch: pytest.MonkeyPatch,
+def test_uvicorn_failing_to_start_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     """Should uvicorn still fail after the checks (its own exit), the command ends with one line of its own."""
-    import argparse
+    import uvicorn
 
-    from isseg.cli.serve import _serve
+    import isseg.serve.app
+    import isseg.serve.specs
 
     class Failing:
         started = False
 
+        def __init__(self, config: Any) -> None:
+            pass
+
         def run(self, sockets: list) -> None:
             raise SystemExit(3)
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        rc = _serve(Failing(), s, argparse.Namespace(host="127.0.0.1", port=8000, tls_cert=None))
+    model = tmp_path / "m.xml"
+    model.write_text("<never loaded/>")
+    monkeypatch.setattr(isseg.serve.specs, "load_models", lambda *args, **kwargs: [])
+    monkeypatch.setattr(isseg.serve.app, "create_app", lambda models, settings: object())
+    monkeypatch.setattr(uvicorn, "Server", Failing)
+    port = free_port()
+    rc, err, _ = _cli([str(model), "--port", str(port)], capsys, {}, monkeypatch)
     assert rc == 1
-    assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "isseg serve: error: the server could not start on 127.0.0.1:8000 (uvicorn exited with 3; its message is "
+    assert err[-1] == (
+        f"isseg serve: error: the server could not start on 127.0.0.1:{port} (uvicorn exited with 3; its message is "
         "above)")
 
 

@@ -17,13 +17,15 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+from isseg.testing.datasets import coco_mini_dir
+
 PRECISION = "f32"  # exact comparisons with the local Predictor
 
 
 def coco_images(count: int = 2) -> list[Path]:
     """coco-mini val images ($ISSEG_COCO_MINI or ../shared/datasets/coco-mini); skips when absent."""
-    root = Path(os.environ.get("ISSEG_COCO_MINI", REPO.parent / "shared" / "datasets" / "coco-mini"))
+    root = coco_mini_dir()
     files = sorted((root / "val2017").glob("*.jpg"))
     if len(files) < count:
         pytest.skip(f"coco-mini val2017 not found under {root}; set ISSEG_COCO_MINI")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import REPO
 from test_serve_helpers import coco_images, small_xml
 
 pytest.importorskip("fastapi")
@@ -19,7 +20,7 @@ pytest.importorskip("httpx")
 
 
 def _script():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "serve_soak.py"
+    path = REPO / "benchmarks" / "serve_soak.py"
     spec = importlib.util.spec_from_file_location("serve_soak", path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules["serve_soak"] = module  # its dataclasses look their module up

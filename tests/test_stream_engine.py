@@ -10,8 +10,6 @@ import cv2
 import numpy as np
 import pytest
 
-from test_export_common import small_export
-
 pytest.importorskip("openvino")
 
 from isseg.cli.main import main  # noqa: E402
@@ -20,11 +18,6 @@ from isseg.engine.records import read_records  # noqa: E402
 from isseg.sources import Source  # noqa: E402
 from isseg.stream import FrameProcessor, StreamEngine, StreamOptions  # noqa: E402
 from isseg.testing.streams import RtspServer, rtsp_available  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def exported():
-    return small_export(11.0)
 
 
 def _clip(path: Path, frames: int = 5) -> Path:

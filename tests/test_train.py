@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import TINY_TRAIN as TINY
+from helpers import TRAIN_SIZE as SIZE
 from isseg.config import get_config
 from isseg.data.synth import CLASS_NAMES, make_synthetic_dataset
 from isseg.engine.config_overrides import apply_overrides
@@ -24,15 +26,6 @@ from isseg.engine.sampler import SeededDataset, TrainSampler
 from isseg.engine.schedule import LRSchedule, resolve_steps
 from isseg.engine.trainer import TrainConfig, train
 from isseg.weights.checkpoint import atomic_save as atomic_torch_save
-
-SIZE = 96
-TINY = (
-    f"input.size=[{SIZE},{SIZE}]", f"input.train_sizes=[{SIZE}]",
-    "rpn.pre_nms_top_n_train=256", "rpn.post_nms_top_n_train=128", "rpn.pre_nms_top_n_test=256",
-    "rpn.post_nms_top_n_test=64", "roi.batch_size_per_image=64", "backbone.fpn_channels=64",
-    "roi.representation_size=256", "backbone.norm=gn", "backbone.frozen_stages=0",
-)  # fmt: skip
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -9,17 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import TINY_TRAIN as TINY
+from helpers import TRAIN_SIZE as SIZE
 from isseg.cli.main import main
 from isseg.data.formats import export_dataset, load_dataset
 from isseg.data.synth import CLASS_NAMES, make_synthetic_dataset
-
-SIZE = 96
-TINY = (
-    f"input.size=[{SIZE},{SIZE}]", f"input.train_sizes=[{SIZE}]",
-    "rpn.pre_nms_top_n_train=256", "rpn.post_nms_top_n_train=128", "rpn.pre_nms_top_n_test=256",
-    "rpn.post_nms_top_n_test=64", "roi.batch_size_per_image=64", "backbone.fpn_channels=64",
-    "roi.representation_size=256", "backbone.norm=gn", "backbone.frozen_stages=0",
-)  # fmt: skip
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")]

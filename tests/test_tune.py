@@ -14,8 +14,8 @@ optuna = pytest.importorskip("optuna")
 from isseg.engine.tune import (  # noqa: E402
     SearchSpace,
     TuneConfig,
-    _covering,
     base_values,
+    covering_space,
     trial_images,
     trial_recipe,
     tune,
@@ -129,5 +129,5 @@ def test_no_trial_within_the_budget(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "waiting" in (tmp_path / "s" / "trials.md").read_text()
     base = {"lr": 0.01, "batch_size": 8, "horizontal_flip": 0.5, "color_jitter": 0.0, "scale_jitter": 0.0}
     with pytest.raises(ValueError, match="every batch size"):
-        _covering(SearchSpace(batch_size=(4, 8)), base, train_images=3)
-    assert _covering(SearchSpace(lr=(0.02, 0.04)), base, train_images=16).lr == (0.01, 0.04)
+        covering_space(SearchSpace(batch_size=(4, 8)), base, train_images=3)
+    assert covering_space(SearchSpace(lr=(0.02, 0.04)), base, train_images=16).lr == (0.01, 0.04)

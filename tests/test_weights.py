@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import isseg
+from helpers import small_config
 from isseg.config import COCO_CATEGORY_IDS
 from isseg.weights import registry
 from isseg.weights.loading import load_model, load_weights, save_checkpoint
 from isseg.weights.torchvision import from_torchvision, to_torchvision
-from test_model import small_config
 
 
 def test_isseg_checkpoint_round_trip_keeps_config_and_classes(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ model's files travel through Ray's object store.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -22,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from isseg.atomic import atomic_write
 from isseg.cluster.actor import PredictActor, PredictorSpec, decode_batch, load_predictor, model_files
 from isseg.cluster.quiet import quiet_ray
 from isseg.cluster.shards import ShardLayout
@@ -116,6 +118,16 @@ def class_names_of(spec: PredictorSpec) -> tuple[str, ...]:
         return tuple(predictor.class_names)
 
 
+def _checked_spec(model: str, mode: str, masks: bool, **options: Any) -> PredictorSpec:
+    """The actors' :class:`PredictorSpec` after checking the model file and ``mode``; "auto" mode is throughput
+    for OpenVINO (as ``isseg predict`` on a folder), else latency. ``options``: :class:`PredictorOptions` fields."""
+    _check_model(model)
+    if mode not in ("auto", "latency", "throughput"):
+        raise ValueError(f"mode must be 'auto', 'latency' or 'throughput', got {mode!r}")
+    if mode == "auto":
+        mode = "throughput" if (options.get("backend") or backend_for(model)) == "openvino" else "latency"
+    return PredictorSpec(model, PredictorOptions(mode=mode, **options), bool(masks))
+
 def predict_ray(inputs: list[str] | str, model: str, output: str | os.PathLike, *, address: str | None = "auto",
                 actors: int | None = None, cpus_per_actor: float | None = None, gpus_per_actor: float = 0,
                 shard_size: int | None = None, batch_size: int | None = None, backend: str | None = None,
@@ -155,14 +167,8 @@ def predict_ray(inputs: list[str] | str, model: str, output: str | os.PathLike, 
     paths, input_errors = list_inputs([str(i) for i in inputs], recursive)
     if not paths:
         raise ValueError("nothing to process: " + ("; ".join(input_errors) or "no inputs"))
-    _check_model(str(model))
-    if mode not in ("auto", "latency", "throughput"):
-        raise ValueError(f"mode must be 'auto', 'latency' or 'throughput', got {mode!r}")
-    if mode == "auto":
-        mode = "throughput" if (backend or backend_for(str(model))) == "openvino" else "latency"
-    options = PredictorOptions(backend=backend, device=device, threshold=float(threshold), precision=precision,
-                               preset=preset, mode=mode)
-    spec = PredictorSpec(str(model), options, bool(masks))
+    spec = _checked_spec(str(model), mode, masks, backend=backend, device=device, threshold=float(threshold),
+                         precision=precision, preset=preset)
     names = class_names_of(spec) if coco or (classes is not None and classes != "") else ()
     spec = replace(spec, classes=class_indices(classes, names) if names else None)
     layout = ShardLayout.open(output, paths, shard_size, _settings(spec), DEFAULT_SHARD_SIZE)
@@ -193,9 +199,7 @@ def predict_ray(inputs: list[str] | str, model: str, output: str | os.PathLike, 
                           "first_result": t_first, "last_result": t_last, "pipeline": t_pipeline, "total": wall}
     summary["images_per_s"] = n / t_pipeline if n and t_pipeline else 0.0
     summary.setdefault("steady_images_per_s", 0.0)
-    import json
-
-    (layout.folder / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    atomic_write(layout.folder / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
 
 
@@ -222,7 +226,7 @@ def _check_model(source: str) -> None:
         raise FileNotFoundError(f"weights of the IR not found: {path.with_suffix('.bin')}")
 
 
-def _root_cause(exc: BaseException) -> str:
+def root_cause(exc: BaseException) -> str:
     """The user-facing line of an error raised inside Ray (a task's or an actor's), without Ray's traceback: the
     last ``SomeError: message`` line of the error chain's texts."""
     import re
@@ -317,7 +321,7 @@ def _run(ray: Any, layout: ShardLayout, todo: list[int], spec: PredictorSpec, su
         except StopIteration:
             break
         except Exception as exc:  # noqa: BLE001 - Ray wraps the workers' errors: one line; written shards are kept
-            raise RuntimeError(f"the Ray pipeline failed ({_root_cause(exc)}); the shards written are kept: run "
+            raise RuntimeError(f"the Ray pipeline failed ({root_cause(exc)}); the shards written are kept: run "
                                "again to resume") from None
         t_last = time.perf_counter() - t0
         t_first = t_last if t_first is None else t_first

@@ -114,14 +114,3 @@ def serve_ray(models: list[str], settings: Any = None, load_kwargs: dict[str, An
                 print("isseg serve --ray: stopped", file=sys.stderr)
     return url
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m isseg.cluster.serving ARGS`` = ``isseg serve --ray ARGS`` (kept for older scripts)."""
-    from isseg.cli.main import main as isseg_main
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    return isseg_main(["serve", *argv] if "--ray" in argv else ["serve", "--ray", *argv])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,8 +2,8 @@
 
 Its parts live by idea: the JSON is read and validated in :mod:`isseg.data.coco_json`, images are decoded and
 pre-flighted in :mod:`isseg.data.images` (EXIF orientation rules there), targets are built in
-:mod:`isseg.data.targets`. The names callers import from here (``load_coco_json``, ``read_image_bgr``, the
-validation helpers :mod:`isseg.engine.coco_eval` reuses, ...) are re-exported.
+:mod:`isseg.data.targets`. The names callers import from here (``load_coco_json``, ``read_image_bgr``, ...) are
+re-exported.
 """
 
 from __future__ import annotations
@@ -18,9 +18,6 @@ import numpy as np
 import torch
 
 from isseg.data.coco_json import (
-    _Checker,
-    _is_int,
-    _is_number,
     load_coco_json,
     match_class_names,
     read_json,
@@ -33,9 +30,6 @@ from isseg.data.targets import coco_target, index_annotations, keep_annotation
 
 __all__ = [
     "CocoDataset",
-    "_Checker",
-    "_is_int",
-    "_is_number",
     "check_image_file",
     "load_coco_json",
     "match_class_names",

@@ -24,7 +24,8 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """A finite int or float (not a bool): what a COCO numeric field may hold."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -33,7 +34,8 @@ def _all_numbers(values: list[Any]) -> bool:
     return all(type(v) in (int, float) for v in values) and math.isfinite(sum(values))
 
 
-def _is_int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
+    """An int (not a bool): what a COCO id field may hold."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -42,8 +44,9 @@ def _record_name(section: str, index: int, record: Any) -> str:
     return f"{section}[{index}]" + (f" (id={rid})" if rid is not None else "")
 
 
-class _Checker:
-    """Raises ``ValueError("<file>: <record>: field '<f>': expected <e>, got <v>")``."""
+class RecordChecker:
+    """The one error format of the COCO JSON checks (here and in :mod:`isseg.engine.coco_eval`): raises
+    ``ValueError("<file>: <record>: field '<f>': expected <e>, got <v>")``."""
 
     def __init__(self, source: str) -> None:
         self.source = source
@@ -77,7 +80,7 @@ def read_json(path: PathLike) -> Any:
 
 
 def validate_segmentation(
-    segm: Any, height: int, width: int, check: _Checker, record: str, field: str = "segmentation"
+    segm: Any, height: int, width: int, check: RecordChecker, record: str, field: str = "segmentation"
 ) -> None:
     """Check a COCO ``segmentation`` value: a list of polygons (flat ``[x1, y1, x2, y2, ...]`` lists of
     numbers, even length) or an RLE dict ``{"size": [h, w], "counts": str | list[int]}``.
@@ -87,7 +90,7 @@ def validate_segmentation(
     """
     if isinstance(segm, dict):
         size = check.require(segm, record, f"{field}.size", "RLE [height, width]", "size")
-        if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) for v in size)):
+        if not (isinstance(size, list) and len(size) == 2 and all(is_int(v) for v in size)):
             check.fail(record, f"{field}.size", "RLE size [height, width] of 2 integers", size)
         if list(size) != [height, width]:
             check.fail(record, f"{field}.size", f"the image's [height, width] = [{height}, {width}]", size)
@@ -95,7 +98,7 @@ def validate_segmentation(
             segm, record, f"{field}.counts", "RLE counts: str or list of run lengths", "counts"
         )
         if isinstance(counts, list):
-            if not all(_is_int(c) and c >= 0 for c in counts):
+            if not all(is_int(c) and c >= 0 for c in counts):
                 check.fail(record, f"{field}.counts", "uncompressed RLE counts: non-negative integers")
             if sum(counts) != height * width:
                 expected = f"run lengths summing to height*width = {height * width}"
@@ -120,27 +123,27 @@ def usable_polygons(segm: list[list[float]]) -> list[list[float]]:
 
 
 def _record_id(
-    check: _Checker, section: str, index: int, record: Any, seen: Container[int], what: str
+    check: RecordChecker, section: str, index: int, record: Any, seen: Container[int], what: str
 ) -> tuple[str, int]:
     """The error name of ``data[section][index]`` and its ``id``: an object with an integer ``id`` not in ``seen``."""
     rec = _record_name(section, index, record)
     if not isinstance(record, dict):
         check.fail(rec, "<record>", "an object", record)
     rid = check.require(record, rec, "id", f"integer {what} id")
-    if not _is_int(rid):
+    if not is_int(rid):
         check.fail(rec, "id", "an integer", rid)
     if rid in seen:
         check.fail(rec, "id", f"a unique {what} id (duplicate)", rid)
     return rec, rid
 
 
-def _require_text(check: _Checker, record: dict[str, Any], rec: str, field: str, expected: str) -> None:
+def _require_text(check: RecordChecker, record: dict[str, Any], rec: str, field: str, expected: str) -> None:
     value = check.require(record, rec, field, expected)
     if not isinstance(value, str) or not value:
         check.fail(rec, field, "a non-empty string", value)
 
 
-def _validate_images(check: _Checker, records: list[Any]) -> dict[int, dict[str, Any]]:
+def _validate_images(check: RecordChecker, records: list[Any]) -> dict[int, dict[str, Any]]:
     """``{id: record}``; ``width`` / ``height`` become ints (a JSON ``640.0`` is accepted)."""
     images: dict[int, dict[str, Any]] = {}
     for i, img in enumerate(records):
@@ -148,14 +151,14 @@ def _validate_images(check: _Checker, records: list[Any]) -> dict[int, dict[str,
         _require_text(check, img, rec, "file_name", "image file path relative to the image directory")
         for dim in ("width", "height"):
             v = check.require(img, rec, dim, "positive integer pixels")
-            if not (_is_number(v) and v > 0 and float(v).is_integer()):
+            if not (is_number(v) and v > 0 and float(v).is_integer()):
                 check.fail(rec, dim, "a positive integer number of pixels", v)
             img[dim] = int(v)
         images[iid] = img
     return images
 
 
-def _validate_categories(check: _Checker, records: list[Any]) -> set[int]:
+def _validate_categories(check: RecordChecker, records: list[Any]) -> set[int]:
     categories: set[int] = set()
     for i, cat in enumerate(records):
         rec, cid = _record_id(check, "categories", i, cat, categories, "category")
@@ -165,27 +168,27 @@ def _validate_categories(check: _Checker, records: list[Any]) -> set[int]:
 
 
 def _validate_annotations(
-    check: _Checker, records: list[Any], images: dict[int, dict[str, Any]], categories: set[int]
+    check: RecordChecker, records: list[Any], images: dict[int, dict[str, Any]], categories: set[int]
 ) -> None:
     ann_ids: set[int] = set()
     for i, ann in enumerate(records):
         rec, aid = _record_id(check, "annotations", i, ann, ann_ids, "annotation")
         ann_ids.add(aid)
         iid = check.require(ann, rec, "image_id", "id of an entry of 'images'")
-        if not _is_int(iid) or iid not in images:
+        if not is_int(iid) or iid not in images:
             check.fail(rec, "image_id", "the id of an entry of 'images'", iid)
         cid = check.require(ann, rec, "category_id", "id of an entry of 'categories'")
-        if not _is_int(cid) or cid not in categories:
+        if not is_int(cid) or cid not in categories:
             check.fail(rec, "category_id", f"one of the category ids {sorted(categories)}", cid)
         bbox = check.require(ann, rec, "bbox", "[x, y, width, height]")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)):
             check.fail(rec, "bbox", "4 numbers [x, y, width, height]", bbox)
         if bbox[2] < 0 or bbox[3] < 0:
             check.fail(rec, "bbox", "width and height >= 0", bbox)
         crowd = ann.get("iscrowd", 0)
         if crowd not in (0, 1) or not isinstance(crowd, (int, bool)):
             check.fail(rec, "iscrowd", "0 or 1", crowd)
-        if "area" in ann and not (_is_number(ann["area"]) and ann["area"] >= 0):
+        if "area" in ann and not (is_number(ann["area"]) and ann["area"] >= 0):
             check.fail(rec, "area", "a number >= 0", ann["area"])
         segm = check.require(ann, rec, "segmentation", "polygons or RLE")
         img = images[iid]
@@ -194,7 +197,7 @@ def _validate_annotations(
 
 def validate_coco(data: Any, source: str) -> dict[str, Any]:
     """Check the structure of a COCO instances file; return it unchanged. ``source`` names it in errors."""
-    check = _Checker(source)
+    check = RecordChecker(source)
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a JSON object with 'images', 'annotations', 'categories'")
     for key in ("images", "categories"):

@@ -277,15 +277,7 @@ def export(model: nn.Module | str | Path, out_dir: str | Path, format: str = "op
             tiler and isseg's Predictor then tile with it. Model API's tiles are square: ``tile_size`` must be
             one int (or None with a square canvas).
     """
-    if format not in FORMATS:
-        raise ValueError(f"unknown export format {format!r}; expected one of {FORMATS}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
-    if format == "onnx" and precision == "fp16":
-        raise ValueError("ONNX export supports fp32 and int8; use format='openvino' for fp16 weights")
-    if precision == "int8" and calibration is None:
-        raise ValueError("int8 export needs calibration images: pass calibration=<folder or list of images> "
-                         "(isseg export --calibration DIR), e.g. a few dozen images of the deployment")
+    _check_format(format, precision, calibration is not None)
     net = at_size(resolve_model(model, preset).eval(), input_size)
     cfg = net.config  # type: ignore[attr-defined]
     out_dir = Path(out_dir)
@@ -308,15 +300,39 @@ def export(model: nn.Module | str | Path, out_dir: str | Path, format: str = "op
             quantize_onnx(path, path, cfg, calibration, calibration_size)
         return path
 
+    return _export_ir(net, out_dir / f"{stem}.xml", info, extra, precision=precision, explained=explained,
+                      onnx_path=out_dir / f"{name or default_name(cfg)}.onnx" if keep_onnx else None,
+                      calibration=calibration, calibration_size=calibration_size)
+
+
+def _check_format(format: str, precision: str, calibrated: bool) -> None:
+    """ValueError naming what to do for an unknown format / precision, fp16 ONNX, or int8 without images."""
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}; expected one of {FORMATS}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    if format == "onnx" and precision == "fp16":
+        raise ValueError("ONNX export supports fp32 and int8; use format='openvino' for fp16 weights")
+    if precision == "int8" and not calibrated:
+        raise ValueError("int8 export needs calibration images: pass calibration=<folder or list of images> "
+                         "(isseg export --calibration DIR), e.g. a few dozen images of the deployment")
+
+
+def _export_ir(net: nn.Module, xml_path: Path, info: dict[str, str], extra: dict[str, str], *, precision: str,
+               explained: float | None, onnx_path: Path | None,
+               calibration: str | Path | Sequence[np.ndarray] | None, calibration_size: int) -> Path:
+    """The OpenVINO IR at ``xml_path``: ``net`` traced to ONNX (kept at ``onnx_path`` when given, else in a
+    temporary folder), converted, its tensors named by the contract, quantized for int8, the metadata ``info``
+    (``model_info``) and ``extra`` (``isseg``) set, saved (fp16 weights for precision "fp16")."""
     import openvino as ov
 
-    xml_path = out_dir / f"{stem}.xml"
+    cfg = net.config  # type: ignore[attr-defined]
     with tempfile.TemporaryDirectory(prefix="isseg-export-") as tmp:
-        onnx_path = out_dir / f"{name or default_name(cfg)}.onnx" if keep_onnx else Path(tmp) / "model.onnx"
-        export_onnx(net, onnx_path, explain=explained)
-        ov_model = ov.convert_model(str(onnx_path))
-        if keep_onnx:  # metadata added after the conversion, which would copy it into rt_info/framework
-            add_onnx_metadata(onnx_path, onnx_metadata(info, dict(extra, precision="fp32")))
+        onnx_file = onnx_path or Path(tmp) / "model.onnx"
+        export_onnx(net, onnx_file, explain=explained)
+        ov_model = ov.convert_model(str(onnx_file))
+        if onnx_path is not None:  # metadata added after the conversion, which would copy it into rt_info/framework
+            add_onnx_metadata(onnx_file, onnx_metadata(info, dict(extra, precision="fp32")))
     ov_model.set_friendly_name(f"isseg-{cfg.name}")
     ov_model.inputs[0].get_tensor().set_names({INPUT_NAME})
     for output, out_name in zip(ov_model.outputs, _graph_names(explained)):

@@ -31,7 +31,9 @@ _END = object()  # the end of a stream's items
 _PRECISIONS = {"fp32": "f32", "f32": "f32", "bf16": "bf16", "fp16": "f16", "f16": "f16"}
 
 
-def _rt(model: Any, section: str, key: str) -> str | None:
+def rt_value(model: Any, section: str, key: str) -> str | None:
+    """The string at ``[section, key]`` of an OpenVINO model's runtime info (where the IR keeps the deploy
+    contract's metadata), None when absent."""
     try:
         return str(model.get_rt_info([section, key]).astype(str))
     except RuntimeError:
@@ -108,7 +110,7 @@ class OpenVINORuntime:
         static = None if shape[2].is_dynamic or shape[3].is_dynamic else (shape[2].get_length(),
                                                                             shape[3].get_length())
         try:
-            self.meta = read_metadata(lambda section, key: _rt(model, section, key), static, str(path))
+            self.meta = read_metadata(lambda section, key: rt_value(model, section, key), static, str(path))
         except UnicodeDecodeError:
             raise ValueError(f"{path}: its rt_info metadata is not valid UTF-8 (a damaged IR?)") from None
         self.outputs = _output_index(model)

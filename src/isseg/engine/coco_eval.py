@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from isseg.data.coco import (
-    _Checker,
-    _is_int,
-    _is_number,
+from isseg.data.coco_json import (
+    RecordChecker,
+    is_int,
+    is_number,
     load_coco_json,
     read_json,
     validate_coco,
@@ -123,7 +123,7 @@ def _normalize_results(
 ) -> list[dict[str, Any]]:
     """Validate result records against the ground truth; return copies with a float ``score``, a list
     ``bbox`` and a compressed-RLE ``segmentation`` (``counts`` str) for the requested IoU types."""
-    check = _Checker(source)
+    check = RecordChecker(source)
     images = {img["id"]: img for img in gt["images"]}
     categories = {c["id"] for c in gt["categories"]}
     out: list[dict[str, Any]] = []
@@ -132,19 +132,19 @@ def _normalize_results(
         if not isinstance(r, Mapping):
             check.fail(rec, "<record>", "an object", r)
         iid = check.require(r, rec, "image_id", "id of an image of the ground truth")
-        if not _is_int(iid) or iid not in images:
+        if not is_int(iid) or iid not in images:
             check.fail(rec, "image_id", "the id of an image of the ground truth", iid)
         rec = f"results[{k}] (image_id={iid})"
         cid = check.require(r, rec, "category_id", "id of a category of the ground truth")
-        if not _is_int(cid) or cid not in categories:
+        if not is_int(cid) or cid not in categories:
             check.fail(rec, "category_id", f"one of the ground truth's categories {sorted(categories)}", cid)
         score = check.require(r, rec, "score", "a confidence number")
-        if not _is_number(score):
+        if not is_number(score):
             check.fail(rec, "score", "a finite number", score)
         norm: dict[str, Any] = {"image_id": iid, "category_id": cid, "score": float(score)}
         if "bbox" in iou_types:
             bbox = check.require(r, rec, "bbox", "[x, y, width, height] for box AP")
-            if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+            if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(is_number(v) for v in bbox)):
                 check.fail(rec, "bbox", "4 numbers [x, y, width, height]", bbox)
             if bbox[2] < 0 or bbox[3] < 0:
                 check.fail(rec, "bbox", "width and height >= 0", bbox)
@@ -225,7 +225,9 @@ def _gt_api(backend: str, gt: dict[str, Any]) -> Any:
     return api
 
 
-def _pick_backend(backend: str) -> str:
+def pick_backend(backend: str) -> str:
+    """The COCOeval implementation ``backend`` names: ``"faster"`` or ``"pycocotools"`` as given; ``"auto"`` is
+    faster-coco-eval when it imports, else pycocotools. ValueError for any other name."""
     if backend not in ("auto", "faster", "pycocotools"):
         raise ValueError(f"backend must be 'auto', 'faster' or 'pycocotools', got {backend!r}")
     if backend != "auto":
@@ -274,7 +276,7 @@ def coco_eval(
         extra = [i for i in ids if i not in all_ids]
         if extra:
             raise ValueError(f"image_ids not in the ground truth: {extra[:10]}")
-    chosen = _pick_backend(backend)
+    chosen = pick_backend(backend)
     gt_api = _gt_api(chosen, gt)
     out: dict[str, dict[str, float]] = {}
     for iou_type in iou_types:

@@ -168,7 +168,7 @@ def _study(cfg: TuneConfig, first_rung: int) -> Any:
     return study
 
 
-def _covering(space: SearchSpace, base: dict[str, Any], train_images: int) -> SearchSpace:
+def covering_space(space: SearchSpace, base: dict[str, Any], train_images: int) -> SearchSpace:
     """``space`` widened to hold the base recipe's own values (its trial is the first one), without batch sizes
     larger than the training set."""
     widen = lambda r, v: (min(r[0], float(v)), max(r[1], float(v)))  # noqa: E731
@@ -235,12 +235,11 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
     """Run (or resume) the search; returns ``{"best": {...}, "trials": n, "files": {...}, "minutes": spent}``
     (``best`` None when no trial finished)."""
     from isseg.data.coco import load_coco_json
-    from isseg.engine.tune_report import write_reports
 
     cfg.check()
     base = load_recipe(cfg.recipe)
     n_train = len(load_coco_json(cfg.data)["images"])
-    space = _covering(cfg.space, base_values(base), n_train)
+    space = covering_space(cfg.space, base_values(base), n_train)
     images = trial_images(base, n_train) * cfg.trial_fraction
     study = _study(cfg, max(1, int(images / cfg.evaluations * 0.9)))
     study.set_user_attr("train_images", n_train)
@@ -251,7 +250,7 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
 
     def after_trial(study: Any, _trial: Any) -> None:
         study.set_user_attr("seconds_spent", spent + time.time() - session)
-        write_reports(study, base, cfg)
+        _write_reports(study, base, cfg)
 
     done = sum(t.state.is_finished() for t in study.trials if t.state.name != "FAIL")
     remaining = None if cfg.max_trials is None else max(0, cfg.max_trials - done)
@@ -261,7 +260,7 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
                            callbacks=[after_trial], gc_after_trial=True)
     finally:  # Ctrl-C included: the time spent counts against the budget of the next session
         study.set_user_attr("seconds_spent", spent + time.time() - session)
-    files = write_reports(study, base, cfg)
+    files = _write_reports(study, base, cfg)
     best = files.pop("best")
     return {"best": best, "trials": len(study.trials), "files": files,
             "minutes": float(study.user_attrs.get("seconds_spent", 0.0)) / 60}
@@ -296,3 +295,13 @@ def save_best(study: Any, base: Recipe, cfg: TuneConfig) -> Path | None:
     if recipe is None:
         return None
     return save_recipe(recipe, Path(cfg.output) / "best_recipe.yaml")
+
+
+def _write_reports(study: Any, base: Recipe, cfg: TuneConfig) -> dict[str, Any]:
+    """The files kept up to date after each trial: the table and plot (:mod:`isseg.engine.tune_report`) and
+    ``recipe``, the best recipe (None before a trial completes); plus ``best`` (see ``write_reports``)."""
+    from isseg.engine.tune_report import write_reports
+
+    files = write_reports(study, cfg.output)
+    files["recipe"] = save_best(study, base, cfg)
+    return files

@@ -89,12 +89,10 @@ def plot(study: Any, path: Path) -> Path:
     return path
 
 
-def write_reports(study: Any, base: Any, cfg: Any) -> dict[str, Any]:
-    """Rewrite the table, the plot and the best recipe; returns their paths and ``best`` (the best completed
-    trial's number, values and AP, or None)."""
-    from isseg.engine.tune import save_best
-
-    out = Path(cfg.output)
+def write_reports(study: Any, output: str | Path) -> dict[str, Any]:
+    """Rewrite the table and the plot in ``output``; returns their paths and ``best`` (the best completed trial's
+    number, values and AP, or None). The best recipe is :func:`isseg.engine.tune.save_best`'s."""
+    out = Path(output)
     rows = trial_rows(study)
 
     def write_csv(f: Any) -> None:
@@ -108,7 +106,7 @@ def write_reports(study: Any, base: Any, cfg: Any) -> dict[str, Any]:
 
     files: dict[str, Any] = {"csv": atomic_write(out / "trials.csv", write_csv),
                              "markdown": atomic_write(out / "trials.md", markdown(rows)),
-                             "plot": plot(study, out / "trials.png"), "recipe": save_best(study, base, cfg)}
+                             "plot": plot(study, out / "trials.png")}
     completed = [t for t in study.trials if t.state.name == "COMPLETE"]
     best = max(completed, key=lambda t: t.value) if completed else None
     files["best"] = None if best is None else {"trial": best.number, "mask_AP": best.value, **best.params}

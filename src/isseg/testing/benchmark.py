@@ -189,7 +189,7 @@ def run_benchmark(cfg: BenchConfig, log: Log = print) -> dict[str, Any]:
         model = _load_model(cfg)
         results = _measure(cfg, _configurations(cfg, model, workdir, log), paths, log)
         sweep = _detections_sweep(cfg, model, workdir, paths, log) if cfg.detections else []
-        compute = _compute_ceiling(model, results + sweep, cfg, log) if cfg.ceiling else None
+        compute = compute_ceiling(model, results + sweep, cfg, log) if cfg.ceiling else None
     base = next((r for r in results if r.name.startswith("torchvision")), None)
     if compute and base:
         compute["max_speedup"] = {p: base.e2e_ms / row["bound_ms"] for p, row in compute["rates"].items()}
@@ -231,7 +231,7 @@ def _detections_sweep(cfg: BenchConfig, model: Any, workdir: Path, paths: Sequen
     return results
 
 
-def _compute_ceiling(model: Any, results: list[Result], cfg: BenchConfig, log: Log) -> dict[str, Any]:
+def compute_ceiling(model: Any, results: list[Result], cfg: BenchConfig, log: Log) -> dict[str, Any]:
     """Probe the CPU's convolution rate at each measured precision and give every result its latency bound:
     the network's GFLOPs (mask head counted for the detections that configuration actually had) divided by
     that rate. See :mod:`isseg.testing.ceiling`."""

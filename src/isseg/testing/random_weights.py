@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 
-def _demo_image(seed: int, size: tuple[int, int] = (768, 1024)) -> np.ndarray:
+def demo_image(seed: int, size: tuple[int, int] = (768, 1024)) -> np.ndarray:
     """A deterministic BGR image with some structure (blobs and gradients)."""
     rng = np.random.default_rng(seed)
     h, w = size
@@ -48,7 +48,7 @@ def realistic_random_model(preset: str = "security-0002", seed: int = 0, image: 
     torch.manual_seed(seed)
     model = build_model(preset, num_classes=num_classes).eval()
     g = torch.Generator().manual_seed(seed + 1)
-    img = _demo_image(seed) if image is None else image
+    img = demo_image(seed) if image is None else image
     x = model.transform.normalize(to_image_tensor(img))[None]  # calibrated at the image's own size
 
     # 1. normalization statistics from the data, layer by layer, in execution order
