@@ -110,13 +110,17 @@ def bearer_token(headers: list[tuple[bytes, bytes]]) -> bytes | None:
 class BearerAuth:
     """ASGI middleware: 401 for a request without a valid key, except on the open paths.
 
-    ``on_refused`` is called (no arguments) for each refused request (the app counts them)."""
+    ``on_refused`` is called (no arguments) for each refused request (the app counts them); ``admit(scope)``, if
+    given, lets in a request without a key that it vouches for (the live view's short-lived MJPEG tokens,
+    :class:`isseg.serve.routes_live.ViewTokens`)."""
 
-    def __init__(self, app: Any, keys: Iterable[str], open_metrics: bool = False, on_refused: Any = None) -> None:
+    def __init__(self, app: Any, keys: Iterable[str], open_metrics: bool = False, on_refused: Any = None,
+                 admit: Any = None) -> None:
         self.app = app
         self.check = KeyCheck(keys)
         self.open = OPEN_PATHS | ({METRICS_PATH} if open_metrics else set())
         self.on_refused = on_refused
+        self.admit = admit
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("path") in self.open or scope.get("method") == "OPTIONS":
@@ -125,7 +129,7 @@ class BearerAuth:
             await self.app(scope, receive, send)
             return
         token = bearer_token(scope.get("headers") or [])
-        if token is not None and self.check(token):
+        if (token is not None and self.check(token)) or (token is None and self.admit and self.admit(scope)):
             await self.app(scope, receive, send)
             return
         if self.on_refused is not None:
