@@ -6,8 +6,10 @@ up; a stream that drops is reopened with back-off) and runs every frame through 
 (:class:`isseg.stream.StreamEngine`) with the tracking session of ``isseg track``
 (:class:`isseg.track.processor.TrackSession`: tracker, lines and zones, events, privacy). Its Predictor is the
 served detections model's own pool (:class:`SharedPredictor`): a frame borrows a free Predictor as a request
-does and gives it back at once, so requests and frames take turns (with one worker, a request waits for at most
-one frame's inference), and nothing is loaded twice. The frames skip the admission queue (the stream is not a
+does and gives it back at once, and nothing is loaded twice. Requests go first: before it takes a frame, the
+worker waits while requests are admitted to the model (up to ``StreamSpec.requests_first_s``), so a request
+waits for at most the one frame already being inferred, and under a steady load the stream still gets a frame
+every ``requests_first_s`` plus one inference. The frames skip the admission queue (the stream is not a
 request; its reader keeps one frame at most).
 
 What is served is the engine's own picture of the frame (:meth:`StreamEngine.render`): the privacy masks are
@@ -51,6 +53,9 @@ class StreamSpec:
         max_fps: at most this many frames inferred per second (0: as many as the model takes).
         jpeg_quality: of the served JPEG frames (1..100).
         model: the detections model that runs the stream (None: the server's first).
+        requests_first_s: before it takes a frame, the worker waits while requests are admitted to the model,
+            up to this long (0: it never waits): requests go first, the stream still gets a frame at least every
+            ``requests_first_s`` plus one inference.
     """
 
     name: str
@@ -60,6 +65,7 @@ class StreamSpec:
     max_fps: float = 0.0
     jpeg_quality: int = 80
     model: str | None = None
+    requests_first_s: float = 1.0
 
     def source(self) -> Source:
         """The live :class:`Source` of ``url``; one clear ``ValueError`` when it is not a stream or camera."""
@@ -146,6 +152,7 @@ class LiveStream:
         self.engine = StreamEngine(SharedPredictor(model, options.detector_threshold),
                                    StreamOptions(output=None, read=ReadOptions(live_mode="newest")),
                                    processors=self.session.processors, log=lambda m: log(redact(m)))
+        self.model = model
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._reader: LiveReader | None = None
@@ -176,6 +183,7 @@ class LiveStream:
             while not self._stop.is_set():
                 if step and self._stop.wait(max(0.0, next_at - time.monotonic())):
                     return
+                self._requests_first()
                 frame = reader.poll()
                 if frame is not None:
                     next_at = time.monotonic() + step
@@ -187,6 +195,12 @@ class LiveStream:
                         wake.wait(0.1)
         finally:
             reader.stop()
+
+    def _requests_first(self) -> None:
+        """Wait while the model has requests admitted, up to ``requests_first_s``."""
+        until = time.monotonic() + self.spec.requests_first_s
+        while self.model.queue_depth > 0 and time.monotonic() < until and not self._stop.is_set():
+            self._stop.wait(0.01)
 
     def _run(self) -> None:
         wait = 0.5
