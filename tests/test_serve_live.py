@@ -50,7 +50,8 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if ffmpeg_available():
         pytest.skip(ffmpeg_available())
     path = tmp_path_factory.mktemp("live") / "scene.avi"
-    image = np.random.default_rng(0).integers(60, 200, (240, 320, 3), dtype=np.uint8)
+    blocks = np.random.default_rng(0).integers(60, 200, (60, 80, 3), dtype=np.uint8)  # 4x4 pixel blocks: a texture
+    image = cv2.resize(blocks, (320, 240), interpolation=cv2.INTER_NEAREST)  # the stream's JPEG keeps (sure scores)
     cv2.circle(image, (90, 120), 45, (230, 200, 180), -1)
     cv2.rectangle(image, (190, 50), (280, 200), (40, 180, 60), -1)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
