@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,9 +117,24 @@ def tracked(exported, video, tmp_path_factory) -> Iterator[tuple[str, HttpStream
                                   folder / "server.log")
         try:
             yield f"http://127.0.0.1:{port}", stream
+            viewer = threading.Thread(target=_watch, args=(f"http://127.0.0.1:{port}/v2/streams/cam/mjpeg",),
+                                      daemon=True)
+            viewer.start()  # a viewer still watching when the server stops must not hold the shutdown
+            time.sleep(2)
         finally:
+            t0 = time.monotonic()
             stop(proc)
     assert proc.returncode == 0, (folder / "server.log").read_text()[-3000:]
+    assert time.monotonic() - t0 < 45  # the MJPEG answer ended at shutdown (uvicorn would wait 60 s for it)
+
+
+def _watch(url: str) -> None:
+    try:
+        with httpx.stream("GET", url, timeout=httpx.Timeout(30, read=None)) as resp:
+            for _ in resp.iter_bytes():
+                pass
+    except httpx.HTTPError:
+        pass
 
 
 def test_streams_status_and_mjpeg(tracked, video) -> None:

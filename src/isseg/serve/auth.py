@@ -6,7 +6,8 @@ every request needs ``Authorization: Bearer <key>`` except the paths in :data:`O
 endpoints (orchestrators probe them without credentials), the page at ``/`` (static HTML that asks for the key
 and sends it with each call; a browser cannot send a header when it opens a URL) and the API description
 (``/openapi.json``, ``/docs``: static, no model or data in it). ``/metrics`` is keyed unless the server opens
-it (``ServeSettings.open_metrics``). Anything else without a valid key gets 401 with ``WWW-Authenticate:
+it (``ServeSettings.open_metrics``). A live view's MJPEG URL also opens with a short-lived view token instead of
+the key (:mod:`isseg.serve.routes_live`). Anything else without a valid key gets 401 with ``WWW-Authenticate:
 Bearer`` and the server's error body. Keys are compared as SHA-256 digests with :func:`hmac.compare_digest`,
 against every key, so neither the time nor the length of a guess tells anything about a key.
 """
