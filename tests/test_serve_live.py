@@ -264,3 +264,30 @@ def test_redact_and_view_tokens() -> None:
     assert tokens.admit(scope)
     assert not tokens.admit({**scope, "path": "/v2/streams/cam/status"})
     assert not tokens.admit({**scope, "method": "POST"})
+
+
+def test_unreachable_stream_is_one_line_and_retried(exported) -> None:
+    """A stream that cannot be opened does not stop the server: one line (no password in it), then retries."""
+    from isseg.deploy.predictor import Predictor
+    from isseg.serve.detections import DetectionsModel
+    from isseg.serve.live import LiveViews, parse_stream
+    from isseg.serve.settings import ModelSettings
+    from isseg.testing.streams import free_port
+
+    url = f"rtsp://admin:s3cret@127.0.0.1:{free_port()}/cam"  # nothing listens there
+    model = DetectionsModel("d", exported.xml, ModelSettings(), predictors=[Predictor(exported.xml, threshold=0.0)])
+    lines: list[str] = []
+    live = LiveViews([parse_stream(url)], [model], log=lines.append)
+    live.start()
+    try:
+        stream = live.streams["cam"]
+        deadline = time.monotonic() + 60
+        while stream.errors < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        summary = stream.summary()
+        assert stream.errors >= 2 and summary["state"] == "reconnecting" and summary["frames"] == 0, summary
+        assert summary["url"] == url.replace("admin:s3cret", "***")
+    finally:
+        live.stop()
+        model.close()
+    assert len(lines) == 1 and "cannot open" in lines[0] and "s3cret" not in lines[0], lines

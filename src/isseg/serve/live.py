@@ -151,8 +151,9 @@ class LiveStream:
         self.session = _LiveSession(options, model.class_names)  # unknown --privacy classes: one line, here
         self.engine = StreamEngine(SharedPredictor(model, options.detector_threshold),
                                    StreamOptions(output=None, read=ReadOptions(live_mode="newest")),
-                                   processors=self.session.processors, log=lambda m: log(redact(m)))
+                                   processors=self.session.processors, log=self._say)
         self.model = model
+        self._failing = False  # the last frame was an error (one line per outage)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._reader: LiveReader | None = None
@@ -166,6 +167,10 @@ class LiveStream:
         self._thread = threading.Thread(target=self._run, name=f"isseg-live-{spec.name}", daemon=True)
 
     # ------------------------------------------------------------------------------------------ the worker
+    def _say(self, message: str) -> None:
+        """One line about this stream, its URL without credentials."""
+        self.log(message.replace(self.spec.url, redact(self.spec.url)))
+
     def start(self) -> None:
         self._thread.start()
 
@@ -219,7 +224,7 @@ class LiveStream:
                 self._stop.wait(wait)
                 wait = min(wait * 2, 10.0)
         except Exception as exc:  # noqa: BLE001 - a broken worker must say so, not take the server down
-            self.log(f"stream '{self.spec.name}' stopped: {type(exc).__name__}: {redact(str(exc))}")
+            self._say(f"stream '{self.spec.name}' stopped: {type(exc).__name__}: {exc}")
         finally:
             self.state = "stopped"
             self.engine.close()
@@ -231,13 +236,17 @@ class LiveStream:
 
         if result.error is not None:
             self.errors += 1
+            if not self._failing:
+                self._say(f"stream '{self.spec.name}': {result.message}; retrying")
+            self._failing = True
             return
+        self._failing = False
         try:
             image = self.engine.render(result)  # hide() of every processor before anything is drawn
             ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.spec.jpeg_quality])
         except (ValueError, RuntimeError, cv2.error) as exc:
             self.errors += 1
-            self.log(f"stream '{self.spec.name}': frame {result.frame.index} not served: {exc}")
+            self._say(f"stream '{self.spec.name}': frame {result.frame.index} not served: {exc}")
             return
         if not ok:
             self.errors += 1
