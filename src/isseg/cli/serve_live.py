@@ -29,7 +29,8 @@ def add_live_arguments(p: argparse.ArgumentParser) -> None:
     live.add_argument("--track-classes", metavar="CLASSES", help="--stream: class names or indices to track and "
                       "draw (default: all; privacy still sees every class)")
     live.add_argument("--track-threshold", type=float, default=0.5,
-                      help="--stream: score at which a detection can start a track (default 0.5)")
+                      help="--stream: score from which a detection takes part in the first association "
+                           "stage; a new track needs max(0.6, this) (default 0.5)")
     live.add_argument("--track-buffer", type=int, default=30, help="--stream: frames a lost track keeps its ID (30)")
     live.add_argument("--stream-fps", type=float, default=0.0,
                       help="--stream: at most this many frames inferred per second, to leave the model to the "
