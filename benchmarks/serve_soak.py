@@ -17,9 +17,13 @@ body over the limit: 413). It reports:
 
 Exit code 0 only when valid requests had no error, invalid ones all got their answer, and the server lived.
 
-Side loads: ``SIDE_LOADS`` runs next to the requests for the whole soak. The stream being tracked at the same time
-(the cameras issue) will be one: a callable ``(url, key, stop_event) -> dict`` added there and chosen with
-``--stream`` (refused until it exists).
+Side loads: ``SIDE_LOADS`` runs next to the requests for the whole soak, each a callable
+``(url, key, stop_event, sample_s) -> dict``. ``--stream`` adds a stream tracked by the server at the same time
+(its live view, ``isseg serve --stream``): a URL, or nothing for a synthetic scene that this script serves with
+ffmpeg on loopback (:class:`isseg.testing.streams.HttpStreamServer`). The ``stream`` side load polls the stream's status
+every ``--sample-s`` seconds (frames, lag, tracks) and reads the newest MJPEG frame through a view token each time;
+it reports the frames tracked, the frames per second, the lag (capture to served) p50 / p99 / max in the first and
+last fifth, the MJPEG frames read and decoded, and any status or MJPEG errors (which fail the run).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve_load import REPO, free_port, rss_mib, v2_body  # noqa: E402
 
-SIDE_LOADS: dict[str, Callable[[str, str, threading.Event], dict[str, Any]]] = {}
+SIDE_LOADS: dict[str, Callable[[str, str, threading.Event, float], dict[str, Any]]] = {}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,12 +66,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--count", type=int, default=8, help="images cycled by the clients")
     p.add_argument("--workers", type=int, default=1, help="isseg serve --workers")
     p.add_argument("--seed", type=int, default=0, help="seed of the request mix")
-    p.add_argument("--stream", help="also track a stream in the server (needs the cameras issue; refused now)")
+    p.add_argument("--stream", nargs="?", const="synth", metavar="URL",
+                   help="also track a stream in the server (no URL: a synthetic scene served here by ffmpeg)")
     p.add_argument("--json", help="also write the figures to this file")
-    args = p.parse_args(argv)
-    if args.stream is not None and "stream" not in SIDE_LOADS:
-        p.error("--stream: the server cannot track a stream yet (the cameras issue); this option is its hook")
-    return args
+    return p.parse_args(argv)
 
 
 def default_model(folder: Path, size: str) -> Path:
@@ -209,7 +211,7 @@ def drive(url: str, key: str, kinds: list[Kind], args: argparse.Namespace, pid: 
     threads = [threading.Thread(target=client, args=(args.seed * 1000 + i,)) for i in range(args.clients)]
     watcher = threading.Thread(target=sampler, daemon=True)
     def side_load(name: str) -> None:
-        log.side[name] = SIDE_LOADS[name](url, key, stop)
+        log.side[name] = SIDE_LOADS[name](url, key, stop, args.sample_s)
 
     side = {name: threading.Thread(target=side_load, args=(name,), daemon=True)
             for name in (["stream"] if args.stream else [])}
@@ -268,13 +270,15 @@ def summarize(log: Log, kinds: list[Kind], seconds: float) -> dict[str, Any]:
                         "series_s_mib": [[round(float(t), 1), round(float(m), 1)] for t, m in rss]}}
 
 
-def start_server(model: Path, port: int, key: str, args: argparse.Namespace, log: Path) -> subprocess.Popen:
+def start_server(model: Path, port: int, key: str, args: argparse.Namespace, log: Path,
+                 extra: list[str] | None = None) -> subprocess.Popen:
     import httpx
 
     out = open(log, "w")  # noqa: SIM115 - the server writes to it during the run
     proc = subprocess.Popen([sys.executable, "-m", "isseg", "serve", f"seg={model}", "--host", "127.0.0.1",
                              "--port", str(port), "--workers", str(args.workers), "--max-queue",
-                             str(max(8, 2 * args.clients)), "--max-body-mb", "2", "--log-level", "warning"],
+                             str(max(8, 2 * args.clients)), "--max-body-mb", "2", "--log-level", "warning",
+                             *(extra or [])],
                             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "ISSEG_API_KEYS": key})
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
@@ -286,6 +290,85 @@ def start_server(model: Path, port: int, key: str, args: argparse.Namespace, log
         time.sleep(0.5)
     proc.kill()
     raise RuntimeError(f"the server did not start:\n{log.read_text()[-2000:]}")
+
+
+# ------------------------------------------------------------------------------------ the stream side load
+STREAM_NAME = "soak"
+
+
+def start_stream(url: str, folder: Path) -> Any:
+    """The synthetic scene served by ffmpeg on loopback (``url == "synth"``), else None (a given URL)."""
+    if url != "synth":
+        return None
+    import cv2
+
+    from isseg.testing.streams import HttpStreamServer
+
+    blocks = np.random.default_rng(0).integers(60, 200, (60, 80, 3), dtype=np.uint8)
+    background = cv2.resize(blocks, (320, 240), interpolation=cv2.INTER_NEAREST)
+    path = folder / "scene.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    for i in range(100):  # two things moving across, looped by ffmpeg
+        image = background.copy()
+        cv2.circle(image, (30 + 2 * i if i < 50 else 230 - 2 * (i - 50), 120), 35, (230, 200, 180), -1)
+        cv2.rectangle(image, (200, 20 + i), (270, 90 + i), (40, 180, 60), -1)
+        writer.write(image)
+    writer.release()
+    return HttpStreamServer(path, mjpeg=True).start()
+
+
+def stream_load(url: str, key: str, stop: threading.Event, sample_s: float = 10.0) -> dict[str, Any]:
+    """Watch the tracked stream for the whole soak: status samples and a few MJPEG frames each time."""
+    import cv2
+    import httpx
+
+    auth = {"Authorization": f"Bearer {key}"}
+    samples: list[tuple[float, int, float | None, int]] = []  # (t, frames, lag_s, tracks)
+    errors: list[str] = []
+    jpegs = 0
+    t0 = time.monotonic()
+    base = f"{url}/v2/streams/{STREAM_NAME}"
+    with httpx.Client(timeout=120) as c:
+        while not stop.wait(sample_s):
+            try:
+                st = c.get(f"{base}/status", headers=auth).json()
+                samples.append((time.monotonic() - t0, st["frames"], st["lag_s"], st["tracks"]))
+                token = c.post(f"{base}/token", headers=auth).json()["token"]
+                with c.stream("GET", f"{base}/mjpeg", params={"token": token}) as resp:
+                    buf = b""
+                    for chunk in resp.iter_bytes():
+                        buf += chunk
+                        if b"\xff\xd9" in buf:  # the newest frame, whole
+                            break
+                for part in buf.split(b"\r\n\r\n")[1:2]:  # a JPEG, then maybe the next part's head
+                    data = part[:part.find(b"\xff\xd9") + 2]
+                    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+                    jpegs += image is not None
+            except (httpx.HTTPError, KeyError, ValueError) as exc:
+                errors.append(f"{time.monotonic() - t0:.0f} s: {type(exc).__name__}: {exc}")
+    return summarize_stream(samples, jpegs, errors)
+
+
+def summarize_stream(samples: list[tuple[float, int, float | None, int]], jpegs: int, errors: list[str]
+                     ) -> dict[str, Any]:
+    if len(samples) < 2:
+        return {"samples": len(samples), "errors": errors or ["fewer than 2 status samples"]}
+    span = samples[-1][0] - samples[0][0]
+    fifth = max(1, len(samples) // 5)
+
+    def lag(part: list) -> list[float] | None:
+        values = [s[2] for s in part if s[2] is not None]
+        return [round(float(np.percentile(values, q)), 2) for q in (50, 99)] + [round(max(values), 2)] \
+            if values else None
+
+    return {"samples": len(samples), "frames": samples[-1][1],
+            "fps": round((samples[-1][1] - samples[0][1]) / span, 3) if span > 0 else None,
+            "lag_s_first_fifth_p50_p99_max": lag(samples[:fifth]),
+            "lag_s_last_fifth_p50_p99_max": lag(samples[-fifth:]),
+            "tracks_max": max(s[3] for s in samples), "mjpeg_frames_decoded": jpegs, "errors": errors}
+
+
+SIDE_LOADS["stream"] = stream_load
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,7 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         images = [cv2.resize(cv2.imread(str(f)), (320, 240)) for f in files]
         key = secrets.token_urlsafe(24)
         port = free_port()
-        server = start_server(model, port, key, args, tmp / "server.log")
+        feed = start_stream(args.stream, tmp) if args.stream else None
+        extra = ["--stream", f"{STREAM_NAME}={feed.url if feed else args.stream}"] if args.stream else []
+        server = start_server(model, port, key, args, tmp / "server.log", extra)
         try:
             kinds = request_kinds(jpegs, images, 2 * 1024 * 1024)
             print(f"serve_soak: {args.minutes:g} min, {args.clients} clients, model {model.name}, {os.cpu_count()} "
@@ -318,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
                 server.wait(120)
             except subprocess.TimeoutExpired:
                 server.kill()
+            if feed is not None:
+                feed.stop()
         result = {"minutes": args.minutes, "clients": args.clients, "workers": args.workers,
                   "model": str(model if args.model else f"seeded random security-0002 at {args.size}"),
                   "cpus": os.cpu_count(), **summarize(log, kinds, seconds), "side_loads": log.side,
@@ -329,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
     ok = result["valid_errors"] == 0 and result["invalid_unexpected_answers"] == 0 and alive
+    ok = ok and all(not side.get("errors") for side in log.side.values())
     return 0 if ok else 1
 
 

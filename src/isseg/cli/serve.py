@@ -7,6 +7,7 @@ a page at ``/``, Prometheus ``/metrics``).
     isseg serve model.xml --ray --replicas 1:4                   # the same app on Ray Serve replicas
     isseg serve model.xml --tile 768                             # detections of 4K images by tiles
     ISSEG_API_KEYS=... isseg serve model.xml --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem
+    isseg serve model.xml --stream cam=rtsp://10.0.0.5/live --zones zones.yaml --privacy person   # live view
 
 Every option is checked, and the port bound, before any model loads: a bad one is one ``isseg serve: error:``
 line. Needs ``pip install "isseg[serve]"`` (and ``"isseg[ray]"`` for ``--ray``).
@@ -19,6 +20,7 @@ import signal
 import sys
 from typing import Any
 
+from isseg.cli.serve_live import add_live_arguments, stream_specs
 from isseg.cli.tiling_args import add_tiling_arguments, describe_tiling, tiling_from_args
 
 _FIELDS = {"workers": int, "max_queue": int, "timeout_s": float, "retry_after_s": int}
@@ -66,6 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ray.add_argument("--replicas", help="--ray: N replicas, or MIN:MAX autoscaling bounds (default 1)")
     ray.add_argument("--cpus-per-replica", type=float, help="--ray: CPUs Ray reserves per replica (default 1)")
     ray.add_argument("--gpus-per-replica", type=float, help="--ray: GPUs per replica (default 0)")
+    add_live_arguments(p)
 
 
 def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -149,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     settings = _settings(args, ServeSettings, ModelSettings)
+    streams = stream_specs(args)
     names = [n for served, _, _ in plan_models(args.models, contract=not args.no_contract) for n in served]
     unknown = set(settings.models) - set(names)
     if unknown:
@@ -170,11 +174,14 @@ def run(args: argparse.Namespace) -> int:
             tiled = f"; tiled: {describe_tiling(tiling, tuple(m.input_config.size))}" if tiling is not None else ""
             print(f"isseg serve: model '{m.name}' ({m.kind}, workers {m.settings.workers}, "
                   f"queue {m.settings.max_queue}{tiled})", file=sys.stderr)
-        config = uvicorn.Config(create_app(models, settings), host=args.host, port=listener.getsockname()[1],
+        app = create_app(models, settings, streams=streams)
+        config = uvicorn.Config(app, host=args.host, port=listener.getsockname()[1],
                                 log_level=args.log_level, timeout_graceful_shutdown=60,
                                 access_log=args.log_level == "debug", ssl_certfile=args.tls_cert,
                                 ssl_keyfile=args.tls_key)
-        return _serve(uvicorn.Server(config), listener, args)
+        server = uvicorn.Server(config)
+        app.state.live.stop_when = lambda: server.should_exit  # open MJPEG answers end on shutdown
+        return _serve(server, listener, args)
 
 
 def _serve(server: Any, listener: Any, args: argparse.Namespace) -> int:

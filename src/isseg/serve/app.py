@@ -1,6 +1,6 @@
 """The FastAPI app: the routers of :mod:`isseg.serve.routes_v2` (KServe v2), :mod:`isseg.serve.routes_predict`
-(``POST /predict``) and :mod:`isseg.serve.routes_site` (the page at ``/``, ``/metrics``), over one
-:class:`isseg.serve.state.ServerState`.
+(``POST /predict``), :mod:`isseg.serve.routes_live` (the live view of ``streams``, ``/v2/streams``) and
+:mod:`isseg.serve.routes_site` (the page at ``/``, ``/metrics``), over one :class:`isseg.serve.state.ServerState`.
 
 Middlewares, outermost first: CORS (only with ``settings.cors_origins``), the API-key check
 (:mod:`isseg.serve.auth`, only with ``settings.api_keys``), the body limit.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Sequence
 
 from fastapi import FastAPI, Request
@@ -21,11 +22,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from isseg.serve import routes_predict, routes_site, routes_v2
+from isseg.serve import routes_live, routes_predict, routes_site, routes_v2
 from isseg.serve.admission import ServedModel
 from isseg.serve.auth import BearerAuth, document_keys
 from isseg.serve.body import BodyLimit
+from isseg.serve.live import LiveViews, StreamSpec
 from isseg.serve.protocol import ProtocolError
+from isseg.serve.routes_live import ViewTokens
 from isseg.serve.settings import ServeSettings
 from isseg.serve.state import ServerState, error_response
 
@@ -46,16 +49,20 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 
 def create_app(models: Sequence[ServedModel], settings: ServeSettings | None = None,
-               close_models: bool = True) -> FastAPI:
-    """The server's app over already loaded ``models``. On shutdown it waits for admitted requests to finish and
-    closes the models (``close_models``)."""
+               close_models: bool = True, streams: Sequence[StreamSpec] = ()) -> FastAPI:
+    """The server's app over already loaded ``models``, watching ``streams`` (:mod:`isseg.serve.live`, started
+    with the app). On shutdown it stops the streams, waits for admitted requests to finish and closes the models
+    (``close_models``)."""
     from isseg import __version__
 
     state = ServerState(models, settings or ServeSettings())
+    live = LiveViews(streams, models, log=lambda m: print(f"isseg serve: {m}", file=sys.stderr))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        live.start()
         yield
+        await asyncio.to_thread(live.stop)
         for m in state.models.values():  # uvicorn has stopped accepting and waited for open requests
             await asyncio.to_thread(m.drain, 30.0)  # finish the admitted ones
             if close_models:
@@ -63,10 +70,11 @@ def create_app(models: Sequence[ServedModel], settings: ServeSettings | None = N
 
     app = FastAPI(title="isseg serve", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.serve = state
+    app.state.live, app.state.view_tokens = live, ViewTokens()
     app.exception_handler(ProtocolError)(_protocol_error)
     app.exception_handler(StarletteHTTPException)(_http_error)
     app.exception_handler(RequestValidationError)(_validation_error)
-    for router in (routes_v2.router, routes_predict.router, routes_site.router):
+    for router in (routes_v2.router, routes_predict.router, routes_live.router, routes_site.router):
         app.include_router(router)
     _add_middlewares(app, state)
     return app
@@ -79,7 +87,7 @@ def _add_middlewares(app: FastAPI, state: ServerState) -> None:
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if settings.api_keys:
         app.add_middleware(BearerAuth, keys=settings.api_keys, open_metrics=settings.open_metrics,
-                           on_refused=state.metrics.unauthorized.inc)
+                           on_refused=state.metrics.unauthorized.inc, admit=app.state.view_tokens.admit)
         plain_openapi = app.openapi
 
         def openapi() -> dict:

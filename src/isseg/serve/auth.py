@@ -6,7 +6,8 @@ every request needs ``Authorization: Bearer <key>`` except the paths in :data:`O
 endpoints (orchestrators probe them without credentials), the page at ``/`` (static HTML that asks for the key
 and sends it with each call; a browser cannot send a header when it opens a URL) and the API description
 (``/openapi.json``, ``/docs``: static, no model or data in it). ``/metrics`` is keyed unless the server opens
-it (``ServeSettings.open_metrics``). Anything else without a valid key gets 401 with ``WWW-Authenticate:
+it (``ServeSettings.open_metrics``). A live view's MJPEG URL also opens with a short-lived view token instead of
+the key (:mod:`isseg.serve.routes_live`). Anything else without a valid key gets 401 with ``WWW-Authenticate:
 Bearer`` and the server's error body. Keys are compared as SHA-256 digests with :func:`hmac.compare_digest`,
 against every key, so neither the time nor the length of a guess tells anything about a key.
 """
@@ -110,13 +111,17 @@ def bearer_token(headers: list[tuple[bytes, bytes]]) -> bytes | None:
 class BearerAuth:
     """ASGI middleware: 401 for a request without a valid key, except on the open paths.
 
-    ``on_refused`` is called (no arguments) for each refused request (the app counts them)."""
+    ``on_refused`` is called (no arguments) for each refused request (the app counts them); ``admit(scope)``, if
+    given, lets in a request without a key that it vouches for (the live view's short-lived MJPEG tokens,
+    :class:`isseg.serve.routes_live.ViewTokens`)."""
 
-    def __init__(self, app: Any, keys: Iterable[str], open_metrics: bool = False, on_refused: Any = None) -> None:
+    def __init__(self, app: Any, keys: Iterable[str], open_metrics: bool = False, on_refused: Any = None,
+                 admit: Any = None) -> None:
         self.app = app
         self.check = KeyCheck(keys)
         self.open = OPEN_PATHS | ({METRICS_PATH} if open_metrics else set())
         self.on_refused = on_refused
+        self.admit = admit
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("path") in self.open or scope.get("method") == "OPTIONS":
@@ -125,7 +130,7 @@ class BearerAuth:
             await self.app(scope, receive, send)
             return
         token = bearer_token(scope.get("headers") or [])
-        if token is not None and self.check(token):
+        if (token is not None and self.check(token)) or (token is None and self.admit and self.admit(scope)):
             await self.app(scope, receive, send)
             return
         if self.on_refused is not None:

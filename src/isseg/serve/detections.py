@@ -86,23 +86,31 @@ class DetectionsModel(ServedModel):
         t0 = time.perf_counter()
         image = decode_image(data, source, max_pixels=self.max_pixels)
         t1 = time.perf_counter()
+        det, stages = self.detect_image(image, threshold, masks)
+        t3 = time.perf_counter()
+        rec = backends.record(det, file, masks)
+        t4 = time.perf_counter()
+        timings = {"decode": t1 - t0, **stages, "encode": t4 - t3}
+        return {"det": det, "record": rec, "timings": {k: round(v * 1000, 2) for k, v in timings.items()}}
+
+    def detect_image(self, image: np.ndarray, threshold: float, masks: bool = True) -> tuple[Any, dict[str, float]]:
+        """HxWx3 uint8 BGR ``image`` -> (Detections, seconds per stage) on the next free Predictor of the pool,
+        in the caller's thread (waits for one). The requests' workers use it, and so does the live view
+        (:mod:`isseg.serve.live`), whose frames take their turn with the requests for the same Predictors."""
         predictor = self._free.get()
         try:
             if self.metrics:
                 self.metrics.in_flight.labels(self.name).inc()
-            t2 = time.perf_counter()
+            t0 = time.perf_counter()
             det, stages = backends.detect(predictor, image, threshold, masks)
-            t3 = time.perf_counter()
+            t1 = time.perf_counter()
         finally:
             self._free.put(predictor)
             if self.metrics:
                 self.metrics.in_flight.labels(self.name).dec()
         if self.metrics:
-            self.metrics.inference.labels(self.name).observe(t3 - t2)
-        rec = backends.record(det, file, masks)
-        t4 = time.perf_counter()
-        timings = {"decode": t1 - t0, **stages, "encode": t4 - t3}
-        return {"det": det, "record": rec, "timings": {k: round(v * 1000, 2) for k, v in timings.items()}}
+            self.metrics.inference.labels(self.name).observe(t1 - t0)
+        return det, stages
 
     async def detect(self, data: bytes, threshold: float | None = None, masks: bool = True, file: str = "",
                      source: str | None = None) -> dict[str, Any]:
