@@ -140,6 +140,21 @@ def test_training_stores_it_export_writes_it_predict_uses_it(tmp_path: Path, cap
     with Predictor(tmp_path / "y" / "m.onnx") as predictor:
         assert predictor.default_threshold == pytest.approx(0.7)
 
+    from isseg.serve.detections import DetectionsModel
+    from isseg.serve.settings import ModelSettings
+
+    served = DetectionsModel("d", xml, ModelSettings())  # isseg serve without --threshold: the model's own
+    try:
+        assert served.threshold == pytest.approx(stored)
+        assert served.metadata()["parameters"]["threshold"] == pytest.approx(stored)
+    finally:
+        served.close()
+    served = DetectionsModel("d", xml, ModelSettings(), threshold=0.9)  # --threshold wins
+    try:
+        assert served.threshold == 0.9
+    finally:
+        served.close()
+
     out = tmp_path / "pred"
     image = next(Path(data["val_images"]).iterdir())
     assert main(["predict", str(image), "--model", str(xml), "--output", str(out), "--no-images", "-q"]) == 0

@@ -41,7 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"per-model setting, fields: {', '.join(_FIELDS)} (repeatable)")
     p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body (413 above; default 32)")
     p.add_argument("--max-pixels", type=int, default=50_000_000, help="largest decoded image (413 above)")
-    p.add_argument("--threshold", type=float, default=0.5, help="default score threshold of the detections models")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="default score threshold of the detections models (default: each model's own, its best-F1 "
+                   "threshold when training stored one, else 0.5)")
     p.add_argument("--backend", choices=("torch", "openvino", "onnx"), help="detections backend (default: from file)")
     p.add_argument("--device", help="CPU / GPU / AUTO (OpenVINO), cpu / cuda (PyTorch, ONNX Runtime)")
     p.add_argument("--precision", help="OpenVINO inference precision: f32, bf16, f16 (default: the device's)")

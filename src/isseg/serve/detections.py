@@ -53,17 +53,18 @@ class DetectionsModel(ServedModel):
     platform = "isseg_detections"
     outputs_default = ("boxes", "scores", "labels", "names", "masks", "image_size")  # "record" by name
 
-    def __init__(self, name: str, source: str | Path, settings: ModelSettings, threshold: float = 0.5,
+    def __init__(self, name: str, source: str | Path, settings: ModelSettings, threshold: float | None = None,
                  max_pixels: int = MAX_PIXELS, backend: str | None = None, device: str | None = None,
                  precision: str | None = None, num_threads: int = 0, preset: str | None = None,
                  predictors: Sequence[Any] | None = None, tiling: Any = None) -> None:
         super().__init__(name, settings)
         self.source = str(source)
-        self.threshold = float(threshold)
         self.max_pixels = int(max_pixels)
         made = list(predictors) if predictors is not None else [
             backends.load_predictor(source, backend, device, precision, num_threads, preset, tiling)
             for _ in range(settings.workers)]
+        # None: the model's own threshold (its best-F1 one when training stored it, else 0.5)
+        self.threshold = float(getattr(made[0], "default_threshold", 0.5) if threshold is None else threshold)
         self.class_names = backends.class_names(made[0])
         self.backend_info = backends.describe(made[0])
         self.input_config = backends.input_config(made[0])

@@ -43,7 +43,7 @@ class ServeSettings:
 
     max_body_bytes: int = 32 * 1024 * 1024
     max_pixels: int = MAX_PIXELS
-    threshold: float = 0.5
+    threshold: float | None = None  # None: each model's own (Predictor.default_threshold)
     default: ModelSettings = field(default_factory=ModelSettings)
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     api_keys: tuple[str, ...] = field(default=(), repr=False)  # never in a log line
