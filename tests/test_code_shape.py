@@ -160,6 +160,7 @@ ALLOWED_IMPORTS: dict[str, set[str]] = {
     "stream": {"deploy", "engine/records.py", "model", "sources"},
     "track": {"stream", "model", "sources"},
     "serve": {"deploy", "engine/records.py", "model", "sources"},
+    "serve/live.py": {"stream", "track"},
     "cluster": {"serve", "stream", "deploy", "engine/records.py", "sources"},
     "testing": {"deploy", "weights", "model", "sources"},
     "cli": {"*"},

@@ -18,7 +18,7 @@ import json
 import sys
 
 from isseg.cli import checks
-from isseg.cli.predict import add_stream_arguments, check_arguments, finish, load_predictor, stream_options
+from isseg.cli.streams import add_stream_arguments, check_arguments, finish, load_predictor, stream_options
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
