@@ -48,7 +48,7 @@ def add_stream_arguments(p: argparse.ArgumentParser, output: str = "isseg_predic
                    "model exported on the fly), latency for one image or a live source")
     p.add_argument("--async", dest="mode", action="store_const", const="throughput",
                    help="same as --mode throughput")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no --mode auto line")
     add_tiling_arguments(p)
 
 
@@ -104,8 +104,9 @@ def _mode_probe(args: argparse.Namespace, backend: str, device: str | None, sour
             return "throughput"
         result = faster_mode(args.model, image, device or "CPU", args.precision)
         rates = ", ".join(f"{m} {r:.2f}" for m, r in result.rates.items())
-        print(f"isseg {command}: --mode auto: {result.mode} ({'measured before' if result.cached else 'measured'}: "
-              f"{rates} images/s)", file=sys.stderr)
+        if not args.quiet:
+            print(f"isseg {command}: --mode auto: {result.mode} ({'measured before' if result.cached else 'measured'}"
+                  f": {rates} images/s)", file=sys.stderr)
         return result.mode
 
     return probe
