@@ -154,8 +154,9 @@ def test_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     import isseg.weights.loading
 
     class FakePredictor:
-        def __init__(self, weights: str, backend: str) -> None:
-            self.backend = backend
+        def __init__(self, weights: str, backend: str, device: str | None = None, preset: str | None = None,
+                     tiling: object = None) -> None:
+            self.backend, self.device, self.tiling = backend, device, tiling
 
     class FakeModel:
         backend = "torch"
@@ -169,5 +170,8 @@ def test_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cli_evaluate.build_predictor("m.ONNX", None).backend == "onnx"
     assert cli_evaluate.build_predictor("best.pth", None).backend == "torch"
     assert cli_evaluate.build_predictor("m.xml", "onnx").backend == "onnx"
+    assert cli_evaluate.build_predictor("m.xml", None, device="gpu").device == "GPU"  # passed on, in OpenVINO's case
+    tiled = cli_evaluate.build_predictor("best.pth", None, tiling=True)  # tiling runs through the Predictor
+    assert (tiled.backend, tiled.tiling) == ("torch", True)
     with pytest.raises(ValueError, match="--backend torch cannot run the exported model"):
         cli_evaluate.build_predictor("m.onnx", "torch")

@@ -262,7 +262,7 @@ def test_uvicorn_failing_to_start_is_one_line(tmp_path: Path, monkeypatch: pytes
     model = tmp_path / "m.xml"
     model.write_text("<never loaded/>")
     monkeypatch.setattr(isseg.serve.specs, "load_models", lambda *args, **kwargs: [])
-    monkeypatch.setattr(isseg.serve.app, "create_app", lambda models, settings: object())
+    # the real app (no models): only uvicorn fails
     monkeypatch.setattr(uvicorn, "Server", Failing)
     port = free_port()
     rc, err, _ = _cli([str(model), "--port", str(port)], capsys, {}, monkeypatch)
