@@ -120,9 +120,10 @@ def test_ids_are_never_reused():
     assert ids == sorted(ids)  # each new one is larger than all before it
 
 
-def test_an_id_never_changes_class():
-    """A car appears where a person was (same place, same size): it gets its own ID."""
-    tracker = Tracker()
+def test_class_only_tracks_keep_apart_when_class_weight_is_zero():
+    """With ``class_weight=0`` a track only matches its own class: a car that appears where a person was
+    (same place, same size) gets its own ID, and an ID never changes class."""
+    tracker = Tracker(class_weight=0.0)
     classes: dict[int, set[int]] = {}
     for f in range(12):
         label = 0 if f < 6 else 1
@@ -130,6 +131,57 @@ def test_an_id_never_changes_class():
         for tid, lab in zip(out.track_ids, out.labels):
             classes.setdefault(int(tid), set()).add(int(lab))
     assert len(classes) == 2 and all(len(v) == 1 for v in classes.values())
+
+
+def test_a_class_flip_keeps_the_id_and_the_votes_set_the_class():
+    """The detector calls a person a car in a few frames: one ID throughout, output as a person; when it is a
+    car for good, the same ID becomes a car once the car's votes outweigh the person's."""
+    tracker = Tracker()
+    ids, labels = [], []
+    plan = [0] * 6 + [1] + [0] * 3 + [1, 0, 1] + [1] * 14  # person, flickers, then a car
+    for f, label in enumerate(plan):
+        out = tracker.update(frame([(label, 60 + 3 * f, 100, 15, 0.9)]))
+        ids += out.track_ids.tolist()
+        labels += out.labels.tolist()
+    assert set(ids) == {1} and len(ids) == len(plan) - 1 and tracker._next_id == 2
+    assert labels[:12] == [0] * 12  # the flips (frames 6, 10 and 12) are output as the track's class
+    assert labels[-1] == 1 and labels == sorted(labels)  # the class changes once, to car
+    raw = Tracker(vote_labels=False)
+    got = [raw.update(frame([(label, 60 + 3 * f, 100, 15, 0.9)])).labels.tolist() for f, label in enumerate(plan)]
+    assert sum(got, []) == plan[1:]  # without the vote: each detection's own label
+
+
+def test_a_cross_class_duplicate_starts_no_track():
+    """The detector finds one object twice, as a person and (a little lower score) as a car, with nearly the
+    same mask; a second object passes close by. Two IDs, never a third; with duplicates allowed
+    (``duplicate_iou`` > 1), the duplicate gets a track of its own."""
+    def run(tracker: Tracker) -> set[int]:
+        ids: set[int] = set()
+        for f in range(10):
+            det = frame([(0, 80 + 3 * f, 100, 20, 0.9), (0, 200 - 3 * f, 130, 16, 0.85)])
+            dup = frame([(1, 80 + 3 * f, 101, 20, 0.8)])
+            det = Detections(np.r_[det.boxes, dup.boxes], np.r_[det.scores, dup.scores], np.r_[det.labels, dup.labels],
+                             np.r_[det.masks, dup.masks], NAMES, (H, W))
+            ids |= set(tracker.update(det).track_ids.tolist())
+        return ids
+
+    assert run(Tracker()) == {1, 2}
+    assert len(run(Tracker(duplicate_iou=1.1))) == 3
+
+
+def test_duplicates_are_overlapping_masks_not_overlapping_boxes():
+    """Two objects whose boxes overlap much but whose visible masks do not are not duplicates; the same object
+    found twice is, whatever the order of the candidates."""
+    from isseg.track.matching import crop_mask, duplicates
+
+    front, behind = disc(100, 100, 20), disc(108, 100, 20) & ~disc(100, 100, 20)
+    again = disc(101, 100, 20)
+    boxes = np.array([[80, 80, 120, 120], [100, 80, 128, 120], [81, 80, 121, 120]], np.float32)
+    crops = [crop_mask(m, b) for m, b in zip((front, behind, again), boxes)]
+    assert duplicates(boxes, crops, [0], [1, 2], 0.5) == [2]
+    assert duplicates(boxes, crops, [], [2, 1, 0], 0.5) == [0]
+    assert duplicates(boxes, [None, None, None], [0], [1, 2], 0.5) == [2]  # boxes only: box IoU
+    assert duplicates(boxes, crops, [0], [1, 2], 1.1) == []
 
 
 def test_masks_boxes_scores_are_kept():
