@@ -154,7 +154,7 @@ def test_a_class_flip_keeps_the_id_and_the_votes_set_the_class():
 def test_a_cross_class_duplicate_starts_no_track():
     """The detector finds one object twice, as a person and (a little lower score) as a car, with nearly the
     same mask; a second object passes close by. Two IDs, never a third; with duplicates allowed
-    (``duplicate_iou`` > 1), the duplicate gets a track of its own."""
+    (``duplicate_overlap`` > 1), the duplicate gets a track of its own."""
     def run(tracker: Tracker) -> set[int]:
         ids: set[int] = set()
         for f in range(10):
@@ -166,7 +166,7 @@ def test_a_cross_class_duplicate_starts_no_track():
         return ids
 
     assert run(Tracker()) == {1, 2}
-    assert len(run(Tracker(duplicate_iou=1.1))) == 3
+    assert len(run(Tracker(duplicate_overlap=1.1))) == 3
 
 
 def test_duplicates_are_overlapping_masks_not_overlapping_boxes():
@@ -182,6 +182,10 @@ def test_duplicates_are_overlapping_masks_not_overlapping_boxes():
     assert duplicates(boxes, crops, [], [2, 1, 0], 0.5) == [0]
     assert duplicates(boxes, [None, None, None], [0], [1, 2], 0.5) == [2]  # boxes only: box IoU
     assert duplicates(boxes, crops, [0], [1, 2], 1.1) == []
+    half = front.copy()
+    half[:, 100:] = False  # the left half of the front object, found as an object of its own: IoU 0.5
+    part = crop_mask(half, np.array([80, 80, 100, 120], np.float32))
+    assert duplicates(np.r_[boxes[:1], [[80, 80, 100, 120]]], [crops[0], part], [0], [1], 0.8) == [1]
 
 
 def test_masks_boxes_scores_are_kept():

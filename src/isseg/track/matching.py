@@ -78,6 +78,20 @@ def crop_iou(a: MaskCrop, b: MaskCrop) -> float:
     return inter / (a.area + b.area - inter)
 
 
+def crop_overlap(a: MaskCrop, b: MaskCrop) -> float:
+    """The part of the smaller of two cropped masks that the other covers (intersection over the smaller)."""
+    if a.area == 0 or b.area == 0:
+        return 0.0
+    ax, ay, bx, by = a.x0, a.y0, b.x0, b.y0
+    (ah, aw), (bh, bw) = a.mask.shape, b.mask.shape
+    x0, y0 = max(ax, bx), max(ay, by)
+    x1, y1 = min(ax + aw, bx + bw), min(ay + ah, by + bh)
+    if x1 <= x0 or y1 <= y0:
+        return 0.0
+    inter = int(_count(a.mask[y0 - ay:y1 - ay, x0 - ax:x1 - ax] & b.mask[y0 - by:y1 - by, x0 - bx:x1 - bx]))
+    return inter / min(a.area, b.area)
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """float32 [A, B] IoU of boxes a [A, 4] and b [B, 4] (x1, y1, x2, y2)."""
     a = np.asarray(a, np.float32)
@@ -121,8 +135,11 @@ def similarity(pred_boxes: np.ndarray, track_labels: np.ndarray, track_crops: li
 def duplicates(boxes: np.ndarray, crops: list[MaskCrop | None], kept: list[int], candidates: list[int],
                threshold: float) -> list[int]:
     """The ``candidates`` (indices into ``boxes`` float [N, 4] and ``crops``, best first) that duplicate a
-    detection of ``kept`` or a better candidate that is not itself a duplicate: mask IoU (box IoU where either
-    has no mask) at least ``threshold``, whatever the classes. Greedy, like non-maximum suppression."""
+    detection of ``kept`` or a better candidate that is not itself a duplicate, whatever the classes: the
+    other's mask covers at least ``threshold`` of the smaller mask (:func:`crop_overlap`; so a detection of
+    a part of an object is one too), or, where either has no mask, box IoU is at least ``threshold``. Two
+    objects, one half hidden behind the other, are not: their visible masks hardly overlap. Greedy, like
+    non-maximum suppression."""
     if not candidates or threshold > 1:
         return []
     order = list(kept) + list(candidates)
@@ -136,7 +153,7 @@ def duplicates(boxes: np.ndarray, crops: list[MaskCrop | None], kept: list[int],
                 continue
             a, b = crops[order[k]], crops[order[j]]
             both = a is not None and b is not None and a.area > 0 and b.area > 0
-            if (crop_iou(a, b) if both else iou[k, j]) >= threshold:  # type: ignore[arg-type]
+            if (crop_overlap(a, b) if both else iou[k, j]) >= threshold:  # type: ignore[arg-type]
                 hit = True
                 break
         if hit:

@@ -5,9 +5,10 @@ A ByteTrack-family tracker that also looks at the masks. Per frame:
 1. every track's box is predicted by its Kalman filter (:mod:`isseg.track.kalman`), and its last mask is
    moved with it;
 2. detections at or above ``high_score`` are matched to confirmed tracks, active and lost (stage 1);
-   the detections left that are duplicates of a matched one, or of a better one left (mask IoU at least
-   ``duplicate_iou``, whatever their classes: a detector often finds one object as two classes), take no
-   further part: they neither continue another track nor start one;
+   the detections left that are duplicates of a matched one, or of a better one left (one mask covers at
+   least ``duplicate_overlap`` of the other, whatever their classes: a detector often finds one object
+   twice, as two classes, or finds a part of it too), take no further part: they neither continue another
+   track nor start one;
 3. the confirmed tracks left over, active and lost, are matched to the detections between ``low_score``
    and ``high_score`` (stage 2: an object whose score drops while it is half hidden keeps its ID);
 4. confirmed tracks still unmatched (often lost behind something, and seen again only in part, so that
@@ -66,9 +67,10 @@ class TrackerConfig:
     class_weight: float = 0.5
     """A detection of another class than the track's counts this many times its similarity (in every stage);
     0 = a track only ever matches its own class."""
-    duplicate_iou: float = 0.7
-    """After stage 1, a detection whose mask IoU (box IoU without masks) with a matched detection, or with a
-    better unmatched one, is at least this is a duplicate, of any class: it is dropped. Above 1: never."""
+    duplicate_overlap: float = 0.8
+    """After stage 1, a detection is a duplicate, of any class, and dropped, when its mask and that of a
+    matched detection, or of a better unmatched one, overlap by at least this much of the smaller (box IoU
+    without masks). Above 1: never."""
     vote_labels: bool = True
     """Output each detection with its track's class (the score-weighted vote of the track's detections)
     instead of its own label."""
@@ -175,7 +177,7 @@ class Tracker:
         rest = self._match(confirmed, high, det, crops, cfg.match_similarity, matches, cfg.fuse_score)
         left = [int(i) for i in np.r_[high, low] if i not in matches]
         left.sort(key=lambda i: -scores[i])
-        dup = set(duplicates(det.boxes, crops, list(matches), left, cfg.duplicate_iou))
+        dup = set(duplicates(det.boxes, crops, list(matches), left, cfg.duplicate_overlap))
         high, low = (np.array([i for i in ix if i not in dup], np.int64) for ix in (high, low))
         rest = self._match(rest, low, det, crops, cfg.low_match_similarity, matches, False)
         high_left = np.array([i for i in high if i not in matches], np.int64)
