@@ -110,18 +110,19 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def similarity(pred_boxes: np.ndarray, track_labels: np.ndarray, track_crops: list[MaskCrop | None],
                det_boxes: np.ndarray, det_labels: np.ndarray, det_crops: list[MaskCrop | None],
-               mask_weight: float, class_weight: float = 0.0) -> np.ndarray:
+               mask_weight: float, class_weight: float = 0.0, at_least: float = 0.0) -> np.ndarray:
     """float32 [T, D] similarity in [0, 1] of T tracks to D detections; -1 where they cannot match.
 
     Box IoU of each track's predicted box with each detection's box; where both sides have a non-empty mask
     crop, ``(1 - mask_weight) * box IoU + mask_weight * mask IoU`` instead (the track's crop already moved
     to its predicted place). Pairs of different classes get ``class_weight`` times that, or -1 where
-    ``class_weight`` is 0. Mask IoU is computed only for pairs that can match and whose boxes overlap.
+    ``class_weight`` is 0. Mask IoU is computed only for pairs that can match and whose boxes overlap, and
+    not for pairs that could not reach ``at_least`` even with a mask IoU of 1 (they get -1).
     """
     sim = box_iou(pred_boxes, det_boxes)
     same = track_labels[:, None] == det_labels[None, :]
-    if class_weight <= 0:
-        sim[~same] = -1.0
+    best = np.where(same, 1.0, class_weight) * ((1 - mask_weight) * sim + mask_weight)
+    sim[(best < at_least) | (~same if class_weight <= 0 else False)] = -1.0
     if mask_weight > 0:
         for t, d in zip(*np.nonzero(sim > 0)):
             tc, dc = track_crops[t], det_crops[d]

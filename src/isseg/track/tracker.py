@@ -64,7 +64,7 @@ class TrackerConfig:
     """How much ``refind_radius`` grows per frame the track has been lost (motion gets less sure)."""
     mask_weight: float = 0.5
     """Weight of mask IoU in the fused similarity (box IoU has ``1 - mask_weight``); 0 = boxes only."""
-    class_weight: float = 0.5
+    class_weight: float = 0.3
     """A detection of another class than the track's counts this many times its similarity (in every stage);
     0 = a track only ever matches its own class."""
     duplicate_overlap: float = 0.8
@@ -218,7 +218,7 @@ class Tracker:
         labels = np.array([t.label for t in tracks], np.int64)
         sim = similarity(pred, labels, [t.predicted_crop() for t in tracks], det.boxes[idx],
                          np.asarray(det.labels)[idx], [crops[i] for i in idx], self.config.mask_weight,
-                         self.config.class_weight)
+                         self.config.class_weight, threshold)
         if fuse_score:
             sim = np.where(sim > 0, sim * np.asarray(det.scores, np.float32)[idx][None, :], sim)
         rows, cols = assign(sim, threshold)
