@@ -245,3 +245,21 @@ def test_empty_frames_and_bad_config():
         TrackerConfig(low_score=0.6, high_score=0.5)
     with pytest.raises(ValueError, match="mask_weight"):
         Tracker(mask_weight=1.5)
+
+
+def test_similarity_weighs_other_classes_and_skips_pairs_that_cannot_match():
+    """A pair of different classes is worth class_weight times the same pair of one class (-1 with 0); with
+    ``at_least``, a pair that could not reach it even with a perfect mask IoU is -1, the others unchanged."""
+    from isseg.track.matching import crop_mask, similarity
+
+    boxes = np.array([[80, 80, 120, 120], [84, 80, 124, 120], [110, 80, 150, 120]], np.float32)
+    masks = [disc(100, 100, 20), disc(104, 100, 20), disc(130, 100, 20)]
+    crops = [crop_mask(m, b) for m, b in zip(masks, boxes)]
+    track = (boxes[:1], np.array([0]), crops[:1])
+    same = similarity(*track, boxes[1:], np.array([0, 0]), crops[1:], 0.5)
+    other = similarity(*track, boxes[1:], np.array([1, 1]), crops[1:], 0.5, class_weight=0.3)
+    assert same[0, 0] > 0.7 and np.allclose(other, 0.3 * same)
+    assert (similarity(*track, boxes[1:], np.array([1, 1]), crops[1:], 0.5) == -1).all()
+    # the far pair: box IoU 0.14, so at most 0.3 * (0.5 * 0.14 + 0.5) = 0.17 < 0.2; the near one is kept
+    pruned = similarity(*track, boxes[1:], np.array([1, 1]), crops[1:], 0.5, class_weight=0.3, at_least=0.2)
+    assert pruned[0, 1] == -1 and pruned[0, 0] == other[0, 0]

@@ -129,7 +129,7 @@ def similarity(pred_boxes: np.ndarray, track_labels: np.ndarray, track_crops: li
             if tc is not None and dc is not None and tc.area > 0 and dc.area > 0:
                 sim[t, d] = (1 - mask_weight) * sim[t, d] + mask_weight * crop_iou(tc, dc)
     if class_weight > 0:
-        sim[~same] *= class_weight
+        sim[~same & (sim > 0)] *= class_weight  # -1 (cannot match) stays -1
     return sim
 
 
