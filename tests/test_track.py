@@ -120,9 +120,10 @@ def test_ids_are_never_reused():
     assert ids == sorted(ids)  # each new one is larger than all before it
 
 
-def test_an_id_never_changes_class():
-    """A car appears where a person was (same place, same size): it gets its own ID."""
-    tracker = Tracker()
+def test_class_only_tracks_keep_apart_when_class_weight_is_zero():
+    """With ``class_weight=0`` a track only matches its own class: a car that appears where a person was
+    (same place, same size) gets its own ID, and an ID never changes class."""
+    tracker = Tracker(class_weight=0.0)
     classes: dict[int, set[int]] = {}
     for f in range(12):
         label = 0 if f < 6 else 1
@@ -130,6 +131,61 @@ def test_an_id_never_changes_class():
         for tid, lab in zip(out.track_ids, out.labels):
             classes.setdefault(int(tid), set()).add(int(lab))
     assert len(classes) == 2 and all(len(v) == 1 for v in classes.values())
+
+
+def test_a_class_flip_keeps_the_id_and_the_votes_set_the_class():
+    """The detector calls a person a car in a few frames: one ID throughout, output as a person; when it is a
+    car for good, the same ID becomes a car once the car's votes outweigh the person's."""
+    tracker = Tracker()
+    ids, labels = [], []
+    plan = [0] * 6 + [1] + [0] * 3 + [1, 0, 1] + [1] * 14  # person, flickers, then a car
+    for f, label in enumerate(plan):
+        out = tracker.update(frame([(label, 60 + 3 * f, 100, 15, 0.9)]))
+        ids += out.track_ids.tolist()
+        labels += out.labels.tolist()
+    assert set(ids) == {1} and len(ids) == len(plan) - 1 and tracker._next_id == 2
+    assert labels[:12] == [0] * 12  # the flips (frames 6, 10 and 12) are output as the track's class
+    assert labels[-1] == 1 and labels == sorted(labels)  # the class changes once, to car
+    raw = Tracker(vote_labels=False)
+    got = [raw.update(frame([(label, 60 + 3 * f, 100, 15, 0.9)])).labels.tolist() for f, label in enumerate(plan)]
+    assert sum(got, []) == plan[1:]  # without the vote: each detection's own label
+
+
+def test_a_cross_class_duplicate_starts_no_track():
+    """The detector finds one object twice, as a person and (a little lower score) as a car, with nearly the
+    same mask; a second object passes close by. Two IDs, never a third; with duplicates allowed
+    (``duplicate_overlap`` > 1), the duplicate gets a track of its own."""
+    def run(tracker: Tracker) -> set[int]:
+        ids: set[int] = set()
+        for f in range(10):
+            det = frame([(0, 80 + 3 * f, 100, 20, 0.9), (0, 200 - 3 * f, 130, 16, 0.85)])
+            dup = frame([(1, 80 + 3 * f, 101, 20, 0.8)])
+            det = Detections(np.r_[det.boxes, dup.boxes], np.r_[det.scores, dup.scores], np.r_[det.labels, dup.labels],
+                             np.r_[det.masks, dup.masks], NAMES, (H, W))
+            ids |= set(tracker.update(det).track_ids.tolist())
+        return ids
+
+    assert run(Tracker()) == {1, 2}
+    assert len(run(Tracker(duplicate_overlap=1.1))) == 3
+
+
+def test_duplicates_are_overlapping_masks_not_overlapping_boxes():
+    """Two objects whose boxes overlap much but whose visible masks do not are not duplicates; the same object
+    found twice is, whatever the order of the candidates."""
+    from isseg.track.matching import crop_mask, duplicates
+
+    front, behind = disc(100, 100, 20), disc(108, 100, 20) & ~disc(100, 100, 20)
+    again = disc(101, 100, 20)
+    boxes = np.array([[80, 80, 120, 120], [100, 80, 128, 120], [81, 80, 121, 120]], np.float32)
+    crops = [crop_mask(m, b) for m, b in zip((front, behind, again), boxes)]
+    assert duplicates(boxes, crops, [0], [1, 2], 0.5) == [2]
+    assert duplicates(boxes, crops, [], [2, 1, 0], 0.5) == [0]
+    assert duplicates(boxes, [None, None, None], [0], [1, 2], 0.5) == [2]  # boxes only: box IoU
+    assert duplicates(boxes, crops, [0], [1, 2], 1.1) == []
+    half = front.copy()
+    half[:, 100:] = False  # the left half of the front object, found as an object of its own: IoU 0.5
+    part = crop_mask(half, np.array([80, 80, 100, 120], np.float32))
+    assert duplicates(np.r_[boxes[:1], [[80, 80, 100, 120]]], [crops[0], part], [0], [1], 0.8) == [1]
 
 
 def test_masks_boxes_scores_are_kept():
@@ -189,3 +245,21 @@ def test_empty_frames_and_bad_config():
         TrackerConfig(low_score=0.6, high_score=0.5)
     with pytest.raises(ValueError, match="mask_weight"):
         Tracker(mask_weight=1.5)
+
+
+def test_similarity_weighs_other_classes_and_skips_pairs_that_cannot_match():
+    """A pair of different classes is worth class_weight times the same pair of one class (-1 with 0); with
+    ``at_least``, a pair that could not reach it even with a perfect mask IoU is -1, the others unchanged."""
+    from isseg.track.matching import crop_mask, similarity
+
+    boxes = np.array([[80, 80, 120, 120], [84, 80, 124, 120], [110, 80, 150, 120]], np.float32)
+    masks = [disc(100, 100, 20), disc(104, 100, 20), disc(130, 100, 20)]
+    crops = [crop_mask(m, b) for m, b in zip(masks, boxes)]
+    track = (boxes[:1], np.array([0]), crops[:1])
+    same = similarity(*track, boxes[1:], np.array([0, 0]), crops[1:], 0.5)
+    other = similarity(*track, boxes[1:], np.array([1, 1]), crops[1:], 0.5, class_weight=0.3)
+    assert same[0, 0] > 0.7 and np.allclose(other, 0.3 * same)
+    assert (similarity(*track, boxes[1:], np.array([1, 1]), crops[1:], 0.5) == -1).all()
+    # the far pair: box IoU 0.14, so at most 0.3 * (0.5 * 0.14 + 0.5) = 0.17 < 0.2; the near one is kept
+    pruned = similarity(*track, boxes[1:], np.array([1, 1]), crops[1:], 0.5, class_weight=0.3, at_least=0.2)
+    assert pruned[0, 1] == -1 and pruned[0, 0] == other[0, 0]

@@ -2,8 +2,10 @@
 
 Masks are compared as box crops: each mask is kept as the part of it inside its box (a :class:`MaskCrop`),
 and the overlap of two masks is counted only on the intersection of their two rectangles, so the cost of a
-pair is the size of that intersection, never of the frame. Only pairs of the same class whose boxes overlap
-are compared at all.
+pair is the size of that intersection, never of the frame. Only pairs whose boxes overlap are compared at
+all; a pair of different classes is worth ``class_weight`` times as much as the same pair of one class
+(a detector's class of an object may flip from frame to frame). :func:`duplicates` finds the detections that
+are another detection of an object already accounted for (often of another class).
 """
 
 from __future__ import annotations
@@ -76,6 +78,20 @@ def crop_iou(a: MaskCrop, b: MaskCrop) -> float:
     return inter / (a.area + b.area - inter)
 
 
+def crop_overlap(a: MaskCrop, b: MaskCrop) -> float:
+    """The part of the smaller of two cropped masks that the other covers (intersection over the smaller)."""
+    if a.area == 0 or b.area == 0:
+        return 0.0
+    ax, ay, bx, by = a.x0, a.y0, b.x0, b.y0
+    (ah, aw), (bh, bw) = a.mask.shape, b.mask.shape
+    x0, y0 = max(ax, bx), max(ay, by)
+    x1, y1 = min(ax + aw, bx + bw), min(ay + ah, by + bh)
+    if x1 <= x0 or y1 <= y0:
+        return 0.0
+    inter = int(_count(a.mask[y0 - ay:y1 - ay, x0 - ax:x1 - ax] & b.mask[y0 - by:y1 - by, x0 - bx:x1 - bx]))
+    return inter / min(a.area, b.area)
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """float32 [A, B] IoU of boxes a [A, 4] and b [B, 4] (x1, y1, x2, y2)."""
     a = np.asarray(a, np.float32)
@@ -94,22 +110,58 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def similarity(pred_boxes: np.ndarray, track_labels: np.ndarray, track_crops: list[MaskCrop | None],
                det_boxes: np.ndarray, det_labels: np.ndarray, det_crops: list[MaskCrop | None],
-               mask_weight: float) -> np.ndarray:
-    """float32 [T, D] similarity in [0, 1] of T tracks to D detections; -1 where the classes differ.
+               mask_weight: float, class_weight: float = 0.0, at_least: float = 0.0) -> np.ndarray:
+    """float32 [T, D] similarity in [0, 1] of T tracks to D detections; -1 where they cannot match.
 
     Box IoU of each track's predicted box with each detection's box; where both sides have a non-empty mask
     crop, ``(1 - mask_weight) * box IoU + mask_weight * mask IoU`` instead (the track's crop already moved
-    to its predicted place). Mask IoU is computed only for same-class pairs whose boxes overlap.
+    to its predicted place). Pairs of different classes get ``class_weight`` times that, or -1 where
+    ``class_weight`` is 0. Mask IoU is computed only for pairs that can match and whose boxes overlap, and
+    not for pairs that could not reach ``at_least`` even with a mask IoU of 1 (they get -1).
     """
     sim = box_iou(pred_boxes, det_boxes)
     same = track_labels[:, None] == det_labels[None, :]
-    sim[~same] = -1.0
+    best = np.where(same, 1.0, class_weight) * ((1 - mask_weight) * sim + mask_weight)
+    sim[(best < at_least) | (~same if class_weight <= 0 else False)] = -1.0
     if mask_weight > 0:
         for t, d in zip(*np.nonzero(sim > 0)):
             tc, dc = track_crops[t], det_crops[d]
             if tc is not None and dc is not None and tc.area > 0 and dc.area > 0:
                 sim[t, d] = (1 - mask_weight) * sim[t, d] + mask_weight * crop_iou(tc, dc)
+    if class_weight > 0:
+        sim[~same & (sim > 0)] *= class_weight  # -1 (cannot match) stays -1
     return sim
+
+
+def duplicates(boxes: np.ndarray, crops: list[MaskCrop | None], kept: list[int], candidates: list[int],
+               threshold: float) -> list[int]:
+    """The ``candidates`` (indices into ``boxes`` float [N, 4] and ``crops``, best first) that duplicate a
+    detection of ``kept`` or a better candidate that is not itself a duplicate, whatever the classes: the
+    other's mask covers at least ``threshold`` of the smaller mask (:func:`crop_overlap`; so a detection of
+    a part of an object is one too), or, where either has no mask, box IoU is at least ``threshold``. Two
+    objects, one half hidden behind the other, are not: their visible masks hardly overlap. Greedy, like
+    non-maximum suppression."""
+    if not candidates or threshold > 1:
+        return []
+    order = list(kept) + list(candidates)
+    iou = box_iou(boxes[order], boxes[order])
+    keep = list(range(len(kept)))
+    dup = []
+    for k in range(len(kept), len(order)):
+        hit = False
+        for j in keep:
+            if iou[k, j] <= 0:
+                continue
+            a, b = crops[order[k]], crops[order[j]]
+            both = a is not None and b is not None and a.area > 0 and b.area > 0
+            if (crop_overlap(a, b) if both else iou[k, j]) >= threshold:  # type: ignore[arg-type]
+                hit = True
+                break
+        if hit:
+            dup.append(order[k])
+        else:
+            keep.append(k)
+    return dup
 
 
 def assign(sim: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:

@@ -5,6 +5,10 @@ A ByteTrack-family tracker that also looks at the masks. Per frame:
 1. every track's box is predicted by its Kalman filter (:mod:`isseg.track.kalman`), and its last mask is
    moved with it;
 2. detections at or above ``high_score`` are matched to confirmed tracks, active and lost (stage 1);
+   the detections left that are duplicates of a matched one, or of a better one left (one mask covers at
+   least ``duplicate_overlap`` of the other, whatever their classes: a detector often finds one object
+   twice, as two classes, or finds a part of it too), take no further part: they neither continue another
+   track nor start one;
 3. the confirmed tracks left over, active and lost, are matched to the detections between ``low_score``
    and ``high_score`` (stage 2: an object whose score drops while it is half hidden keeps its ID);
 4. confirmed tracks still unmatched (often lost behind something, and seen again only in part, so that
@@ -14,12 +18,15 @@ A ByteTrack-family tracker that also looks at the masks. Per frame:
 6. high detections still unmatched, at or above ``new_track_score``, start tentative tracks.
 
 Matching is optimal (Hungarian) on a similarity that fuses box IoU of the predicted box with mask IoU of
-the moved mask (:func:`isseg.track.matching.similarity`), only between detections and tracks of the same
-class. A tentative track is confirmed, and only then given an ID, after ``confirm_frames`` consecutive
+the moved mask (:func:`isseg.track.matching.similarity`). A detection of another class than the track's is
+worth ``class_weight`` times as much, so a track prefers its own class but keeps its ID when the detector's
+class flips. A track's class is the vote of its detections (the sum of their scores per class); with
+``vote_labels`` the output's labels are the tracks' classes, so that an ID's class flips only when the votes
+do. A tentative track is confirmed, and only then given an ID, after ``confirm_frames`` consecutive
 matches; it is dropped at its first miss. A confirmed track that is missed is kept as lost for
 ``lost_frames`` frames (or until it is predicted to be wholly outside the frame), during which a detection
 can bring it back with its ID. IDs start at 1, count up
-and are never reused; a track never changes class.
+and are never reused.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import numpy as np
 
 from isseg.model.detections import Detections
 from isseg.track import kalman
-from isseg.track.matching import MaskCrop, assign, crop_masks, similarity
+from isseg.track.matching import MaskCrop, assign, crop_masks, duplicates, similarity
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,16 @@ class TrackerConfig:
     """How much ``refind_radius`` grows per frame the track has been lost (motion gets less sure)."""
     mask_weight: float = 0.5
     """Weight of mask IoU in the fused similarity (box IoU has ``1 - mask_weight``); 0 = boxes only."""
+    class_weight: float = 0.3
+    """A detection of another class than the track's counts this many times its similarity (in every stage);
+    0 = a track only ever matches its own class."""
+    duplicate_overlap: float = 0.8
+    """After stage 1, a detection is a duplicate, of any class, and dropped, when its mask and that of a
+    matched detection, or of a better unmatched one, overlap by at least this much of the smaller (box IoU
+    without masks). Above 1: never."""
+    vote_labels: bool = True
+    """Output each detection with its track's class (the score-weighted vote of the track's detections)
+    instead of its own label."""
     fuse_score: bool = True
     """Stage 1 multiplies the similarity by the detection's score, so a sure detection wins a close call."""
     confirm_frames: int = 2
@@ -75,21 +92,25 @@ class TrackerConfig:
         if self.confirm_frames < 1 or self.lost_frames < 0:
             raise ValueError(f"TrackerConfig: confirm_frames must be >= 1 and lost_frames >= 0, got "
                              f"{self.confirm_frames}, {self.lost_frames}")
-        if not 0 <= self.mask_weight <= 1:
-            raise ValueError(f"TrackerConfig: mask_weight must be in [0, 1], got {self.mask_weight}")
+        if not 0 <= self.mask_weight <= 1 or not 0 <= self.class_weight <= 1:
+            raise ValueError(f"TrackerConfig: mask_weight and class_weight must be in [0, 1], got "
+                             f"{self.mask_weight}, {self.class_weight}")
 
 
 TENTATIVE, ACTIVE, LOST = 0, 1, 2
 
 
 class _Track:
-    """One track: Kalman state, class, last mask crop (a copy) and where its Kalman centre was then."""
+    """One track: Kalman state, class (and its votes), last mask crop (a copy) and where its Kalman centre
+    was then."""
 
-    __slots__ = ("id", "label", "mean", "cov", "hits", "state", "last_frame", "crop", "crop_centre", "size")
+    __slots__ = ("id", "label", "votes", "mean", "cov", "hits", "state", "last_frame", "crop", "crop_centre",
+                 "size")
 
     def __init__(self, label: int, mean: np.ndarray, cov: np.ndarray, frame: int) -> None:
         self.id = 0
         self.label = label
+        self.votes: dict[int, float] = {}
         self.mean, self.cov = mean, cov
         self.hits = 1
         self.state = TENTATIVE
@@ -105,13 +126,19 @@ class _Track:
         dx, dy = np.rint(self.mean[:2] - self.crop_centre).astype(int)
         return self.crop.moved(int(dx), int(dy))
 
+    def vote(self, label: int, score: float) -> None:
+        """Count a detection of class ``label``; the track's class is the one with the most score."""
+        self.votes[label] = self.votes.get(label, 0.0) + max(score, 1e-6)
+        self.label = max(self.votes, key=self.votes.__getitem__)
+
 
 class Tracker:
     """Stable IDs for the instances of a video: ``tracked = tracker.update(detections)`` once per frame.
 
     ``update`` takes any :class:`~isseg.model.detections.Detections` (masks may be None: boxes only) and
-    returns the detections that belong to confirmed tracks, in their input order, with their boxes, scores,
-    labels and masks unchanged and ``track_ids`` (int64 [N], >= 1) set. Feed it every detection down to
+    returns the detections that belong to confirmed tracks, in their input order, with their boxes, scores
+    and masks unchanged, ``track_ids`` (int64 [N], >= 1) set, and labels their own or, with ``vote_labels``
+    (the default), their tracks' classes. Feed it every detection down to
     ``low_score`` (e.g. 0.1), not only those above a display threshold: the low ones keep tracks alive.
     """
 
@@ -148,6 +175,10 @@ class Tracker:
         tentative = [t for t in self.tracks if t.state == TENTATIVE]
         matches: dict[int, _Track] = {}  # detection index -> track
         rest = self._match(confirmed, high, det, crops, cfg.match_similarity, matches, cfg.fuse_score)
+        left = [int(i) for i in np.r_[high, low] if i not in matches]
+        left.sort(key=lambda i: -scores[i])
+        dup = set(duplicates(det.boxes, crops, list(matches), left, cfg.duplicate_overlap))
+        high, low = (np.array([i for i in ix if i not in dup], np.int64) for ix in (high, low))
         rest = self._match(rest, low, det, crops, cfg.low_match_similarity, matches, False)
         high_left = np.array([i for i in high if i not in matches], np.int64)
         self._refind(rest, high_left, det, matches)
@@ -186,7 +217,8 @@ class Tracker:
         pred = kalman.state_to_xyxy(np.stack([t.mean for t in tracks]))
         labels = np.array([t.label for t in tracks], np.int64)
         sim = similarity(pred, labels, [t.predicted_crop() for t in tracks], det.boxes[idx],
-                         np.asarray(det.labels)[idx], [crops[i] for i in idx], self.config.mask_weight)
+                         np.asarray(det.labels)[idx], [crops[i] for i in idx], self.config.mask_weight,
+                         self.config.class_weight, threshold)
         if fuse_score:
             sim = np.where(sim > 0, sim * np.asarray(det.scores, np.float32)[idx][None, :], sim)
         rows, cols = assign(sim, threshold)
@@ -211,7 +243,8 @@ class Tracker:
         gate = cfg.refind_radius * (1 + cfg.refind_growth * (lost_for - 1))[:, None]
         sim = 1 - r / gate
         labels = np.array([t.label for t in tracks])
-        sim[labels[:, None] != np.asarray(det.labels)[idx][None, :]] = -1
+        other = labels[:, None] != np.asarray(det.labels)[idx][None, :]
+        sim[other] = sim[other] * cfg.class_weight if cfg.class_weight > 0 else -1
         sim[(wh[None, :, 0] > 1.5 * size[:, None, 0]) | (wh[None, :, 1] > 1.5 * size[:, None, 1])] = -1
         rows, cols = assign(sim, 1e-6)
         for r_, c in zip(rows, cols):
@@ -232,6 +265,7 @@ class Tracker:
             t.crop_centre = m[:2].copy()
             t.size = np.maximum(det.boxes[i, 2:] - det.boxes[i, :2], t.size * 0.97)
             t.last_frame = self.frame
+            t.vote(int(det.labels[i]), float(det.scores[i]))
             if t.state == TENTATIVE:
                 t.hits += 1
                 if t.hits >= self.config.confirm_frames:
@@ -263,6 +297,7 @@ class Tracker:
     def _start(self, det: Detections, crops: list[MaskCrop | None], i: int) -> None:
         means, covs = kalman.initiate(det.boxes[i:i + 1], self.config.position_noise, self.config.velocity_noise)
         t = _Track(int(det.labels[i]), means[0], covs[0], self.frame)
+        t.vote(int(det.labels[i]), float(det.scores[i]))
         crop = crops[i]
         t.crop = None if crop is None else MaskCrop(crop.mask.copy(), crop.x0, crop.y0, crop.area)
         self.tracks.append(t)
@@ -289,4 +324,8 @@ class Tracker:
         else:
             out = det.filter(np.array(keep, np.int64))
         out.track_ids = ids
+        if self.config.vote_labels and k:
+            labels = np.array([confirmed[i].label for i in keep], out.labels.dtype)
+            if not np.array_equal(labels, out.labels):
+                out.labels = labels  # a new array: the input's labels stay as they were
         return out
