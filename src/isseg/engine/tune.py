@@ -28,6 +28,8 @@ from isseg.recipes import Recipe, load_recipe, save_recipe, train_config
 STUDY = "isseg-tune"
 PRUNERS = ("asha", "median", "none")
 
+MIN_TRIAL_MINUTES = 0.05  # a trial starts only with more of the budget left than this
+
 
 @dataclass(frozen=True)
 class SearchSpace:
@@ -197,7 +199,8 @@ class _Objective:
         recipe = trial_recipe(self.base, values, self.cfg.evaluations, self.train_images, self.cfg.trial_fraction)
         run = Path(self.cfg.output) / "trials" / f"{trial.number:03d}"
         left = (self.deadline - time.time()) / 60
-        if left <= 0.05:
+        if left <= MIN_TRIAL_MINUTES:
+            trial.study.stop()  # no later trial would have time either
             raise optuna.TrialPruned("no time left in the budget")
         options = {"val_data": self.cfg.val_data, "val_images": self.cfg.val_images, "progress": self.cfg.progress,
                    "tensorboard": False, "max_minutes": left, **self.cfg.trial_options}
@@ -255,7 +258,7 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
     done = sum(t.state.is_finished() for t in study.trials if t.state.name != "FAIL")
     remaining = None if cfg.max_trials is None else max(0, cfg.max_trials - done)
     try:
-        if deadline > time.time() and remaining != 0:
+        if deadline - time.time() > MIN_TRIAL_MINUTES * 60 and remaining != 0:
             study.optimize(objective, n_trials=remaining, timeout=max(1.0, deadline - time.time()),
                            callbacks=[after_trial], gc_after_trial=True)
     finally:  # Ctrl-C included: the time spent counts against the budget of the next session
