@@ -75,7 +75,7 @@ def test_predict_auto_probes_an_ir_once_and_says_what_it_chose(exported, tmp_pat
     folder.mkdir()
     for i in range(3):
         cv2.imwrite(str(folder / f"{i}.png"), _image(i))
-    common = [str(folder), "--model", str(exported.xml), "--quiet", "--no-images"]
+    common = [str(folder), "--model", str(exported.xml), "--no-images"]  # (--quiet hides the --mode auto line)
     assert main(["predict", *common, "-o", str(tmp_path / "a")]) == 0
     err = capsys.readouterr().err
     assert "--mode auto: " in err and "measured:" in err
@@ -86,4 +86,6 @@ def test_predict_auto_probes_an_ir_once_and_says_what_it_chose(exported, tmp_pat
     err = capsys.readouterr().err
     assert f"--mode auto: {next(iter(chosen.values()))['mode']} (measured before" in err
     assert main(["predict", *common, "-o", str(tmp_path / "c"), "--mode", "latency"]) == 0
+    assert "--mode auto" not in capsys.readouterr().err
+    assert main(["predict", *common, "-o", str(tmp_path / "d"), "--quiet"]) == 0  # measured before, not said
     assert "--mode auto" not in capsys.readouterr().err
