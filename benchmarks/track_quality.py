@@ -230,7 +230,7 @@ def run_sequence(seed: int, spec: VideoSpec, gt_dir: Path, out_dir: Path,
         for name, tracker in trackers.items():
             out = tracker.update(det, image) if getattr(tracker, "wants_frame", False) else tracker.update(det)
             rows[name] += mot_rows(truth.index + 1, out.track_ids, out.boxes)
-            analytics[name].update(out, truth.timestamp, truth.index)
+            analytics[name].update(out, truth.timestamp, truth.index, getattr(tracker, "earlier", ()))
     if source is not None and source.frames is None and source.path is not None:
         CachedDetections.save(source.path, seen_det)
     (gt_dir / f"seq{seed}.txt").write_text("\n".join(gt_rows) + "\n")

@@ -194,3 +194,62 @@ def test_an_edge_exit_is_counted_after_the_retention_or_at_the_end():
     events = a.finish(10.0, 100)
     assert [(e.kind, e.direction, e.frame_index) for e in events] == [("cross", "in", 100)]
     assert a.line_counts() == {"edge": {"person": {"in": 1, "out": 0}}}
+
+
+def _entering_from_below(frames: int = 40) -> list[Detections]:
+    """A person comes in through the bottom border walking up and left, across the vertical line x = 150
+    while still half cut by the border: found only with low scores (0.3) until 60 % of it is in the frame."""
+    out = []
+    for f in range(frames):
+        x, y = 170 - 1.5 * f, 235 - 2.5 * f  # its box's top-left corner; the box is 24 x 50
+        m = blob(round(x), round(y), round(x) + 24, round(y) + 50)
+        ys, xs = np.nonzero(m)
+        if not len(xs):
+            out.append(Detections.empty((H, W), NAMES))
+            continue
+        score = 0.9 if m.sum() >= 0.6 * 24 * 50 else 0.3
+        out.append(Detections(np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32),
+                              np.array([score], np.float32), np.zeros(1, np.int64), m[None], NAMES, (H, W)))
+    return out
+
+
+def test_a_line_crossed_before_the_track_is_confirmed_is_counted():
+    """The object crosses the line (foot from x = 182 to x = 146 by frame 24) while its scores are too low to
+    start a track (confirmed at frame 27, already left of the line): the tracker's earlier detections,
+    replayed, count the crossing once ("out": right to left); without them, it is missed. The tracker's own
+    output is the same with and without backfill."""
+    from isseg.track import Tracker
+
+    def count(backfill: int, replay: bool) -> tuple[dict, list]:
+        tracker, a = Tracker(backfill_frames=backfill), Analytics(parse_zones(VERTICAL))
+        outputs = []
+        for f, det in enumerate(_entering_from_below()):
+            out = tracker.update(det)
+            outputs.append((out.track_ids.tolist(), out.boxes.tolist()))
+            a.update(out, f / 10, f, tracker.earlier if replay else ())
+        a.finish(4.0, 40)
+        return a.line_counts(), outputs
+
+    with_replay, outputs = count(10, True)
+    assert with_replay == {"door": {"person": {"in": 0, "out": 1}}}
+    assert count(10, False)[0] == {"door": {}}
+    no_backfill, outputs_0 = count(0, True)
+    assert no_backfill == {"door": {}} and outputs_0 == outputs
+    assert any(ids for ids, _ in outputs)
+
+
+@pytest.mark.parametrize("replayed", [0, 3])
+def test_replayed_sightings_cut_by_the_edge_make_no_second_entry(replayed):
+    """An object that walks in through a line at the frame edge counts once ("out"), whether its first
+    frames come as normal updates or, replayed, as a new track's earlier detections (they are cut by the
+    border beyond the line, so they tell nothing of its foot, and are left out)."""
+    config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H], [W - 3, 0]], "band": 4}]})
+    walk = [[(4, 0, blob(x - 30, 90, x + 30, 120))] for x in range(W + 20, 150, -6)]
+    a = Analytics(config)
+    run(a, [[]] * 8)
+    events = []
+    for f, objects in enumerate(walk[replayed:], start=8 + replayed):
+        earlier = [(replayed - k, tracked(walk[k])) for k in range(replayed)] if f == 8 + replayed else []
+        events += a.update(tracked(objects), f / 10, f, earlier)
+    assert [(e.kind, e.direction) for e in events] == [("cross", "out")]
+    assert a.line_counts() == {"edge": {"person": {"in": 0, "out": 1}}}

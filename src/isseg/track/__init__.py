@@ -6,7 +6,7 @@
     privacy = Privacy(classes=("person",))
     for index, (frame, det) in enumerate(stream):  # det: every detection >= 0.1 of the frame
         tracked = tracker.update(det)            # track_ids set, masks kept
-        events = analytics.update(tracked, timestamp=index / fps, frame_index=index)
+        events = analytics.update(tracked, timestamp=index / fps, frame_index=index, earlier=tracker.earlier)
         safe = privacy.apply(frame, det, tracked)  # a PrivateFrame: write safe.image, never frame
 """
 

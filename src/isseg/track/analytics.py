@@ -16,6 +16,10 @@ frames: it may have been there already); in both cases only if its motion meets 
 other border (at a corner). So a line a few pixels from the border counts the objects that walk out and
 in through it.
 
+A track's detections from before it was confirmed (:attr:`isseg.track.Tracker.earlier`, passed as
+``earlier``) are replayed through the lines first, at their own times, so that an object that crossed a
+line while it was too unsure to be tracked (coming in half cut by the frame border) is still counted.
+
 Zones (:class:`~isseg.track.geometry.ZoneMonitor`) keep, per track, whether its anchor is inside (more
 than ``band`` pixels inside the border to enter, more than ``band`` outside to leave), give occupancy per
 class and the dwell time of each visit, and emit enter, exit and dwell events; a track missing for longer
@@ -23,6 +27,9 @@ than the config's ``retention_s`` has left.
 """
 
 from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -49,6 +56,7 @@ class Analytics:
         self.zones: list[ZoneMonitor] = []
         self._size: tuple[int, int] | None = None
         self.last_points: dict[int, tuple[float, float]] = {}
+        self._times: deque[tuple[float, int]] = deque(maxlen=64)  # (timestamp, frame index) of recent updates
 
     def _layout(self, size: tuple[int, int]) -> None:
         if size == self._size:
@@ -60,9 +68,11 @@ class Analytics:
         self.zones = [ZoneMonitor(z, cfg.retention_s, old_zones.get(z.name)) for z in cfg.zones]
         self._size = size
 
-    def update(self, tracked: Detections, timestamp: float, frame_index: int) -> list[Event]:
+    def update(self, tracked: Detections, timestamp: float, frame_index: int,
+               earlier: Sequence[tuple[int, Detections]] = ()) -> list[Event]:
         """Events of one frame. ``tracked`` must carry ``track_ids``; its ``image_size`` (or mask size) sets
-        the frame size; ``timestamp`` in seconds."""
+        the frame size; ``timestamp`` in seconds. ``earlier``: the tracker's :attr:`~isseg.track.Tracker.earlier`
+        (``[(frames ago, Detections)]``), replayed through the lines before this frame."""
         if tracked.track_ids is None:
             raise ValueError("Analytics.update needs tracked detections (track_ids set): pass the output of "
                              "Tracker.update")
@@ -72,16 +82,32 @@ class Analytics:
         if size == (0, 0):
             raise ValueError("Analytics.update: the detections have no image_size and no masks")
         self._layout((int(size[0]), int(size[1])))
+        events = self._replay(earlier)
+        self._times.append((timestamp, frame_index))
         points = anchor_points(tracked, self.config.anchor)
         contacts = edge_contacts(tracked, self._size)
         ids = [int(t) for t in tracked.track_ids]
         names = tracked.names
         self.last_points = {i: (float(p[0]), float(p[1])) for i, p in zip(ids, points)}
-        events: list[Event] = []
         for counter in self.lines:
             events += counter.update(ids, names, points, contacts, timestamp, frame_index, self.source)
         for monitor in self.zones:
             events += monitor.update(ids, names, points, timestamp, frame_index, self.source)
+        return events
+
+    def _replay(self, earlier: Sequence[tuple[int, Detections]]) -> list[Event]:
+        """Line events of a tracker's earlier detections, at the times of the updates they belong to (those
+        older than the updates remembered are left out)."""
+        events: list[Event] = []
+        for ago, det in sorted(earlier, key=lambda pair: -pair[0]):
+            if not 1 <= ago <= len(self._times) or len(det) == 0 or det.track_ids is None:
+                continue
+            timestamp, frame_index = self._times[-ago]
+            points = anchor_points(det, self.config.anchor)
+            contacts = edge_contacts(det, self._size)  # type: ignore[arg-type]
+            ids, names = [int(t) for t in det.track_ids], det.names
+            for counter in self.lines:
+                events += counter.replay(ids, names, points, contacts, timestamp, frame_index, self.source)
         return events
 
     def finish(self, timestamp: float, frame_index: int) -> list[Event]:

@@ -53,6 +53,7 @@ class LineCounter:
         self._updates: int = old._updates if old else 0  # updates so far
         self._present: set[int] = old._present if old else set()  # tracks seen in the last update
         self._hist: dict[int, deque] = old._hist if old else {}  # last anchors (timestamp, x, y) per track
+        self._replayed: set[int] = old._replayed if old else set()  # tracks seen in replays only so far
         self._size = size
 
     def _dist(self, p: np.ndarray) -> np.ndarray:
@@ -111,14 +112,27 @@ class LineCounter:
                      point=(float(point[0]), float(point[1])), source=source)
 
     def _step(self, tid: int, cls: str, d: float, inside: bool, edge: int, point, timestamp: float, frame: int,
-              source: str) -> Event | None:
-        """One track's observation: ``d`` its signed distance, ``inside`` whether it is between the ends."""
-        first = tid not in self._last
+              source: str, replay: bool = False, borders: int = 0) -> Event | None:
+        """One track's observation: ``d`` its signed distance, ``inside`` whether it is between the ends.
+        A ``replay`` (an earlier sighting of a new track) may count a crossing; one cut by the frame edge
+        beyond the line only tells where the object came in, and only when it is cut by that one border
+        (``borders``; at a corner the way in is not known)."""
+        if replay and edge:
+            if tid not in self._last and borders == 1 and self._updates > STARTUP_UPDATES:
+                self._entry[tid] = (edge, d, (float(point[0]), float(point[1])))
+                self._replayed.add(tid)
+            return None
+        first = tid not in self._last or tid in self._replayed
+        if replay:
+            self._replayed.add(tid)
+            first = False
+        else:
+            self._replayed.discard(tid)
         p = (float(point[0]), float(point[1]))
         self._last[tid] = (timestamp, p, cls)
         self._hist.setdefault(tid, deque(maxlen=6)).append((timestamp, *p))
         self._edge_side[tid] = edge
-        if first and edge and self._updates > STARTUP_UPDATES:
+        if first and edge and self._updates > STARTUP_UPDATES and tid not in self._entry:
             self._entry[tid] = (edge, d, p)  # came in through the frame edge (and was not there at the start)
         old = self.side.get(tid, 0)
         if not inside:
@@ -151,8 +165,24 @@ class LineCounter:
                ) -> list[Event]:
         """Crossings in one frame of the tracks ``ids`` (classes ``names``, anchors ``points`` [N, 2], frame
         border contacts from :func:`edge_contacts`)."""
-        events: list[Event] = []
         self._updates += 1
+        events, wanted = self._steps(ids, names, points, contacts, timestamp, frame, source)
+        present = {ids[k] for k in wanted}
+        self._present = present
+        return events + self._gone(present, timestamp, frame, source, self.retention_s)
+
+    def replay(self, ids: list[int], names: list[str], points: np.ndarray,
+               contacts: list[list[tuple[float, float]]], timestamp: float, frame: int, source: str = ""
+               ) -> list[Event]:
+        """Observations of an earlier frame of the tracks ``ids`` only (new tracks' first moments, see
+        :attr:`isseg.track.Tracker.earlier`); other tracks are not missing for that."""
+        return self._steps(ids, names, points, contacts, timestamp, frame, source, replay=True)[0]
+
+    def _steps(self, ids: list[int], names: list[str], points: np.ndarray,
+               contacts: list[list[tuple[float, float]]], timestamp: float, frame: int, source: str,
+               replay: bool = False) -> tuple[list[Event], list[int]]:
+        """:meth:`_step` of each track of a class the line counts; (events, the rows it looked at)."""
+        events: list[Event] = []
         wanted = [k for k, n in enumerate(names) if not self.line.classes or n in self.line.classes]
         tol = max(self.line.band, 1.0) / self._len
         if wanted:
@@ -160,12 +190,11 @@ class LineCounter:
             t = self._along(points[wanted])
         for j, k in enumerate(wanted):
             e = self._step(ids[k], names[k], float(d[j]), bool(-tol <= t[j] <= 1 + tol),
-                           self._contact_side(contacts[k]), points[k], timestamp, frame, source)
+                           self._contact_side(contacts[k]), points[k], timestamp, frame, source, replay,
+                           len(contacts[k]))
             if e is not None:
                 events.append(e)
-        present = {ids[k] for k in wanted}
-        self._present = present
-        return events + self._gone(present, timestamp, frame, source, self.retention_s)
+        return events, wanted
 
     def _gone(self, present: set[int], timestamp: float, frame: int, source: str, after: float) -> list[Event]:
         """Tracks missing for longer than ``after`` whose mask touched the frame edge beyond the line when last
@@ -182,6 +211,7 @@ class LineCounter:
             if timestamp - last_ts > FORGET_S:
                 for table in (self._last, self.side, self._edge_side, self._entry, self._hist):
                     table.pop(tid, None)
+                self._replayed.discard(tid)
         return events
 
     def finish(self, timestamp: float, frame: int, source: str = "") -> list[Event]:

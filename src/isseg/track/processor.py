@@ -85,7 +85,7 @@ class TrackingProcessor(FrameProcessor):
         tracked = self.tracker.update(chosen, reuse_input=True)  # privacy reads the frame's detections as a set
         self._last = (self._time(frame), frame.index or 0)
         if self.analytics is not None:
-            self.session.emit(self.analytics.update(tracked, *self._last))
+            self.session.emit(self.analytics.update(tracked, *self._last, earlier=self.tracker.earlier))
         return tracked
 
     def hide(self, image: np.ndarray, frame: Frame, detections: Detections) -> np.ndarray:

@@ -15,7 +15,10 @@ A ByteTrack-family tracker that also looks at the masks. Per frame:
    their boxes no longer overlap) are matched to the high detections left by the distance of the centres
    in units of the track's recent largest size, within a radius that grows while the track is lost;
 5. tentative tracks are matched to the high detections left (stage 3);
-6. high detections still unmatched, at or above ``new_track_score``, start tentative tracks.
+6. high detections still unmatched, at or above ``new_track_score``, start tentative tracks;
+7. a track confirmed in this frame is linked backwards through the detections no track took in the last
+   ``backfill_frames`` frames (:mod:`isseg.track.backfill`); those, and its tentative detections, are
+   :attr:`Tracker.earlier`, for :meth:`isseg.track.Analytics.update` to count the line it crossed before.
 
 Matching is optimal (Hungarian) on a similarity that fuses box IoU of the predicted box with mask IoU of
 the moved mask (:func:`isseg.track.matching.similarity`). A detection of another class than the track's is
@@ -37,6 +40,7 @@ import numpy as np
 
 from isseg.model.detections import Detections
 from isseg.track import kalman
+from isseg.track.backfill import EarlierDetections, Sighting, as_detections, sighting
 from isseg.track.matching import MaskCrop, assign, crop_masks, duplicates, similarity
 
 
@@ -80,6 +84,10 @@ class TrackerConfig:
     """Consecutive matched frames (the first one included) before a track is confirmed and gets an ID."""
     lost_frames: int = 30
     """Frames a confirmed track is kept after its last match, to be found again with the same ID."""
+    backfill_frames: int = 10
+    """When a track is confirmed, its object's detections of up to this many earlier frames that no track
+    took (down to ``low_score``, matched backwards at ``low_match_similarity``) are reported in
+    :attr:`Tracker.earlier`; 0 = never."""
     position_noise: float = 1 / 20
     """Kalman position noise, as a fraction of the box size (per frame, and of each measurement)."""
     velocity_noise: float = 1 / 160
@@ -89,9 +97,9 @@ class TrackerConfig:
         if not 0 <= self.low_score <= self.high_score:
             raise ValueError(f"TrackerConfig: need 0 <= low_score <= high_score, got {self.low_score}, "
                              f"{self.high_score}")
-        if self.confirm_frames < 1 or self.lost_frames < 0:
-            raise ValueError(f"TrackerConfig: confirm_frames must be >= 1 and lost_frames >= 0, got "
-                             f"{self.confirm_frames}, {self.lost_frames}")
+        if self.confirm_frames < 1 or self.lost_frames < 0 or self.backfill_frames < 0:
+            raise ValueError(f"TrackerConfig: confirm_frames must be >= 1, lost_frames and backfill_frames >= 0, "
+                             f"got {self.confirm_frames}, {self.lost_frames}, {self.backfill_frames}")
         if not 0 <= self.mask_weight <= 1 or not 0 <= self.class_weight <= 1:
             raise ValueError(f"TrackerConfig: mask_weight and class_weight must be in [0, 1], got "
                              f"{self.mask_weight}, {self.class_weight}")
@@ -102,10 +110,10 @@ TENTATIVE, ACTIVE, LOST = 0, 1, 2
 
 class _Track:
     """One track: Kalman state, class (and its votes), last mask crop (a copy) and where its Kalman centre
-    was then."""
+    was then; while tentative, its detections (``pending``)."""
 
     __slots__ = ("id", "label", "votes", "mean", "cov", "hits", "state", "last_frame", "crop", "crop_centre",
-                 "size")
+                 "size", "pending")
 
     def __init__(self, label: int, mean: np.ndarray, cov: np.ndarray, frame: int) -> None:
         self.id = 0
@@ -118,6 +126,7 @@ class _Track:
         self.crop: MaskCrop | None = None
         self.crop_centre = mean[:2].copy()
         self.size = mean[2:4].copy()  # recent largest (w, h): decays slowly towards the measured size
+        self.pending: list[Sighting] = []
 
     def predicted_crop(self) -> MaskCrop | None:
         """The last mask moved by the predicted displacement of the box centre since it was seen."""
@@ -140,6 +149,11 @@ class Tracker:
     and masks unchanged, ``track_ids`` (int64 [N], >= 1) set, and labels their own or, with ``vote_labels``
     (the default), their tracks' classes. Feed it every detection down to
     ``low_score`` (e.g. 0.1), not only those above a display threshold: the low ones keep tracks alive.
+
+    ``earlier``, after each ``update``: ``[(frames ago, Detections)]``, oldest first, the detections of the
+    tracks confirmed in that frame from before they were output (their tentative frames and, back to
+    ``backfill_frames``, the unused detections linked to them), ``track_ids`` set; usually empty. Pass it
+    to :meth:`isseg.track.Analytics.update` so that a line crossed in those frames is counted.
     """
 
     def __init__(self, config: TrackerConfig | None = None, **overrides: float | int | bool) -> None:
@@ -148,11 +162,16 @@ class Tracker:
         self.tracks: list[_Track] = []
         self.frame = 0
         self._next_id = 1
+        self._pool = EarlierDetections(self.config.backfill_frames)
+        self._confirmed_now: list[_Track] = []
+        self.earlier: list[tuple[int, Detections]] = []
 
     def reset(self) -> None:
         """Forget every track (a new video); IDs keep counting up, so none is ever reused."""
         self.tracks = []
         self.frame = 0
+        self._pool.clear()
+        self.earlier = []
 
     def update(self, detections: Detections, reuse_input: bool = False) -> Detections:
         """Associate one frame's detections with the tracks; see the class docstring.
@@ -165,6 +184,7 @@ class Tracker:
         """
         cfg = self.config
         self.frame += 1
+        self._confirmed_now = []
         self._predict()
         det = detections
         scores = np.asarray(det.scores, np.float32)
@@ -186,9 +206,10 @@ class Tracker:
         self._match(tentative, high_left, det, crops, cfg.tentative_match_similarity, matches, False)
         self._correct(matches, det, crops)
         self._age(tuple(det.image_size))
-        for i in high_left:
-            if i not in matches and scores[i] >= cfg.new_track_score:
-                self._start(det, crops, int(i))
+        started = [int(i) for i in high_left if i not in matches and scores[i] >= cfg.new_track_score]
+        for i in started:
+            self._start(det, crops, i)
+        self._backfill(det, crops, [int(i) for i in np.r_[high, low] if i not in matches and i not in started])
         return self._output(det, matches, reuse_input)
 
     # ------------------------------------------------------------------------------------------ steps
@@ -268,6 +289,7 @@ class Tracker:
             t.vote(int(det.labels[i]), float(det.scores[i]))
             if t.state == TENTATIVE:
                 t.hits += 1
+                t.pending.append(sighting(self.frame, det, crops, i))
                 if t.hits >= self.config.confirm_frames:
                     self._confirm(t)
             else:
@@ -277,6 +299,20 @@ class Tracker:
         track.state = ACTIVE
         track.id = self._next_id
         self._next_id += 1
+        self._confirmed_now.append(track)
+
+    def _backfill(self, det: Detections, crops: list[MaskCrop | None], unused: list[int]) -> None:
+        """:attr:`earlier` of the tracks confirmed in this frame; then keep this frame's ``unused`` detections."""
+        cfg = self.config
+        groups: dict[int, list[tuple[int, Sighting]]] = {}
+        for t in self._confirmed_now:
+            found = self._pool.chain(t.pending[0], t.mean[4:6], cfg.mask_weight, cfg.class_weight,
+                                     cfg.low_match_similarity) if t.pending else []
+            for s in found + t.pending[:-1]:
+                groups.setdefault(self.frame - s.frame, []).append((t.id, s))
+            t.pending = []
+        self.earlier = as_detections(groups, self.frame, det) if groups else []
+        self._pool.push(self.frame, det, crops, unused)
 
     def _age(self, image_size: tuple[int, int]) -> None:
         """Unmatched this frame: tentative tracks die, active ones become lost, lost ones expire, and so do
@@ -298,8 +334,8 @@ class Tracker:
         means, covs = kalman.initiate(det.boxes[i:i + 1], self.config.position_noise, self.config.velocity_noise)
         t = _Track(int(det.labels[i]), means[0], covs[0], self.frame)
         t.vote(int(det.labels[i]), float(det.scores[i]))
-        crop = crops[i]
-        t.crop = None if crop is None else MaskCrop(crop.mask.copy(), crop.x0, crop.y0, crop.area)
+        t.pending = [sighting(self.frame, det, crops, i)]
+        t.crop = t.pending[0].crop
         self.tracks.append(t)
         if self.config.confirm_frames <= 1:
             self._confirm(t)
