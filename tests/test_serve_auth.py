@@ -10,6 +10,7 @@ through the documented subclass, curl with ``--cacert``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import shutil
 import socket
@@ -262,7 +263,10 @@ def test_uvicorn_failing_to_start_is_one_line(tmp_path: Path, monkeypatch: pytes
     model = tmp_path / "m.xml"
     model.write_text("<never loaded/>")
     monkeypatch.setattr(isseg.serve.specs, "load_models", lambda *args, **kwargs: [])
-    # the real app (no models): only uvicorn fails
+    # the real app (no models): only uvicorn fails. Its Config keeps its defaults but one: it does not set up
+    # logging. In the pytest process, after an in-process export (torch adds its log handlers), uvicorn's
+    # logging.config.dictConfig broke pytest's capture ("I/O operation on closed file") and the next test crashed
+    monkeypatch.setattr(uvicorn, "Config", functools.partial(uvicorn.Config, log_config=None))
     monkeypatch.setattr(uvicorn, "Server", Failing)
     port = free_port()
     rc, err, _ = _cli([str(model), "--port", str(port)], capsys, {}, monkeypatch)

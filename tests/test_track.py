@@ -263,3 +263,28 @@ def test_similarity_weighs_other_classes_and_skips_pairs_that_cannot_match():
     # the far pair: box IoU 0.14, so at most 0.3 * (0.5 * 0.14 + 0.5) = 0.17 < 0.2; the near one is kept
     pruned = similarity(*track, boxes[1:], np.array([1, 1]), crops[1:], 0.5, class_weight=0.3, at_least=0.2)
     assert pruned[0, 1] == -1 and pruned[0, 0] == other[0, 0]
+
+
+def test_earlier_holds_a_new_tracks_detections_from_before_its_id():
+    """An object whose score alternates between sure and unsure starts tentative tracks that die at the next
+    unsure frame, until two sure frames in a row confirm one (frame 6). ``earlier`` then holds its
+    detections of every frame before (1 to 6 frames ago), those of the tentative tracks that died included,
+    with their own boxes and the new track's ID; it is empty in the other frames, and the output never
+    depends on it."""
+    scores = [0.3, 0.8, 0.2, 0.8, 0.2, 0.9, 0.9, 0.9]
+    tracker, plain = Tracker(), Tracker(backfill_frames=0)
+    boxes = []
+    for f, s in enumerate(scores):
+        det = frame([(0, 40 + 3 * f, 60, 12, s)])
+        boxes.append(det.boxes[0].copy())
+        out, out0 = tracker.update(det), plain.update(frame([(0, 40 + 3 * f, 60, 12, s)]))
+        assert out.track_ids.tolist() == out0.track_ids.tolist() and plain.earlier == []
+        if f != 6:
+            assert tracker.earlier == []
+            continue
+        assert out.track_ids.tolist() == [1]
+        assert [ago for ago, _ in tracker.earlier] == [6, 5, 4, 3, 2, 1]
+        for ago, det_ago in tracker.earlier:
+            assert det_ago.track_ids.tolist() == [1] and det_ago.masks.shape == (1, H, W)
+            np.testing.assert_array_equal(det_ago.boxes[0], boxes[f - ago])
+            assert det_ago.scores[0] == pytest.approx(scores[f - ago])

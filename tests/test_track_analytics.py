@@ -253,3 +253,18 @@ def test_replayed_sightings_cut_by_the_edge_make_no_second_entry(replayed):
         events += a.update(tracked(objects), f / 10, f, earlier)
     assert [(e.kind, e.direction) for e in events] == [("cross", "out")]
     assert a.line_counts() == {"edge": {"person": {"in": 0, "out": 1}}}
+
+
+def test_an_object_cut_by_one_border_leaves_through_it_whatever_its_anchor_does():
+    """Two objects cut by the right border move down and vanish. One touches only the right border: its
+    visible foot stays pinned left of a line 3 px from that border (it does not move towards the line), yet
+    it can only have left through that border, so it counts once. The other is cut at the bottom-right
+    corner, moving down: it left through the bottom, and the edge line does not count it."""
+    config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H], [W - 3, 0]], "band": 4}],
+                          "retention_s": 0.3})
+    side = [[(1, 0, blob(280, y, 330, y + 40))] for y in range(40, 80, 2)] + [[]] * 8
+    corner = [[(2, 0, blob(280, y, 330, y + 40))] for y in range(150, 190, 2)] + [[]] * 8
+    for frames, expected in ((side, {"in": 1, "out": 0}), (corner, None)):
+        a = Analytics(config)
+        run(a, frames)
+        assert a.line_counts()["edge"].get("person") == expected

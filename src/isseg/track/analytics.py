@@ -12,9 +12,9 @@ beyond the line is cut by the frame (its lowest *visible* pixels are not its foo
 back across the line while it touches there; one that leaves through that edge counts once it has been
 missing for ``retention_s`` (or at :meth:`Analytics.finish`), and one that comes in through it counts
 once it has walked in by the band from where it was first seen (unless that was in the stream's first
-frames: it may have been there already); in both cases only if its motion meets the line before any
-other border (at a corner). So a line a few pixels from the border counts the objects that walk out and
-in through it.
+frames: it may have been there already). An object cut by that one border can only have left or come in
+through it; one cut at a corner, only if its motion meets the line before the other border. So a line a
+few pixels from the border counts the objects that walk out and in through it.
 
 A track's detections from before it was confirmed (:attr:`isseg.track.Tracker.earlier`, passed as
 ``earlier``) are replayed through the lines first, at their own times, so that an object that crossed a

@@ -3,7 +3,8 @@
 A tracker of the ByteTrack family only starts a track from a sure detection, and only gives it an ID a few
 frames later. An object that walks in through the frame border is half cut there and found with low scores
 at first, so a line it crosses in those frames would never be counted. :class:`EarlierDetections` keeps the
-detections that no track took in the last few frames; when a track is confirmed, :meth:`chain` links it
+detections that no track took in the last few frames (and those of tentative tracks that died); when a
+track is confirmed, :meth:`chain` links it
 backwards through them (one per frame, gaps of a few frames allowed), starting from the track's first
 detection and moving its box and mask crop back along the track's velocity. What it finds is reported once,
 with the track's tentative detections, as :attr:`isseg.track.Tracker.earlier`, for
@@ -41,16 +42,24 @@ def sighting(frame: int, det: Detections, crops: list[MaskCrop | None], i: int) 
 
 
 class EarlierDetections:
-    """The unused detections of the last ``frames`` frames, and the backward linking of new tracks to them."""
+    """The unused detections of the last ``frames`` frames (and those of tentative tracks that died), and the
+    backward linking of new tracks to them."""
 
     def __init__(self, frames: int, max_gap: int = 3) -> None:
         self.max_gap = max_gap
-        self._frames: deque[list[Sighting]] = deque(maxlen=max(frames, 0))
+        self._frames: deque[tuple[int, list[Sighting]]] = deque(maxlen=max(frames, 0))
 
     def push(self, frame: int, det: Detections, crops: list[MaskCrop | None], rows: list[int]) -> None:
         """Keep detections ``rows`` of this frame (those no track took) for later :meth:`chain` calls."""
         if self._frames.maxlen:
-            self._frames.append([sighting(frame, det, crops, i) for i in rows])
+            self._frames.append((frame, [sighting(frame, det, crops, i) for i in rows]))
+
+    def give_back(self, sightings: list[Sighting]) -> None:
+        """Return the sightings of a tentative track that died to the frames they came from (if still kept)."""
+        kept = dict(self._frames)
+        for s in sightings:
+            if s.frame in kept:
+                kept[s.frame].append(s)
 
     def clear(self) -> None:
         self._frames.clear()
@@ -65,10 +74,10 @@ class EarlierDetections:
         frames without one, or at the oldest frame kept."""
         found: list[Sighting] = []
         last = first
-        for sightings in reversed(self._frames):
-            if not sightings or sightings[0].frame >= first.frame:
+        for frame, sightings in reversed(self._frames):
+            if not sightings or frame >= first.frame:
                 continue
-            gap = last.frame - sightings[0].frame
+            gap = last.frame - frame
             if gap > self.max_gap + 1:
                 break
             dx, dy = (-velocity * gap).tolist()

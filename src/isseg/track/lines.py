@@ -23,9 +23,10 @@ class LineCounter:
     """Crossings of one :class:`~isseg.track.zones.Line` (in pixels) in a frame of ``size`` (H, W).
 
     ``counts``: ``{class: {"in": n, "out": n}}``. A track that left through the frame edge beyond the line
-    (its mask touched that edge, and its last motion meets the line before any other border) counts once it
-    has been missing for ``retention_s``; one that came in through it counts once it has walked in by the
-    band (and its motion, run backwards, meets the line before any other border), unless it was first seen
+    (its mask touched that edge and no other border, or, cut at a corner, its last motion meets the line
+    before the other border) counts once it has been missing for ``retention_s``; one that came in through
+    it counts once it has walked in by the band (cut at a corner: if its motion, run backwards, meets the
+    line before the other border), unless it was first seen
     in the stream's first ``STARTUP_UPDATES`` frames (it may have been there before). ``previous`` carries the
     state of a counter of the same line over when the frame size changes.
     """
@@ -49,7 +50,7 @@ class LineCounter:
         self.side: dict[int, int] = old.side if old else {}
         self._edge_side: dict[int, int] = old._edge_side if old else {}
         self._last: dict[int, tuple[float, tuple[float, float], str]] = old._last if old else {}
-        self._entry: dict[int, tuple[int, float]] = old._entry if old else {}
+        self._entry: dict[int, tuple[int, float, tuple[float, float], int]] = old._entry if old else {}
         self._updates: int = old._updates if old else 0  # updates so far
         self._present: set[int] = old._present if old else set()  # tracks seen in the last update
         self._hist: dict[int, deque] = old._hist if old else {}  # last anchors (timestamp, x, y) per track
@@ -119,7 +120,7 @@ class LineCounter:
         (``borders``; at a corner the way in is not known)."""
         if replay and edge:
             if tid not in self._last and borders == 1 and self._updates > STARTUP_UPDATES:
-                self._entry[tid] = (edge, d, (float(point[0]), float(point[1])))
+                self._entry[tid] = (edge, d, (float(point[0]), float(point[1])), borders)
                 self._replayed.add(tid)
             return None
         first = tid not in self._last or tid in self._replayed
@@ -131,9 +132,9 @@ class LineCounter:
         p = (float(point[0]), float(point[1]))
         self._last[tid] = (timestamp, p, cls)
         self._hist.setdefault(tid, deque(maxlen=6)).append((timestamp, *p))
-        self._edge_side[tid] = edge
+        self._edge_side[tid] = edge * (2 if borders > 1 else 1)  # 2: cut at a corner
         if first and edge and self._updates > STARTUP_UPDATES and tid not in self._entry:
-            self._entry[tid] = (edge, d, p)  # came in through the frame edge (and was not there at the start)
+            self._entry[tid] = (edge, d, p, borders)  # came in through the frame edge (not there at the start)
         old = self.side.get(tid, 0)
         if not inside:
             self.side[tid] = 0  # beyond the ends: walking around the line is no crossing
@@ -145,13 +146,13 @@ class LineCounter:
         if new and old and new != old:
             return self._cross(tid, new, cls, point, timestamp, frame, source)
         if new and old == 0 and tid in self._entry:
-            side, d0, p0 = self._entry[tid]
+            side, d0, p0, at = self._entry[tid]
             if new != side:
                 if (d0 - d) * side < self.line.band:
                     return None  # not yet walked in from the edge far enough to tell
                 del self._entry[tid]
                 v = self._velocity(tid)
-                if self._via_line(p0, None if v is None else (-v[0], -v[1]), side):  # back in time
+                if at == 1 or self._via_line(p0, None if v is None else (-v[0], -v[1]), side):  # back in time
                     return self._cross(tid, new, cls, point, timestamp, frame, source)
                 self.side[tid] = new
                 return None
@@ -203,8 +204,9 @@ class LineCounter:
         for tid in [t for t in self._last if t not in present]:
             last_ts, point, cls = self._last[tid]
             edge, old = self._edge_side.get(tid, 0), self.side.get(tid, 0)
+            corner, edge = abs(edge) > 1, int(np.sign(edge))
             if edge and old and edge != old and timestamp - last_ts > after:
-                if self._via_line(point, self._velocity(tid), edge):
+                if not corner or self._via_line(point, self._velocity(tid), edge):
                     events.append(self._cross(tid, edge, cls, point, timestamp, frame, source))
                 else:
                     self._edge_side[tid] = 0  # it left through another border

@@ -307,8 +307,8 @@ class Tracker:
         groups: dict[int, list[tuple[int, Sighting]]] = {}
         for t in self._confirmed_now:
             found = self._pool.chain(t.pending[0], t.mean[4:6], cfg.mask_weight, cfg.class_weight,
-                                     cfg.low_match_similarity) if t.pending else []
-            for s in found + t.pending[:-1]:
+                                     cfg.low_match_similarity) if t.pending and cfg.backfill_frames else []
+            for s in found + (t.pending[:-1] if cfg.backfill_frames else []):
                 groups.setdefault(self.frame - s.frame, []).append((t.id, s))
             t.pending = []
         self.earlier = as_detections(groups, self.frame, det) if groups else []
@@ -321,7 +321,10 @@ class Tracker:
         kept = []
         for t in self.tracks:
             if t.last_frame != self.frame:
-                if t.state == TENTATIVE or self.frame - t.last_frame > self.config.lost_frames:
+                if t.state == TENTATIVE:
+                    self._pool.give_back(t.pending)
+                    continue
+                if self.frame - t.last_frame > self.config.lost_frames:
                     continue
                 cx, cy, bw, bh = t.mean[:4]
                 if h and w and (cx + bw / 2 < 0 or cy + bh / 2 < 0 or cx - bw / 2 > w or cy - bh / 2 > h):
