@@ -4,9 +4,9 @@ A tracker of the ByteTrack family only starts a track from a sure detection, and
 frames later. An object that walks in through the frame border is half cut there and found with low scores
 at first, so a line it crosses in those frames would never be counted. :class:`EarlierDetections` keeps the
 detections that no track took in the last few frames (and those of tentative tracks that died); when a
-track is confirmed, :meth:`chain` links it
-backwards through them (one per frame, gaps of a few frames allowed), starting from the track's first
-detection and moving its box and mask crop back along the track's velocity. What it finds is reported once,
+track is confirmed, :meth:`~EarlierDetections.chain` links it backwards through them (one per frame, gaps of
+a few frames allowed), starting from the track's first detection and moving its box and mask crop back
+along the track's velocity. What it finds is reported once,
 with the track's tentative detections, as :attr:`isseg.track.Tracker.earlier`, for
 :meth:`isseg.track.Analytics.update` to replay. The tracker's own output never changes.
 """
@@ -93,8 +93,7 @@ class EarlierDetections:
         return found[::-1]
 
 
-def as_detections(groups: dict[int, list[tuple[int, Sighting]]], frame: int, like: Detections
-                  ) -> list[tuple[int, Detections]]:
+def as_detections(groups: dict[int, list[tuple[int, Sighting]]], like: Detections) -> list[tuple[int, Detections]]:
     """``{frames ago: [(track id, sighting)]}`` as ``[(frames ago, Detections)]``, oldest first, each with
     ``track_ids`` set, masks at ``like``'s frame size (None where ``like`` has none), classes of ``like``."""
     out = []

@@ -26,9 +26,9 @@ class LineCounter:
     (its mask touched that edge and no other border, or, cut at a corner, its last motion meets the line
     before the other border) counts once it has been missing for ``retention_s``; one that came in through
     it counts once it has walked in by the band (cut at a corner: if its motion, run backwards, meets the
-    line before the other border), unless it was first seen
-    in the stream's first ``STARTUP_UPDATES`` frames (it may have been there before). ``previous`` carries the
-    state of a counter of the same line over when the frame size changes.
+    line before the other border), unless it was first seen in the stream's first ``STARTUP_UPDATES`` frames
+    (it may have been there before). ``previous`` carries the state of a counter of the same line over when
+    the frame size changes.
     """
 
     def __init__(self, line: Line, size: tuple[int, int], retention_s: float = 1.5,

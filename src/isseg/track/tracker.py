@@ -311,7 +311,7 @@ class Tracker:
             for s in found + (t.pending[:-1] if cfg.backfill_frames else []):
                 groups.setdefault(self.frame - s.frame, []).append((t.id, s))
             t.pending = []
-        self.earlier = as_detections(groups, self.frame, det) if groups else []
+        self.earlier = as_detections(groups, det) if groups else []
         self._pool.push(self.frame, det, crops, unused)
 
     def _age(self, image_size: tuple[int, int]) -> None:
