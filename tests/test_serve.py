@@ -10,10 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from test_serve_helpers import PRECISION, Server, coco_images, server  # noqa: F401 - the fixture
+from test_serve_helpers import PRECISION, Server, coco_images, collect_here, server  # noqa: F401 - fixtures
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
+pytestmark = pytest.mark.usefixtures("collect_here")  # tritonclient's clients die in the main thread
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +88,7 @@ def test_tritonclient_detections_equal_local_predictor(server: Server, predictor
     assert "data" in small.get_output("labels") and "data" not in small.get_output("scores")
     np.testing.assert_array_equal(small.as_numpy("labels"), local.labels)
     np.testing.assert_array_equal(small.as_numpy("scores"), local.scores)
+    client.close()
 
     # JSON tensors (no binary extension): base64 BYTES in, JSON out, the per-image record by name
     body = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "parameters": {"content_type": "base64"},
@@ -116,6 +118,7 @@ def test_tritonclient_contract_model_equals_openvino(server: Server, predictor) 
     inp.set_data_from_numpy(tensor)
     outputs = [tc.InferRequestedOutput(n, binary_data=True) for n in ("labels", "boxes", "masks")]
     result = client.infer("seg", [inp], outputs=outputs)
+    client.close()
     compiled = ov.Core().compile_model(str(server.xml), "CPU", {"INFERENCE_PRECISION_HINT": PRECISION})
     want = compiled({0: tensor})
     for name in ("labels", "boxes", "masks"):
@@ -141,6 +144,7 @@ def test_contract_model_preprocesses_an_image_as_the_predictor(server: Server, p
         for name in ("labels", "boxes", "masks"):
             np.testing.assert_array_equal(result.as_numpy(name), want[compiled.output(name)], err_msg=name)
         assert result.as_numpy("boxes")[0, 4] > 0.1
+    client.close()
 
 
 def test_model_api_ovms_adapter_unconfigured(server: Server, predictor) -> None:  # noqa: F811
@@ -162,6 +166,8 @@ def test_model_api_ovms_adapter_unconfigured(server: Server, predictor) -> None:
         j = int(np.argmax(ious))
         assert ious[j] > 0.85 and res.label_names[j] == name and abs(res.scores[j] - score) < 0.03, (box, name)
     assert res.masks.shape[1:] == image.shape[:2]
+    for m in (model, low):
+        m.inference_adapter.client.close()
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

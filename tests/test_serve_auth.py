@@ -27,6 +27,7 @@ from test_serve_helpers import (  # noqa: F401 - fixtures
     ENV_KEY,
     Server,
     coco_images,
+    collect_here,
     free_port,
     keyed_server,
     server,
@@ -34,6 +35,7 @@ from test_serve_helpers import (  # noqa: F401 - fixtures
 )
 
 httpx = pytest.importorskip("httpx")
+pytestmark = pytest.mark.usefixtures("collect_here")  # tritonclient's clients die in the main thread
 pytest.importorskip("fastapi")
 
 KEY = "k" * 20
@@ -359,6 +361,7 @@ def test_tritonclient_with_a_key_over_tls(keyed_server: Server) -> None:  # noqa
     again = client.infer("seg-detections", [inp], parameters={"threshold": 0.1})
     np.testing.assert_array_equal(again.as_numpy("boxes"), result.as_numpy("boxes"))
     assert client.is_model_ready("seg")
+    client.close()
 
 
 def test_model_api_with_a_key_through_the_documented_adapter(keyed_server: Server) -> None:  # noqa: F811
@@ -400,6 +403,7 @@ def test_model_api_with_a_key_through_the_documented_adapter(keyed_server: Serve
     assert type(model).__name__ == "MaskRCNNModel"
     result = model(cv2.imread(str(coco_images(1)[0])))
     assert len(result.scores) >= 3
+    adapter.client.close()
 
 
 def test_curl_with_the_ca_and_a_key(keyed_server: Server) -> None:  # noqa: F811
