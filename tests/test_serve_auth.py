@@ -15,6 +15,8 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -331,79 +333,115 @@ def test_keyed_https_server_answers_as_the_open_one(keyed_server: Server, server
         httpx.get(plain_http, timeout=5)
 
 
+def _clients_in_a_subprocess(script: str, srv: Server) -> dict[str, Any]:
+    """Run ``script`` (client code; it prints one JSON line) in a fresh Python with ``ADDRESS``, ``KEY``, ``CA``
+    and ``IMAGE`` set. tritonclient over TLS loads gevent's SSL; in pytest's own process, after the other
+    tests had run, the test process then died of a segmentation fault one test later, so the clients run
+    apart (the assertions stay here)."""
+    prelude = (f"ADDRESS, KEY, CA, IMAGE = {srv.address!r}, {srv.key!r}, {str(srv.ca)!r}, "
+               f"{str(coco_images(1)[0])!r}\n")
+    run = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(script)], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 def test_tritonclient_with_a_key_over_tls(keyed_server: Server) -> None:  # noqa: F811
-    tc = pytest.importorskip("tritonclient.http")
-    from tritonclient.utils import InferenceServerException
+    pytest.importorskip("tritonclient.http")
+    got = _clients_in_a_subprocess("""
+        import json
+        from typing import Any
 
-    data = coco_images(1)[0].read_bytes()
-    inp = tc.InferInput("image", [1], "BYTES")
-    inp.set_data_from_numpy(np.array([data], dtype=object))
-    client = tc.InferenceServerClient(keyed_server.address, ssl=True, ssl_options={"ca_certs": str(keyed_server.ca)})
-    assert client.is_server_live()  # health: no key needed
-    with pytest.raises(InferenceServerException) as refused:
-        client.infer("seg-detections", [inp])
-    assert "needs an API key" in str(refused.value)
-    result = client.infer("seg-detections", [inp], parameters={"threshold": 0.1}, headers=keyed_server.headers)
-    assert len(result.as_numpy("scores")) >= 3
-    assert client.get_model_metadata("seg", headers=keyed_server.headers)["rt_info"]["model_info"]["model_type"] == (
-        "MaskRCNN")
+        import numpy as np
+        import tritonclient.http as tc
+        from tritonclient._plugin import InferenceServerClientPlugin
+        from tritonclient.utils import InferenceServerException
 
-    from tritonclient._plugin import InferenceServerClientPlugin
+        out = {}
+        inp = tc.InferInput("image", [1], "BYTES")
+        inp.set_data_from_numpy(np.array([open(IMAGE, "rb").read()], dtype=object))
+        client = tc.InferenceServerClient(ADDRESS, ssl=True, ssl_options={"ca_certs": CA})
+        out["live"] = client.is_server_live()  # health: no key needed
+        try:
+            client.infer("seg-detections", [inp])
+            out["refused"] = None
+        except InferenceServerException as exc:
+            out["refused"] = str(exc)
+        headers = {"Authorization": f"Bearer {KEY}"}
+        result = client.infer("seg-detections", [inp], parameters={"threshold": 0.1}, headers=headers)
+        out["scores"] = result.as_numpy("scores").tolist()
+        out["boxes"] = result.as_numpy("boxes").tolist()
+        out["model_type"] = client.get_model_metadata("seg", headers=headers)["rt_info"]["model_info"]["model_type"]
 
-    class BearerKey(InferenceServerClientPlugin):  # as docs/serve.md shows: every call of the client sends the key
-        def __init__(self, key: str) -> None:
-            self.key = key
+        class BearerKey(InferenceServerClientPlugin):  # as docs/serve.md shows: every call sends the key
+            def __init__(self, key: str) -> None:
+                self.key = key
 
-        def __call__(self, request: Any) -> None:
-            request.headers["Authorization"] = f"Bearer {self.key}"
+            def __call__(self, request: Any) -> None:
+                request.headers["Authorization"] = f"Bearer {self.key}"
 
-    client.register_plugin(BearerKey(keyed_server.key))
-    again = client.infer("seg-detections", [inp], parameters={"threshold": 0.1})
-    np.testing.assert_array_equal(again.as_numpy("boxes"), result.as_numpy("boxes"))
-    assert client.is_model_ready("seg")
-    client.close()
+        client.register_plugin(BearerKey(KEY))
+        out["again_boxes"] = client.infer("seg-detections", [inp], parameters={"threshold": 0.1}).as_numpy(
+            "boxes").tolist()
+        out["ready"] = client.is_model_ready("seg")
+        client.close()
+        print(json.dumps(out))
+        """, keyed_server)
+    assert got["live"] and got["ready"]
+    assert got["refused"] is not None and "needs an API key" in got["refused"]
+    assert len(got["scores"]) >= 3 and got["model_type"] == "MaskRCNN"
+    assert got["again_boxes"] == got["boxes"]
 
 
 def test_model_api_with_a_key_through_the_documented_adapter(keyed_server: Server) -> None:  # noqa: F811
     """OVMSAdapter builds its own tritonclient (no headers, no TLS options); the subclass of docs/serve.md gives
     it a client that sends the key, over TLS."""
     pytest.importorskip("tritonclient.http")
-    import cv2
-    from model_api.adapters import OVMSAdapter
-    from model_api.models import Model
+    got = _clients_in_a_subprocess("""
+        import json
+        from typing import Any
 
-    with pytest.raises(Exception, match="connection closed"):  # the plain adapter: no TLS, no key
-        OVMSAdapter(f"{keyed_server.address}/v2/models/seg")
+        import cv2
+        import tritonclient.http as httpclient
+        from model_api.adapters import OVMSAdapter
+        from model_api.models import Model
+        from tritonclient._plugin import InferenceServerClientPlugin
 
-    import tritonclient.http as httpclient
-    from tritonclient._plugin import InferenceServerClientPlugin
+        out = {}
+        try:  # the plain adapter: no TLS, no key
+            OVMSAdapter(f"{ADDRESS}/v2/models/seg")
+            out["plain"] = None
+        except Exception as exc:
+            out["plain"] = str(exc)
 
-    class BearerKey(InferenceServerClientPlugin):
-        def __init__(self, key: str) -> None:
-            self.key = key
+        class BearerKey(InferenceServerClientPlugin):
+            def __init__(self, key: str) -> None:
+                self.key = key
 
-        def __call__(self, request: Any) -> None:
-            request.headers["Authorization"] = f"Bearer {self.key}"
+            def __call__(self, request: Any) -> None:
+                request.headers["Authorization"] = f"Bearer {self.key}"
 
-    class KeyedOVMSAdapter(OVMSAdapter):
-        """OVMSAdapter whose client sends an API key (and trusts a CA) on every call."""
+        class KeyedOVMSAdapter(OVMSAdapter):
+            # OVMSAdapter whose client sends an API key (and trusts a CA) on every call
 
-        def __init__(self, target_model: str, api_key: str, **client_options: Any) -> None:
-            url, self.model_name, self.model_version = self.parse_model_arg(target_model)
-            self.client = httpclient.InferenceServerClient(url, **client_options)
-            self.client.register_plugin(BearerKey(api_key))
-            if not self.client.is_model_ready(self.model_name, self.model_version):
-                raise RuntimeError(f"model {self.model_name} is not ready")
-            self.metadata = self.client.get_model_metadata(self.model_name, self.model_version)
-            self.inputs = self.get_input_layers()
+            def __init__(self, target_model: str, api_key: str, **client_options: Any) -> None:
+                url, self.model_name, self.model_version = self.parse_model_arg(target_model)
+                self.client = httpclient.InferenceServerClient(url, **client_options)
+                self.client.register_plugin(BearerKey(api_key))
+                if not self.client.is_model_ready(self.model_name, self.model_version):
+                    raise RuntimeError(f"model {self.model_name} is not ready")
+                self.metadata = self.client.get_model_metadata(self.model_name, self.model_version)
+                self.inputs = self.get_input_layers()
 
-    adapter = KeyedOVMSAdapter(f"{keyed_server.address}/v2/models/seg", keyed_server.key, ssl=True,
-                               ssl_options={"ca_certs": str(keyed_server.ca)})
-    model = Model.create_model(adapter, configuration={"confidence_threshold": 0.1})
-    assert type(model).__name__ == "MaskRCNNModel"
-    result = model(cv2.imread(str(coco_images(1)[0])))
-    assert len(result.scores) >= 3
-    adapter.client.close()
+        adapter = KeyedOVMSAdapter(f"{ADDRESS}/v2/models/seg", KEY, ssl=True, ssl_options={"ca_certs": CA})
+        model = Model.create_model(adapter, configuration={"confidence_threshold": 0.1})
+        out["model"] = type(model).__name__
+        out["detections"] = len(model(cv2.imread(IMAGE)).scores)
+        adapter.client.close()
+        print(json.dumps(out))
+        """, keyed_server)
+    assert got["plain"] is not None and "connection closed" in got["plain"]
+    assert got["model"] == "MaskRCNNModel" and got["detections"] >= 3
 
 
 def test_curl_with_the_ca_and_a_key(keyed_server: Server) -> None:  # noqa: F811
