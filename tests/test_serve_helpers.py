@@ -116,9 +116,9 @@ def small_xml() -> Path:
 @pytest.fixture
 def collect_here() -> Iterator[None]:
     """Collect each test's garbage at its end, in the main thread. tritonclient's HTTP client joins its gevent
-    pool in ``__del__``; one left in a reference cycle (a failed constructor's traceback, Model API's model
-    and adapter) was otherwise collected whenever and in whichever thread the collector next ran, and the
-    test run died of a segmentation fault a few tests later or at exit."""
+    pool in ``__del__``; one left in a reference cycle (Model API's model and adapter) would otherwise be
+    finalised whenever and in whichever thread the collector next runs. A precaution: the full run's
+    segmentation fault (see ``test_serve_auth._clients_in_a_subprocess``) was not cured by it alone."""
     yield
     gc.collect()
 
