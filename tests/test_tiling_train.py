@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import TINY_TRAIN, TRAIN_SIZE
 from isseg.cli.main import main
 from isseg.data.coco import CocoDataset
 from isseg.data.masks import mask_to_rle, polygons_to_mask, rle_to_mask
@@ -21,14 +22,6 @@ from isseg.engine.sampler import SeededDataset
 from isseg.tiling.options import TilingOptions
 from isseg.tiling.plan import Tile
 from isseg.tiling.suggest import object_sizes, suggest_tiling
-
-SIZE = 96
-TINY = (
-    f"input.size=[{SIZE},{SIZE}]", f"input.train_sizes=[{SIZE}]",
-    "rpn.pre_nms_top_n_train=256", "rpn.post_nms_top_n_train=128", "rpn.pre_nms_top_n_test=256",
-    "rpn.post_nms_top_n_test=64", "roi.batch_size_per_image=64", "backbone.fpn_channels=64",
-    "roi.representation_size=256", "backbone.norm=gn", "backbone.frozen_stages=0",
-)  # fmt: skip
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")]
@@ -129,13 +122,14 @@ def test_train_on_tiles_stores_tiling_for_predict_and_export(tmp_path: Path, cap
     from isseg.deploy.predictor import Predictor
     from isseg.weights.checkpoint import checkpoint_tiling
 
-    synth = make_synthetic_dataset(tmp_path / "synth", 4, seed=1, image_size=SIZE, val_fraction=0.25, max_objects=3)
+    synth = make_synthetic_dataset(tmp_path / "synth", 4, seed=1, image_size=TRAIN_SIZE,
+                                   val_fraction=0.25, max_objects=3)
     out = tmp_path / "run"
     args = ["train", "--data", str(synth["train_json"]), "--images", str(synth["train_images"]),
             "--val-data", str(synth["val_json"]), "--val-images", str(synth["val_images"]), "--output", str(out),
             "--iterations", "2", "--batch-size", "1", "--workers", "0", "--lr", "0.01", "--warmup-iters", "1",
             "--log-every", "1", "--no-progress", "--tile", "64", "--tile-overlap", "0.25", "--tile-empty", "0.2",
-            ] + [a for o in TINY for a in ("--set", o)]  # fmt: skip
+            ] + [a for o in TINY_TRAIN for a in ("--set", o)]  # fmt: skip
     assert main(args) == 0
     assert "training on 64x64 tiles around the annotations (20% background)" in capsys.readouterr().out
     stored = TilingOptions(tile_size=64, overlap=0.25)
@@ -202,7 +196,8 @@ def test_suggestion_from_a_known_size_distribution(tmp_path: Path, capsys: pytes
 def test_bad_values_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = tmp_path / "k.json"
     path.write_text(json.dumps(_coco([40.0] * 5, (480, 640))))
-    synth = make_synthetic_dataset(tmp_path / "synth", 2, seed=1, image_size=SIZE, val_fraction=0.0, max_objects=2)
+    synth = make_synthetic_dataset(tmp_path / "synth", 2, seed=1, image_size=TRAIN_SIZE,
+                                   val_fraction=0.0, max_objects=2)
     train = ["train", "--data", str(synth["train_json"]), "--images", str(synth["train_images"]), "--output",
              str(tmp_path / "run"), "--iterations", "1", "--workers", "0", "--no-progress"]
     for args, message in (
