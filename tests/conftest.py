@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 # Ray's metrics exporter outlives ray.shutdown(): from the third ray.init in one process (the three in-process
-# Ray test modules), its OpenTelemetry readers keep exporting to the dead metrics agent every 10 s, each from
-# a new thread, for the rest of the run (seen in the driver log, python-core-driver-*.log), and the full run
-# died of a segmentation fault ~10 minutes later. The tests use no Ray metrics; set before Ray is imported.
+# Ray test modules), its OpenTelemetry readers kept exporting to the dead metrics agent every 10 s, each from
+# a new thread, for the rest of the process (seen in the driver log, python-core-driver-*.log). The tests use
+# no Ray metrics; set before Ray is imported. (It did not cure the full run's crash: tests/run_in_groups.py.)
 os.environ.setdefault("RAY_enable_metrics_collection", "0")
 
 import pytest  # noqa: E402

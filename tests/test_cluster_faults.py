@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,13 @@ pytest.importorskip("openvino")
 ray = pytest.importorskip("ray")
 
 from isseg.cluster import predict_ray  # noqa: E402
-from isseg.cluster.actor import FAULTS_ENV, PredictActor, PredictorSpec, decode_batch  # noqa: E402
+from isseg.cluster.actor import (  # noqa: E402
+    FAULTS_ENV,
+    PredictActor,
+    PredictorSpec,
+    decode_batch,
+    sweep_dead_copies,
+)
 from isseg.cluster.pipeline import START_UP_DEATHS  # noqa: E402
 from isseg.deploy.predictor import PredictorOptions  # noqa: E402
 from isseg.engine.records import iter_record_files, read_records  # noqa: E402
@@ -156,3 +164,19 @@ print("isseg predict: after", file=sys.stderr)
     assert r.stderr == (b"isseg predict: first\n[2026-12-04 08:03:45,000 E 1 1] core_worker.cc:99: a real error of "
                         b"Ray's\nToken authentication is disabled for this Ray cluster. Anyone with network access "
                         b"...\nprogress 50%\risseg predict: last\nisseg predict: after\n"), r.stderr
+
+
+def test_model_copies_of_dead_actors_are_swept(tmp_path: Path) -> None:
+    """An actor killed by Ray leaves its model copy behind; the next actor to copy a model removes it."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    gone = tmp_path / f"isseg-ray-model-{dead.pid}-abc"
+    gone.mkdir()
+    (gone / "security-0002.bin").write_bytes(b"weights")
+    kept = [tmp_path / f"isseg-ray-model-{os.getppid()}-def",  # a live process's
+            tmp_path / f"isseg-ray-model-{os.getpid()}-ghi",  # this process's own
+            tmp_path / "isseg-ray-model-xyz"]  # not a copy this version names
+    for folder in kept:
+        folder.mkdir()
+    assert sweep_dead_copies(str(tmp_path)) == [gone]
+    assert not gone.exists() and all(folder.is_dir() for folder in kept)

@@ -24,7 +24,6 @@ SMALL = (320, 416)
 EXPORT_ROOT = Path(tempfile.mkdtemp(prefix="isseg-deploy-tests-"))
 """A folder for the exports of this pytest process (removed at exit)."""
 atexit.register(shutil.rmtree, EXPORT_ROOT, True)
-_ROOT = EXPORT_ROOT  # the old name, for tests/test_tiling_export.py (another branch's file): drop after the merge
 
 
 @dataclass

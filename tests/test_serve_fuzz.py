@@ -10,9 +10,11 @@ has its own regression test at the end. A longer run: ``benchmarks/serve_fuzz.py
 
 from __future__ import annotations
 
+import atexit
 import gzip
 import json
 import os
+import shutil
 import struct
 import tempfile
 from typing import Any
@@ -28,7 +30,9 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis.configuration import set_hypothesis_home_dir  # noqa: E402
 
 # Hypothesis keeps caches in ./.hypothesis; none in the repository (examples are not stored either: database=None)
-set_hypothesis_home_dir(tempfile.mkdtemp(prefix="isseg-hypothesis-"))
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="isseg-hypothesis-")
+atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, True)
+set_hypothesis_home_dir(_HYPOTHESIS_HOME)
 from hypothesis import strategies as st  # noqa: E402
 
 # examples per operation (and of the binary framing, x6): 14 operations, well under a minute here; the longer run

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from test_export_common import _ROOT, coco_image
+from test_export_common import EXPORT_ROOT, coco_image
 
 ov = pytest.importorskip("openvino")
 
@@ -35,7 +35,7 @@ def tiled_export() -> Path:
     from isseg.testing.random_weights import realistic_random_model
     from isseg.weights.loading import save_checkpoint
 
-    folder = _ROOT / "tiled"
+    folder = EXPORT_ROOT / "tiled"
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint = save_checkpoint(folder / "model.pth", realistic_random_model("security-0002", seed=1))
     code = main(["export", str(checkpoint), "--output", str(folder), "--name", "tiled", "--input-size", "320", "320",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -82,6 +83,27 @@ def model_files(source: str) -> dict[str, bytes] | None:
     return files
 
 
+_COPY_PREFIX = "isseg-ray-model-"  # + the actor's pid + "-" + a random part
+
+
+def sweep_dead_copies(root: str | None = None) -> list[Path]:
+    """Remove the model copies (:func:`load_predictor`) of actor processes that are gone: an actor that Ray kills
+    (SIGKILL, out of memory) cannot remove its own, and each is the model's size. -> the folders removed."""
+    removed = []
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{_COPY_PREFIX}*-*"):
+        pid = folder.name[len(_COPY_PREFIX):].split("-")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        except OSError:  # alive, another user's
+            continue
+    return removed
+
+
 def load_predictor(spec: PredictorSpec, files: dict[str, bytes] | None = None) -> tuple[Any, Any]:
     """-> (``isseg.Predictor`` for ``spec``, the temporary folder holding ``files`` (the model's bytes) or None:
     keep it as long as the predictor)."""
@@ -90,7 +112,8 @@ def load_predictor(spec: PredictorSpec, files: dict[str, bytes] | None = None) -
     source = spec.source
     keep: Any = None
     if files:
-        keep = tempfile.TemporaryDirectory(prefix="isseg-ray-model-")
+        sweep_dead_copies()
+        keep = tempfile.TemporaryDirectory(prefix=f"{_COPY_PREFIX}{os.getpid()}-")
         for name, data in files.items():
             Path(keep.name, name).write_bytes(data)
         source = str(Path(keep.name, Path(spec.source).name))
