@@ -337,7 +337,7 @@ def _clients_in_a_subprocess(script: str, srv: Server) -> dict[str, Any]:
     """Run ``script`` (client code; it prints one JSON line) in a fresh Python with ``ADDRESS``, ``KEY``, ``CA``
     and ``IMAGE`` set. tritonclient over TLS loads gevent's SSL; in pytest's own process, after the other
     tests had run, the test process then died of a segmentation fault one test later, so the clients run
-    apart (the assertions stay here)."""
+    apart (the assertions stay here). That did not cure the crash (``tests/run_in_groups.py``)."""
     prelude = (f"ADDRESS, KEY, CA, IMAGE = {srv.address!r}, {srv.key!r}, {str(srv.ca)!r}, "
                f"{str(coco_images(1)[0])!r}\n")
     run = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(script)], capture_output=True, text=True,
