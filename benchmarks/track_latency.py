@@ -116,11 +116,10 @@ def run(model: str, seconds: float, fps: int, live_mode: str, restart_every: flo
 
         options = StreamOptions(output=None, read=ReadOptions(live_mode=live_mode, open_timeout=5))
         engine = StreamEngine(predictor, options, processors=processors)
-        started, rss_start, rss = time.monotonic(), None, []
+        started, rss = time.monotonic(), []
         results = engine.results([source])
         with Restarter(server, restart_every) as restarter:
             for _ in results:
-                rss_start = rss_start or _rss_mb()
                 rss.append(_rss_mb())
                 if time.monotonic() - started > seconds:
                     break
@@ -128,7 +127,7 @@ def run(model: str, seconds: float, fps: int, live_mode: str, restart_every: flo
     if restart_every:
         n = len(rss) // 3
         print(f"{live_mode}: {restarter.count} server restart(s), {clock.gaps} reconnection(s) seen; resident "
-              f"memory {rss_start:.0f} MB after the first frame, median {statistics.median(rss[n:2 * n]):.0f} MB "
+              f"memory {rss[0]:.0f} MB after the first frame, median {statistics.median(rss[n:2 * n]):.0f} MB "
               f"over the middle third, {rss[-1]:.0f} MB at the end")
     print(f"{live_mode}: {len(latencies)} frames tracked in {seconds:.0f} s of a {fps} fps stream, "
           f"{session.events} event(s); capture -> tracks and events: {_thirds(latencies)}")
