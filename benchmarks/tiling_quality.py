@@ -140,12 +140,14 @@ def sahi_method(ir: str, threshold: float, merge: tuple[str, str, float] = ("GRE
                 full_shape_list = [full_shape_list]
             shift = shift_amount_list[0] if shift_amount_list else [0, 0]
             full = full_shape_list[0] if full_shape_list else None
+            segmentations = [get_coco_segmentation_from_bool_mask(det.masks[k]) if masks else None
+                             for k in range(len(det))]
+            # SAHI refuses a prediction whose mask has no polygon (an empty mask): such detections are left out
             preds = [ObjectPrediction(bbox=det.boxes[k].tolist(), category_id=int(det.labels[k]),
                                       category_name=self.category_mapping[str(int(det.labels[k]))],
-                                      segmentation=get_coco_segmentation_from_bool_mask(det.masks[k])
-                                      if masks else None,
-                                      score=float(det.scores[k]), shift_amount=shift, full_shape=full)
-                     for k in range(len(det))]
+                                      segmentation=seg, score=float(det.scores[k]), shift_amount=shift,
+                                      full_shape=full)
+                     for k, seg in enumerate(segmentations) if seg is None or seg]
             self._object_prediction_list_per_image = [preds]
 
     model = IssegSahiModel(model_path=ir, confidence_threshold=threshold, device="cpu")
@@ -255,7 +257,7 @@ def split_objects(gt: dict, records: list[dict], frames: int, min_score: float =
     for image_id in range(1, frames + 1):
         dets = [r for r in records if r["image_id"] == image_id and r["score"] >= min_score]
         det_rles = [rle_to_compressed(r["segmentation"]) for r in dets]
-        det_areas = mask_utils.area(det_rles) if det_rles else []
+        det_areas = [float(mask_utils.area(r)) for r in det_rles]  # one by one: area() of a list of 256+ fails
         for ann in (a for a in gt["annotations"] if a["image_id"] == image_id and not a.get("iscrowd")):
             g = rle_to_compressed(ann["segmentation"])
             parts = 0
@@ -264,7 +266,7 @@ def split_objects(gt: dict, records: list[dict], frames: int, min_score: float =
                     continue
                 inter = float(mask_utils.area(mask_utils.merge([rle, g], intersect=True)))
                 parts += inter >= 0.5 * area and inter >= 0.1 * ann["area"]
-            count += parts >= 2
+            count += int(parts >= 2)
     return count
 
 

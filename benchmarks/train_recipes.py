@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-minutes", type=float, help="cap the training time")
     p.add_argument("--iterations", type=int, help="override the recipe's length")
     p.add_argument("--no-weights", action="store_true", help="random initial weights instead of the recipe's")
+    p.add_argument("--seed", type=int, help="the training seed (default: the recipe's, else 0)")
     p.add_argument("--write-measured", action="store_true", help="record the figures in the recipe file")
     args = p.parse_args(argv)
 
@@ -71,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output)
     start = time.perf_counter()
     data = synthetic_set(out / "synth")
-    run = out / recipe.name
+    run = out / (recipe.name if args.seed is None else f"{recipe.name}-seed{args.seed}")
     options: dict[str, object] = {"progress": sys.stderr.isatty(), "max_minutes": args.max_minutes,
                                   "iterations": args.iterations, "val_data": str(data["val_json"]),
-                                  "val_images": str(data["val_images"])}
+                                  "val_images": str(data["val_images"]), "seed": args.seed}
     if args.no_weights:
         options["weights"] = ""
     cfg = train_config(recipe, str(data["train_json"]), str(data["train_images"]), str(run / "train"), **options)

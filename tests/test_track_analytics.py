@@ -268,3 +268,44 @@ def test_an_object_cut_by_one_border_leaves_through_it_whatever_its_anchor_does(
         a = Analytics(config)
         run(a, frames)
         assert a.line_counts()["edge"].get("person") == expected
+
+
+def _walk(xs: list[int], tid: int = 3) -> list[list[tuple[int, int, np.ndarray]]]:
+    """One person whose foot (the mask's lowest pixels, centred) is at x in ``xs``, frame after frame."""
+    return [[(tid, 0, blob(x - 10, 80, x + 10, 130))] for x in xs]
+
+
+@pytest.mark.parametrize("stop, expected", [(152, 1), (148, 0)])
+def test_a_crossing_within_the_band_counts_when_the_stream_ends(stop, expected):
+    """A person who has just stepped over the line (2 px past it, inside the 4 px band) when the video ends
+    crossed it; one who stops 2 px before it did not. Counted once, at ``finish``."""
+    a = Analytics(parse_zones(VERTICAL))
+    frames = _walk(list(range(120, stop, 2)) + [stop])
+    assert not [e for e in run(a, frames) if e.kind == "cross"]
+    crosses = [e for e in a.finish(len(frames) / 10.0, len(frames)) if e.kind == "cross"]
+    assert [(e.track_id, e.direction) for e in crosses] == [(3, "in")] * expected
+    assert a.line_counts() == ({"door": {"person": {"in": expected, "out": 0}}} if expected else {"door": {}})
+
+
+def test_a_track_lost_just_past_the_line_counts_once_after_the_retention():
+    """A person lost (not at the frame edge) 2 px past the line counts when it has been missing for the
+    retention, once; a person lost while still on its own side counts nothing."""
+    a = Analytics(parse_zones({**VERTICAL, "retention_s": 0.5}))
+    frames = [[(3, 0, blob(x - 10, 80, x + 10, 130)), (4, 0, blob(x - 50, 140, x - 30, 190))]
+              for x in list(range(120, 152, 2)) + [152]]
+    crosses = [e for e in run(a, frames + [[]] * 10) if e.kind == "cross"]
+    assert [(e.track_id, e.direction) for e in crosses] == [(3, "in")]
+    last_seen = len(frames) - 1
+    assert crosses[0].frame_index - last_seen > 5  # missing for more than 0.5 s at 10 frames a second
+    assert not [e for e in a.finish(5.0, 50) if e.kind == "cross"]
+
+
+@pytest.mark.parametrize("onward, expected", [(True, [(5, "in")]), (False, [])])
+def test_a_track_first_seen_within_the_band_counts_when_it_walks_over(onward, expected):
+    """A person first seen 2 px before the line (inside the band) who walks over it crossed it; one who walks
+    back the way it came did not."""
+    a = Analytics(parse_zones(VERTICAL))
+    xs = [148, 150, 152, 156, 160, 166] if onward else [148, 146, 142, 138, 134, 130]
+    crosses = [e for e in run(a, _walk(xs, tid=5)) if e.kind == "cross"]
+    crosses += [e for e in a.finish(1.0, len(xs)) if e.kind == "cross"]
+    assert [(e.track_id, e.direction) for e in crosses] == expected

@@ -6,7 +6,10 @@ pixels of its mask (the bottom-centre of its box when there is no mask), or the 
 Lines (:class:`~isseg.track.lines.LineCounter`) count, per class, crossings "in" (to the right of the
 line's first -> second point, as seen on screen) and "out". A track's side of a line only changes when
 its anchor is more than the line's ``band`` pixels beyond it, so jitter around the line never counts
-twice; only anchors between the perpendiculars at the line's ends count. Near a frame edge the band
+twice; only anchors between the perpendiculars at the line's ends count. The band holds only while a
+track goes on: a track first seen inside the band is on the side its anchor was on, and a track that ends
+(missing for ``retention_s``, or still there at :meth:`Analytics.finish`) with its anchor past the line
+but inside the band has crossed (unless the frame edge cuts it). Near a frame edge the band
 shrinks to half the room left between the line and the edge. An object whose mask touches the frame edge
 beyond the line is cut by the frame (its lowest *visible* pixels are not its foot), so it cannot be moved
 back across the line while it touches there; one that leaves through that edge counts once it has been

@@ -55,6 +55,8 @@ class LineCounter:
         self._present: set[int] = old._present if old else set()  # tracks seen in the last update
         self._hist: dict[int, deque] = old._hist if old else {}  # last anchors (timestamp, x, y) per track
         self._replayed: set[int] = old._replayed if old else set()  # tracks seen in replays only so far
+        self._near: dict[int, float] = old._near if old else {}  # last signed distance (between the ends)
+        self._start: dict[int, int] = old._start if old else {}  # side of a first sighting within the band
         self._size = size
 
     def _dist(self, p: np.ndarray) -> np.ndarray:
@@ -123,7 +125,8 @@ class LineCounter:
                 self._entry[tid] = (edge, d, (float(point[0]), float(point[1])), borders)
                 self._replayed.add(tid)
             return None
-        first = tid not in self._last or tid in self._replayed
+        seen = tid in self._last
+        first = not seen or tid in self._replayed
         if replay:
             self._replayed.add(tid)
             first = False
@@ -138,9 +141,14 @@ class LineCounter:
         old = self.side.get(tid, 0)
         if not inside:
             self.side[tid] = 0  # beyond the ends: walking around the line is no crossing
-            self._entry.pop(tid, None)
+            for table in (self._entry, self._near, self._start):
+                table.pop(tid, None)
             return None
         new = 1 if d > self.band[0] else -1 if d < -self.band[1] else 0
+        self._near[tid] = d
+        if not seen and not edge and not new and d:
+            self._start[tid] = 1 if d > 0 else -1  # first seen within the band: on this side of the line
+        start = self._start.pop(tid, 0) if new else 0
         if edge and old == edge and new == -edge:
             return None  # cut by the frame edge beyond the line, its visible foot is not its foot: wait
         if new and old and new != old:
@@ -157,9 +165,20 @@ class LineCounter:
                 self.side[tid] = new
                 return None
             del self._entry[tid]
+        if new and old == 0 and start == -new and not edge:
+            return self._cross(tid, new, cls, point, timestamp, frame, source)  # from its first sighting
         if new:
             self.side[tid] = new
         return None
+
+    def _settle(self, tid: int, timestamp: float, frame: int, source: str) -> Event | None:
+        """A track that ends (gone, or at the end of the stream) with its anchor across the line from its
+        side, still within the band, and not cut by the frame edge: it crossed (it will not pass the band)."""
+        old, d = self.side.get(tid, 0), self._near.get(tid)
+        if not old or d is None or d * old >= 0 or self._edge_side.get(tid, 0):
+            return None
+        _, point, cls = self._last[tid]
+        return self._cross(tid, -old, cls, point, timestamp, frame, source)
 
     def update(self, ids: list[int], names: list[str], points: np.ndarray,
                contacts: list[list[tuple[float, float]]], timestamp: float, frame: int, source: str = ""
@@ -210,12 +229,18 @@ class LineCounter:
                     events.append(self._cross(tid, edge, cls, point, timestamp, frame, source))
                 else:
                     self._edge_side[tid] = 0  # it left through another border
+            elif timestamp - last_ts > after and (e := self._settle(tid, timestamp, frame, source)) is not None:
+                events.append(e)
             if timestamp - last_ts > FORGET_S:
-                for table in (self._last, self.side, self._edge_side, self._entry, self._hist):
+                for table in (self._last, self.side, self._edge_side, self._entry, self._hist, self._near,
+                              self._start):
                     table.pop(tid, None)
                 self._replayed.discard(tid)
         return events
 
     def finish(self, timestamp: float, frame: int, source: str = "") -> list[Event]:
-        """At the end of the stream: the tracks missing now that left through the frame edge count at once."""
-        return self._gone(self._present, timestamp, frame, source, -1.0)
+        """At the end of the stream: the tracks missing now that left through the frame edge count at once, and
+        every track that ends across the line within the band (:meth:`_settle`)."""
+        events = self._gone(self._present, timestamp, frame, source, -1.0)
+        settled = (self._settle(tid, timestamp, frame, source) for tid in sorted(self._present))
+        return events + [e for e in settled if e is not None]
