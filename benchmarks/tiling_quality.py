@@ -4,6 +4,12 @@ Model API's tiler, with one model and one IR.
     .venv/bin/python benchmarks/tiling_train.py --output runs/tiling-model          # the model (once)
     .venv/bin/python benchmarks/tiling_quality.py --model runs/tiling-model/final.pth --output runs/tiling-bench
 
+SAHI is not an isseg extra. Install it without its ``opencv-python`` requirement, which would put a second OpenCV
+(5.x, with a GUI) over the pinned ``opencv-python-headless`` (after that, a test run of the suite in one group
+failed: a Ctrl-C sent to ``isseg predict`` was not acted on)::
+
+    .venv/bin/pip install --no-deps sahi==0.12.8 pybboxes terminaltables fire
+
 1. the test set: ``--frames`` 3840x2160 frames of ``benchmarks/tiling_data.py`` (40 to 80 objects each, 80 % of
    them 10..60 px across) in ``--data``;
 2. the IR: the model exported at a 768x1024 canvas with ``isseg export --tile 768 --tile-overlap 0.2`` (Model
