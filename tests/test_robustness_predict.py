@@ -150,6 +150,15 @@ def test_async_stream_keeps_order_and_reports_bad_files(exported, tmp_path, caps
     assert [r["image_id"] for r in records if r["error"] is None] == [1, 3, 4]
 
 
+def _signal_state(pid: int) -> str:
+    """The signal masks of a running process (its ignored, caught and blocked signals), from /proc."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError as exc:
+        return f"no /proc status: {exc}"
+    return " ".join(line.replace("\t", "") for line in lines if line.startswith(("SigIgn", "SigCgt", "SigBlk")))
+
+
 def test_ctrl_c_keeps_results_and_resume_finishes(exported, tmp_path, capsys):
     folder = image_folder(tmp_path / "in", 12)
     out = tmp_path / "out"
@@ -165,12 +174,13 @@ def test_ctrl_c_keeps_results_and_resume_finishes(exported, tmp_path, capsys):
                 break
             time.sleep(0.05)
         assert proc.poll() is None, "the run ended before it could be interrupted"
+        signals = _signal_state(proc.pid)  # for the message, should the Ctrl-C be missed
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, (stdout, stderr)
+    assert proc.returncode == 130, (stdout, stderr, signals)
     lines = error_lines(stderr)
     assert len(lines) == 1 and "interrupted after" in lines[0] and "--resume" in lines[0], stderr
     assert str(out / "results.json") in lines[0] and "Traceback" not in stderr
