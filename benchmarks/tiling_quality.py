@@ -5,8 +5,7 @@ Model API's tiler, with one model and one IR.
     .venv/bin/python benchmarks/tiling_quality.py --model runs/tiling-model/final.pth --output runs/tiling-bench
 
 SAHI is not an isseg extra. Install it without its ``opencv-python`` requirement, which would put a second OpenCV
-(5.x, with a GUI) over the pinned ``opencv-python-headless`` (after that, a test run of the suite in one group
-failed: a Ctrl-C sent to ``isseg predict`` was not acted on)::
+(5.x, with a GUI) over the pinned ``opencv-python-headless``::
 
     .venv/bin/pip install --no-deps sahi==0.12.8 pybboxes terminaltables fire
 
