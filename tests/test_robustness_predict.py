@@ -165,7 +165,11 @@ def test_ctrl_c_keeps_results_and_resume_finishes(exported, tmp_path, capsys):
     cmd = [sys.executable, "-m", "isseg", "predict", str(folder), "--model", str(exported.xml), "-o", str(out),
            "--threshold", "0.05", "--quiet", "--no-images"]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # SIGINT at its default in the child, as in a terminal: a test run started in the background by a
+    # non-interactive shell (`sh -c '...' &`) ignores SIGINT, the child inherits that, and Python then never
+    # raises KeyboardInterrupt (the cause of this test's failures in such runs: the child's SigIgn had SIGINT)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     partial = out / "results.jsonl.partial"
     deadline = time.monotonic() + 120
     try:
