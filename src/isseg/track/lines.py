@@ -55,7 +55,6 @@ class LineCounter:
         self._present: set[int] = old._present if old else set()  # tracks seen in the last update
         self._hist: dict[int, deque] = old._hist if old else {}  # last anchors (timestamp, x, y) per track
         self._replayed: set[int] = old._replayed if old else set()  # tracks seen in replays only so far
-        self._near: dict[int, float] = old._near if old else {}  # last signed distance (between the ends)
         self._start: dict[int, int] = old._start if old else {}  # side of a first sighting within the band
         self._size = size
 
@@ -141,11 +140,10 @@ class LineCounter:
         old = self.side.get(tid, 0)
         if not inside:
             self.side[tid] = 0  # beyond the ends: walking around the line is no crossing
-            for table in (self._entry, self._near, self._start):
+            for table in (self._entry, self._start):
                 table.pop(tid, None)
             return None
         new = 1 if d > self.band[0] else -1 if d < -self.band[1] else 0
-        self._near[tid] = d
         if not seen and not edge and not new and d:
             self._start[tid] = 1 if d > 0 else -1  # first seen within the band: on this side of the line
         start = self._start.pop(tid, 0) if new else 0
@@ -174,10 +172,12 @@ class LineCounter:
     def _settle(self, tid: int, timestamp: float, frame: int, source: str) -> Event | None:
         """A track that ends (gone, or at the end of the stream) with its anchor across the line from its
         side, still within the band, and not cut by the frame edge: it crossed (it will not pass the band)."""
-        old, d = self.side.get(tid, 0), self._near.get(tid)
-        if not old or d is None or d * old >= 0 or self._edge_side.get(tid, 0):
+        old = self.side.get(tid, 0)  # 0 once it walked beyond the line's ends
+        if not old or self._edge_side.get(tid, 0):
             return None
         _, point, cls = self._last[tid]
+        if float(self._dist(np.array([point]))[0]) * old >= 0:
+            return None
         return self._cross(tid, -old, cls, point, timestamp, frame, source)
 
     def update(self, ids: list[int], names: list[str], points: np.ndarray,
@@ -232,8 +232,7 @@ class LineCounter:
             elif timestamp - last_ts > after and (e := self._settle(tid, timestamp, frame, source)) is not None:
                 events.append(e)
             if timestamp - last_ts > FORGET_S:
-                for table in (self._last, self.side, self._edge_side, self._entry, self._hist, self._near,
-                              self._start):
+                for table in (self._last, self.side, self._edge_side, self._entry, self._hist, self._start):
                     table.pop(tid, None)
                 self._replayed.discard(tid)
         return events
