@@ -92,8 +92,8 @@ def isseg_method(ir: str, threshold: float, tiling: Any, mode: str) -> Any:
 
 
 def one_by_one(det: Any, image_id: int, convert: Any) -> list[dict]:
-    """COCO records of a frame's detections, one mask at a time (encoding a stack of 4K masks at once would
-    allocate all of them densely: the benchmark's cost, not the method's)."""
+    """COCO records of a frame's detections, one mask at a time (Model API's masks are a dense array: encoding
+    a stack of 4K masks at once would allocate another, the benchmark's cost, not the method's)."""
     return [r for k in range(len(det)) for r in convert(det.filter(np.array([k])), image_id, CATEGORY_IDS)]
 
 

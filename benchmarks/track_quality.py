@@ -49,7 +49,7 @@ import numpy as np
 from isseg.data.synth_video import SynthVideo, VideoSpec
 from isseg.model.detections import Detections
 from isseg.track import Analytics, Tracker, load_zones
-from isseg.track.matching import crop_iou, crop_mask
+from isseg.track.matching import crop_iou, crop_masks
 from isseg.track.simulate import simulate_detections
 
 MIN_VISIBILITY = 0.15
@@ -65,7 +65,7 @@ class GreedyMaskTracker:
 
     def update(self, det: Detections) -> Detections:
         det = det.above(self.score)
-        crops = [crop_mask(det.masks[i], det.boxes[i]) for i in range(len(det))]
+        crops = crop_masks(det.masks, det.boxes)
         pairs = []
         for ti, t in enumerate(self.tracks):
             for di in range(len(det)):
@@ -170,7 +170,7 @@ class CachedDetections:
         from isseg.atomic import atomic_write
 
         rows = [(f, i) for f, d in enumerate(frames) for i in range(len(d))]
-        crops = [crop_mask(frames[f].masks[i], frames[f].boxes[i]) for f, i in rows]
+        crops = [c for d in frames for c in crop_masks(d.masks, d.boxes)]
         bits = [np.packbits(c.mask.ravel()) for c in crops]
         arrays = {
             "frame": np.array([f for f, _ in rows], np.int64),

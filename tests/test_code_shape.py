@@ -146,7 +146,7 @@ ALLOWED_IMPORTS: dict[str, set[str]] = {
     "lazy.py": set(),
     "model": {"sources"},
     "weights": {"model", "tiling/options.py"},
-    "data": {"sources", "tiling/options.py", "tiling/plan.py", "tiling/suggest.py"},
+    "data": {"sources", "model/masks.py", "tiling/options.py", "tiling/plan.py", "tiling/suggest.py"},
     "engine": {"data", "weights", "model", "tiling/options.py"},
     "engine/checkpointing.py": {"deploy/predictor.py"},
     "engine/tune.py": {"recipes"},

@@ -151,6 +151,28 @@ def test_runtimes_share_one_openvino_core(exported):
     assert a.runtime.core is b.runtime.core is shared_core()
 
 
+def test_streams_reuse_idle_requests_and_streams_at_once_do_not_share_them(exported):
+    """A stream takes the idle ``AsyncInferQueue`` of an earlier one, whose requests keep their memory (a new
+    queue per call, i.e. per tiled 4K frame, allocated and freed their buffers every frame); two streams
+    running at once each get their own, and both give the synchronous results. In latency mode (one request)
+    a stream runs on the synchronous request and makes no queue at all."""
+    image = coco_image(0)
+    latency = Predictor(exported.xml, precision="f32")
+    ref = latency.predict(image)
+    assert [compare(ref, d).recall for d in latency.predict_stream([image, image])] == [1.0, 1.0]
+    assert latency.runtime.num_requests == 1 and latency.runtime._idle_queues == []
+    p = Predictor(exported.xml, precision="f32", mode="throughput", num_requests=2)
+    first = list(p.predict_stream([image, image]))
+    pool = list(p.runtime._idle_queues)
+    assert len(pool) == 1
+    a, b = p.predict_stream([image] * 3), p.predict_stream([image] * 3)
+    both = [next(a), next(b), *a, *b]
+    assert len(p.runtime._idle_queues) == 2 and any(q is pool[0] for q in p.runtime._idle_queues)
+    for det in first + both:
+        agreement = compare(ref, det)
+        assert agreement.recall == 1.0 and agreement.precision == 1.0 and agreement.box_iou > 0.999, agreement
+
+
 def test_options_are_checked_and_a_closed_predictor_says_so(tmp_path: Path) -> None:
     from isseg.deploy.predictor import Predictor, PredictorOptions
 

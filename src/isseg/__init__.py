@@ -20,6 +20,7 @@ _EXPORTS = {
     "MaskRCNN": "isseg.model.mask_rcnn",
     "build_model": "isseg.model.mask_rcnn",
     "Detections": "isseg.model.detections",
+    "InstanceMasks": "isseg.model.masks",
     "load_weights": "isseg.weights.loading",
     "save_checkpoint": "isseg.weights.loading",
     "load_model": "isseg.weights.loading",

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from isseg.model.masks import InstanceMasks
+
 Polygons = Sequence[Sequence[float]]
 
 # pycocotools wheels built against NumPy 1 warn on every decode under NumPy 2; the result is correct.
@@ -68,9 +70,15 @@ def segmentation_to_mask(segmentation: Polygons | dict[str, Any], height: int, w
     return decode(segmentation_to_rle(segmentation, height, width))
 
 
-def masks_to_rles(masks: np.ndarray) -> list[dict[str, Any]]:
-    """Binary masks ``[N, H, W]`` (bool or 0/1 integers) -> N compressed RLEs with ``counts`` as ``str``,
-    ready for ``json.dump`` (the form COCO result files use)."""
+def masks_to_rles(masks: np.ndarray | InstanceMasks) -> list[dict[str, Any]]:
+    """Binary masks ``[N, H, W]`` (bool or 0/1 integers, or an :class:`InstanceMasks`, encoded from its crops
+    without an image-size array) -> N compressed RLEs with ``counts`` as ``str``, ready for ``json.dump`` (the
+    form COCO result files use)."""
+    if isinstance(masks, InstanceMasks):
+        h, w = masks.image_size
+        rles = [mask_utils.frPyObjects({"size": [h, w], "counts": masks.rle_counts(i)}, h, w)
+                for i in range(len(masks))]
+        return [{"size": [h, w], "counts": r["counts"].decode("ascii")} for r in rles]
     masks = np.asarray(masks)
     if masks.ndim != 3:
         raise ValueError(f"masks must have shape [N, H, W], got {masks.shape}")

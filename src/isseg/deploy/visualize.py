@@ -8,6 +8,7 @@ flicker from frame to frame. Other detections are coloured by class."""
 from __future__ import annotations
 
 import colorsys
+from typing import Any
 
 import cv2
 import numpy as np
@@ -30,13 +31,14 @@ def track_color(track_id: int) -> tuple[int, int, int]:
     return int(b * 255), int(g * 255), int(r * 255)
 
 
-def _mask_region(mask: np.ndarray, box: np.ndarray) -> tuple[int, int, np.ndarray] | None:
-    """(x0, y0, the mask's pixels around its box) or None when empty: a pasted mask lies within its box (2 px of
-    margin for rounding), so a 4K frame's full mask is never scanned."""
-    h, w = mask.shape
+def _mask_region(masks: Any, i: int, box: np.ndarray) -> tuple[int, int, np.ndarray] | None:
+    """(x0, y0, mask ``i``'s pixels around its box) or None when empty: a pasted mask lies within its box (2 px
+    of margin for rounding), so a 4K frame's full mask is never built nor scanned. ``masks``: bool [N, H, W]
+    (an array or ``InstanceMasks``)."""
+    h, w = masks.shape[1:]
     x0, y0 = max(int(box[0]) - 2, 0), max(int(box[1]) - 2, 0)
     x1, y1 = min(int(np.ceil(box[2])) + 2, w), min(int(np.ceil(box[3])) + 2, h)
-    m = mask[y0:y1, x0:x1]
+    m = masks[i, y0:y1, x0:x1]
     return (x0, y0, m) if m.size and m.any() else None
 
 
@@ -56,7 +58,7 @@ def draw_detections(image: np.ndarray, det: Detections, alpha: float = 0.5, mask
     order = np.argsort(det.scores, kind="stable")
     if masks and det.masks is not None:
         for i in order:
-            found = _mask_region(det.masks[i], det.boxes[i])
+            found = _mask_region(det.masks, i, det.boxes[i])
             if found is None:
                 continue
             x0, y0, m = found

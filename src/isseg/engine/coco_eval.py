@@ -35,6 +35,7 @@ from isseg.data.coco_json import (
     validate_segmentation,
 )
 from isseg.data.masks import masks_to_rles, rle_area, rle_to_bbox, segmentation_to_rle
+from isseg.model.masks import InstanceMasks
 
 STAT_NAMES: tuple[str, ...] = (
     "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
@@ -87,7 +88,11 @@ def detections_to_coco(detections: Any, image_id: int, category_ids: Sequence[in
             f"{len(category_ids)} mapped classes"
         )
     rles: list[dict[str, Any]] | None = None
-    if masks is not None:
+    if isinstance(masks, InstanceMasks):  # encoded from its crops
+        if len(masks) != n:
+            raise ValueError(f"detections of image {image_id}: masks {masks.shape} for {n} boxes")
+        rles = masks_to_rles(masks)
+    elif masks is not None:
         masks = _to_numpy(masks)
         if masks.ndim != 3 or masks.shape[0] != n:
             raise ValueError(f"detections of image {image_id}: masks {masks.shape} for {n} boxes")

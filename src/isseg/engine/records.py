@@ -41,7 +41,7 @@ def detections_record(det: Any, file: str, image_id: int | None = None, frame: i
     n = len(det)
     rles: list[Any] = [None] * n
     if masks and det.masks is not None and n:
-        rles = masks_to_rles(np.asarray(det.masks, dtype=bool))
+        rles = masks_to_rles(det.masks)
     names = det.names
     items = [{"label": int(det.labels[i]), "name": names[i], "score": round(float(det.scores[i]), 6),
               "box": [round(float(v), 3) for v in det.boxes[i]], "mask": rles[i]} for i in range(n)]

@@ -6,13 +6,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from isseg.model.masks import InstanceMasks
+
 
 @dataclass
 class Detections:
     """Instances found in one image, in that image's pixels, sorted by descending score.
 
     boxes: float32 [N, 4] (x1, y1, x2, y2); scores: float32 [N]; labels: int64 [N], 0-based contiguous
-    class index into ``class_names``; masks: bool [N, H, W] at the image's resolution (or None);
+    class index into ``class_names``; masks: bool [N, H, W] at the image's resolution (or None): every isseg
+    backend gives an :class:`~isseg.model.masks.InstanceMasks`, which holds each mask as a crop and acts as
+    that array (``masks[i]`` is bool [H, W], ``np.asarray(masks)`` the whole array); a dense numpy array
+    built by the user works everywhere too;
     track_ids: int64 [N], each >= 1, the identity of each instance across the frames of a video, set by
     :class:`isseg.track.Tracker` (or None for a single image).
     """
@@ -20,7 +25,7 @@ class Detections:
     boxes: np.ndarray
     scores: np.ndarray
     labels: np.ndarray
-    masks: np.ndarray | None
+    masks: np.ndarray | InstanceMasks | None
     class_names: tuple[str, ...] = field(default_factory=tuple)
     image_size: tuple[int, int] = (0, 0)  # (height, width)
     track_ids: np.ndarray | None = None

@@ -28,6 +28,7 @@ from torch import Tensor
 from isseg.config import RoIConfig
 from isseg.model.box_coder import clip_boxes
 from isseg.model.detections import Detections
+from isseg.model.masks import InstanceMasks, Region
 
 
 @dataclass
@@ -82,17 +83,17 @@ def paste_detections(raw: RawDetections, image_size: tuple[int, int], cfg: RoICo
     return finish_detections(raw.boxes, raw.scores, raw.labels, masks, image_size, cfg, class_names)
 
 
-def finish_detections(boxes: Tensor, scores: Tensor, labels: Tensor, masks: Tensor | None,
+def finish_detections(boxes: Tensor, scores: Tensor, labels: Tensor, masks: InstanceMasks | None,
                       image_size: tuple[int, int], cfg: RoIConfig, class_names: tuple[str, ...]) -> Detections:
-    """Pasted detections (``masks`` bool [D, H, W] or None) -> ``Detections``, with the "after_paste" clip."""
+    """Pasted detections (``masks`` of D instances or None) -> ``Detections``, with the "after_paste" clip."""
     h, w = image_size
     if cfg.final_clip == "after_paste":  # letterboxed canvas: boxes may reach into the padding
         boxes, keep = _clip_nonempty(boxes, h, w)
-        if not bool(keep.all()):  # (indexing would copy every full-image mask)
+        if not bool(keep.all()):
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-            masks = masks[keep] if masks is not None else None
-    return Detections(boxes.numpy().astype(np.float32), scores.numpy(), labels.numpy(),
-                      None if masks is None else masks.numpy(), tuple(class_names), (int(h), int(w)))
+            masks = masks[keep.numpy()] if masks is not None else None
+    return Detections(boxes.numpy().astype(np.float32), scores.numpy(), labels.numpy(), masks,
+                      tuple(class_names), (int(h), int(w)))
 
 
 def to_detections(boxes: Tensor, scores: Tensor, labels: Tensor, mask_probs: Tensor | None,
@@ -111,43 +112,39 @@ def _clip_nonempty(boxes: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
 
 
 Window = tuple[int, int, int, int]  # (x0, y0, x1, y1): the pixels a mask may cover
-Region = tuple[int, int, int, int, np.ndarray]  # (y0, y1, x0, x1, bool [y1 - y0, x1 - x0]) of a pasted mask
 
 
 def paste_masks(masks: Tensor, boxes: Tensor, image_size: tuple[int, int], method: str, threshold: float,
-                windows: Tensor | None = None, groups: Sequence[Sequence[int]] | None = None) -> Tensor:
-    """Paste [N, M, M] mask probabilities at ``boxes`` [N, 4] into [N, H, W] boolean full-image masks.
+                windows: Tensor | None = None, groups: Sequence[Sequence[int]] | None = None) -> InstanceMasks:
+    """Paste [N, M, M] mask probabilities at ``boxes`` [N, 4] into N boolean masks of the ``image_size`` (H, W)
+    image, each held as the crop of the region it was pasted into (:class:`InstanceMasks`: no [N, H, W] array).
 
     ``windows`` [N, 4] (x0, y0, x1, y1): each mask covers only its window (default: the whole image).
-    ``groups``: output mask k joins the masks ``groups[k]`` (default: one per mask), so only the outputs are
-    ever allocated at full size: [len(groups), H, W]. Joined masks are stitched (:func:`_stitch`): each
-    pixel takes the value of the member whose window sees it farthest from that window's inner edges.
+    ``groups``: output mask k joins the masks ``groups[k]`` (default: one per mask). Joined masks are stitched
+    (:func:`_stitch`): each pixel takes the value of the member whose window sees it farthest from that
+    window's inner edges.
     """
     h, w = image_size
     masks, boxes = masks.float().cpu(), boxes.float().cpu()
     wins = [(0, 0, w, h)] * masks.shape[0] if windows is None else [
         _clamp_window(win, h, w) for win in windows.cpu().to(torch.int64).tolist()]
     rows = [[i] for i in range(masks.shape[0])] if groups is None else groups
-    out = np.zeros((len(rows), h, w), dtype=bool)
+    out: list[Region | None] = []
     boxes_np = boxes.numpy()
-    for k, members in enumerate(rows):
+    for members in rows:
         regions = []
         for i in members:
             if method == "torchvision":
                 regions.append(_paste_torchvision(masks[i], boxes[i], wins[i], threshold))
             else:
                 regions.append(_paste_grid_sample(masks[i], boxes_np[i], wins[i], threshold))
-        if len(members) == 1:
-            if regions[0] is not None:
-                ya, yb, xa, xb, m = regions[0]
-                out[k, ya:yb, xa:xb] = m
-            continue
-        _stitch(out[k], [wins[i] for i in members], regions)
-    return torch.from_numpy(out)
+        out.append(regions[0] if len(members) == 1 else _stitch((h, w), [wins[i] for i in members], regions))
+    return InstanceMasks.from_regions(out, (h, w))
 
 
-def _stitch(out: np.ndarray, windows: list[Window], regions: list[Region | None]) -> None:
-    """Join the pasted masks of one object seen in several windows (tiles) into ``out`` (bool [H, W]).
+def _stitch(size: tuple[int, int], windows: list[Window], regions: list[Region | None]) -> Region | None:
+    """Join the pasted masks of one object seen in several windows (tiles) of an image of ``size`` (H, W) into
+    one region.
 
     Inside its window a member says "object" on its pasted mask and "not object" elsewhere. Each pixel takes
     the word of the member that sees it deepest inside its window (the distance to the window's edges that
@@ -157,8 +154,8 @@ def _stitch(out: np.ndarray, windows: list[Window], regions: list[Region | None]
     """
     present = [r for r in regions if r is not None]
     if not present:
-        return
-    h, w = out.shape
+        return None
+    h, w = size
     ya, yb = min(r[0] for r in present), max(r[1] for r in present)
     xa, xb = min(r[2] for r in present), max(r[3] for r in present)
     value = np.zeros((yb - ya, xb - xa), dtype=bool)
@@ -180,7 +177,7 @@ def _stitch(out: np.ndarray, windows: list[Window], regions: list[Region | None]
         deeper = d > cur_depth
         cur_value[deeper] = v[deeper]
         cur_depth[deeper] = d[deeper]
-    out[ya:yb, xa:xb] = value
+    return ya, yb, xa, xb, value
 
 
 def _edge_distance(a: int, b: int, lo: int, hi: int, size: int) -> np.ndarray:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from isseg.deploy.compare import compare
+from isseg.model.masks import InstanceMasks
 from isseg.sources.decode import read_image_file
 
 STAGES = ("decode", "preprocess", "infer", "postprocess")
@@ -82,8 +83,11 @@ class _Packed:
 
     def __init__(self, det: Any) -> None:
         self.det = det
-        self.shape = None if det.masks is None else det.masks.shape
-        self.bits = None if det.masks is None else np.packbits(
+        self.shape = self.bits = None
+        if det.masks is None or isinstance(det.masks, InstanceMasks):  # already compact: kept as it is
+            return
+        self.shape = det.masks.shape
+        self.bits = np.packbits(
             det.masks.reshape(len(det), int(np.prod(det.masks.shape[1:]))), axis=1)
         det.masks = None
 

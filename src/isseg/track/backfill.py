@@ -19,7 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from isseg.model.detections import Detections
+from isseg.model.masks import InstanceMasks
 from isseg.track.matching import MaskCrop, similarity
+
+_EMPTY = np.zeros((0, 0), bool)
 
 
 @dataclass
@@ -102,11 +105,8 @@ def as_detections(groups: dict[int, list[tuple[int, Sighting]]], like: Detection
         rows = groups[ago]
         masks = None
         if like.masks is not None:
-            masks = np.zeros((len(rows), h, w), bool)
-            for k, (_, s) in enumerate(rows):
-                if s.crop is not None:
-                    ch, cw = s.crop.mask.shape
-                    masks[k, s.crop.y0:s.crop.y0 + ch, s.crop.x0:s.crop.x0 + cw] = s.crop.mask
+            crops = [(_EMPTY, 0, 0) if s.crop is None else (s.crop.mask, s.crop.y0, s.crop.x0) for _, s in rows]
+            masks = InstanceMasks([c for c, _, _ in crops], [(y, x) for _, y, x in crops], (h, w))
         det = Detections(np.stack([s.box for _, s in rows]).astype(np.float32),
                          np.array([s.score for _, s in rows], np.float32),
                          np.array([s.label for _, s in rows], np.int64), masks, like.class_names,

@@ -12,7 +12,7 @@ import numpy as np
 
 from isseg.model.detections import Detections
 from isseg.track.events import Event
-from isseg.track.matching import crop_mask
+from isseg.track.matching import crop_masks
 from isseg.track.zones import Zone
 
 
@@ -23,14 +23,12 @@ def anchor_points(det: Detections, mode: str = "foot") -> np.ndarray:
     the box only; "centre": the mask's centroid. Without a mask (or with an empty one): the box's
     bottom-centre, or its centre.
     """
-    n = len(det)
     boxes = np.asarray(det.boxes, np.float64).reshape(-1, 4)
     out = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2,
                     boxes[:, 3] if mode == "foot" else (boxes[:, 1] + boxes[:, 3]) / 2], 1)
     if det.masks is None:
         return out
-    for i in range(n):
-        c = crop_mask(det.masks[i], boxes[i])
+    for i, c in enumerate(crop_masks(det.masks, boxes)):
         if c.area == 0:
             continue
         if mode == "foot":

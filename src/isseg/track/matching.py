@@ -48,8 +48,8 @@ def crop_mask(mask: np.ndarray, box: np.ndarray) -> MaskCrop:
 
 
 def crop_masks(masks: np.ndarray, boxes: np.ndarray) -> list[MaskCrop]:
-    """:func:`crop_mask` of each of ``masks`` (bool [N, H, W]) at ``boxes`` (float [N, 4]), rectangles computed
-    for all at once."""
+    """:func:`crop_mask` of each of ``masks`` (bool [N, H, W]: an array or an ``InstanceMasks``) at ``boxes``
+    (float [N, 4]), rectangles computed for all at once."""
     n, h, w = masks.shape
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
     x0 = np.clip(np.floor(b[:, 0]), 0, w).astype(int)
