@@ -208,7 +208,7 @@ class OpenVINORuntime:
     def _take_queue(self) -> Any:
         """An idle ``AsyncInferQueue`` of an earlier stream, else a new one. Its infer requests keep their
         memory between streams: a new queue per call (per ``Predictor.predict`` of a tiled frame) allocated
-        and freed the requests' buffers every frame, ~150 MB of a 4K frame's working memory on this model."""
+        and freed the requests' buffers every frame (docs/tiling.md, "Memory since compact masks")."""
         with self._queues_lock:
             if self._idle_queues:
                 return self._idle_queues.pop()
