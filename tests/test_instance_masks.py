@@ -51,6 +51,17 @@ def test_rle_from_the_crops_equals_pycocotools_on_the_dense_masks(seed):
                                   .transpose(2, 0, 1).astype(bool), dense)
 
 
+def test_pickles_and_copies_as_a_result_sent_to_another_process():
+    import copy
+    import pickle
+
+    dense = _random_dense(1)
+    masks = InstanceMasks.from_dense(dense)
+    for other in (pickle.loads(pickle.dumps(masks)), copy.deepcopy(masks)):
+        assert other.shape == masks.shape
+        np.testing.assert_array_equal(np.asarray(other), dense)
+
+
 def test_rows_can_be_swapped_in_place_as_a_tracker_does():
     dense = _random_dense(0)
     masks = InstanceMasks.from_dense(dense)
