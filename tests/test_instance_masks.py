@@ -84,3 +84,20 @@ def test_bad_input_says_what_is_wrong():
         masks[2]
     with pytest.raises(TypeError, match="only masks of an InstanceMasks"):
         masks[[0]] = np.zeros((1, 4, 4), bool)
+
+
+def test_a_record_encodes_compact_masks_and_a_users_0_255_array_alike():
+    from isseg.engine.records import detections_record
+    from isseg.model.detections import Detections
+
+    dense = _random_dense(2)
+    n = len(dense)
+    boxes = np.tile(np.array([[0, 0, 10, 10]], np.float32), (n, 1))
+
+    def record(masks):
+        det = Detections(boxes, np.linspace(0.9, 0.1, n).astype(np.float32), np.zeros(n, np.int64), masks,
+                         ("thing",), dense.shape[1:])
+        return [d["mask"] for d in detections_record(det, "x.jpg")["detections"]]
+
+    expected = masks_to_rles(dense)
+    assert record(InstanceMasks.from_dense(dense)) == record(dense.astype(np.uint8) * 255) == expected
