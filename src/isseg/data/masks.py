@@ -71,9 +71,9 @@ def segmentation_to_mask(segmentation: Polygons | dict[str, Any], height: int, w
 
 
 def masks_to_rles(masks: np.ndarray | InstanceMasks) -> list[dict[str, Any]]:
-    """Binary masks ``[N, H, W]`` (bool or 0/1 integers, or an :class:`InstanceMasks`, encoded from its crops
-    without an image-size array) -> N compressed RLEs with ``counts`` as ``str``, ready for ``json.dump`` (the
-    form COCO result files use)."""
+    """Binary masks ``[N, H, W]`` (bool, or numbers where non-zero is the object; or an :class:`InstanceMasks`,
+    encoded from its crops without an image-size array) -> N compressed RLEs with ``counts`` as ``str``, ready
+    for ``json.dump`` (the form COCO result files use)."""
     if isinstance(masks, InstanceMasks):
         h, w = masks.image_size
         rles = [mask_utils.frPyObjects({"size": [h, w], "counts": masks.rle_counts(i)}, h, w)
@@ -84,7 +84,8 @@ def masks_to_rles(masks: np.ndarray | InstanceMasks) -> list[dict[str, Any]]:
         raise ValueError(f"masks must have shape [N, H, W], got {masks.shape}")
     if masks.shape[0] == 0:
         return []
-    fortran = np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8, copy=False))
+    binary = masks if masks.dtype == np.bool_ else masks != 0
+    fortran = np.asfortranarray(binary.transpose(1, 2, 0).astype(np.uint8))
     rles = mask_utils.encode(fortran)
     for rle in rles:
         rle["counts"] = rle["counts"].decode("ascii")

@@ -37,13 +37,11 @@ def detections_record(det: Any, file: str, image_id: int | None = None, frame: i
     """The record of one image's ``Detections`` (see the module docstring). A tracked detection has its
     ``track_id``; ``times`` (a video or live frame's ``timestamp``, ``captured``, ``gap``) join the record."""
     from isseg.data.masks import masks_to_rles
-    from isseg.model.masks import InstanceMasks
 
     n = len(det)
     rles: list[Any] = [None] * n
     if masks and det.masks is not None and n:
-        dense = not isinstance(det.masks, InstanceMasks)  # a user's array: 0/1 or 0/255, bool for pycocotools
-        rles = masks_to_rles(np.asarray(det.masks, dtype=bool) if dense else det.masks)
+        rles = masks_to_rles(det.masks)
     names = det.names
     items = [{"label": int(det.labels[i]), "name": names[i], "score": round(float(det.scores[i]), 6),
               "box": [round(float(v), 3) for v in det.boxes[i]], "mask": rles[i]} for i in range(n)]

@@ -51,17 +51,8 @@ class InstanceMasks:
         masks = np.asarray(masks)
         if masks.ndim != 3:
             raise ValueError(f"InstanceMasks.from_dense: masks must have shape [N, H, W], got {masks.shape}")
-        crops, origins = [], []
-        for m in masks.astype(bool, copy=False):
-            rows = np.flatnonzero(m.any(1))
-            if rows.size == 0:
-                crops.append(np.zeros((0, 0), bool))
-                origins.append((0, 0))
-                continue
-            cols = np.flatnonzero(m[rows[0]:rows[-1] + 1].any(0))
-            crops.append(m[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].copy())
-            origins.append((int(rows[0]), int(cols[0])))
-        return InstanceMasks(crops, origins, masks.shape[1:])
+        tight = [tight_crop(m) for m in masks.astype(bool, copy=False)]
+        return InstanceMasks([c for _, _, c in tight], [(y, x) for y, x, _ in tight], masks.shape[1:])
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -177,6 +168,18 @@ class InstanceMasks:
 
     def __repr__(self) -> str:
         return f"InstanceMasks({len(self)} masks of a {self._size[0]}x{self._size[1]} image)"
+
+
+def tight_crop(mask: np.ndarray) -> tuple[int, int, np.ndarray]:
+    """(y0, x0, a copy of bool ``mask`` [h, w] cut to the rectangle of its True pixels); (0, 0, bool [0, 0])
+    when it has none."""
+    rows = np.flatnonzero(mask.any(1))
+    if rows.size == 0:
+        return 0, 0, np.zeros((0, 0), bool)
+    y0, y1 = int(rows[0]), int(rows[-1]) + 1
+    cols = np.flatnonzero(mask[y0:y1].any(0))
+    x0, x1 = int(cols[0]), int(cols[-1]) + 1
+    return y0, x0, mask[y0:y1, x0:x1].copy()
 
 
 def _is_int(key: Any) -> bool:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from isseg.model.detections import Detections
-from isseg.model.masks import InstanceMasks
+from isseg.model.masks import InstanceMasks, tight_crop
 from isseg.track.matching import MaskCrop
 
 
@@ -93,13 +93,9 @@ def _extent(det: Detections, i: int, size: tuple[int, int]) -> MaskCrop:
         x1, y1 = min(max(math.ceil(bx1), x0), w), min(max(math.ceil(by1), y0), h)
         return MaskCrop(np.ones((y1 - y0, x1 - x0), bool), x0, y0, (y1 - y0) * (x1 - x0))
     oy, ox, mask = det.masks.region(i) if isinstance(det.masks, InstanceMasks) else (0, 0, det.masks[i])
-    rows = np.flatnonzero(mask.any(1))
-    if rows.size == 0:
-        return MaskCrop(np.zeros((0, 0), bool), 0, 0, 0)
-    y0, y1 = int(rows[0]), int(rows[-1]) + 1
-    cols = np.flatnonzero(mask[y0:y1].any(0))
-    x0, x1 = int(cols[0]), int(cols[-1]) + 1
-    crop = mask[y0:y1, x0:x1].copy()
+    y0, x0, crop = tight_crop(mask)
+    if crop.size == 0:
+        return MaskCrop(crop, 0, 0, 0)
     return MaskCrop(crop, ox + x0, oy + y0, int(np.count_nonzero(crop)))
 
 
