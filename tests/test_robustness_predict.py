@@ -160,7 +160,8 @@ def _signal_state(pid: int) -> str:
 
 
 def test_ctrl_c_keeps_results_and_resume_finishes(exported, tmp_path, capsys):
-    folder = image_folder(tmp_path / "in", 12)
+    count = 12  # images in the run
+    folder = image_folder(tmp_path / "in", count)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "isseg", "predict", str(folder), "--model", str(exported.xml), "-o", str(out),
            "--threshold", "0.05", "--quiet", "--no-images"]
@@ -189,7 +190,7 @@ def test_ctrl_c_keeps_results_and_resume_finishes(exported, tmp_path, capsys):
     assert len(lines) == 1 and "interrupted after" in lines[0] and "--resume" in lines[0], stderr
     assert str(out / "results.json") in lines[0] and "Traceback" not in stderr
     done = read_records(partial)
-    assert 1 <= len(done) < 12
+    assert 1 <= len(done) < count
     table = json.loads((out / "images.json").read_text())
     assert len(table["images"]) == len(done)  # every record computed before Ctrl-C is in the COCO files
     results = json.loads((out / "results.json").read_text())
@@ -201,8 +202,8 @@ def test_ctrl_c_keeps_results_and_resume_finishes(exported, tmp_path, capsys):
     assert len(refused) == 1 and "interrupted run" in refused[0] and "--resume" in refused[0]
     assert read_records(partial) == done
     assert main(again + ["--resume"]) == 0
-    assert len(read_records(out / "results.jsonl")) == 12 and not partial.exists()
-    assert len(json.loads((out / "images.json").read_text())["images"]) == 12
+    assert len(read_records(out / "results.jsonl")) == count and not partial.exists()
+    assert len(json.loads((out / "images.json").read_text())["images"]) == count
 
 
 def test_crash_mid_run_keeps_what_was_computed(exported, tmp_path, capsys, monkeypatch):
