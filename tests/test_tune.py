@@ -20,6 +20,7 @@ from isseg.engine.tune import (  # noqa: E402
     trial_recipe,
     tune,
 )
+from isseg.engine.tune_report import best_group, groups  # noqa: E402
 from isseg.recipes import load_recipe, train_config  # noqa: E402
 
 TINY_RECIPE = """\
@@ -69,7 +70,8 @@ def test_tune_runs_resumes_after_interruptions_and_writes_a_recipe(tmp_path: Pat
     out = tmp_path / "search"
     args = ["tune", "--recipe", str(recipe), "--data", str(data["train_json"]), "--images", str(data["train_images"]),
             "--val-data", str(data["val_json"]), "--val-images", str(data["val_images"]), "--output", str(out),
-            "--evaluations", "1", "--budget-minutes", "30", "--pruner", "none", "--no-progress"]  # fmt: skip
+            "--evaluations", "1", "--budget-minutes", "30", "--pruner", "none", "--no-progress",
+            "--confirm-top", "0"]  # fmt: skip
     assert main(args + ["--trials", "1"]) == 0  # the base recipe's trial
     assert "best trial 0" in capsys.readouterr().out
 
@@ -131,3 +133,75 @@ def test_no_trial_within_the_budget(tmp_path: Path, capsys: pytest.CaptureFixtur
     with pytest.raises(ValueError, match="every batch size"):
         covering_space(SearchSpace(batch_size=(4, 8)), base, train_images=3)
     assert covering_space(SearchSpace(lr=(0.02, 0.04)), base, train_images=16).lr == (0.01, 0.04)
+
+
+def _trial(value: float | None, lr: float, **attrs: object) -> object:
+    dist = {"lr": optuna.distributions.FloatDistribution(0.001, 0.1, log=True)}
+    state = optuna.trial.TrialState.COMPLETE if value is not None else optuna.trial.TrialState.FAIL
+    return optuna.trial.create_trial(params={"lr": lr}, distributions=dist, value=value, state=state,
+                                     user_attrs=attrs)
+
+
+def test_the_best_is_the_best_mean_over_seeds_not_the_luckiest_run() -> None:
+    study = optuna.create_study(direction="maximize")
+    for t in [_trial(0.10, 0.02, base_recipe=True), _trial(0.15, 0.05), _trial(0.12, 0.03), _trial(0.02, 0.01)]:
+        study.add_trial(t)
+    assert best_group(study)["trial"] == 1  # one run each: the best single run
+    study.add_trial(_trial(0.05, 0.05, confirm_of=1, confirm_seed=1))  # trial 1 was lucky
+    study.add_trial(_trial(None, 0.03, confirm_of=2, confirm_seed=1))  # killed: retried below
+    study.add_trial(_trial(0.11, 0.03, retry_of=5, confirm_of=2, confirm_seed=1))
+    assert best_group(study)["trial"] == 2  # two runs beat one: only confirmed trials compete now
+    study.add_trial(_trial(0.10, 0.02, confirm_of=0, confirm_seed=1))
+    by_trial = {g["trial"]: g for g in groups(study)}
+    assert by_trial[1]["values"] == [0.15, 0.05] and by_trial[2]["values"] == [0.12, 0.11]
+    assert by_trial[0]["base_recipe"] and by_trial[0]["mask_AP"] == pytest.approx(0.10)
+    assert best_group(study)["trial"] == 2 and best_group(study)["mask_AP"] == pytest.approx(0.115)
+    study.add_trial(_trial(0.13, 0.02, confirm_of=0, confirm_seed=2))  # base: 0.115 too, and a third run
+    assert best_group(study)["trial"] == 0
+    tie = optuna.create_study(direction="maximize")
+    tie.add_trial(_trial(0.2, 0.05))
+    tie.add_trial(_trial(0.2, 0.02, base_recipe=True))
+    assert best_group(tie)["base_recipe"]  # a tie keeps the base recipe
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_confirmation_runs_retrain_the_best_and_the_base_with_another_seed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from isseg.cli.main import main
+    from isseg.data.synth import make_synthetic_dataset
+    from isseg.engine import trainer
+
+    data = make_synthetic_dataset(tmp_path / "d", 4, seed=1, image_size=96, val_fraction=0.25, max_objects=2)
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE)
+    out = tmp_path / "search"
+    args = ["tune", "--recipe", str(recipe), "--data", str(data["train_json"]), "--images", str(data["train_images"]),
+            "--val-data", str(data["val_json"]), "--val-images", str(data["val_images"]), "--output", str(out),
+            "--evaluations", "1", "--budget-minutes", "30", "--pruner", "none", "--no-progress", "--trials", "2",
+            "--confirm-top", "1"]  # fmt: skip
+    real_train, seeds = trainer.train, []
+
+    def train_then_stop(cfg: object, **kw: object) -> object:
+        seeds.append(cfg.seed)
+        if len(seeds) == 3:  # Ctrl-C in the first confirmation run
+            raise KeyboardInterrupt
+        return real_train(cfg, **kw)
+
+    monkeypatch.setattr(trainer, "train", train_then_stop)
+    assert main(args) == 130
+    assert main(args + ["--resume"]) == 0
+    study = optuna.load_study(study_name="isseg-tune", storage=f"sqlite:///{out / 'study.db'}")
+    attrs = [(t.state.name, t.user_attrs.get("confirm_of"), t.user_attrs.get("seed")) for t in study.trials]
+    assert attrs[:2] == [("COMPLETE", None, 0), ("COMPLETE", None, 0)]  # the search: base and one sampled trial
+    assert attrs[2][:2] == ("FAIL", 1) and attrs[4] == ("COMPLETE", 1, 1)  # interrupted, then retried on resume
+    assert attrs[3] == ("COMPLETE", 0, 1) and len(attrs) == 5  # the base recipe with seed 1; queued only once
+    assert seeds == [0, 0, 1, 1, 1]
+    assert study.trials[4].params == study.trials[1].params and study.trials[4].user_attrs["retry_of"] == 2
+    best = best_group(study)
+    assert len(best["values"]) == 2 and best["trial"] in (0, 1)
+    printed = capsys.readouterr().out
+    assert f"best trial {best['trial']}: validation mask AP {best['mask_AP']:.4f} (" in printed
+    assert "mean of 2 seeds" in printed
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert [r["seed"] for r in rows] == ["0", "0", "1", "1", "1"] and rows[3]["note"] == "confirms trial 0"
+    assert "mean of 2 seeds" in load_recipe(out / "best_recipe.yaml").measured["tune"]

@@ -41,6 +41,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="contrast / brightness jitter range (default 0 0.5)")
     p.add_argument("--scale-jitter", type=float, nargs=2, default=(0.0, 0.4), metavar=("LOW", "HIGH"),
                    help="training scale jitter range (default 0 0.4)")
+    p.add_argument("--confirm-top", type=int, default=2, metavar="K",
+                   help="before choosing, train the K best trials and the base recipe again with other seeds; the "
+                        "best mean wins (default 2; 0: choose on one run each)")
+    p.add_argument("--confirm-seeds", type=int, default=1, metavar="N", help="other seeds per confirmed trial "
+                                                                             "(default 1)")
+    p.add_argument("--confirm-share", type=float, default=0.3, metavar="F",
+                   help="share of the budget kept for the confirmation runs (default 0.3)")
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. for log files)")
 
@@ -59,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = TuneConfig(recipe=args.recipe, data=args.data, images=args.images, val_data=args.val_data,
                      val_images=args.val_images, output=args.output, budget_minutes=args.budget_minutes,
                      max_trials=args.trials, space=space, evaluations=args.evaluations, pruner=args.pruner,
-                     trial_fraction=args.trial_fraction,
+                     trial_fraction=args.trial_fraction, confirm_top=args.confirm_top,
+                     confirm_seeds=args.confirm_seeds, confirm_share=args.confirm_share,
                      seed=args.seed, resume=args.resume, progress=not args.no_progress)
     result = tune(cfg)
     files = result["files"]
@@ -70,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
         print("isseg tune: no trial finished within the budget; raise --budget-minutes")
         return 1
     values = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in best.items()
-                       if k not in ("trial", "mask_AP"))
-    print(f"isseg tune: best trial {best['trial']}: validation mask AP {best['mask_AP']:.4f} ({values})")
+                       if k not in ("trial", "mask_AP", "runs", "base_recipe"))
+    mean = f"mean of {best['runs']} seeds, " if best["runs"] > 1 else ""
+    kept = "the base recipe: no trial beat it; " if best["base_recipe"] else ""
+    print(f"isseg tune: best trial {best['trial']}: validation mask AP {best['mask_AP']:.4f} ({kept}{mean}{values})")
     print(f"isseg tune: train with it: isseg train --recipe {files['recipe']} --data ... --images ...")
     return 0

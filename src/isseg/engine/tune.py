@@ -7,6 +7,12 @@ times and reports the mask AP to Optuna, whose pruner (ASHA: successive halving,
 The first trial is the base recipe itself, so the best configuration found is never worse on the validation set
 than the recipe tuned.
 
+One training run is a noisy measurement: the best of ten single-seed trials is often only the luckiest. So the
+search stops ``confirm_share`` of the budget early, and the ``confirm_top`` best completed trials and the base
+recipe are trained again with ``confirm_seeds`` other training seeds. The best configuration is the one with the
+highest mean validation mask AP among those with the most finished runs (:func:`isseg.engine.tune_report.best_group`):
+when no candidate beats the base recipe on average, ``best_recipe.yaml`` keeps the base recipe's values.
+
 The study lives in ``<output>/study.db`` (Optuna's RDB storage, SQLite), with the wall time spent so far: a
 search killed at any point resumes with ``resume=True`` (a trial that was running is failed and run again with
 the same values), and the budget counts every session. After each trial, ``trials.csv``, ``trials.md``,
@@ -75,6 +81,9 @@ class TuneConfig:
     resume: bool = False
     progress: bool = False
     trial_options: dict[str, Any] = field(default_factory=dict)  # extra TrainConfig fields of every trial
+    confirm_top: int = 2  # the best completed trials retrained with other seeds before choosing (0: none)
+    confirm_seeds: int = 1  # other training seeds for each of them and for the base recipe
+    confirm_share: float = 0.3  # the share of the budget kept for those runs
 
     def check(self) -> None:
         for name in ("data", "val_data"):
@@ -91,6 +100,11 @@ class TuneConfig:
             raise ValueError(f"evaluations must be >= 1, got {self.evaluations}")
         if not 0 < self.trial_fraction <= 1:
             raise ValueError(f"trial-fraction must be in (0, 1], got {self.trial_fraction}")
+        if self.confirm_top < 0 or self.confirm_seeds < 1:
+            raise ValueError(f"confirm-top must be >= 0 and confirm-seeds >= 1, got {self.confirm_top} and "
+                             f"{self.confirm_seeds}")
+        if not 0 <= self.confirm_share < 1:
+            raise ValueError(f"confirm-share must be in [0, 1), got {self.confirm_share}")
         if self.pruner not in PRUNERS:
             raise ValueError(f"pruner must be one of {PRUNERS}, got {self.pruner!r}")
         self.space.check()
@@ -162,7 +176,8 @@ def _study(cfg: TuneConfig, first_rung: int) -> Any:
         if (killed or interrupted) and t.number not in retried:
             if killed:
                 study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+            carried = {k: t.user_attrs[k] for k in ("confirm_of", "confirm_seed") if k in t.user_attrs}
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number, **carried})
             retried.append(t.number)
     study.set_user_attr("retried", retried)
     if not study.trials:
@@ -183,11 +198,14 @@ def covering_space(space: SearchSpace, base: dict[str, Any], train_images: int) 
 
 
 class _Objective:
-    """One trial: train the recipe with the suggested values, report each validation's mask AP to the pruner."""
+    """One trial: train the recipe with the suggested values, report each validation's mask AP to the pruner.
+    A search trial must end by ``search_deadline``; a confirmation run (``confirm_of``: the same values with
+    another training seed, never pruned) by ``deadline``."""
 
-    def __init__(self, cfg: TuneConfig, base: Recipe, space: SearchSpace, deadline: float, train_images: int) -> None:
-        self.cfg, self.base, self.space, self.deadline = cfg, base, space, deadline
-        self.train_images = train_images
+    def __init__(self, cfg: TuneConfig, base: Recipe, space: SearchSpace, deadlines: tuple[float, float],
+                 train_images: int) -> None:
+        self.cfg, self.base, self.space, self.train_images = cfg, base, space, train_images
+        self.search_deadline, self.deadline = deadlines
 
     def __call__(self, trial: Any) -> float:
         import optuna
@@ -198,19 +216,23 @@ class _Objective:
         values = _suggest(trial, self.space)
         recipe = trial_recipe(self.base, values, self.cfg.evaluations, self.train_images, self.cfg.trial_fraction)
         run = Path(self.cfg.output) / "trials" / f"{trial.number:03d}"
-        left = (self.deadline - time.time()) / 60
+        confirming = "confirm_of" in trial.user_attrs
+        left = ((self.deadline if confirming else self.search_deadline) - time.time()) / 60
         if left <= MIN_TRIAL_MINUTES:
             trial.study.stop()  # no later trial would have time either
             raise optuna.TrialPruned("no time left in the budget")
         options = {"val_data": self.cfg.val_data, "val_images": self.cfg.val_images, "progress": self.cfg.progress,
                    "tensorboard": False, "max_minutes": left, **self.cfg.trial_options}
+        if confirming:
+            options["seed"] = int(trial.user_attrs["confirm_seed"])
         tc = train_config(recipe, self.cfg.data, self.cfg.images, str(run), **options)
         trial.set_user_attr("iterations_planned", tc.iterations or 0)
+        trial.set_user_attr("seed", tc.seed)
 
         def report(iteration: int, result: dict[str, Any]) -> None:
             ap = mask_ap(result)
             trial.report(-1.0 if ap is None else ap, step=iteration * tc.batch_size)  # images seen
-            if trial.should_prune():
+            if not confirming and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after {iteration} iterations (mask AP {ap})")
 
         start = time.time()
@@ -234,9 +256,29 @@ class _Objective:
         return ap
 
 
+def _enqueue_confirmations(study: Any, cfg: TuneConfig) -> None:
+    """Queue, once, the confirmation runs: seed by seed, the best completed trials and the base recipe."""
+    if study.user_attrs.get("confirming") or cfg.confirm_top == 0:
+        return
+    completed = [t for t in study.trials if t.state.name == "COMPLETE" and "confirm_of" not in t.user_attrs]
+    top = sorted((t for t in completed if not t.user_attrs.get("base_recipe")), key=lambda t: -t.value)
+    chosen = top[: cfg.confirm_top] + [t for t in completed if t.user_attrs.get("base_recipe")][:1]
+    if len(chosen) > 1:  # a lone trial has nothing to be compared with
+        for k in range(1, cfg.confirm_seeds + 1):
+            for t in chosen:
+                study.enqueue_trial(dict(t.params), user_attrs={"confirm_of": t.number, "confirm_seed": k})
+    study.set_user_attr("confirming", True)
+
+
+def _optimize(study: Any, objective: _Objective, n_trials: int | None, until: float, callback: Any) -> None:
+    if until - time.time() > MIN_TRIAL_MINUTES * 60 and n_trials != 0:
+        study.optimize(objective, n_trials=n_trials, timeout=max(1.0, until - time.time()), callbacks=[callback],
+                       gc_after_trial=True)
+
+
 def tune(cfg: TuneConfig) -> dict[str, Any]:
-    """Run (or resume) the search; returns ``{"best": {...}, "trials": n, "files": {...}, "minutes": spent}``
-    (``best`` None when no trial finished)."""
+    """Run (or resume) the search, then the confirmation runs; returns ``{"best": {...}, "trials": n, "files":
+    {...}, "minutes": spent}`` (``best`` None when no trial finished)."""
     from isseg.data.coco import load_coco_json
 
     cfg.check()
@@ -249,18 +291,22 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
     spent = float(study.user_attrs.get("seconds_spent", 0.0))
     session = time.time()
     deadline = session + cfg.budget_minutes * 60 - spent
-    objective = _Objective(cfg, base, space, deadline, n_train)
+    search_deadline = deadline - (cfg.budget_minutes * 60 * cfg.confirm_share if cfg.confirm_top else 0.0)
+    objective = _Objective(cfg, base, space, (search_deadline, deadline), n_train)
 
     def after_trial(study: Any, _trial: Any) -> None:
         study.set_user_attr("seconds_spent", spent + time.time() - session)
         _write_reports(study, base, cfg)
 
-    done = sum(t.state.is_finished() for t in study.trials if t.state.name != "FAIL")
+    done = sum(t.state.is_finished() and t.state.name != "FAIL" and "confirm_of" not in t.user_attrs
+               for t in study.trials)
     remaining = None if cfg.max_trials is None else max(0, cfg.max_trials - done)
     try:
-        if deadline - time.time() > MIN_TRIAL_MINUTES * 60 and remaining != 0:
-            study.optimize(objective, n_trials=remaining, timeout=max(1.0, deadline - time.time()),
-                           callbacks=[after_trial], gc_after_trial=True)
+        if not study.user_attrs.get("confirming"):
+            _optimize(study, objective, remaining, search_deadline, after_trial)
+            _enqueue_confirmations(study, cfg)
+        waiting = sum(t.state.name == "WAITING" for t in study.get_trials(deepcopy=False))
+        _optimize(study, objective, waiting, deadline, after_trial)
     finally:  # Ctrl-C included: the time spent counts against the budget of the next session
         study.set_user_attr("seconds_spent", spent + time.time() - session)
     files = _write_reports(study, base, cfg)
@@ -270,26 +316,29 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
 
 
 def best_recipe(study: Any, base: Recipe, cfg: TuneConfig) -> Recipe | None:
-    """The base recipe with the best completed trial's values (None when no trial completed)."""
-    completed = [t for t in study.trials if t.state.name == "COMPLETE"]
-    if not completed:
+    """The base recipe with the best values (:func:`isseg.engine.tune_report.best_group`; None when no trial
+    completed), at the recipe's full length."""
+    from isseg.engine.tune_report import best_group, groups
+
+    best = best_group(study)
+    if best is None:
         return None
-    best = max(completed, key=lambda t: t.value)
-    recipe = trial_recipe(base, dict(best.params), cfg.evaluations, int(study.user_attrs.get("train_images", 0)))
-    train = {k: v for k, v in recipe.train.items()}
-    measured = {"tune": f"trial {best.number} of {len(study.trials)}: validation mask AP {best.value:.3f} "
-                        f"(the base recipe {base.name!r}: {_base_value(study)})",
+    recipe = trial_recipe(base, dict(best["params"]), cfg.evaluations, int(study.user_attrs.get("train_images", 0)))
+    base_group = next((g for g in groups(study) if g["base_recipe"]), None)
+    base_text = "n/a" if base_group is None or not base_group["values"] else _mean_text(base_group)
+    measured = {"tune": f"trial {best['trial']} of {len(study.trials)}: validation mask AP {_mean_text(best)} "
+                        f"(the base recipe {base.name!r}: {base_text})",
                 "search": str(Path(cfg.output) / "study.db")}
-    return dataclasses.replace(recipe, name=f"tuned-{base.name}", train=train, measured=measured,
+    n_done = sum(t.state.name == "COMPLETE" for t in study.trials)
+    found = ("kept: no trial beat them on average" if best["base_recipe"] else "found")
+    return dataclasses.replace(recipe, name=f"tuned-{base.name}", train=dict(recipe.train), measured=measured,
                                description=f"{base.name} with the learning rate, batch size and augmentation "
-                                           f"found by isseg tune ({len(completed)} completed trials)")
+                                           f"{found} by isseg tune ({n_done} completed runs)")
 
 
-def _base_value(study: Any) -> str:
-    for t in study.trials:
-        if t.user_attrs.get("base_recipe"):
-            return f"{t.value:.3f}" if t.value is not None else str(t.state.name.lower())
-    return "n/a"
+def _mean_text(group: dict[str, Any]) -> str:
+    runs = len(group["values"])
+    return f"{group['mask_AP']:.3f}" + (f" (mean of {runs} seeds)" if runs > 1 else "")
 
 
 def save_best(study: Any, base: Recipe, cfg: TuneConfig) -> Path | None:

@@ -1,6 +1,6 @@
 """The files ``isseg tune`` keeps up to date in its output folder after each trial: ``trials.csv`` and ``trials.md``
-(one row per trial: state, values, final validation mask AP of a completed trial, the last one a trial reported,
-box AP, iterations, minutes), ``trials.png`` (each trial's
+(one row per trial: state, values, training seed, final validation mask AP of a completed trial, the last one a
+trial reported, box AP, iterations, minutes), ``trials.png`` (each trial's
 validation mask AP against the images it had seen, pruned trials dashed, and the final AP of each trial) and
 ``best_recipe.yaml`` (:func:`isseg.engine.tune.save_best`)."""
 
@@ -12,8 +12,8 @@ from typing import Any
 
 from isseg.atomic import atomic_write
 
-COLUMNS = ("trial", "state", "lr", "batch_size", "horizontal_flip", "color_jitter", "scale_jitter", "mask_AP",
-           "last_val_mask_AP", "box_AP", "iterations", "minutes", "note")
+COLUMNS = ("trial", "state", "lr", "batch_size", "horizontal_flip", "color_jitter", "scale_jitter", "seed",
+           "mask_AP", "last_val_mask_AP", "box_AP", "iterations", "minutes", "note")
 
 
 def trial_rows(study: Any) -> list[dict[str, Any]]:
@@ -22,16 +22,55 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
     for t in study.trials:
         p, a = t.params, t.user_attrs
         notes = ["the base recipe" if a.get("base_recipe") else "", f"retry of {a['retry_of']}" if "retry_of" in a
-                 else "", "interrupted" if a.get("interrupted") else "", a.get("note", "")]
+                 else "", f"confirms trial {a['confirm_of']}" if "confirm_of" in a else "",
+                 "interrupted" if a.get("interrupted") else "", a.get("note", "")]
         note = "; ".join(n for n in notes if n)
         rows.append({
             "trial": t.number, "state": t.state.name.lower(), "lr": p.get("lr"), "batch_size": p.get("batch_size"),
             "horizontal_flip": p.get("horizontal_flip"), "color_jitter": p.get("color_jitter"),
-            "scale_jitter": p.get("scale_jitter"), "mask_AP": t.value if t.state.name == "COMPLETE" else None,
+            "scale_jitter": p.get("scale_jitter"), "seed": a.get("seed"),
+            "mask_AP": t.value if t.state.name == "COMPLETE" else None,
             "last_val_mask_AP": _last(t), "box_AP": a.get("box_AP"),
             "iterations": a.get("iterations"), "minutes": a.get("minutes"), "note": note,
         })  # fmt: skip
     return rows
+
+
+def groups(study: Any) -> list[dict[str, Any]]:
+    """The runs of each configuration: a search trial with its confirmation runs (other seeds) and the retries of
+    either. Each: ``trial`` (the search trial's number), ``params``, ``base_recipe``, ``values`` (the completed
+    runs' validation mask AP) and ``mask_AP`` (their mean; None without one)."""
+    by_number = {t.number: t for t in study.trials}
+
+    def origin(t: Any) -> int:
+        while True:
+            if "confirm_of" in t.user_attrs:
+                return int(t.user_attrs["confirm_of"])
+            if "retry_of" not in t.user_attrs:
+                return int(t.number)
+            t = by_number[int(t.user_attrs["retry_of"])]
+
+    found: dict[int, dict[str, Any]] = {}
+    for t in study.trials:
+        key = origin(t)
+        g = found.setdefault(key, {"trial": key, "params": dict(t.params), "base_recipe": False, "values": []})
+        g["base_recipe"] = g["base_recipe"] or bool(t.user_attrs.get("base_recipe"))
+        if t.state.name == "COMPLETE":
+            g["values"].append(float(t.value))
+    for g in found.values():
+        g["mask_AP"] = sum(g["values"]) / len(g["values"]) if g["values"] else None
+    return list(found.values())
+
+
+def best_group(study: Any) -> dict[str, Any] | None:
+    """The configuration with the highest mean validation mask AP among those with the most completed runs (after
+    the confirmation runs: the confirmed ones, so a single lucky run never wins against a mean); None when no run
+    completed. A tie goes to the base recipe."""
+    done = [g for g in groups(study) if g["values"]]
+    if not done:
+        return None
+    most = max(len(g["values"]) for g in done)
+    return max((g for g in done if len(g["values"]) == most), key=lambda g: (g["mask_AP"], g["base_recipe"]))
 
 
 def _last(trial: Any) -> float | None:
@@ -75,9 +114,12 @@ def plot(study: Any, path: Path) -> Path:
     if any(t.intermediate_values for t in study.trials):
         left.legend(fontsize=7)
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
-    right.bar([str(t.number) for t in done], [t.value for t in done],
-              color=["tab:orange" if t.user_attrs.get("base_recipe") else "tab:blue" for t in done])
-    right.set_xlabel("completed trial (orange: the base recipe)")
+    labels = [f"{t.user_attrs['confirm_of']} s{t.user_attrs.get('seed')}" if "confirm_of" in t.user_attrs
+              else str(t.number) for t in done]
+    colours = ["tab:green" if "confirm_of" in t.user_attrs else "tab:orange" if t.user_attrs.get("base_recipe")
+               else "tab:blue" for t in done]
+    right.bar(labels, [t.value for t in done], color=colours)
+    right.set_xlabel("completed trial (orange: the base recipe; green: 'N sK' reruns trial N with seed K)")
     right.set_ylabel("final validation mask AP")
     fig.tight_layout()
 
@@ -91,7 +133,8 @@ def plot(study: Any, path: Path) -> Path:
 
 def write_reports(study: Any, output: str | Path) -> dict[str, Any]:
     """Rewrite the table and the plot in ``output``; returns their paths and ``best`` (the best completed trial's
-    number, values and AP, or None). The best recipe is :func:`isseg.engine.tune.save_best`'s."""
+    number, values, mean AP and number of runs, or None: :func:`best_group`). The best recipe is
+    :func:`isseg.engine.tune.save_best`'s."""
     out = Path(output)
     rows = trial_rows(study)
 
@@ -107,7 +150,8 @@ def write_reports(study: Any, output: str | Path) -> dict[str, Any]:
     files: dict[str, Any] = {"csv": atomic_write(out / "trials.csv", write_csv),
                              "markdown": atomic_write(out / "trials.md", markdown(rows)),
                              "plot": plot(study, out / "trials.png")}
-    completed = [t for t in study.trials if t.state.name == "COMPLETE"]
-    best = max(completed, key=lambda t: t.value) if completed else None
-    files["best"] = None if best is None else {"trial": best.number, "mask_AP": best.value, **best.params}
+    best = best_group(study)
+    files["best"] = None if best is None else {"trial": best["trial"], "mask_AP": best["mask_AP"],
+                                               "runs": len(best["values"]), "base_recipe": best["base_recipe"],
+                                               **best["params"]}
     return files
