@@ -96,7 +96,7 @@ def detections_to_coco(detections: Any, image_id: int, category_ids: Sequence[in
         masks = _to_numpy(masks)
         if masks.ndim != 3 or masks.shape[0] != n:
             raise ValueError(f"detections of image {image_id}: masks {masks.shape} for {n} boxes")
-        rles = masks_to_rles(masks if masks.dtype == np.bool_ else masks > 0)
+        rles = masks_to_rles(masks)  # non-zero is the object, as in the records
     out: list[dict[str, Any]] = []
     for k in range(n):
         x1, y1, x2, y2 = (float(v) for v in boxes[k])
