@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="runs/tune", metavar="DIR", help="search folder (default runs/tune)")
     p.add_argument("--budget-minutes", type=float, default=60.0,
                    help="wall time of the whole search, all sessions together (default 60)")
-    p.add_argument("--trials", type=int, help="stop after this many finished trials (default: the budget decides)")
+    p.add_argument("--trials", type=int,
+                   help="stop the search after this many finished trials, then confirm (default: the budget decides)")
     p.add_argument("--resume", action="store_true", help="continue the search in --output after an interruption")
     p.add_argument("--pruner", choices=("asha", "median", "none"), default="asha",
                    help="stop unpromising trials at a validation: asha (successive halving, default), median, none")
