@@ -193,15 +193,15 @@ def test_confirmation_runs_retrain_the_best_and_the_base_with_another_seed(
     study = optuna.load_study(study_name="isseg-tune", storage=f"sqlite:///{out / 'study.db'}")
     attrs = [(t.state.name, t.user_attrs.get("confirm_of"), t.user_attrs.get("seed")) for t in study.trials]
     assert attrs[:2] == [("COMPLETE", None, 0), ("COMPLETE", None, 0)]  # the search: base and one sampled trial
-    assert attrs[2][:2] == ("FAIL", 1) and attrs[4] == ("COMPLETE", 1, 1)  # interrupted, then retried on resume
-    assert attrs[3] == ("COMPLETE", 0, 1) and len(attrs) == 5  # the base recipe with seed 1; queued only once
+    assert attrs[2][:2] == ("FAIL", 0) and attrs[4] == ("COMPLETE", 0, 1)  # the base recipe first: interrupted,
+    assert attrs[3] == ("COMPLETE", 1, 1) and len(attrs) == 5  # then retried on resume; queued only once
     assert seeds == [0, 0, 1, 1, 1]
-    assert study.trials[4].params == study.trials[1].params and study.trials[4].user_attrs["retry_of"] == 2
+    assert study.trials[4].params == study.trials[0].params and study.trials[4].user_attrs["retry_of"] == 2
     best = best_group(study)
     assert len(best["values"]) == 2 and best["trial"] in (0, 1)
     printed = capsys.readouterr().out
     assert f"best trial {best['trial']}: validation mask AP {best['mask_AP']:.4f} (" in printed
     assert "mean of 2 seeds" in printed
     rows = list(csv.DictReader((out / "trials.csv").open()))
-    assert [r["seed"] for r in rows] == ["0", "0", "1", "1", "1"] and rows[3]["note"] == "confirms trial 0"
+    assert [r["seed"] for r in rows] == ["0", "0", "1", "1", "1"] and rows[3]["note"] == "confirms trial 1"
     assert "mean of 2 seeds" in load_recipe(out / "best_recipe.yaml").measured["tune"]

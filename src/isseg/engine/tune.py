@@ -257,12 +257,13 @@ class _Objective:
 
 
 def _enqueue_confirmations(study: Any, cfg: TuneConfig) -> None:
-    """Queue, once, the confirmation runs: seed by seed, the best completed trials and the base recipe."""
+    """Queue, once, the confirmation runs: seed by seed, the base recipe first (if the budget runs out before the
+    others, the base recipe, the safe choice, is the one with the most runs), then the best completed trials."""
     if study.user_attrs.get("confirming") or cfg.confirm_top == 0:
         return
     completed = [t for t in study.trials if t.state.name == "COMPLETE" and "confirm_of" not in t.user_attrs]
     top = sorted((t for t in completed if not t.user_attrs.get("base_recipe")), key=lambda t: -t.value)
-    chosen = top[: cfg.confirm_top] + [t for t in completed if t.user_attrs.get("base_recipe")][:1]
+    chosen = [t for t in completed if t.user_attrs.get("base_recipe")][:1] + top[: cfg.confirm_top]
     if len(chosen) > 1:  # a lone trial has nothing to be compared with
         for k in range(1, cfg.confirm_seeds + 1):
             for t in chosen:
