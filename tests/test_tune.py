@@ -164,6 +164,27 @@ def test_the_best_is_the_best_mean_over_seeds_not_the_luckiest_run() -> None:
     assert best_group(tie)["base_recipe"]  # a tie keeps the base recipe
 
 
+def test_confirmations_are_queued_once_base_recipe_first() -> None:
+    from isseg.engine.tune import _enqueue_confirmations
+
+    cfg = TuneConfig("fast-cpu", "", "", "", "", confirm_top=2, confirm_seeds=2)
+    lone = optuna.create_study(direction="maximize")
+    lone.add_trial(_trial(0.1, 0.02, base_recipe=True))
+    lone.add_trial(_trial(None, 0.05))
+    _enqueue_confirmations(lone, cfg)  # nothing to compare the base recipe with: no runs queued
+    assert lone.user_attrs["confirming"] and len(lone.trials) == 2
+
+    study = optuna.create_study(direction="maximize")
+    for t in [_trial(0.10, 0.02, base_recipe=True), _trial(0.15, 0.05), _trial(0.12, 0.03), _trial(0.13, 0.04),
+              _trial(0.3, 0.06, confirm_of=1, confirm_seed=1)]:
+        study.add_trial(t)
+    _enqueue_confirmations(study, cfg)
+    _enqueue_confirmations(study, cfg)  # queued once
+    queued = [(t.user_attrs["confirm_of"], t.user_attrs["confirm_seed"]) for t in study.trials
+              if t.state.name == "WAITING"]
+    assert queued == [(0, 1), (1, 1), (3, 1), (0, 2), (1, 2), (3, 2)]  # the base first, then the two best
+
+
 @pytest.mark.usefixtures("one_torch_thread")
 def test_confirmation_runs_retrain_the_best_and_the_base_with_another_seed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
