@@ -111,11 +111,14 @@ def test_tune_runs_resumes_after_interruptions_and_writes_a_recipe(tmp_path: Pat
     assert cfg.iterations * cfg.batch_size == 2  # the base recipe's 2 images, whatever batch size won
 
     monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: True)  # the pruner stops the next trial
-    assert main(args + ["--trials", "4", "--resume"]) == 0
+    assert main(args + ["--trials", "4", "--resume", "--evaluations", "2"]) == 0  # at its first validation
     study = optuna.load_study(study_name="isseg-tune", storage=f"sqlite:///{out / 'study.db'}")
-    assert study.trials[-1].state.name == "PRUNED" and study.trials[-1].intermediate_values
+    assert study.trials[-1].state.name == "PRUNED" and list(study.trials[-1].intermediate_values) == [1]
     last = list(csv.DictReader((out / "trials.csv").open()))[-1]
     assert last["state"] == "pruned" and last["mask_AP"] == "" and last["last_val_mask_AP"] != ""
+    assert main(args + ["--trials", "5", "--resume"]) == 0  # one validation, the trial's last: a result, not pruned
+    study = optuna.load_study(study_name="isseg-tune", storage=f"sqlite:///{out / 'study.db'}")
+    assert study.trials[-1].state.name == "COMPLETE" and list(study.trials[-1].intermediate_values) == [2]
 
 
 def test_no_trial_within_the_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -232,7 +232,8 @@ class _Objective:
         def report(iteration: int, result: dict[str, Any]) -> None:
             ap = mask_ap(result)
             trial.report(-1.0 if ap is None else ap, step=iteration * tc.batch_size)  # images seen
-            if not confirming and trial.should_prune():
+            finished = iteration >= (tc.iterations or 0)  # the last validation: a result, never pruned
+            if not confirming and not finished and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after {iteration} iterations (mask AP {ap})")
 
         start = time.time()
