@@ -16,6 +16,7 @@ from isseg.engine.tune import (  # noqa: E402
     TuneConfig,
     base_values,
     covering_space,
+    enqueue_confirmations,
     trial_images,
     trial_recipe,
     tune,
@@ -168,21 +169,19 @@ def test_the_best_is_the_best_mean_over_seeds_not_the_luckiest_run() -> None:
 
 
 def test_confirmations_are_queued_once_base_recipe_first() -> None:
-    from isseg.engine.tune import _enqueue_confirmations
-
     cfg = TuneConfig("fast-cpu", "", "", "", "", confirm_top=2, confirm_seeds=2)
     lone = optuna.create_study(direction="maximize")
     lone.add_trial(_trial(0.1, 0.02, base_recipe=True))
     lone.add_trial(_trial(None, 0.05))
-    _enqueue_confirmations(lone, cfg)  # nothing to compare the base recipe with: no runs queued
+    enqueue_confirmations(lone, cfg)  # nothing to compare the base recipe with: no runs queued
     assert lone.user_attrs["confirming"] and len(lone.trials) == 2
 
     study = optuna.create_study(direction="maximize")
     for t in [_trial(0.10, 0.02, base_recipe=True), _trial(0.15, 0.05), _trial(0.12, 0.03), _trial(0.13, 0.04),
               _trial(0.3, 0.06, confirm_of=1, confirm_seed=1)]:
         study.add_trial(t)
-    _enqueue_confirmations(study, cfg)
-    _enqueue_confirmations(study, cfg)  # queued once
+    enqueue_confirmations(study, cfg)
+    enqueue_confirmations(study, cfg)  # queued once
     queued = [(t.user_attrs["confirm_of"], t.user_attrs["confirm_seed"]) for t in study.trials
               if t.state.name == "WAITING"]
     assert queued == [(0, 1), (1, 1), (3, 1), (0, 2), (1, 2), (3, 2)]  # the base first, then the two best

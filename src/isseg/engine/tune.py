@@ -257,7 +257,7 @@ class _Objective:
         return ap
 
 
-def _enqueue_confirmations(study: Any, cfg: TuneConfig) -> None:
+def enqueue_confirmations(study: Any, cfg: TuneConfig) -> None:
     """Queue, once, the confirmation runs: seed by seed, the base recipe first (if the budget runs out before the
     others, the base recipe, the safe choice, is the one with the most runs), then the best completed trials."""
     if study.user_attrs.get("confirming") or cfg.confirm_top == 0:
@@ -306,7 +306,7 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
     try:
         if not study.user_attrs.get("confirming"):
             _optimize(study, objective, remaining, search_deadline, after_trial)
-            _enqueue_confirmations(study, cfg)
+            enqueue_confirmations(study, cfg)
         waiting = sum(t.state.name == "WAITING" for t in study.get_trials(deepcopy=False))
         _optimize(study, objective, waiting, deadline, after_trial)
     finally:  # Ctrl-C included: the time spent counts against the budget of the next session
