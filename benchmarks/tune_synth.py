@@ -7,7 +7,8 @@
 1. the synthetic set of ``benchmarks/train_recipes.py`` (480 training, 120 held-out images of 128 px) and, for the
    search's own validation, ``--val-count`` more images from another seed: the held-out images never steer the
    search;
-2. ``isseg tune`` of the ``--recipe`` (default fast-cpu) within ``--budget-minutes``, each trial on
+2. ``isseg tune`` of the ``--recipe`` (default fast-cpu) within ``--budget-minutes``, ``--jobs`` trials at once
+   (default 2), each trial on
    ``--trial-fraction`` of the recipe's training images, ASHA pruning at each of its 3 validations, then the
    confirmation runs (the ``--confirm-top`` best trials and the base recipe with another seed; the best mean wins);
 3. the recipe chosen, trained at the recipe's full length (the same number of training images as the default
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--confirm-share", type=float, default=0.35)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds of the final runs")
     p.add_argument("--default-reports", nargs="+", help="benchmark.json of train_recipes.py, one per seed")
+    p.add_argument("--jobs", type=int, default=2, help="trials at once (default 2: one per core, 1 thread each)")
+    p.add_argument("--lr", type=float, nargs=2, default=(0.005, 0.08), metavar=("LOW", "HIGH"),
+                   help="the search's learning-rate range (default: isseg tune's)")
     p.add_argument("--resume", action="store_true")
     args = p.parse_args(argv)
 
@@ -70,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from train_recipes import synthetic_set
 
     from isseg.data.synth import make_synthetic_dataset
-    from isseg.engine.tune import TuneConfig, tune
+    from isseg.engine.tune import SearchSpace, TuneConfig, tune
 
     out = Path(args.output)
     data = synthetic_set(out / "synth")
@@ -83,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                              output=str(out / "search"), budget_minutes=args.budget_minutes,
                              trial_fraction=args.trial_fraction, confirm_top=args.confirm_top,
                              confirm_share=args.confirm_share, resume=args.resume or (out / "search").exists(),
+                             jobs=args.jobs, space=SearchSpace(lr=tuple(args.lr)),
                              progress=sys.stderr.isatty()))  # fmt: skip
     search_minutes = (time.perf_counter() - start) / 60
     best = search["best"]

@@ -4,6 +4,7 @@ the interrupted trials, and writes a table, a plot and a best recipe that ``isse
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from pathlib import Path
 
@@ -228,3 +229,78 @@ def test_confirmation_runs_retrain_the_best_and_the_base_with_another_seed(
     rows = list(csv.DictReader((out / "trials.csv").open()))
     assert [r["seed"] for r in rows] == ["0", "0", "1", "1", "1"] and rows[3]["note"] == "confirms trial 1"
     assert "mean of 2 seeds" in load_recipe(out / "best_recipe.yaml").measured["tune"]
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, dead but not yet reaped, counts as gone)."""
+    try:
+        state = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                     if line.startswith("State:"))
+    except (OSError, StopIteration):
+        return False
+    return "zombie" not in state
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads process states from Linux's /proc")
+def test_jobs_train_trials_at_once_and_a_killed_search_leaves_no_orphan(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from isseg.cli.main import main
+    from isseg.data.synth import make_synthetic_dataset
+    from isseg.engine.tune_report import real_trials
+
+    data = make_synthetic_dataset(tmp_path / "d", 4, seed=1, image_size=96, val_fraction=0.25, max_objects=2)
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE.replace("iterations: 2,", "iterations: 16,"))  # trials long enough to overlap
+    out = tmp_path / "search"
+    args = ["tune", "--recipe", str(recipe), "--data", str(data["train_json"]), "--images", str(data["train_images"]),
+            "--val-data", str(data["val_json"]), "--val-images", str(data["val_images"]), "--output", str(out),
+            "--evaluations", "1", "--budget-minutes", "30", "--pruner", "none", "--no-progress", "--trials", "5",
+            "--confirm-top", "1", "--jobs", "2"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    search = subprocess.Popen([sys.executable, "-m", "isseg", *args], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    storage = f"sqlite:///{out / 'study.db'}"
+    running: list = []
+    give_up = time.time() + 240
+    while len({t.user_attrs.get("pid") for t in running}) < 2 and time.time() < give_up:  # both processes train
+        time.sleep(0.2)
+        if (out / "study.db").exists():
+            with contextlib.suppress(Exception):  # the study is being created
+                running = [t for t in optuna.load_study(study_name="isseg-tune", storage=storage).trials
+                           if t.state.name == "RUNNING" and "pid" in t.user_attrs]
+    assert search.poll() is None, search.communicate()[1].decode()[-2000:]
+    assert len({t.user_attrs["pid"] for t in running}) == 2, "never two trials at once"
+    search.send_signal(signal.SIGKILL)
+    search.wait()
+    killed = [t for t in optuna.load_study(study_name="isseg-tune", storage=storage).trials
+              if t.state.name == "RUNNING"]
+    workers = {t.user_attrs["pid"] for t in killed} - {search.pid}
+    deadline = time.time() + 20
+    while any(_alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert workers and not any(_alive(pid) for pid in workers), "a worker outlived the killed search"
+
+    assert main(args + ["--resume"]) == 0  # the killed trials run again; the search and confirmation finish
+    study = optuna.load_study(study_name="isseg-tune", storage=storage)
+    trials = real_trials(study)
+    retried = {t.user_attrs["retry_of"]: t for t in trials if "retry_of" in t.user_attrs}
+    assert sorted(retried) == sorted(t.number for t in killed)
+    assert all(retried[t.number].params == t.params and retried[t.number].state.name == "COMPLETE" for t in killed)
+    search_done = [t for t in trials if t.state.name == "COMPLETE" and "confirm_of" not in t.user_attrs]
+    confirmations = [t for t in trials if "confirm_of" in t.user_attrs]
+    assert len(search_done) == 5 and len(confirmations) == 2, [(t.number, t.state.name) for t in trials]
+    assert all(t.state.name == "COMPLETE" for t in confirmations)
+    by_number = {t.number: t for t in trials}  # the base recipe among them (it may be the retry of trial 0)
+    assert any(by_number[t.user_attrs["confirm_of"]].user_attrs.get("base_recipe") for t in confirmations)
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    overlapping = [(a.number, b.number) for a in done for b in done if a.user_attrs["pid"] != b.user_attrs["pid"]
+                   and a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete]
+    assert overlapping, "the resumed search never trained two trials at once"
+    assert len({t.params["lr"] for t in search_done}) == 5  # the processes' samplers do not repeat each other
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert [int(r["trial"]) for r in rows] == [t.number for t in trials]  # surplus trials are not in the table

@@ -49,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                                              "(default 1)")
     p.add_argument("--confirm-share", type=float, default=0.3, metavar="F",
                    help="share of the budget kept for the confirmation runs (default 0.3)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="trials at once, each in its own process sharing the study (default 1); the cores are "
+                        "shared between them unless the recipe sets its threads (fast-cpu: 1, so one job per core)")
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. for log files)")
 
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
                      val_images=args.val_images, output=args.output, budget_minutes=args.budget_minutes,
                      max_trials=args.trials, space=space, evaluations=args.evaluations, pruner=args.pruner,
                      trial_fraction=args.trial_fraction, confirm_top=args.confirm_top,
-                     confirm_seeds=args.confirm_seeds, confirm_share=args.confirm_share,
+                     confirm_seeds=args.confirm_seeds, confirm_share=args.confirm_share, jobs=args.jobs,
                      seed=args.seed, resume=args.resume, progress=not args.no_progress)
     result = tune(cfg)
     files = result["files"]

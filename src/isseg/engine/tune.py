@@ -3,32 +3,32 @@ strengths, within a wall-clock budget, with a pruner that stops unpromising tria
 
 Each trial trains the base recipe with the sampled values on the same number of training images (iterations x
 batch size, or the recipe's epochs; ``trial_fraction`` of them for shorter trials), validates ``evaluations``
-times and reports the mask AP to Optuna, whose pruner (ASHA: successive halving, by default) may stop it there.
-The first trial is the base recipe itself, so the best configuration found is never worse on the validation set
-than the recipe tuned.
+times and reports the mask AP to the pruner (ASHA by default). The first trial is the base recipe itself.
 
-One training run is a noisy measurement: the best of ten single-seed trials is often only the luckiest. So the
-search stops ``confirm_share`` of the budget early, and the ``confirm_top`` best completed trials and the base
-recipe are trained again with ``confirm_seeds`` other training seeds. The best configuration is the one with the
-highest mean validation mask AP among those with the most finished runs (:func:`isseg.engine.tune_report.best_group`):
-when no candidate beats the base recipe on average, ``best_recipe.yaml`` keeps the base recipe's values.
+One training run is a noisy measurement. So the search stops ``confirm_share`` of the budget early, and the
+``confirm_top`` best completed trials and the base recipe are trained again with ``confirm_seeds`` other seeds;
+the best is the highest mean among those with the most finished runs (:func:`isseg.engine.tune_report.best_group`),
+and a tie keeps the base recipe. ``jobs`` trials run at once in processes (:mod:`isseg.engine.tune_jobs`).
 
-The study lives in ``<output>/study.db`` (Optuna's RDB storage, SQLite), with the wall time spent so far: a
-search killed at any point resumes with ``resume=True`` (a trial that was running is failed and run again with
-the same values), and the budget counts every session. After each trial, ``trials.csv``, ``trials.md``,
-``trials.png`` (:mod:`isseg.engine.tune_report`) and ``best_recipe.yaml`` (the base recipe with the best values,
-at the recipe's full length: ``isseg train --recipe <output>/best_recipe.yaml``) are rewritten.
+The study lives in ``<output>/study.db`` (SQLite), with the wall time spent so far: a search killed at any point
+resumes with ``resume=True`` (a trial that was running runs again with the same values), and the budget counts
+every session. After each trial, ``trials.csv``, ``trials.md``, ``trials.png`` (:mod:`isseg.engine.tune_report`)
+and ``best_recipe.yaml`` (the best values at the recipe's full length) are rewritten.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from isseg.engine.tune_jobs import PhaseEnd, is_confirmation, phase_done, run_phase, search_trials_taken
+from isseg.engine.tune_report import real_trials
 from isseg.recipes import Recipe, load_recipe, save_recipe, train_config
 
 STUDY = "isseg-tune"
@@ -84,6 +84,7 @@ class TuneConfig:
     confirm_top: int = 2  # the best completed trials retrained with other seeds before choosing (0: none)
     confirm_seeds: int = 1  # other training seeds for each of them and for the base recipe
     confirm_share: float = 0.3  # the share of the budget kept for those runs
+    jobs: int = 1  # trials at once, each in its own process (:mod:`isseg.engine.tune_jobs`)
 
     def check(self) -> None:
         for name in ("data", "val_data"):
@@ -103,6 +104,8 @@ class TuneConfig:
         if self.confirm_top < 0 or self.confirm_seeds < 1:
             raise ValueError(f"confirm-top must be >= 0 and confirm-seeds >= 1, got {self.confirm_top} and "
                              f"{self.confirm_seeds}")
+        if self.jobs < 1:
+            raise ValueError(f"jobs must be >= 1, got {self.jobs}")
         if not 0 <= self.confirm_share < 1:
             raise ValueError(f"confirm-share must be in [0, 1), got {self.confirm_share}")
         if self.pruner not in PRUNERS:
@@ -153,10 +156,27 @@ def _suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
     return values
 
 
+def open_study(cfg: TuneConfig, first_rung: int, index: int = 0) -> Any:
+    """The study in ``<output>/study.db`` as process ``index`` of the search sees it: the pruner (``first_rung``:
+    images seen at a trial's first validation, its smallest resource) and a TPE sampler seeded apart from the
+    other processes' and from earlier sessions'."""
+    import optuna
+
+    pruner = {"asha": optuna.pruners.SuccessiveHalvingPruner(min_resource=first_rung, reduction_factor=3),
+              "median": optuna.pruners.MedianPruner(n_startup_trials=2), "none": optuna.pruners.NopPruner()}
+    storage = optuna.storages.RDBStorage(f"sqlite:///{Path(cfg.output) / 'study.db'}",
+                                         engine_kwargs={"connect_args": {"timeout": 60}})  # processes take turns
+    study = optuna.create_study(storage=storage, study_name=STUDY, direction="maximize", load_if_exists=True,
+                                pruner=pruner[cfg.pruner])
+    # a resumed session must not replay the first one's random draws: the seed moves on with the trials held
+    seed = cfg.seed + 1000 * index + len(study.get_trials(deepcopy=False))
+    study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, constant_liar=cfg.jobs > 1)
+    return study
+
+
 def _study(cfg: TuneConfig, first_rung: int) -> Any:
-    """The study in ``<output>/study.db``: new, or (``resume``) the existing one, its interrupted trials failed
-    and queued again with their values. ``first_rung``: images seen at a trial's first validation (the
-    pruner's smallest resource)."""
+    """The study: new, or (``resume``) the existing one, its interrupted trials failed and queued again with their
+    values."""
     import optuna
 
     out = Path(cfg.output)
@@ -164,11 +184,7 @@ def _study(cfg: TuneConfig, first_rung: int) -> Any:
     if db.exists() and not cfg.resume:
         raise ValueError(f"{db} exists: pass --resume to continue that search, or another --output")
     out.mkdir(parents=True, exist_ok=True)
-    pruner = {"asha": optuna.pruners.SuccessiveHalvingPruner(min_resource=first_rung, reduction_factor=3),
-              "median": optuna.pruners.MedianPruner(n_startup_trials=2), "none": optuna.pruners.NopPruner()}
-    study = optuna.create_study(storage=f"sqlite:///{db}", study_name=STUDY, direction="maximize",
-                                load_if_exists=True, pruner=pruner[cfg.pruner],
-                                sampler=optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=4))
+    study = open_study(cfg, first_rung)
     retried = list(study.user_attrs.get("retried", []))
     for t in study.get_trials(deepcopy=False):
         killed = t.state == optuna.trial.TrialState.RUNNING  # its process died (kill, power cut)
@@ -176,7 +192,7 @@ def _study(cfg: TuneConfig, first_rung: int) -> Any:
         if (killed or interrupted) and t.number not in retried:
             if killed:
                 study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-            carried = {k: t.user_attrs[k] for k in ("confirm_of", "confirm_seed") if k in t.user_attrs}
+            carried = {k: t.user_attrs[k] for k in ("confirm_of", "confirm_seed", "base_recipe") if k in t.user_attrs}
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number, **carried})
             retried.append(t.number)
     study.set_user_attr("retried", retried)
@@ -206,6 +222,7 @@ class _Objective:
                  train_images: int) -> None:
         self.cfg, self.base, self.space, self.train_images = cfg, base, space, train_images
         self.search_deadline, self.deadline = deadlines
+        self.phase = "search"  # or "confirm"
 
     def __call__(self, trial: Any) -> float:
         import optuna
@@ -213,21 +230,31 @@ class _Objective:
         from isseg.engine.checkpointing import mask_ap
         from isseg.engine.trainer import train
 
+        confirming = is_confirmation(trial)
+        taken = self.phase == "search" and phase_done(trial.study.get_trials(deepcopy=False), "search",
+                                                      self.cfg.max_trials, exclude=trial.number)
+        if (self.phase == "confirm") != confirming or taken:
+            trial.set_user_attr("surplus", True)  # another process took the last one (--jobs): not a trial
+            trial.study.stop()
+            raise optuna.TrialPruned("nothing left to run in this phase")
         values = _suggest(trial, self.space)
         recipe = trial_recipe(self.base, values, self.cfg.evaluations, self.train_images, self.cfg.trial_fraction)
         run = Path(self.cfg.output) / "trials" / f"{trial.number:03d}"
-        confirming = "confirm_of" in trial.user_attrs
         left = ((self.deadline if confirming else self.search_deadline) - time.time()) / 60
         if left <= MIN_TRIAL_MINUTES:
             trial.study.stop()  # no later trial would have time either
             raise optuna.TrialPruned("no time left in the budget")
-        options = {"val_data": self.cfg.val_data, "val_images": self.cfg.val_images, "progress": self.cfg.progress,
+        options = {"val_data": self.cfg.val_data, "val_images": self.cfg.val_images,
+                   "progress": self.cfg.progress and self.cfg.jobs == 1,
                    "tensorboard": False, "max_minutes": left, **self.cfg.trial_options}
         if confirming:
             options["seed"] = int(trial.user_attrs["confirm_seed"])
+        if self.cfg.jobs > 1 and not recipe.train.get("threads"):  # share the cores between the processes
+            options.setdefault("threads", max(1, (os.cpu_count() or 1) // self.cfg.jobs))
         tc = train_config(recipe, self.cfg.data, self.cfg.images, str(run), **options)
         trial.set_user_attr("iterations_planned", tc.iterations or 0)
         trial.set_user_attr("seed", tc.seed)
+        trial.set_user_attr("pid", os.getpid())
 
         def report(iteration: int, result: dict[str, Any]) -> None:
             ap = mask_ap(result)
@@ -262,7 +289,7 @@ def enqueue_confirmations(study: Any, cfg: TuneConfig) -> None:
     others, the base recipe, the safe choice, is the one with the most runs), then the best completed trials."""
     if study.user_attrs.get("confirming") or cfg.confirm_top == 0:
         return
-    completed = [t for t in study.trials if t.state.name == "COMPLETE" and "confirm_of" not in t.user_attrs]
+    completed = [t for t in study.trials if t.state.name == "COMPLETE" and not is_confirmation(t)]
     top = sorted((t for t in completed if not t.user_attrs.get("base_recipe")), key=lambda t: -t.value)
     chosen = [t for t in completed if t.user_attrs.get("base_recipe")][:1] + top[: cfg.confirm_top]
     if len(chosen) > 1:  # a lone trial has nothing to be compared with
@@ -272,10 +299,28 @@ def enqueue_confirmations(study: Any, cfg: TuneConfig) -> None:
     study.set_user_attr("confirming", True)
 
 
-def _optimize(study: Any, objective: _Objective, n_trials: int | None, until: float, callback: Any) -> None:
-    if until - time.time() > MIN_TRIAL_MINUTES * 60 and n_trials != 0:
-        study.optimize(objective, n_trials=n_trials, timeout=max(1.0, until - time.time()), callbacks=[callback],
-                       gc_after_trial=True)
+class _AfterTrial:
+    """After each trial, in whichever process ran it: the time spent so far, and the reports."""
+
+    def __init__(self, cfg: TuneConfig, base: Recipe, spent: float, session: float) -> None:
+        self.cfg, self.base, self.spent, self.session = cfg, base, spent, session
+
+    def __call__(self, study: Any, _trial: Any) -> None:
+        study.set_user_attr("seconds_spent", self.spent + time.time() - self.session)
+        _write_reports(study, self.base, self.cfg)
+
+
+def _phase(study: Any, cfg: TuneConfig, objective: _Objective, until: float, after: _AfterTrial,
+           first_rung: int) -> None:
+    """Run one phase (``objective.phase``) until it is done or ``until``, in up to ``cfg.jobs`` processes."""
+    trials = study.get_trials(deepcopy=False)
+    if phase_done(trials, objective.phase, cfg.max_trials) or until - time.time() <= MIN_TRIAL_MINUTES * 60:
+        return
+    left = (sum(t.state.name == "WAITING" for t in trials) if objective.phase == "confirm" else
+            None if cfg.max_trials is None else cfg.max_trials - search_trials_taken(trials))
+    jobs = cfg.jobs if left is None else min(cfg.jobs, left)
+    run_phase(functools.partial(open_study, cfg, first_rung), objective,
+              PhaseEnd(objective.phase, cfg.max_trials, cfg.output, after), until, jobs)
 
 
 def tune(cfg: TuneConfig) -> dict[str, Any]:
@@ -287,33 +332,26 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
     base = load_recipe(cfg.recipe)
     n_train = len(load_coco_json(cfg.data)["images"])
     space = covering_space(cfg.space, base_values(base), n_train)
-    images = trial_images(base, n_train) * cfg.trial_fraction
-    study = _study(cfg, max(1, int(images / cfg.evaluations * 0.9)))
+    first_rung = max(1, int(trial_images(base, n_train) * cfg.trial_fraction / cfg.evaluations * 0.9))
+    study = _study(cfg, first_rung)
     study.set_user_attr("train_images", n_train)
     spent = float(study.user_attrs.get("seconds_spent", 0.0))
     session = time.time()
     deadline = session + cfg.budget_minutes * 60 - spent
     search_deadline = deadline - (cfg.budget_minutes * 60 * cfg.confirm_share if cfg.confirm_top else 0.0)
     objective = _Objective(cfg, base, space, (search_deadline, deadline), n_train)
-
-    def after_trial(study: Any, _trial: Any) -> None:
-        study.set_user_attr("seconds_spent", spent + time.time() - session)
-        _write_reports(study, base, cfg)
-
-    done = sum(t.state.is_finished() and t.state.name != "FAIL" and "confirm_of" not in t.user_attrs
-               for t in study.trials)
-    remaining = None if cfg.max_trials is None else max(0, cfg.max_trials - done)
+    after = _AfterTrial(cfg, base, spent, session)
     try:
         if not study.user_attrs.get("confirming"):
-            _optimize(study, objective, remaining, search_deadline, after_trial)
+            _phase(study, cfg, objective, search_deadline, after, first_rung)
             enqueue_confirmations(study, cfg)
-        waiting = sum(t.state.name == "WAITING" for t in study.get_trials(deepcopy=False))
-        _optimize(study, objective, waiting, deadline, after_trial)
+        objective.phase = "confirm"
+        _phase(study, cfg, objective, deadline, after, first_rung)
     finally:  # Ctrl-C included: the time spent counts against the budget of the next session
         study.set_user_attr("seconds_spent", spent + time.time() - session)
     files = _write_reports(study, base, cfg)
     best = files.pop("best")
-    return {"best": best, "trials": len(study.trials), "files": files,
+    return {"best": best, "trials": len(real_trials(study)), "files": files,
             "minutes": float(study.user_attrs.get("seconds_spent", 0.0)) / 60}
 
 
@@ -328,7 +366,7 @@ def best_recipe(study: Any, base: Recipe, cfg: TuneConfig) -> Recipe | None:
     recipe = trial_recipe(base, dict(best["params"]), cfg.evaluations, int(study.user_attrs.get("train_images", 0)))
     base_group = next((g for g in groups(study) if g["base_recipe"]), None)
     base_text = "n/a" if base_group is None or not base_group["values"] else _mean_text(base_group)
-    measured = {"tune": f"trial {best['trial']} of {len(study.trials)}: validation mask AP {_mean_text(best)} "
+    measured = {"tune": f"trial {best['trial']} of {len(real_trials(study))}: validation mask AP {_mean_text(best)} "
                         f"(the base recipe {base.name!r}: {base_text})",
                 "search": str(Path(cfg.output) / "study.db")}
     n_done = sum(t.state.name == "COMPLETE" for t in study.trials)

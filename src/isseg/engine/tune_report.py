@@ -16,10 +16,15 @@ COLUMNS = ("trial", "state", "lr", "batch_size", "horizontal_flip", "color_jitte
            "mask_AP", "last_val_mask_AP", "box_AP", "iterations", "minutes", "note")
 
 
+def real_trials(study: Any) -> list[Any]:
+    """The study's trials, less the surplus ones (with ``--jobs``, a process that found nothing left to run)."""
+    return [t for t in study.trials if not t.user_attrs.get("surplus")]
+
+
 def trial_rows(study: Any) -> list[dict[str, Any]]:
     """One row per trial of the study (see :data:`COLUMNS`)."""
     rows = []
-    for t in study.trials:
+    for t in real_trials(study):
         p, a = t.params, t.user_attrs
         notes = ["the base recipe" if a.get("base_recipe") else "", f"retry of {a['retry_of']}" if "retry_of" in a
                  else "", f"confirms trial {a['confirm_of']}" if "confirm_of" in a else "",
@@ -51,7 +56,7 @@ def groups(study: Any) -> list[dict[str, Any]]:
             t = by_number[int(t.user_attrs["retry_of"])]
 
     found: dict[int, dict[str, Any]] = {}
-    for t in study.trials:
+    for t in real_trials(study):
         key = origin(t)
         g = found.setdefault(key, {"trial": key, "params": dict(t.params), "base_recipe": False, "values": []})
         g["base_recipe"] = g["base_recipe"] or bool(t.user_attrs.get("base_recipe"))
@@ -102,7 +107,8 @@ def plot(study: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for t in study.trials:
+    trials = real_trials(study)
+    for t in trials:
         if not t.intermediate_values:
             continue
         steps = sorted(t.intermediate_values)
@@ -111,9 +117,9 @@ def plot(study: Any, path: Path) -> Path:
     left.set_xlabel("training images seen")
     left.set_ylabel("validation mask AP")
     left.set_title("trials (dashed: pruned or stopped)")
-    if any(t.intermediate_values for t in study.trials):
+    if any(t.intermediate_values for t in trials):
         left.legend(fontsize=7)
-    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    done = [t for t in trials if t.state.name == "COMPLETE"]
     labels = [f"{t.user_attrs['confirm_of']} s{t.user_attrs.get('seed')}" if "confirm_of" in t.user_attrs
               else str(t.number) for t in done]
     colours = ["tab:green" if "confirm_of" in t.user_attrs else "tab:orange" if t.user_attrs.get("base_recipe")
