@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 
@@ -18,6 +19,15 @@ def test_int8_probe_runs_an_integer_convolution() -> None:
 def test_probe_rate_is_a_positive_rate() -> None:
     rate = ceiling.probe_rate("fp32", threads=1, channels=64, size=(32, 48), repeats=2)
     assert math.isfinite(rate) and rate > 0.5  # GFLOP/s; any CPU that runs the tests does far more
+
+
+def test_rate_sampler_keeps_one_rate_per_sample_and_gives_their_median() -> None:
+    sampler = ceiling.RateSampler(["fp32", "int8"], repeats=1, channels=64, size=(32, 48))
+    assert sampler.samples == {"fp32": [], "int8": []}
+    for _ in range(3):
+        sampler.sample()
+    assert all(len(v) == 3 and min(v) > 0.5 for v in sampler.samples.values())
+    assert sampler.rate("int8") == statistics.median(sampler.samples["int8"])
 
 
 def test_probe_rejects_unknown_precision() -> None:
@@ -53,8 +63,10 @@ def test_small_end_to_end_run_reports_ratios_and_bounds(coco_mini, tmp_path) -> 
     assert ov32["agreement"]["matched_all"] == 1.0  # the reference of the agreement columns is itself
     assert ov32["precision"] == "fp32" and ov32["bound_ms"] > 0
     assert report["baseline_e2e_ms"] > 0 and report["compute"]["max_speedup"]["fp32"] > 0
+    samples = report["compute"]["rates"]["fp32"]["samples"]  # the probe, between the measured images
+    assert len(samples) >= 1 and report["compute"]["rates"]["fp32"]["gflops_per_s"] == statistics.median(samples)
     text = bench_report.format_report(report)
-    assert "compute ceiling" in text and "| openvino fp32 |" in text
+    assert "compute ceiling" in text and "| openvino fp32 |" in text and "samples taken between" in text
 
 
 
@@ -67,6 +79,7 @@ def test_throughput_mode_and_detection_counts_are_measured(coco_mini, tmp_path) 
     assert "per stream" in ov32["throughput_mode"] and ov32["latency_mode"].startswith("1 request, ")
     assert set(ov32["auto_rates"]) == {"latency", "throughput"}  # --mode auto's probe, run on each configuration
     assert ov32["auto_mode"] == max(ov32["auto_rates"], key=ov32["auto_rates"].get)
+    assert ov32["paired_latency"] > 0  # latency mode measured again in rounds alternated with throughput mode
     counts = {r["name"]: r["detections"] for r in report["detections_sweep"]}
     assert len(counts) == 3
     zero = next(v for k, v in counts.items() if k.endswith(", 0 detections"))
@@ -77,3 +90,4 @@ def test_throughput_mode_and_detection_counts_are_measured(coco_mini, tmp_path) 
     assert full > 7 and full == default["detections"]  # the model itself, not a twin's export under its name
     text = bench_report.format_report(report)
     assert "by number of detections" in text and f"{ov32['auto_mode']} (probe " in text
+    assert f"latency mode {ov32['paired_latency']:.2f} in the same rounds" in text

@@ -1,14 +1,14 @@
 """The measurements of ``isseg benchmark``: per-stage latency of several configurations interleaved image by
-image, images/s through ``predict_stream`` in throughput mode, and the agreement of each configuration's
-detections with a reference configuration's. Images are decoded by :func:`isseg.sources.decode.read_image_file`,
-the decoder every isseg path uses, and the "decode" stage times it.
+image, images/s of latency and throughput mode (``predict_stream``) in alternated rounds, and the agreement of
+each configuration's detections with a reference configuration's. Images are decoded by
+:func:`isseg.sources.decode.read_image_file`, the decoder every isseg path uses, and the "decode" stage times it.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ class Result:
     latency_ips: float = 0.0  # images / s of predict() one image after the other (latency mode), decode included
     throughput: float = 0.0  # images / s of predict_stream in throughput mode (or latency_ips where none)
     throughput_mode: str = ""  # how throughput mode ran: requests, streams, requests per stream, threads
+    paired_latency: float = 0.0  # images / s of latency mode in the throughput pass, rounds alternated with it
     latency_mode: str = ""  # how latency mode ran (OpenVINO): requests, streams, threads
     auto_mode: str = ""  # what ``--mode auto``'s probe picked (isseg.deploy.mode_probe), "" where not probed
     auto_rates: dict[str, float] = field(default_factory=dict)  # the probe's images/s of each mode
@@ -46,11 +47,12 @@ def _median_ms(values: Sequence[float]) -> float:
     return 1000.0 * statistics.median(values) if values else float("nan")
 
 
-def measure_interleaved(runners: Sequence[tuple[str, Any]], paths: Sequence[Path], warmup: int = 1
-                        ) -> tuple[list[Result], list[list[Any]]]:
+def measure_interleaved(runners: Sequence[tuple[str, Any]], paths: Sequence[Path], warmup: int = 1,
+                        between: Callable[[], None] | None = None) -> tuple[list[Result], list[list[Any]]]:
     """Per-stage latency of every runner (``predict(image)`` + ``timings``), image by image in turn, so that
-    the load of a shared machine affects all of them alike. Decoding is timed once per image. Returns the
-    results and each runner's kept detections (per image), for :func:`agreement`."""
+    the load of a shared machine affects all of them alike; ``between()`` is called after each image's runs
+    (the benchmark samples the CPU's rate there). Decoding is timed once per image. Returns the results and
+    each runner's kept detections (per image), for :func:`agreement`."""
     first = read_image_file(paths[0])
     for _, runner in runners:
         for _ in range(warmup):
@@ -66,6 +68,8 @@ def measure_interleaved(runners: Sequence[tuple[str, Any]], paths: Sequence[Path
             times[i]["decode"].append(decode)
             for k, v in runner.timings.items():
                 times[i][k].append(v)
+        if between is not None:
+            between()
     results = []
     for (name, _), t, d in zip(runners, times, dets):
         e2e = [sum(v) for v in zip(*t.values())]
@@ -112,17 +116,38 @@ def _unpacked(result: Any) -> Any:
     return result.unpacked() if isinstance(result, _Packed) else result
 
 
-def measure_throughput(predictor: Any, paths: Sequence[Path]) -> tuple[float, str]:
-    """Images / s over ``paths`` (decode included) through ``predict_stream``: with a throughput-mode OpenVINO
-    predictor, several requests in flight on the plugin's streams while this thread decodes, pre-processes
-    the next images and post-processes the finished ones (what ``isseg predict`` does on a folder)."""
-    first = read_image_file(paths[0])
-    n = max(1, predictor.runtime.num_requests)
-    list(predictor.predict_stream([first] * n))  # warm up every request
+def _stream_rate(predictor: Any, paths: Sequence[Path]) -> float:
     t0 = time.perf_counter()
     for _ in predictor.predict_stream(read_image_file(p) for p in paths):
         pass
-    return len(paths) / (time.perf_counter() - t0), mode_description(predictor)
+    return len(paths) / (time.perf_counter() - t0)
+
+
+def measure_modes_paired(make: Any, paths: Sequence[Path], rounds: int = 2) -> tuple[float, float, str]:
+    """(latency-mode images / s, throughput-mode images / s, how throughput mode ran) over ``paths``, decode
+    included, the two modes' rounds alternated (latency first, then throughput first, ...) so that a shared
+    host's load, which can change a machine's speed by 2x within minutes, affects both alike; medians of
+    ``rounds``. ``make(mode)`` gives an OpenVINO predictor in that mode."""
+    latency, throughput = make("latency"), make("throughput")
+    try:
+        first = read_image_file(paths[0])
+        latency.predict(first)  # warm up
+        list(throughput.predict_stream([first] * max(1, throughput.runtime.num_requests)))  # every request
+        how = mode_description(throughput)
+        rates: dict[str, list[float]] = {"latency": [], "throughput": []}
+        for r in range(rounds):
+            for mode in ("latency", "throughput") if r % 2 == 0 else ("throughput", "latency"):
+                if mode == "throughput":
+                    rates[mode].append(_stream_rate(throughput, paths))
+                    continue
+                t0 = time.perf_counter()
+                for p in paths:
+                    latency.predict(read_image_file(p))
+                rates[mode].append(len(paths) / (time.perf_counter() - t0))
+    finally:
+        latency.close()
+        throughput.close()
+    return statistics.median(rates["latency"]), statistics.median(rates["throughput"]), how
 
 
 def mode_description(predictor: Any) -> str:

@@ -46,12 +46,19 @@ def format_report(report: dict[str, Any]) -> str:
         ag = r["agreement"]
         matched = f"{ag['matched_all']:.3f} / {ag['matched_0.5']:.3f}" if ag else "-"
         miou = f"{ag['mask_iou_all']:.3f} / {ag['mask_iou_0.5']:.3f}" if ag else "-"
-        tp = f"{r['throughput']:.2f} ({r['throughput_mode']})" if r["throughput_mode"] != "latency" else "-"
+        tp = "-"
+        if r["throughput_mode"] != "latency":
+            paired = f"; latency mode {r['paired_latency']:.2f} in the same rounds" if r.get("paired_latency") else ""
+            tp = f"{r['throughput']:.2f} ({r['throughput_mode']}{paired})"
         lat = f"{r['latency_ips']:.2f}" + (f" ({r['latency_mode']})" if r.get("latency_mode") else "")
         auto = "-"
         if r.get("auto_mode"):
             rates = r["auto_rates"]
             auto = f"{r['auto_mode']} (probe {rates['latency']:.2f} / {rates['throughput']:.2f})"
+            if r.get("paired_latency"):
+                faster = "throughput" if r["throughput"] > r["paired_latency"] else "latency"
+                loss = abs(r["throughput"] / r["paired_latency"] - 1)
+                auto += "; right" if faster == r["auto_mode"] else f"; the rounds' faster mode by {loss:.0%}"
         bound = f"{r['bound_ms']:.0f} ({r['precision']})" if r.get("bound_ms") else "-"
         over = f"{r['e2e_ms'] / r['bound_ms']:.2f}" if r.get("bound_ms") else "-"
         lines.append(
@@ -89,6 +96,9 @@ def _compute_lines(report: dict[str, Any]) -> list[str]:
     for p, row in compute["rates"].items():
         best = compute.get("max_speedup", {}).get(p)
         allowed = f", i.e. at most {best:.2f}x torchvision eager" if best else ""
-        lines.append(f"- {p}: {row['gflops_per_s']:.0f} GFLOP/s -> no implementation of this network beats "
+        samples = row.get("samples") or []
+        how = (f" (median of {len(samples)} samples taken between the measured images, {min(samples):.0f}-"
+               f"{max(samples):.0f})" if samples else "")
+        lines.append(f"- {p}: {row['gflops_per_s']:.0f} GFLOP/s{how} -> no implementation of this network beats "
                      f"{row['bound_ms']:.0f} ms{allowed}")
     return lines

@@ -26,8 +26,9 @@ from typing import Any
 
 from isseg.deploy.mode_probe import measure_modes
 from isseg.sources.decode import read_image_file
-from isseg.testing.bench_measure import Result, agreement, measure_interleaved, measure_throughput, mode_description
+from isseg.testing.bench_measure import Result, agreement, measure_interleaved, measure_modes_paired, mode_description
 from isseg.testing.bench_report import cpu_description
+from isseg.testing.ceiling import RateSampler
 from isseg.testing.datasets import coco_images, coco_mini_dir
 from isseg.testing.torchvision_baseline import TorchvisionRunner
 
@@ -146,15 +147,17 @@ def _configurations(cfg: BenchConfig, model: Any, workdir: Path, log: Log) -> li
     return makers
 
 
-def _measure(cfg: BenchConfig, makers: list[Configuration], paths: Sequence[Path], log: Log) -> list[Result]:
+def _measure(cfg: BenchConfig, makers: list[Configuration], paths: Sequence[Path], log: Log,
+             between: Callable[[], None] | None = None) -> list[Result]:
     """Latency of the torchvision baseline (first, when asked) and of every configuration, interleaved; their
-    agreement with the first configuration; then, one at a time, each OpenVINO configuration's throughput."""
+    agreement with the first configuration; then, one at a time, each OpenVINO configuration in latency and
+    throughput mode, their rounds alternated (:func:`measure_modes_paired`)."""
     runners: list[tuple[str, Any]] = []
     if cfg.torchvision:
         runners.append(("torchvision eager fp32", TorchvisionRunner(cfg.input_size)))
     runners += [(name, make("latency")) for name, _, make in makers]
     log(f"measuring {len(runners)} configurations on {len(paths)} images, interleaved ...")
-    results, dets = measure_interleaved(runners, paths, cfg.warmup)
+    results, dets = measure_interleaved(runners, paths, cfg.warmup, between)
     for r, (_, runner) in zip(results, runners):
         r.latency_mode = mode_description(runner)
     del runners  # free the latency-mode predictors before the throughput-mode ones are made
@@ -168,7 +171,7 @@ def _measure(cfg: BenchConfig, makers: list[Configuration], paths: Sequence[Path
         r.precision = precision
         if cfg.throughput and name.startswith("openvino"):
             log(f"throughput of {name} ...")
-            r.throughput, r.throughput_mode = measure_throughput(make("throughput"), paths)
+            r.paired_latency, r.throughput, r.throughput_mode = measure_modes_paired(make, paths)
             if cfg.auto_probe:  # what isseg predict --mode auto would pick here, by its own short probe
                 r.auto_rates = measure_modes(make, read_image_file(paths[0]))
                 r.auto_mode = max(r.auto_rates, key=r.auto_rates.__getitem__)
@@ -187,9 +190,11 @@ def run_benchmark(cfg: BenchConfig, log: Log = print) -> dict[str, Any]:
     load_before = os.getloadavg()
     with _workdir(cfg) as workdir:
         model = _load_model(cfg)
-        results = _measure(cfg, _configurations(cfg, model, workdir, log), paths, log)
-        sweep = _detections_sweep(cfg, model, workdir, paths, log) if cfg.detections else []
-        compute = compute_ceiling(model, results + sweep, cfg, log) if cfg.ceiling else None
+        sampler = _rate_sampler(cfg)
+        between = sampler.sample if sampler else None
+        results = _measure(cfg, _configurations(cfg, model, workdir, log), paths, log, between)
+        sweep = _detections_sweep(cfg, model, workdir, paths, log, between) if cfg.detections else []
+        compute = compute_ceiling(model, results + sweep, cfg, log, sampler) if cfg.ceiling else None
     base = next((r for r in results if r.name.startswith("torchvision")), None)
     if compute and base:
         compute["max_speedup"] = {p: base.e2e_ms / row["bound_ms"] for p, row in compute["rates"].items()}
@@ -206,7 +211,8 @@ def run_benchmark(cfg: BenchConfig, log: Log = print) -> dict[str, Any]:
     }
 
 
-def _detections_sweep(cfg: BenchConfig, model: Any, workdir: Path, paths: Sequence[Path], log: Log) -> list[Result]:
+def _detections_sweep(cfg: BenchConfig, model: Any, workdir: Path, paths: Sequence[Path], log: Log,
+                      between: Callable[[], None] | None = None) -> list[Result]:
     """End-to-end latency of OpenVINO's default precision and of int8 at each of ``cfg.detections``
     detection counts (twins of the model exported for each count), interleaved on the same images."""
     from isseg.deploy.predictor import Predictor
@@ -225,16 +231,28 @@ def _detections_sweep(cfg: BenchConfig, model: Any, workdir: Path, paths: Sequen
             runners.append((f"openvino int8, {count} detections", Predictor(xml8)))
             precisions.append("int8")
     log(f"latency at {', '.join(map(str, cfg.detections))} detections: {len(runners)} configurations ...")
-    results, _ = measure_interleaved(runners, paths, cfg.warmup)
+    results, _ = measure_interleaved(runners, paths, cfg.warmup, between)
     for r, p in zip(results, precisions):
         r.precision = p
     return results
 
 
-def compute_ceiling(model: Any, results: list[Result], cfg: BenchConfig, log: Log) -> dict[str, Any]:
-    """Probe the CPU's convolution rate at each measured precision and give every result its latency bound:
-    the network's GFLOPs (mask head counted for the detections that configuration actually had) divided by
-    that rate. See :mod:`isseg.testing.ceiling`."""
+def _rate_sampler(cfg: BenchConfig) -> RateSampler | None:
+    """The probe of every precision the bounds need, sampled between the measured images (None without
+    ``cfg.ceiling``): OpenVINO's default precision and the fp32 / bf16 / int8 configurations asked for."""
+    if not cfg.ceiling:
+        return None
+    wanted = {"fp32", "bf16", "int8"} & set(cfg.precisions)
+    default = _PROBED.get(_default_precision())
+    return RateSampler(wanted | ({default} if default else set()))
+
+
+def compute_ceiling(model: Any, results: list[Result], cfg: BenchConfig, log: Log,
+                    sampler: RateSampler | None = None) -> dict[str, Any]:
+    """The CPU's convolution rate at each measured precision (the median of ``sampler``'s samples, taken between
+    the measured images; a best-of-20 probe now for a precision it lacks) and every result's latency bound: the
+    network's GFLOPs (mask head counted for the detections that configuration actually had) divided by that
+    rate. See :mod:`isseg.testing.ceiling`."""
     from isseg.model.complexity import count_flops
     from isseg.testing.ceiling import probe_rate
 
@@ -242,14 +260,16 @@ def compute_ceiling(model: Any, results: list[Result], cfg: BenchConfig, log: Lo
     flops = count_flops(model, *cfg.input_size)
     per_mask = flops["mask_head"] / model.config.roi.detections_per_img
     precisions = sorted({r.precision for r in results if r.precision} | {"fp32", "bf16"} & set(cfg.precisions))
-    rates = {p: probe_rate(p) for p in precisions}
+    sampled = sampler.samples if sampler else {}
+    rates = {p: sampler.rate(p) if sampler and p in sampled else probe_rate(p) for p in precisions}
     for r in results:
         if r.precision in rates:
             gflops = flops["total"] - flops["mask_head"] + per_mask * r.detections
             r.bound_ms = 1000.0 * gflops / rates[r.precision]
     full = flops["total"]
     return {"network_gflops": full, "gflops_by_part": flops,
-            "rates": {p: {"gflops_per_s": v, "bound_ms": 1000.0 * full / v} for p, v in rates.items()}}
+            "rates": {p: {"gflops_per_s": v, "bound_ms": 1000.0 * full / v, "samples": sampled.get(p, [])}
+                      for p, v in rates.items()}}
 
 
 def _default_precision() -> str:
