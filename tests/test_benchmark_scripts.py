@@ -62,3 +62,15 @@ def test_precision_accuracy_script_fp32_equals_pytorch(tmp_path) -> None:  # noq
     assert torch_row["box_AP"] > 0 and torch_row["mask_AP"] > 0  # some random boxes hit shapes: not 0 == 0
     assert ov_row["mask_AP"] == pytest.approx(torch_row["mask_AP"], rel=1e-6, abs=1e-12)
     assert ov_row["box_AP"] == pytest.approx(torch_row["box_AP"], rel=1e-6, abs=1e-12)
+
+
+def test_head_variants_compute_the_same_layers(capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/head_variants.py: each way of writing fc6 and the mask deconvolution is the same function
+    (in f32 they agree to rounding), and every variant is timed."""
+    script = load_script("head_variants")
+    assert script.main(["--rois", "6", "--masks", "3", "--runs", "1", "--precision", "f32"]) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| fc6")
+            or line.startswith("| deconv")]
+    assert len(rows) == 5
+    for name, ms, diff in rows:
+        assert float(ms) >= 0 and float(diff) < 1e-3, name
