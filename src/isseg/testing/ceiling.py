@@ -75,7 +75,11 @@ def _probe_request(precision: str, threads: int | None, device: str, channels: i
 def _profile_probe(precision: str, threads: int | None, device: str, channels: int, size: tuple[int, int],
                    runs: int) -> list[list[Any]]:
     """The profile entries of the probe's Convolution node in each of ``runs`` runs after a warm-up."""
-    request, x = _probe_request(precision, threads, device, channels, size)
+    return _run_probe(*_probe_request(precision, threads, device, channels, size), runs)
+
+
+def _run_probe(request: Any, x: np.ndarray, runs: int) -> list[list[Any]]:
+    """Run a compiled probe ``runs`` times -> the profile entries of its Convolution node for each run."""
     profiles = []
     for _ in range(runs):
         request.infer({0: x})
@@ -106,10 +110,7 @@ class RateSampler:
     def sample(self) -> None:
         """One sample of every precision's rate (GFLOP/s), now."""
         for precision, (request, x) in self._probes.items():
-            profiles = []
-            for _ in range(self.repeats):
-                request.infer({0: x})
-                profiles.append([p for p in request.profiling_info if p.node_type == "Convolution"])
+            profiles = _run_probe(request, x, self.repeats)
             self.samples[precision].append(_best_rate(profiles, self.channels, self.size, self.device))
 
     def rate(self, precision: str) -> float:
