@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 
 import pytest
 
@@ -54,8 +55,8 @@ def test_bounds_use_the_detections_each_configuration_had(monkeypatch: pytest.Mo
 
 
 def test_small_end_to_end_run_reports_ratios_and_bounds(coco_mini, tmp_path) -> None:  # noqa: ANN001
-    cfg = benchmark.BenchConfig(images=1, backends=("openvino",), precisions=("fp32",), input_size=(192, 256),
-                                throughput=False, workdir=str(tmp_path), detections=())
+    cfg = benchmark.BenchConfig(images=1, backends=("openvino",), precisions=(), input_size=(192, 256),
+                                throughput=False, workdir=str(tmp_path), detections=())  # fp32 runs anyway
     report = benchmark.run_benchmark(cfg, log=lambda _: None)
     names = [r["name"] for r in report["results"]]
     assert names[0] == "torchvision eager fp32" and "openvino fp32" in names
@@ -65,6 +66,8 @@ def test_small_end_to_end_run_reports_ratios_and_bounds(coco_mini, tmp_path) -> 
     assert report["baseline_e2e_ms"] > 0 and report["compute"]["max_speedup"]["fp32"] > 0
     samples = report["compute"]["rates"]["fp32"]["samples"]  # the probe, between the measured images
     assert len(samples) >= 1 and report["compute"]["rates"]["fp32"]["gflops_per_s"] == statistics.median(samples)
+    # every bound comes from samples taken between the images, fp32's too although it was not asked for
+    assert all(row["samples"] for row in report["compute"]["rates"].values())
     text = bench_report.format_report(report)
     assert "compute ceiling" in text and "| openvino fp32 |" in text and "samples taken between" in text
 
@@ -80,6 +83,7 @@ def test_throughput_mode_and_detection_counts_are_measured(coco_mini, tmp_path) 
     assert set(ov32["auto_rates"]) == {"latency", "throughput"}  # --mode auto's probe, run on each configuration
     assert ov32["auto_mode"] == max(ov32["auto_rates"], key=ov32["auto_rates"].get)
     assert ov32["paired_latency"] > 0  # latency mode measured again in rounds alternated with throughput mode
+    assert ov32["mode_noise"] >= 0  # how far a mode's own rounds moved
     counts = {r["name"]: r["detections"] for r in report["detections_sweep"]}
     assert len(counts) == 3
     zero = next(v for k, v in counts.items() if k.endswith(", 0 detections"))
@@ -91,3 +95,61 @@ def test_throughput_mode_and_detection_counts_are_measured(coco_mini, tmp_path) 
     text = bench_report.format_report(report)
     assert "by number of detections" in text and f"{ov32['auto_mode']} (probe " in text
     assert f"latency mode {ov32['paired_latency']:.2f} in the same rounds" in text
+
+
+class _FakeMode:
+    """A predictor in one mode that takes ``seconds`` per image and logs what it ran."""
+
+    def __init__(self, mode: str, seconds: float, log: list[str]) -> None:
+        self.mode, self.seconds, self.log = mode, seconds, log
+        self.runtime = type("Runtime", (), {"num_requests": 2 if mode == "throughput" else 1})()
+        self.closed = False
+
+    def predict(self, image: object) -> object:
+        self.log.append(self.mode)
+        time.sleep(self.seconds)
+        return image
+
+    def predict_stream(self, images: object) -> object:
+        for image in images:
+            yield self.predict(image)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_mode_rounds_alternate_read_a_round_of_frames_each_and_measure_their_spread() -> None:
+    from isseg.deploy.mode_probe import ModeRounds, measure_rounds
+
+    log: list[str] = []
+    made: dict[str, _FakeMode] = {}
+    asked: list[int] = []
+
+    def make(mode: str) -> _FakeMode:
+        made[mode] = _FakeMode(mode, 0.02 if mode == "latency" else 0.01, log)
+        return made[mode]
+
+    def frames(n: int) -> object:
+        asked.append(n)
+        return iter([object()] * 3)
+
+    rounds = measure_rounds(make, frames, rounds=3)
+    assert all(p.closed for p in made.values())
+    assert set(asked) == {2}  # told the requests throughput mode keeps in flight
+    runs = log[3:]  # after the warm-up (1 latency, then one per throughput request)
+    order = [runs[i] for i in range(0, len(runs), 3)]
+    assert order == ["latency", "throughput", "throughput", "latency", "latency", "throughput"]
+    assert [len(v) for v in rounds.rates.values()] == [3, 3]
+    medians = rounds.medians()
+    assert 1.4 < medians["throughput"] / medians["latency"] < 2.6  # 0.01 s against 0.02 s per image
+    assert 0 <= rounds.noise() < 0.5
+
+    assert ModeRounds({"latency": [1.0, 1.2, 0.9], "throughput": [2.0, 2.0, 2.0]}, {}).noise() == pytest.approx(0.3)
+    assert ModeRounds({"latency": [1.0], "throughput": [2.0]}, {}).noise() == 0.0
+
+
+def test_report_says_whether_auto_lost_beyond_the_modes_noise() -> None:
+    row = {"throughput": 1.0, "paired_latency": 1.1, "auto_mode": "throughput", "mode_noise": 0.2}
+    assert "within the noise" in bench_report.auto_loss(row) and "by 9%" in bench_report.auto_loss(row)
+    assert "beyond the noise: a mode's rounds moved 5%" in bench_report.auto_loss(row | {"mode_noise": 0.05})
+    assert "noise" not in bench_report.auto_loss(row | {"mode_noise": 0.0})  # a report without the spread

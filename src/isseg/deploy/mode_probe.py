@@ -20,7 +20,7 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -69,32 +69,73 @@ def _read_cache(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def measure_modes(make: Callable[[str], Any], image: np.ndarray, rounds: int = 3) -> dict[str, float]:
-    """Median images/s of each mode over ``rounds`` alternating rounds on ``image`` (HxWx3 uint8 BGR), pre- and
-    post-processing included as a run does them: latency mode ``predict`` one image after the other,
-    throughput mode ``predict_stream`` with the plugin's optimal number of requests in flight. ``make(mode)``
-    gives an OpenVINO :class:`isseg.Predictor` in that mode. Each round runs as many images as throughput mode
-    has requests (at least 2)."""
+@dataclass(frozen=True)
+class ModeRounds:
+    """Images/s of each mode in each alternated round (:func:`measure_rounds`), and how each mode ran."""
+
+    rates: dict[str, list[float]]
+    setup: dict[str, str]
+
+    def medians(self) -> dict[str, float]:
+        return {m: statistics.median(v) for m, v in self.rates.items()}
+
+    def noise(self) -> float:
+        """How far one mode's rate moved between its own rounds, relative to its median (the larger of the two
+        modes; 0 with one round): on a shared machine whose speed drifts, two modes that differ by less than
+        this are not told apart."""
+        spreads = [(max(v) - min(v)) / statistics.median(v) for v in self.rates.values() if len(v) > 1]
+        return max(spreads, default=0.0)
+
+
+def describe(predictor: Any) -> str:
+    """How an OpenVINO predictor runs: "2 requests, 2 streams (1 per stream) x 1 thread"; "" on other backends."""
+    try:
+        compiled = predictor.runtime.compiled
+        streams = int(compiled.get_property("NUM_STREAMS"))
+        threads = int(compiled.get_property("INFERENCE_NUM_THREADS"))
+    except Exception:  # noqa: BLE001 - not an OpenVINO runtime
+        return ""
+    n = max(1, int(predictor.runtime.num_requests))
+    per = f"{n / streams:g} per stream" if streams else "?"
+    return (f"{n} request{'s' if n > 1 else ''}, {streams} stream{'s' if streams > 1 else ''} ({per}) x "
+            f"{threads} thread{'s' if threads > 1 else ''}")
+
+
+def measure_rounds(make: Callable[[str], Any], frames: Callable[[int], Iterable[np.ndarray]],
+                   rounds: int) -> ModeRounds:
+    """Both modes' images/s in ``rounds`` alternated rounds (latency first, then throughput first, ...), so that
+    the drift of a shared machine, which can change its speed by 2x within minutes, affects both alike. Pre- and
+    post-processing count as a run does them: latency mode ``predict`` one image after the other, throughput mode
+    ``predict_stream`` with the plugin's requests in flight. ``make(mode)`` gives an OpenVINO
+    :class:`isseg.Predictor` in that mode; ``frames(n)`` gives one round's images (HxWx3 uint8 BGR; anything
+    iterable, read as the round runs), ``n`` being the requests throughput mode keeps in flight."""
     predictors = {m: make(m) for m in MODES}
     try:
-        n = max(2, predictors["throughput"].runtime.num_requests)
-        predictors["latency"].predict(image)  # warm-up: first inferences allocate and pick kernels
-        list(predictors["throughput"].predict_stream([image] * n))
+        n = max(1, predictors["throughput"].runtime.num_requests)
+        first = next(iter(frames(n)))
+        predictors["latency"].predict(first)  # warm-up: first inferences allocate and pick kernels
+        list(predictors["throughput"].predict_stream([first] * n))  # every request
         rates: dict[str, list[float]] = {m: [] for m in MODES}
         for r in range(rounds):
             for mode in MODES if r % 2 == 0 else MODES[::-1]:
-                t0 = time.perf_counter()
+                count, t0 = 0, time.perf_counter()
                 if mode == "latency":
-                    for _ in range(n):
+                    for image in frames(n):
                         predictors[mode].predict(image)
+                        count += 1
                 else:
-                    for _ in predictors[mode].predict_stream([image] * n):
-                        pass
-                rates[mode].append(n / (time.perf_counter() - t0))
+                    count = sum(1 for _ in predictors[mode].predict_stream(frames(n)))
+                rates[mode].append(count / (time.perf_counter() - t0))
+        return ModeRounds(rates, {m: describe(p) for m, p in predictors.items()})
     finally:
         for p in predictors.values():
             p.close()
-    return {m: statistics.median(v) for m, v in rates.items()}
+
+
+def measure_modes(make: Callable[[str], Any], image: np.ndarray, rounds: int = 3) -> dict[str, float]:
+    """Median images/s of each mode over ``rounds`` alternated rounds on ``image`` (:func:`measure_rounds`),
+    each round as many images as throughput mode has requests (at least 2)."""
+    return measure_rounds(make, lambda n: [image] * max(2, n), rounds).medians()
 
 
 def first_image(sources: Any) -> np.ndarray | None:

@@ -1,6 +1,6 @@
 """The measurements of ``isseg benchmark``: per-stage latency of several configurations interleaved image by
-image, images/s of latency and throughput mode (``predict_stream``) in alternated rounds, and the agreement of
-each configuration's detections with a reference configuration's. Images are decoded by
+image, and the agreement of each configuration's detections with a reference configuration's (images/s of
+latency and throughput mode in alternated rounds: :func:`isseg.deploy.mode_probe.measure_rounds`). Images are decoded by
 :func:`isseg.sources.decode.read_image_file`, the decoder every isseg path uses, and the "decode" stage times it.
 """
 
@@ -33,6 +33,7 @@ class Result:
     throughput: float = 0.0  # images / s of predict_stream in throughput mode (or latency_ips where none)
     throughput_mode: str = ""  # how throughput mode ran: requests, streams, requests per stream, threads
     paired_latency: float = 0.0  # images / s of latency mode in the throughput pass, rounds alternated with it
+    mode_noise: float = 0.0  # how far a mode's rate moved between its own rounds there (relative; ModeRounds.noise)
     latency_mode: str = ""  # how latency mode ran (OpenVINO): requests, streams, threads
     auto_mode: str = ""  # what ``--mode auto``'s probe picked (isseg.deploy.mode_probe), "" where not probed
     auto_rates: dict[str, float] = field(default_factory=dict)  # the probe's images/s of each mode
@@ -114,54 +115,6 @@ def _kept(result: Any) -> Any:
 
 def _unpacked(result: Any) -> Any:
     return result.unpacked() if isinstance(result, _Packed) else result
-
-
-def _stream_rate(predictor: Any, paths: Sequence[Path]) -> float:
-    t0 = time.perf_counter()
-    for _ in predictor.predict_stream(read_image_file(p) for p in paths):
-        pass
-    return len(paths) / (time.perf_counter() - t0)
-
-
-def measure_modes_paired(make: Any, paths: Sequence[Path], rounds: int = 2) -> tuple[float, float, str]:
-    """(latency-mode images / s, throughput-mode images / s, how throughput mode ran) over ``paths``, decode
-    included, the two modes' rounds alternated (latency first, then throughput first, ...) so that a shared
-    host's load, which can change a machine's speed by 2x within minutes, affects both alike; medians of
-    ``rounds``. ``make(mode)`` gives an OpenVINO predictor in that mode."""
-    latency, throughput = make("latency"), make("throughput")
-    try:
-        first = read_image_file(paths[0])
-        latency.predict(first)  # warm up
-        list(throughput.predict_stream([first] * max(1, throughput.runtime.num_requests)))  # every request
-        how = mode_description(throughput)
-        rates: dict[str, list[float]] = {"latency": [], "throughput": []}
-        for r in range(rounds):
-            for mode in ("latency", "throughput") if r % 2 == 0 else ("throughput", "latency"):
-                if mode == "throughput":
-                    rates[mode].append(_stream_rate(throughput, paths))
-                    continue
-                t0 = time.perf_counter()
-                for p in paths:
-                    latency.predict(read_image_file(p))
-                rates[mode].append(len(paths) / (time.perf_counter() - t0))
-    finally:
-        latency.close()
-        throughput.close()
-    return statistics.median(rates["latency"]), statistics.median(rates["throughput"]), how
-
-
-def mode_description(predictor: Any) -> str:
-    """How an OpenVINO predictor runs: "2 requests, 2 streams (1 per stream) x 1 thread"; "" on other backends."""
-    try:
-        compiled = predictor.runtime.compiled
-        streams = int(compiled.get_property("NUM_STREAMS"))
-        threads = int(compiled.get_property("INFERENCE_NUM_THREADS"))
-    except Exception:  # noqa: BLE001 - not an OpenVINO runtime
-        return ""
-    n = max(1, int(predictor.runtime.num_requests))
-    per = f"{n / streams:g} per stream" if streams else "?"
-    return (f"{n} request{'s' if n > 1 else ''}, {streams} stream{'s' if streams > 1 else ''} ({per}) x "
-            f"{threads} thread{'s' if threads > 1 else ''}")
 
 
 def agreement(reference: list[Any], dets: list[Any]) -> dict[str, float]:

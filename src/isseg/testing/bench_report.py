@@ -57,8 +57,7 @@ def format_report(report: dict[str, Any]) -> str:
             auto = f"{r['auto_mode']} (probe {rates['latency']:.2f} / {rates['throughput']:.2f})"
             if r.get("paired_latency"):
                 faster = "throughput" if r["throughput"] > r["paired_latency"] else "latency"
-                loss = abs(r["throughput"] / r["paired_latency"] - 1)
-                auto += "; right" if faster == r["auto_mode"] else f"; the rounds' faster mode by {loss:.0%}"
+                auto += "; right" if faster == r["auto_mode"] else auto_loss(r)
         bound = f"{r['bound_ms']:.0f} ({r['precision']})" if r.get("bound_ms") else "-"
         over = f"{r['e2e_ms'] / r['bound_ms']:.2f}" if r.get("bound_ms") else "-"
         lines.append(
@@ -67,6 +66,17 @@ def format_report(report: dict[str, Any]) -> str:
             f"| {r['detections']:.1f} | {matched} | {miou} |"
         )
     return "\n".join(lines + _sweep_lines(report) + _compute_lines(report))
+
+
+def auto_loss(r: dict[str, Any]) -> str:
+    """How much ``--mode auto``'s pick lost to the rounds' faster mode, against how far one mode's own rounds
+    moved (:meth:`isseg.deploy.mode_probe.ModeRounds.noise`): a loss within that is the machine's drift."""
+    loss = abs(r["throughput"] / r["paired_latency"] - 1)
+    text = f"; the rounds' faster mode by {loss:.0%}"
+    noise = r.get("mode_noise") or 0.0
+    if noise:
+        text += f" ({'within' if loss <= noise else 'beyond'} the noise: a mode's rounds moved {noise:.0%})"
+    return text
 
 
 def _sweep_lines(report: dict[str, Any]) -> list[str]:

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from isseg.deploy.mode_probe import measure_modes
+from isseg.deploy.mode_probe import describe, measure_modes, measure_rounds
 from isseg.sources.decode import read_image_file
-from isseg.testing.bench_measure import Result, agreement, measure_interleaved, measure_modes_paired, mode_description
+from isseg.testing.bench_measure import Result, agreement, measure_interleaved
 from isseg.testing.bench_report import cpu_description
 from isseg.testing.ceiling import RateSampler
 from isseg.testing.datasets import coco_images, coco_mini_dir
@@ -38,6 +38,10 @@ Configuration = tuple[str, str, Callable[[str], Any]]
 
 #: OpenVINO's INFERENCE_PRECISION_HINT -> the precision the ceiling probe measures
 _PROBED = {"f32": "fp32", "bf16": "bf16"}
+
+#: alternated rounds of latency and throughput mode per configuration: three give each mode's spread between
+#: its own rounds (the machine's drift), against which the two modes' difference is judged
+MODE_ROUNDS = 3
 
 
 @dataclass
@@ -151,7 +155,7 @@ def _measure(cfg: BenchConfig, makers: list[Configuration], paths: Sequence[Path
              between: Callable[[], None] | None = None) -> list[Result]:
     """Latency of the torchvision baseline (first, when asked) and of every configuration, interleaved; their
     agreement with the first configuration; then, one at a time, each OpenVINO configuration in latency and
-    throughput mode, their rounds alternated (:func:`measure_modes_paired`)."""
+    throughput mode, their rounds alternated (:func:`measure_rounds`)."""
     runners: list[tuple[str, Any]] = []
     if cfg.torchvision:
         runners.append(("torchvision eager fp32", TorchvisionRunner(cfg.input_size)))
@@ -159,7 +163,7 @@ def _measure(cfg: BenchConfig, makers: list[Configuration], paths: Sequence[Path
     log(f"measuring {len(runners)} configurations on {len(paths)} images, interleaved ...")
     results, dets = measure_interleaved(runners, paths, cfg.warmup, between)
     for r, (_, runner) in zip(results, runners):
-        r.latency_mode = mode_description(runner)
+        r.latency_mode = describe(runner)
     del runners  # free the latency-mode predictors before the throughput-mode ones are made
     offset = 1 if cfg.torchvision else 0
     if len(dets) > offset:
@@ -171,7 +175,9 @@ def _measure(cfg: BenchConfig, makers: list[Configuration], paths: Sequence[Path
         r.precision = precision
         if cfg.throughput and name.startswith("openvino"):
             log(f"throughput of {name} ...")
-            r.paired_latency, r.throughput, r.throughput_mode = measure_modes_paired(make, paths)
+            rounds = measure_rounds(make, lambda n: (read_image_file(p) for p in paths), MODE_ROUNDS)
+            r.paired_latency, r.throughput = rounds.medians()["latency"], rounds.medians()["throughput"]
+            r.throughput_mode, r.mode_noise = rounds.setup["throughput"], rounds.noise()
             if cfg.auto_probe:  # what isseg predict --mode auto would pick here, by its own short probe
                 r.auto_rates = measure_modes(make, read_image_file(paths[0]))
                 r.auto_mode = max(r.auto_rates, key=r.auto_rates.__getitem__)
@@ -190,9 +196,10 @@ def run_benchmark(cfg: BenchConfig, log: Log = print) -> dict[str, Any]:
     load_before = os.getloadavg()
     with _workdir(cfg) as workdir:
         model = _load_model(cfg)
-        sampler = _rate_sampler(cfg)
+        makers = _configurations(cfg, model, workdir, log)
+        sampler = RateSampler(_bound_precisions(cfg, makers)) if cfg.ceiling else None
         between = sampler.sample if sampler else None
-        results = _measure(cfg, _configurations(cfg, model, workdir, log), paths, log, between)
+        results = _measure(cfg, makers, paths, log, between)
         sweep = _detections_sweep(cfg, model, workdir, paths, log, between) if cfg.detections else []
         compute = compute_ceiling(model, results + sweep, cfg, log, sampler) if cfg.ceiling else None
     base = next((r for r in results if r.name.startswith("torchvision")), None)
@@ -237,30 +244,29 @@ def _detections_sweep(cfg: BenchConfig, model: Any, workdir: Path, paths: Sequen
     return results
 
 
-def _rate_sampler(cfg: BenchConfig) -> RateSampler | None:
-    """The probe of every precision the bounds need, sampled between the measured images (None without
-    ``cfg.ceiling``): OpenVINO's default precision and the fp32 / bf16 / int8 configurations asked for."""
-    if not cfg.ceiling:
-        return None
-    wanted = {"fp32", "bf16", "int8"} & set(cfg.precisions)
-    default = _PROBED.get(_default_precision())
-    return RateSampler(wanted | ({default} if default else set()))
+def _bound_precisions(cfg: BenchConfig, makers: list[Configuration]) -> set[str]:
+    """The precisions whose bound the report needs: every configuration's, and the detection sweep's (OpenVINO's
+    default precision, and int8 when asked)."""
+    wanted = {precision for _, precision, _ in makers}
+    if cfg.detections:
+        wanted |= {_PROBED.get(_default_precision(), "")} | ({"int8"} & set(cfg.precisions))
+    return wanted - {""}
 
 
 def compute_ceiling(model: Any, results: list[Result], cfg: BenchConfig, log: Log,
                     sampler: RateSampler | None = None) -> dict[str, Any]:
-    """The CPU's convolution rate at each measured precision (the median of ``sampler``'s samples, taken between
-    the measured images; a best-of-20 probe now for a precision it lacks) and every result's latency bound: the
-    network's GFLOPs (mask head counted for the detections that configuration actually had) divided by that
-    rate. See :mod:`isseg.testing.ceiling`."""
+    """The CPU's convolution rate at each precision ``sampler`` probed (the median of its samples, taken between
+    the measured images; without a sampler, each result's precision probed best-of-20 now) and every result's
+    latency bound: the network's GFLOPs (mask head counted for the detections that configuration actually had)
+    divided by that rate. See :mod:`isseg.testing.ceiling`."""
     from isseg.model.complexity import count_flops
     from isseg.testing.ceiling import probe_rate
 
     log("compute ceiling: counting the network's FLOPs and probing the convolution rate ...")
     flops = count_flops(model, *cfg.input_size)
     per_mask = flops["mask_head"] / model.config.roi.detections_per_img
-    precisions = sorted({r.precision for r in results if r.precision} | {"fp32", "bf16"} & set(cfg.precisions))
     sampled = sampler.samples if sampler else {}
+    precisions = sorted(sampled or {r.precision for r in results if r.precision})
     rates = {p: sampler.rate(p) if sampler and p in sampled else probe_rate(p) for p in precisions}
     for r in results:
         if r.precision in rates:
