@@ -74,3 +74,16 @@ def test_head_variants_compute_the_same_layers(capsys: pytest.CaptureFixture[str
     assert len(rows) == 5
     for name, ms, diff in rows:
         assert float(ms) >= 0 and float(diff) < 1e-3, name
+
+
+def test_roialign_sampling_times_each_ratio_and_counts_its_samples(capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/roialign_sampling.py: one row per sampling ratio, with the samples that ratio takes."""
+    script = load_script("roialign_sampling")
+    boxes = script.rois(20)
+    assert script.samples(boxes, 1) == 20 * 49 and script.samples(boxes, 2) == 4 * 20 * 49
+    assert script.samples(boxes, 1) <= script.samples(boxes, 0) <= script.samples(boxes, 4)  # 1-4 per axis at P2
+    assert script.main(["--rois", "20", "--runs", "1", "--threads", "1"]) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")
+            and not line.startswith("| sampling")]
+    assert [r[0].strip() for r in rows] == ["adaptive", "1", "2", "4"]
+    assert all(float(r[2]) > 0 and r[4].strip() for r in rows)
