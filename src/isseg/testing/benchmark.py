@@ -176,7 +176,8 @@ def _measure(cfg: BenchConfig, makers: list[Configuration], paths: Sequence[Path
         if cfg.throughput and name.startswith("openvino"):
             log(f"throughput of {name} ...")
             rounds = measure_rounds(make, lambda n: (read_image_file(p) for p in paths), MODE_ROUNDS)
-            r.paired_latency, r.throughput = rounds.medians()["latency"], rounds.medians()["throughput"]
+            medians = rounds.medians()
+            r.paired_latency, r.throughput = medians["latency"], medians["throughput"]
             r.throughput_mode, r.mode_noise = rounds.setup["throughput"], rounds.noise()
             if cfg.auto_probe:  # what isseg predict --mode auto would pick here, by its own short probe
                 r.auto_rates = measure_modes(make, read_image_file(paths[0]))
