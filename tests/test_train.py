@@ -174,6 +174,17 @@ def test_resume_after_interruption_is_bit_exact(synth: dict[str, Path], tmp_path
         train(_config(synth, tmp_path / "a"))  # never silently overwrite a run
 
 
+def test_time_budget_stops_the_run_once(synth: dict[str, Path], tmp_path: Path) -> None:
+    """``max_minutes`` ends the run: one validation, one checkpoint, no more iterations (it used to leave only the
+    epoch's loop and go on, validating and saving after every later iteration until the last one)."""
+    result = train(_config(synth, tmp_path / "run", iterations=40, max_minutes=1e-4, val_data=str(synth["val_json"]),
+                           val_images=str(synth["val_images"])))
+    assert result.stopped_by_time and result.iteration < 40
+    evaluations = [h for h in result.history if any(k.startswith("val_") for k in h)]
+    assert len(evaluations) == 1 and evaluations[0]["iteration"] == result.iteration
+    assert torch.load(tmp_path / "run" / "last.pth", weights_only=False)["iteration"] == result.iteration
+
+
 def test_finetune_from_weights_with_other_classes(synth: dict[str, Path], tmp_path: Path) -> None:
     """Weights of a 2-class model on a 5-class dataset: shared layers are kept, class layers re-made."""
     from isseg.model.mask_rcnn import build_model

@@ -201,7 +201,7 @@ class _Trainer:
         stopped_by_time = False
         self._train_mode()
         try:
-            while self.iteration < self.max_iter:
+            while self.iteration < self.max_iter and not stopped_by_time:  # a for loop per epoch, broken at the end
                 epoch, pos = divmod(self.iteration, ipe)
                 t_data = time.perf_counter()
                 for images, targets in self._loader(epoch, pos):
