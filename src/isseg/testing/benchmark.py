@@ -233,11 +233,10 @@ def _detections_sweep(cfg: BenchConfig, model: Any, workdir: Path, paths: Sequen
         tag = "" if twin is model else f"-det{count}"
         xml = _exported(cfg, twin, workdir, "fp32", log, tag)
         runners.append((f"openvino default ({default}), {count} detections", Predictor(xml)))
-        precisions.append(_PROBED.get(default, ""))
         if "int8" in cfg.precisions:
             xml8 = _exported(cfg, twin, workdir, "int8", log, tag)
             runners.append((f"openvino int8, {count} detections", Predictor(xml8)))
-            precisions.append("int8")
+        precisions += _sweep_precisions(cfg)
     log(f"latency at {', '.join(map(str, cfg.detections))} detections: {len(runners)} configurations ...")
     results, _ = measure_interleaved(runners, paths, cfg.warmup, between)
     for r, p in zip(results, precisions):
@@ -248,10 +247,14 @@ def _detections_sweep(cfg: BenchConfig, model: Any, workdir: Path, paths: Sequen
 def _bound_precisions(cfg: BenchConfig, makers: list[Configuration]) -> set[str]:
     """The precisions whose bound the report needs: every configuration's, and the detection sweep's (OpenVINO's
     default precision, and int8 when asked)."""
-    wanted = {precision for _, precision, _ in makers}
-    if cfg.detections:
-        wanted |= {_PROBED.get(_default_precision(), "")} | ({"int8"} & set(cfg.precisions))
+    wanted = {precision for _, precision, _ in makers} | (set(_sweep_precisions(cfg)) if cfg.detections else set())
     return wanted - {""}
+
+
+def _sweep_precisions(cfg: BenchConfig) -> list[str]:
+    """The precisions of the detection sweep's configurations at one count, in their order: OpenVINO's default
+    precision (as the probe names it, "" when unknown), then int8 when asked."""
+    return [_PROBED.get(_default_precision(), "")] + (["int8"] if "int8" in cfg.precisions else [])
 
 
 def compute_ceiling(model: Any, results: list[Result], cfg: BenchConfig, log: Log,
