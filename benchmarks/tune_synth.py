@@ -8,11 +8,11 @@
    search's own validation, ``--val-count`` more images from another seed: the held-out images never steer the
    search;
 2. ``isseg tune`` of the ``--recipe`` (default fast-cpu) within ``--budget-minutes``, ``--jobs`` trials at once
-   (default 2), each trial on
-   ``--trial-fraction`` of the recipe's training images, ASHA pruning at each of its 3 validations, then the
+   (default 2), each trial as long as the recipe (``--trial-length``: in wall time, the default, or in training
+   images) times ``--trial-fraction``, ASHA pruning at each of its 3 validations, then the
    confirmation runs (the ``--confirm-top`` best trials and the base recipe with another seed; the best mean wins);
-3. the recipe chosen, trained at the recipe's full length (the same number of training images as the default
-   recipe) with each of ``--seeds``, two at a time (``benchmarks/train_recipes.py``, one thread each), its final
+3. the recipe chosen, trained at the recipe's full length (the same wall time or number of training images as the
+   default recipe) with each of ``--seeds``, two at a time (``benchmarks/train_recipes.py``, one thread each), its final
    weights evaluated on the held-out images, against the default recipe's runs of ``benchmarks/train_recipes.py``
    with the same seeds (``--default-reports``, one per seed; trained here when absent). When the search keeps the
    base recipe, there is nothing to retrain: the tuned recipe is the default.
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="trials at once (default 2: one per core, 1 thread each)")
     p.add_argument("--lr", type=float, nargs=2, default=(0.005, 0.08), metavar=("LOW", "HIGH"),
                    help="the search's learning-rate range (default: isseg tune's)")
+    p.add_argument("--trial-length", choices=("time", "images"), default="time")
     p.add_argument("--resume", action="store_true")
     args = p.parse_args(argv)
 
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     search = tune(TuneConfig(recipe=args.recipe, data=str(data["train_json"]), images=str(data["train_images"]),
                              val_data=str(tune_val / "train.json"), val_images=str(tune_val / "train"),
                              output=str(out / "search"), budget_minutes=args.budget_minutes,
-                             trial_fraction=args.trial_fraction, confirm_top=args.confirm_top,
+                             trial_fraction=args.trial_fraction, trial_length=args.trial_length,
+                             confirm_top=args.confirm_top,
                              confirm_share=args.confirm_share, resume=args.resume or (out / "search").exists(),
                              jobs=args.jobs, space=SearchSpace(lr=tuple(args.lr)),
                              progress=sys.stderr.isatty()))  # fmt: skip

@@ -150,6 +150,7 @@ ALLOWED_IMPORTS: dict[str, set[str]] = {
     "engine": {"data", "weights", "model", "tiling/options.py"},
     "engine/checkpointing.py": {"deploy/predictor.py"},
     "engine/tune.py": {"recipes"},
+    "engine/tune_pace.py": {"recipes"},
     "recipes": {"engine/train_config.py", "data"},
     "deploy": {"weights", "model", "sources", "engine/threshold.py"},
     "deploy/contract.py": {"tiling/options.py"},

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -18,10 +19,9 @@ from isseg.engine.tune import (  # noqa: E402
     base_values,
     covering_space,
     enqueue_confirmations,
-    trial_images,
-    trial_recipe,
     tune,
 )
+from isseg.engine.tune_pace import pace_text, step_units, stored_pace, trial_images, trial_recipe  # noqa: E402
 from isseg.engine.tune_report import best_group, groups  # noqa: E402
 from isseg.recipes import load_recipe, train_config  # noqa: E402
 
@@ -50,6 +50,22 @@ def test_trials_see_the_same_images_whatever_the_batch() -> None:
     assert base_values(load_recipe("finetune-seed"))["lr"] == 0.005
 
 
+def test_trials_take_the_same_time_whatever_the_batch() -> None:
+    fast = load_recipe("fast-cpu")  # 1200 iterations x 4 images, warm-up 100
+    pace = {2: 0.4, 4: 0.6, 8: 1.0}  # seconds per step: a step of 8 costs 5/3 of a step of 4
+    assert step_units(8, 4, pace) == pytest.approx(4 * 1.0 / 0.6) and step_units(8, 4) == 8
+    r = trial_recipe(fast, {**base_values(fast), "batch_size": 8}, evaluations=3, train_images=480, pace=pace)
+    assert (r.train["iterations"], r.train["warmup_iters"], r.train["eval_every"]) == (720, 60, 240)
+    assert r.train["iterations"] * pace[8] == pytest.approx(1200 * pace[4])  # the base recipe's 720 s
+    r = trial_recipe(fast, {**base_values(fast), "batch_size": 2}, evaluations=3, train_images=480, pace=pace,
+                     fraction=0.5)
+    assert r.train["iterations"] == 900 and r.train["iterations"] * pace[2] == pytest.approx(0.5 * 1200 * pace[4])
+    r = trial_recipe(fast, base_values(fast), evaluations=3, train_images=480, pace=pace)
+    assert (r.train["iterations"], r.train["warmup_iters"]) == (1200, 100)  # the base batch: unchanged
+    assert pace_text(pace) == "equal time (s per step: batch 2 0.4, batch 4 0.6, batch 8 1)"
+    assert pace_text(None) == "equal images"
+
+
 def test_search_space_and_config_checks(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="lr range"):
         SearchSpace(lr=(0.1, 0.01)).check()
@@ -57,6 +73,43 @@ def test_search_space_and_config_checks(tmp_path: Path) -> None:
         SearchSpace(color_jitter=(0.0, 1.5)).check()
     with pytest.raises(FileNotFoundError, match="data: annotation file not found"):
         TuneConfig("fast-cpu", str(tmp_path / "no.json"), ".", ".", ".").check()
+    ann = tmp_path / "a.json"
+    ann.write_text("{}")
+    with pytest.raises(ValueError, match="trial-length must be one of"):
+        TuneConfig("fast-cpu", str(ann), str(tmp_path), str(ann), str(tmp_path), trial_length="epochs").check()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_time_trials_measure_the_pace_once_and_keep_the_base_recipes_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from isseg.data.synth import make_synthetic_dataset
+    from isseg.engine import tune_pace
+
+    data = make_synthetic_dataset(tmp_path / "d", 6, seed=1, image_size=96, val_fraction=0.34, max_objects=2)
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE.replace("iterations: 2,", "iterations: 6,"))
+    out = tmp_path / "s"
+    cfg = TuneConfig(str(recipe), str(data["train_json"]), str(data["train_images"]), str(data["val_json"]),
+                     str(data["val_images"]), output=str(out), budget_minutes=30, max_trials=3, evaluations=2,
+                     pruner="none", confirm_top=0, space=SearchSpace(batch_size=(1, 2, 4)))
+    assert cfg.trial_length == "time"  # the default
+    assert tune(cfg)["best"] is not None
+    study = optuna.load_study(study_name="isseg-tune", storage=f"sqlite:///{out / 'study.db'}")
+    pace = stored_pace(study)
+    assert pace is not None and set(pace) == {1, 2, 4} and all(s > 0 for s in pace.values())
+    for t in study.trials:  # each trial: the base recipe's 6 steps of batch 1, in time; validated in base images
+        b = t.params["batch_size"]
+        assert t.user_attrs["iterations_planned"] == max(1, round(6 * pace[1] / pace[b]))
+        assert max(t.intermediate_values) == round(t.user_attrs["iterations_planned"] * step_units(b, 1, pace))
+
+    def measured_again(*a: object, **k: object) -> object:
+        raise AssertionError("a resumed search must keep its pace")
+
+    monkeypatch.setattr(tune_pace, "measure_pace", measured_again)
+    assert tune(dataclasses.replace(cfg, max_trials=4, resume=True))["trials"] == 4
+    best = load_recipe(out / "best_recipe.yaml")
+    assert best.measured["trial_length"] == pace_text(pace)
+    assert best.train["iterations"] == max(1, round(6 * pace[1] / pace[best.train["batch_size"]]))
 
 
 @pytest.mark.usefixtures("one_torch_thread")
@@ -73,7 +126,7 @@ def test_tune_runs_resumes_after_interruptions_and_writes_a_recipe(tmp_path: Pat
     args = ["tune", "--recipe", str(recipe), "--data", str(data["train_json"]), "--images", str(data["train_images"]),
             "--val-data", str(data["val_json"]), "--val-images", str(data["val_images"]), "--output", str(out),
             "--evaluations", "1", "--budget-minutes", "30", "--pruner", "none", "--no-progress",
-            "--confirm-top", "0"]  # fmt: skip
+            "--confirm-top", "0", "--trial-length", "images"]  # fmt: skip
     assert main(args + ["--trials", "1"]) == 0  # the base recipe's trial
     assert "best trial 0" in capsys.readouterr().out
 
@@ -202,7 +255,7 @@ def test_confirmation_runs_retrain_the_best_and_the_base_with_another_seed(
     args = ["tune", "--recipe", str(recipe), "--data", str(data["train_json"]), "--images", str(data["train_images"]),
             "--val-data", str(data["val_json"]), "--val-images", str(data["val_images"]), "--output", str(out),
             "--evaluations", "1", "--budget-minutes", "30", "--pruner", "none", "--no-progress", "--trials", "2",
-            "--confirm-top", "1"]  # fmt: skip
+            "--confirm-top", "1", "--trial-length", "images"]  # fmt: skip
     real_train, seeds = trainer.train, []
 
     def train_then_stop(cfg: object, **kw: object) -> object:

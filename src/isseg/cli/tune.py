@@ -30,9 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pruner", choices=("asha", "median", "none"), default="asha",
                    help="stop unpromising trials at a validation: asha (successive halving, default), median, none")
     p.add_argument("--evaluations", type=int, default=3, help="validations per trial, the pruner's rungs (default 3)")
+    p.add_argument("--trial-length", choices=("time", "images"), default="time",
+                   help="each trial trains for the recipe's wall time, whatever batch size it samples (time, "
+                        "default: each batch size's steps are timed first), or on the recipe's number of images")
     p.add_argument("--trial-fraction", type=float, default=1.0, metavar="F",
-                   help="each trial trains on this share of the recipe's images (default 1: all); the best recipe "
-                        "keeps the full length")
+                   help="each trial trains for this share of that length (default 1: all); the best recipe keeps "
+                        "the full length")
     p.add_argument("--lr", type=float, nargs=2, default=(0.005, 0.08), metavar=("LOW", "HIGH"),
                    help="learning-rate range, searched log-uniformly (default 0.005 0.08)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=(2, 4, 8), metavar="B", help="(default 2 4 8)")
@@ -70,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = TuneConfig(recipe=args.recipe, data=args.data, images=args.images, val_data=args.val_data,
                      val_images=args.val_images, output=args.output, budget_minutes=args.budget_minutes,
                      max_trials=args.trials, space=space, evaluations=args.evaluations, pruner=args.pruner,
-                     trial_fraction=args.trial_fraction, confirm_top=args.confirm_top,
+                     trial_fraction=args.trial_fraction, trial_length=args.trial_length,
+                     confirm_top=args.confirm_top,
                      confirm_seeds=args.confirm_seeds, confirm_share=args.confirm_share, jobs=args.jobs,
                      seed=args.seed, resume=args.resume, progress=not args.no_progress)
     result = tune(cfg)

@@ -1,9 +1,10 @@
 """Hyper-parameter search (``isseg tune``) with Optuna: a recipe's learning rate, batch size and augmentation
 strengths, within a wall-clock budget, with a pruner that stops unpromising trials early.
 
-Each trial trains the base recipe with the sampled values on the same number of training images (iterations x
-batch size, or the recipe's epochs; ``trial_fraction`` of them for shorter trials), validates ``evaluations``
-times and reports the mask AP to the pruner (ASHA by default). The first trial is the base recipe itself.
+Each trial trains the base recipe with the sampled values for the base recipe's wall time (``trial_length``
+"time", the default: each batch size's steps timed first) or its number of training images ("images"); see
+:mod:`isseg.engine.tune_pace`; ``trial_fraction`` of that for shorter trials. It validates ``evaluations`` times
+and reports the mask AP to the pruner (ASHA by default). The first trial is the base recipe itself.
 
 One training run is a noisy measurement. So the search stops ``confirm_share`` of the budget early, and the
 ``confirm_top`` best completed trials and the base recipe are trained again with ``confirm_seeds`` other seeds;
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from isseg.engine.tune_jobs import PhaseEnd, is_confirmation, phase_done, run_phase, search_trials_taken
+from isseg.engine.tune_pace import LENGTHS, pace_text, step_units, stored_pace, study_pace, trial_images, trial_recipe
 from isseg.engine.tune_report import real_trials
 from isseg.recipes import Recipe, load_recipe, save_recipe, train_config
 
@@ -75,7 +76,8 @@ class TuneConfig:
     max_trials: int | None = None
     space: SearchSpace = field(default_factory=SearchSpace)
     evaluations: int = 3  # validations per trial (the pruner's rungs)
-    trial_fraction: float = 1.0  # a trial trains on this share of the recipe's images (the best recipe: all)
+    trial_fraction: float = 1.0  # a trial trains on this share of the recipe's length (the best recipe: all)
+    trial_length: str = "time"  # trials as long as the base recipe in wall time, or "images" (tune_pace)
     pruner: str = "asha"
     seed: int = 0
     resume: bool = False
@@ -108,6 +110,8 @@ class TuneConfig:
             raise ValueError(f"jobs must be >= 1, got {self.jobs}")
         if not 0 <= self.confirm_share < 1:
             raise ValueError(f"confirm-share must be in [0, 1), got {self.confirm_share}")
+        if self.trial_length not in LENGTHS:
+            raise ValueError(f"trial-length must be one of {LENGTHS}, got {self.trial_length!r}")
         if self.pruner not in PRUNERS:
             raise ValueError(f"pruner must be one of {PRUNERS}, got {self.pruner!r}")
         self.space.check()
@@ -122,30 +126,6 @@ def base_values(recipe: Recipe) -> dict[str, Any]:
     values = {k: recipe.train.get(k, getattr(defaults, k)) for k in ("horizontal_flip", "color_jitter",
                                                                      "scale_jitter")}
     return {"lr": float(recipe.train.get("lr") or 0.02 * batch / 16), "batch_size": batch, **values}
-
-
-def trial_images(base: Recipe, train_images: int) -> int:
-    """Training images a trial sees (iterations x batch size; epochs x the images an epoch uses)."""
-    batch = int(base.train.get("batch_size", 2))
-    if base.train.get("iterations"):
-        return int(base.train["iterations"]) * batch
-    return int(base.train.get("epochs", 12)) * max(1, train_images // batch) * batch
-
-
-def trial_recipe(base: Recipe, values: dict[str, Any], evaluations: int, train_images: int,
-                 fraction: float = 1.0) -> Recipe:
-    """``base`` with the searched ``values``, as iterations: every batch size sees the same number of images
-    (``fraction`` of :func:`trial_images`; the warm-up scaled alike), with ``evaluations`` validations."""
-    train = dict(base.train)
-    old_batch = int(train.get("batch_size", 2))
-    images = trial_images(base, train_images) * fraction
-    train.update(values)
-    train.pop("epochs", None)
-    train["iterations"] = max(1, round(images / int(values["batch_size"])))
-    if train.get("warmup_iters"):
-        train["warmup_iters"] = max(0, round(int(train["warmup_iters"]) * old_batch / int(values["batch_size"])))
-    train["eval_every"] = max(1, math.ceil(train["iterations"] / evaluations))
-    return dataclasses.replace(base, train=train)
 
 
 def _suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
@@ -213,14 +193,21 @@ def covering_space(space: SearchSpace, base: dict[str, Any], train_images: int) 
                                                                          "scale_jitter")})
 
 
+def shared_threads(cfg: TuneConfig, recipe: Recipe) -> dict[str, int]:
+    """The cores shared between ``cfg.jobs`` trials at once, unless the recipe sets its threads."""
+    if cfg.jobs > 1 and not recipe.train.get("threads"):
+        return {"threads": max(1, (os.cpu_count() or 1) // cfg.jobs)}
+    return {}
+
+
 class _Objective:
     """One trial: train the recipe with the suggested values, report each validation's mask AP to the pruner.
     A search trial must end by ``search_deadline``; a confirmation run (``confirm_of``: the same values with
     another training seed, never pruned) by ``deadline``."""
 
     def __init__(self, cfg: TuneConfig, base: Recipe, space: SearchSpace, deadlines: tuple[float, float],
-                 train_images: int) -> None:
-        self.cfg, self.base, self.space, self.train_images = cfg, base, space, train_images
+                 train_images: int, pace: dict[int, float] | None) -> None:
+        self.cfg, self.base, self.space, self.train_images, self.pace = cfg, base, space, train_images, pace
         self.search_deadline, self.deadline = deadlines
         self.phase = "search"  # or "confirm"
 
@@ -238,27 +225,28 @@ class _Objective:
             trial.study.stop()
             raise optuna.TrialPruned("nothing left to run in this phase")
         values = _suggest(trial, self.space)
-        recipe = trial_recipe(self.base, values, self.cfg.evaluations, self.train_images, self.cfg.trial_fraction)
+        recipe = trial_recipe(self.base, values, self.cfg.evaluations, self.train_images, self.cfg.trial_fraction,
+                              self.pace)
         run = Path(self.cfg.output) / "trials" / f"{trial.number:03d}"
         left = ((self.deadline if confirming else self.search_deadline) - time.time()) / 60
         if left <= MIN_TRIAL_MINUTES:
             trial.study.stop()  # no later trial would have time either
             raise optuna.TrialPruned("no time left in the budget")
-        options = {"val_data": self.cfg.val_data, "val_images": self.cfg.val_images,
-                   "progress": self.cfg.progress and self.cfg.jobs == 1,
+        options = {**shared_threads(self.cfg, recipe), "val_data": self.cfg.val_data,
+                   "val_images": self.cfg.val_images, "progress": self.cfg.progress and self.cfg.jobs == 1,
                    "tensorboard": False, "max_minutes": left, **self.cfg.trial_options}
         if confirming:
             options["seed"] = int(trial.user_attrs["confirm_seed"])
-        if self.cfg.jobs > 1 and not recipe.train.get("threads"):  # share the cores between the processes
-            options.setdefault("threads", max(1, (os.cpu_count() or 1) // self.cfg.jobs))
         tc = train_config(recipe, self.cfg.data, self.cfg.images, str(run), **options)
         trial.set_user_attr("iterations_planned", tc.iterations or 0)
         trial.set_user_attr("seed", tc.seed)
         trial.set_user_attr("pid", os.getpid())
+        units = step_units(tc.batch_size, int(self.base.train.get("batch_size", 2)), self.pace)
 
         def report(iteration: int, result: dict[str, Any]) -> None:
             ap = mask_ap(result)
-            trial.report(-1.0 if ap is None else ap, step=iteration * tc.batch_size)  # images seen
+            # the resource: base images (tune_pace), so every batch size is pruned at the same share of the budget
+            trial.report(-1.0 if ap is None else ap, step=round(iteration * units))
             finished = iteration >= (tc.iterations or 0)  # the last validation: a result, never pruned
             if not confirming and not finished and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after {iteration} iterations (mask AP {ap})")
@@ -339,7 +327,9 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
     session = time.time()
     deadline = session + cfg.budget_minutes * 60 - spent
     search_deadline = deadline - (cfg.budget_minutes * 60 * cfg.confirm_share if cfg.confirm_top else 0.0)
-    objective = _Objective(cfg, base, space, (search_deadline, deadline), n_train)
+    pace = None if cfg.trial_length != "time" else study_pace(
+        study, base, space.batch_size, cfg.data, cfg.images, {**shared_threads(cfg, base), **cfg.trial_options})
+    objective = _Objective(cfg, base, space, (search_deadline, deadline), n_train, pace)
     after = _AfterTrial(cfg, base, spent, session)
     try:
         if not study.user_attrs.get("confirming"):
@@ -363,12 +353,14 @@ def best_recipe(study: Any, base: Recipe, cfg: TuneConfig) -> Recipe | None:
     best = best_group(study)
     if best is None:
         return None
-    recipe = trial_recipe(base, dict(best["params"]), cfg.evaluations, int(study.user_attrs.get("train_images", 0)))
+    pace = stored_pace(study)
+    recipe = trial_recipe(base, dict(best["params"]), cfg.evaluations, int(study.user_attrs.get("train_images", 0)),
+                          pace=pace)
     base_group = next((g for g in groups(study) if g["base_recipe"]), None)
     base_text = "n/a" if base_group is None or not base_group["values"] else _mean_text(base_group)
     measured = {"tune": f"trial {best['trial']} of {len(real_trials(study))}: validation mask AP {_mean_text(best)} "
                         f"(the base recipe {base.name!r}: {base_text})",
-                "search": str(Path(cfg.output) / "study.db")}
+                "search": str(Path(cfg.output) / "study.db"), "trial_length": pace_text(pace)}
     n_done = sum(t.state.name == "COMPLETE" for t in study.trials)
     found = ("kept: no trial beat them on average" if best["base_recipe"] else "found")
     return dataclasses.replace(recipe, name=f"tuned-{base.name}", train=dict(recipe.train), measured=measured,

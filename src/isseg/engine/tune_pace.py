@@ -1,0 +1,115 @@
+"""How long an ``isseg tune`` trial trains: the same wall time as the base recipe (``trial_length="time"``, the
+default) or the same number of training images (``"images"``), whatever the batch size it samples.
+
+Equal images favour small batches: they take more optimizer steps per image, and on a CPU each image costs more
+time in a small batch than in a large one. A search on equal images measured on 2 cores chose batch 2 over the
+default's batch 4; it won at equal images and lost at equal time (docs/training.md). With ``"time"``, the search
+first times a few training steps of every batch size (:func:`measure_pace`: seconds per step, on the trials'
+threads) and a trial of batch ``b`` takes ``base steps x pace[b0] / pace[b]`` steps: the base recipe's wall time.
+
+Both modes speak one unit, the *base image*: one image of the base recipe's batch ``b0``. A step of batch ``b``
+is worth ``b`` base images (equal images) or ``b0 x pace[b] / pace[b0]`` (equal time) (:func:`step_units`). A
+trial's length, its warm-up and the pruner's resource (what a trial has consumed at a validation) are counted in
+base images, so every trial is judged at the same share of the same budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import tempfile
+import time
+from typing import Any
+
+from isseg.recipes import Recipe, train_config
+
+LENGTHS = ("time", "images")
+PACE_STEPS = 8  # timed steps per batch size; the first PACE_SKIP (start-up, first allocations) are left out
+PACE_SKIP = 3
+
+
+def trial_images(base: Recipe, train_images: int) -> int:
+    """Training images the base recipe sees (iterations x batch size; epochs x the images an epoch uses)."""
+    batch = int(base.train.get("batch_size", 2))
+    if base.train.get("iterations"):
+        return int(base.train["iterations"]) * batch
+    return int(base.train.get("epochs", 12)) * max(1, train_images // batch) * batch
+
+
+def step_units(batch: int, base_batch: int, pace: dict[int, float] | None = None) -> float:
+    """Base images one step of ``batch`` is worth: ``batch`` without a ``pace`` (equal images), else its time
+    in steps of ``base_batch`` times ``base_batch`` (equal time)."""
+    if pace is None:
+        return float(batch)
+    return base_batch * pace[batch] / pace[base_batch]
+
+
+def trial_recipe(base: Recipe, values: dict[str, Any], evaluations: int, train_images: int,
+                 fraction: float = 1.0, pace: dict[int, float] | None = None) -> Recipe:
+    """``base`` with the searched ``values``, as iterations: ``fraction`` of the base recipe's length in base
+    images (:func:`trial_images`; equal images without ``pace``, equal time with it), the warm-up scaled alike,
+    with ``evaluations`` validations."""
+    train = dict(base.train)
+    old_batch = int(train.get("batch_size", 2))
+    units = step_units(int(values["batch_size"]), old_batch, pace)
+    images = trial_images(base, train_images) * fraction
+    train.update(values)
+    train.pop("epochs", None)
+    train["iterations"] = max(1, round(images / units))
+    if train.get("warmup_iters"):
+        train["warmup_iters"] = max(0, round(int(train["warmup_iters"]) * old_batch / units))
+    train["eval_every"] = max(1, math.ceil(train["iterations"] / evaluations))
+    return dataclasses.replace(base, train=train)
+
+
+def measure_pace(base: Recipe, batch_sizes: tuple[int, ...], data: str, images: str,
+                 options: dict[str, Any]) -> dict[int, float]:
+    """Seconds per training step of ``base`` at each of ``batch_sizes``: the median of ``PACE_STEPS -
+    PACE_SKIP`` timed steps, trained with ``options`` (the trials' TrainConfig fields: threads, seed) into a
+    folder deleted afterwards, without validation."""
+    pace: dict[int, float] = {}
+    for batch in sorted(batch_sizes):
+        train_fields = {**base.train, "batch_size": batch, "iterations": PACE_STEPS, "warmup_iters": 0}
+        train_fields.pop("epochs", None)
+        recipe = dataclasses.replace(base, train=train_fields)
+        with tempfile.TemporaryDirectory(prefix="isseg-pace-") as run:
+            tc = train_config(recipe, data, images, run, **{**options, "val_data": None, "val_images": None,
+                                                            "tensorboard": False, "progress": False,
+                                                            "checkpoint_every": PACE_STEPS + 1})
+            stamps = _step_times(tc)
+        pace[batch] = statistics.median(b - a for a, b in zip(stamps[PACE_SKIP - 1:], stamps[PACE_SKIP:]))
+    return pace
+
+
+def _step_times(tc: Any) -> list[float]:
+    """When each training step of ``tc`` ended (``time.perf_counter``)."""
+    from isseg.engine.trainer import train
+
+    stamps: list[float] = []
+    train(tc, on_iteration_end=lambda *_: stamps.append(time.perf_counter()))
+    return stamps
+
+
+def stored_pace(study: Any) -> dict[int, float] | None:
+    """The pace a search measured (kept in its study), or None (equal images)."""
+    kept = study.user_attrs.get("pace")
+    return None if kept is None else {int(b): float(s) for b, s in kept.items()}
+
+
+def study_pace(study: Any, base: Recipe, batch_sizes: tuple[int, ...], data: str, images: str,
+               options: dict[str, Any]) -> dict[int, float]:
+    """The search's pace: measured once (:func:`measure_pace`), then kept in the study, so that a resumed
+    search keeps its trials' lengths (measured again only when the batch sizes changed)."""
+    pace = stored_pace(study)
+    if pace is None or set(pace) != set(batch_sizes):
+        pace = measure_pace(base, batch_sizes, data, images, options)
+        study.set_user_attr("pace", {str(b): s for b, s in pace.items()})
+    return pace
+
+
+def pace_text(pace: dict[int, float] | None) -> str:
+    """``"equal time (s per step: batch 2 0.31, batch 4 0.55)"`` or ``"equal images"``."""
+    if pace is None:
+        return "equal images"
+    return "equal time (s per step: " + ", ".join(f"batch {b} {s:.3g}" for b, s in sorted(pace.items())) + ")"
