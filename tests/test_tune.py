@@ -105,6 +105,9 @@ def test_time_trials_measure_the_pace_once_and_keep_the_base_recipes_time(
     def measured_again(*a: object, **k: object) -> object:
         raise AssertionError("a resumed search must keep its pace")
 
+    both = tune_pace.measure_pace(load_recipe(recipe), (1, 2), str(data["train_json"]), str(data["train_images"]),
+                                  {"threads": 1}, jobs=2)  # two processes at once, as two trials run
+    assert set(both) == {1, 2} and all(s > 0 for s in both.values())
     monkeypatch.setattr(tune_pace, "measure_pace", measured_again)
     assert tune(dataclasses.replace(cfg, max_trials=4, resume=True))["trials"] == 4
     best = load_recipe(out / "best_recipe.yaml")
@@ -328,7 +331,7 @@ def test_jobs_train_trials_at_once_and_a_killed_search_leaves_no_orphan(tmp_path
     args = ["tune", "--recipe", str(recipe), "--data", str(data["train_json"]), "--images", str(data["train_images"]),
             "--val-data", str(data["val_json"]), "--val-images", str(data["val_images"]), "--output", str(out),
             "--evaluations", "1", "--budget-minutes", "30", "--pruner", "none", "--no-progress", "--trials", "5",
-            "--confirm-top", "1", "--jobs", "2"]  # fmt: skip
+            "--confirm-top", "1", "--jobs", "2", "--trial-length", "images"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     search = subprocess.Popen([sys.executable, "-m", "isseg", *args], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE)

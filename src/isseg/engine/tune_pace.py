@@ -25,8 +25,9 @@ from typing import Any
 from isseg.recipes import Recipe, train_config
 
 LENGTHS = ("time", "images")
-PACE_STEPS = 8  # timed steps per batch size; the first PACE_SKIP (start-up, first allocations) are left out
+PACE_STEPS = 10  # timed steps per batch size and round; the first PACE_SKIP (start-up, first allocations) left out
 PACE_SKIP = 3
+PACE_ROUNDS = 3  # the batch sizes in turn, three times: a shared host's drift falls on all of them alike
 
 
 def trial_images(base: Recipe, train_images: int) -> int:
@@ -63,23 +64,41 @@ def trial_recipe(base: Recipe, values: dict[str, Any], evaluations: int, train_i
     return dataclasses.replace(base, train=train)
 
 
-def measure_pace(base: Recipe, batch_sizes: tuple[int, ...], data: str, images: str,
-                 options: dict[str, Any]) -> dict[int, float]:
-    """Seconds per training step of ``base`` at each of ``batch_sizes``: the median of ``PACE_STEPS -
-    PACE_SKIP`` timed steps, trained with ``options`` (the trials' TrainConfig fields: threads, seed) into a
-    folder deleted afterwards, without validation."""
-    pace: dict[int, float] = {}
-    for batch in sorted(batch_sizes):
-        train_fields = {**base.train, "batch_size": batch, "iterations": PACE_STEPS, "warmup_iters": 0}
-        train_fields.pop("epochs", None)
-        recipe = dataclasses.replace(base, train=train_fields)
-        with tempfile.TemporaryDirectory(prefix="isseg-pace-") as run:
-            tc = train_config(recipe, data, images, run, **{**options, "val_data": None, "val_images": None,
-                                                            "tensorboard": False, "progress": False,
-                                                            "checkpoint_every": PACE_STEPS + 1})
-            stamps = _step_times(tc)
-        pace[batch] = statistics.median(b - a for a, b in zip(stamps[PACE_SKIP - 1:], stamps[PACE_SKIP:]))
-    return pace
+def measure_pace(base: Recipe, batch_sizes: tuple[int, ...], data: str, images: str, options: dict[str, Any],
+                 jobs: int = 1) -> dict[int, float]:
+    """Seconds per training step of ``base`` at each of ``batch_sizes``: the median of the timed steps of
+    ``jobs`` processes at once (the trials' own contention for the cores and the memory: measured alone, on 2
+    cores, batch 8 came out 1.6x batch 4 where two trials at once ran it at 2.0x), trained with ``options`` (the
+    trials' TrainConfig fields: threads, seed), without validation."""
+    if jobs == 1:
+        steps = _timed_steps(base, batch_sizes, data, images, options)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            runs = list(pool.map(_timed_steps, *zip(*[(base, batch_sizes, data, images, options)] * jobs)))
+        steps = {b: [x for run in runs for x in run[b]] for b in batch_sizes}
+    return {b: statistics.median(s) for b, s in sorted(steps.items())}
+
+
+def _timed_steps(base: Recipe, batch_sizes: tuple[int, ...], data: str, images: str,
+                 options: dict[str, Any]) -> dict[int, list[float]]:
+    """Each batch size's step times: ``PACE_ROUNDS`` rounds of ``PACE_STEPS`` steps (less the first
+    ``PACE_SKIP`` of each), the batch sizes in turn, each run in a folder deleted afterwards."""
+    steps: dict[int, list[float]] = {b: [] for b in sorted(batch_sizes)}
+    for _ in range(PACE_ROUNDS):
+        for batch in steps:
+            train_fields = {**base.train, "batch_size": batch, "iterations": PACE_STEPS, "warmup_iters": 0}
+            train_fields.pop("epochs", None)
+            recipe = dataclasses.replace(base, train=train_fields)
+            with tempfile.TemporaryDirectory(prefix="isseg-pace-") as run:
+                tc = train_config(recipe, data, images, run, **{**options, "val_data": None, "val_images": None,
+                                                                "tensorboard": False, "progress": False,
+                                                                "checkpoint_every": PACE_STEPS + 1})
+                stamps = _step_times(tc)
+            steps[batch] += [b - a for a, b in zip(stamps[PACE_SKIP - 1:], stamps[PACE_SKIP:])]
+    return steps
 
 
 def _step_times(tc: Any) -> list[float]:
@@ -98,12 +117,12 @@ def stored_pace(study: Any) -> dict[int, float] | None:
 
 
 def study_pace(study: Any, base: Recipe, batch_sizes: tuple[int, ...], data: str, images: str,
-               options: dict[str, Any]) -> dict[int, float]:
+               options: dict[str, Any], jobs: int = 1) -> dict[int, float]:
     """The search's pace: measured once (:func:`measure_pace`), then kept in the study, so that a resumed
     search keeps its trials' lengths (measured again only when the batch sizes changed)."""
     pace = stored_pace(study)
     if pace is None or set(pace) != set(batch_sizes):
-        pace = measure_pace(base, batch_sizes, data, images, options)
+        pace = measure_pace(base, batch_sizes, data, images, options, jobs)
         study.set_user_attr("pace", {str(b): s for b, s in pace.items()})
     return pace
 
