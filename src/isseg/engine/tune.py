@@ -327,12 +327,12 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
     session = time.time()
     deadline = session + cfg.budget_minutes * 60 - spent
     search_deadline = deadline - (cfg.budget_minutes * 60 * cfg.confirm_share if cfg.confirm_top else 0.0)
-    pace = None if cfg.trial_length != "time" else study_pace(
-        study, base, space.batch_size, cfg.data, cfg.images, {**shared_threads(cfg, base), **cfg.trial_options},
-        cfg.jobs)
-    objective = _Objective(cfg, base, space, (search_deadline, deadline), n_train, pace)
     after = _AfterTrial(cfg, base, spent, session)
     try:
+        pace = None if cfg.trial_length != "time" else study_pace(
+            study, base, space.batch_size, cfg.data, cfg.images, {**shared_threads(cfg, base), **cfg.trial_options},
+            cfg.jobs)  # its time counts against the budget too
+        objective = _Objective(cfg, base, space, (search_deadline, deadline), n_train, pace)
         if not study.user_attrs.get("confirming"):
             _phase(study, cfg, objective, search_deadline, after, first_rung)
             enqueue_confirmations(study, cfg)

@@ -67,9 +67,9 @@ def trial_recipe(base: Recipe, values: dict[str, Any], evaluations: int, train_i
 def measure_pace(base: Recipe, batch_sizes: tuple[int, ...], data: str, images: str, options: dict[str, Any],
                  jobs: int = 1) -> dict[int, float]:
     """Seconds per training step of ``base`` at each of ``batch_sizes``: the median of the timed steps of
-    ``jobs`` processes at once (the trials' own contention for the cores and the memory: measured alone, on 2
-    cores, batch 8 came out 1.6x batch 4 where two trials at once ran it at 2.0x), trained with ``options`` (the
-    trials' TrainConfig fields: threads, seed), without validation."""
+    ``jobs`` processes at once (the trials' own contention for the cores and the memory), trained with
+    ``options`` (the trials' TrainConfig fields: threads, seed), without validation. On a shared host this is
+    noisy: docs/training.md gives the measured spread (a step ratio off by 20-40 %)."""
     if jobs == 1:
         steps = _timed_steps(base, batch_sizes, data, images, options)
     else:
