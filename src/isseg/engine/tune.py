@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from isseg.engine import tune_pace
 from isseg.engine.tune_jobs import PhaseEnd, is_confirmation, phase_done, run_phase, search_trials_taken
-from isseg.engine.tune_pace import LENGTHS, pace_text, step_units, stored_pace, study_pace, trial_images, trial_recipe
+from isseg.engine.tune_pace import recipe_batch, step_units, trial_recipe
 from isseg.engine.tune_report import real_trials
 from isseg.recipes import Recipe, load_recipe, save_recipe, train_config
 
@@ -110,8 +111,8 @@ class TuneConfig:
             raise ValueError(f"jobs must be >= 1, got {self.jobs}")
         if not 0 <= self.confirm_share < 1:
             raise ValueError(f"confirm-share must be in [0, 1), got {self.confirm_share}")
-        if self.trial_length not in LENGTHS:
-            raise ValueError(f"trial-length must be one of {LENGTHS}, got {self.trial_length!r}")
+        if self.trial_length not in tune_pace.LENGTHS:
+            raise ValueError(f"trial-length must be one of {tune_pace.LENGTHS}, got {self.trial_length!r}")
         if self.pruner not in PRUNERS:
             raise ValueError(f"pruner must be one of {PRUNERS}, got {self.pruner!r}")
         self.space.check()
@@ -122,7 +123,7 @@ def base_values(recipe: Recipe) -> dict[str, Any]:
     from isseg.engine.train_config import TrainConfig
 
     defaults = TrainConfig(data="", images="")
-    batch = int(recipe.train.get("batch_size", defaults.batch_size))
+    batch = recipe_batch(recipe)
     values = {k: recipe.train.get(k, getattr(defaults, k)) for k in ("horizontal_flip", "color_jitter",
                                                                      "scale_jitter")}
     return {"lr": float(recipe.train.get("lr") or 0.02 * batch / 16), "batch_size": batch, **values}
@@ -241,7 +242,7 @@ class _Objective:
         trial.set_user_attr("iterations_planned", tc.iterations or 0)
         trial.set_user_attr("seed", tc.seed)
         trial.set_user_attr("pid", os.getpid())
-        units = step_units(tc.batch_size, int(self.base.train.get("batch_size", 2)), self.pace)
+        units = step_units(tc.batch_size, recipe_batch(self.base), self.pace)
 
         def report(iteration: int, result: dict[str, Any]) -> None:
             ap = mask_ap(result)
@@ -320,7 +321,7 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
     base = load_recipe(cfg.recipe)
     n_train = len(load_coco_json(cfg.data)["images"])
     space = covering_space(cfg.space, base_values(base), n_train)
-    first_rung = max(1, int(trial_images(base, n_train) * cfg.trial_fraction / cfg.evaluations * 0.9))
+    first_rung = max(1, int(tune_pace.trial_images(base, n_train) * cfg.trial_fraction / cfg.evaluations * 0.9))
     study = _study(cfg, first_rung)
     study.set_user_attr("train_images", n_train)
     spent = float(study.user_attrs.get("seconds_spent", 0.0))
@@ -329,7 +330,7 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
     search_deadline = deadline - (cfg.budget_minutes * 60 * cfg.confirm_share if cfg.confirm_top else 0.0)
     after = _AfterTrial(cfg, base, spent, session)
     try:
-        pace = None if cfg.trial_length != "time" else study_pace(
+        pace = None if cfg.trial_length != "time" else tune_pace.study_pace(
             study, base, space.batch_size, cfg.data, cfg.images, {**shared_threads(cfg, base), **cfg.trial_options},
             cfg.jobs)  # its time counts against the budget too
         objective = _Objective(cfg, base, space, (search_deadline, deadline), n_train, pace)
@@ -354,14 +355,14 @@ def best_recipe(study: Any, base: Recipe, cfg: TuneConfig) -> Recipe | None:
     best = best_group(study)
     if best is None:
         return None
-    pace = stored_pace(study)
+    pace = tune_pace.stored_pace(study)
     recipe = trial_recipe(base, dict(best["params"]), cfg.evaluations, int(study.user_attrs.get("train_images", 0)),
                           pace=pace)
     base_group = next((g for g in groups(study) if g["base_recipe"]), None)
     base_text = "n/a" if base_group is None or not base_group["values"] else _mean_text(base_group)
     measured = {"tune": f"trial {best['trial']} of {len(real_trials(study))}: validation mask AP {_mean_text(best)} "
                         f"(the base recipe {base.name!r}: {base_text})",
-                "search": str(Path(cfg.output) / "study.db"), "trial_length": pace_text(pace)}
+                "search": str(Path(cfg.output) / "study.db"), "trial_length": tune_pace.pace_text(pace)}
     n_done = sum(t.state.name == "COMPLETE" for t in study.trials)
     found = ("kept: no trial beat them on average" if best["base_recipe"] else "found")
     return dataclasses.replace(recipe, name=f"tuned-{base.name}", train=dict(recipe.train), measured=measured,

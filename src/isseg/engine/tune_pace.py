@@ -30,9 +30,16 @@ PACE_SKIP = 3
 PACE_ROUNDS = 3  # the batch sizes in turn, three times: a shared host's drift falls on all of them alike
 
 
+def recipe_batch(recipe: Recipe) -> int:
+    """The recipe's batch size (TrainConfig's default where it sets none)."""
+    from isseg.engine.train_config import TrainConfig
+
+    return int(recipe.train.get("batch_size", TrainConfig.batch_size))
+
+
 def trial_images(base: Recipe, train_images: int) -> int:
     """Training images the base recipe sees (iterations x batch size; epochs x the images an epoch uses)."""
-    batch = int(base.train.get("batch_size", 2))
+    batch = recipe_batch(base)
     if base.train.get("iterations"):
         return int(base.train["iterations"]) * batch
     return int(base.train.get("epochs", 12)) * max(1, train_images // batch) * batch
@@ -52,7 +59,7 @@ def trial_recipe(base: Recipe, values: dict[str, Any], evaluations: int, train_i
     images (:func:`trial_images`; equal images without ``pace``, equal time with it), the warm-up scaled alike,
     with ``evaluations`` validations."""
     train = dict(base.train)
-    old_batch = int(train.get("batch_size", 2))
+    old_batch = recipe_batch(base)
     units = step_units(int(values["batch_size"]), old_batch, pace)
     images = trial_images(base, train_images) * fraction
     train.update(values)
