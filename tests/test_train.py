@@ -143,6 +143,16 @@ class _Stop(Exception):
     pass
 
 
+def _stop_at(stop: int):  # noqa: ANN202 - an on_iteration_end hook
+    """A hook that dies in iteration ``stop``, after the checkpoint of the iteration before was written."""
+
+    def hook(iteration: int, values: dict[str, float], model: torch.nn.Module) -> None:
+        if iteration == stop:
+            raise _Stop
+
+    return hook
+
+
 def test_resume_after_interruption_is_bit_exact(synth: dict[str, Path], tmp_path: Path) -> None:
     """4 iterations straight == 2 iterations, a kill, --resume, 2 more (weights, losses, metrics rows).
 
@@ -152,12 +162,8 @@ def test_resume_after_interruption_is_bit_exact(synth: dict[str, Path], tmp_path
     kw = dict(workers=1, checkpoint_every=2, overrides=TINY + (f"input.train_sizes=[{SIZE},80]",))
     straight = train(_config(synth, tmp_path / "a", **kw))
 
-    def kill_in_3(iteration: int, values: dict[str, float], model: torch.nn.Module) -> None:
-        if iteration == 3:  # dies in iteration 3, after last.pth of iteration 2 was written
-            raise _Stop
-
-    with pytest.raises(_Stop):
-        train(_config(synth, tmp_path / "b", **kw), on_iteration_end=kill_in_3)
+    with pytest.raises(_Stop):  # dies in iteration 3, after last.pth of iteration 2 was written
+        train(_config(synth, tmp_path / "b", **kw), on_iteration_end=_stop_at(3))
     assert torch.load(tmp_path / "b" / "last.pth", weights_only=False)["iteration"] == 2
     resumed = train(_config(synth, tmp_path / "b", resume=True, **kw))
     assert resumed.iteration == straight.iteration == 4
@@ -234,6 +240,38 @@ def test_overfit_few_images_loss_falls_and_box_ap50(synth: dict[str, Path], tmp_
     assert best["format"] == "isseg" and best["best_metric"] == pytest.approx(result.last_eval["segm"]["AP"])
     header = (tmp_path / "fit" / "metrics.csv").read_text().splitlines()[0]
     assert "val_bbox_AP50" in header and "loss_mask" in header
+
+
+def test_adamw_decays_weights_not_norms_and_resumes(synth: dict[str, Path], tmp_path: Path) -> None:
+    """``optimizer="adamw"``: torch's AdamW with betas (momentum, 0.999), the norm layers' affine parameters in a
+    group without weight decay, its moments saved in ``last.pth`` and restored by ``resume`` (bit-exact)."""
+    from isseg.engine.train_config import check_values
+    from isseg.engine.train_setup import build_optimizer
+    from isseg.model.mask_rcnn import build_model
+
+    model = build_model(apply_overrides(get_config("security-0002", class_names=CLASS_NAMES), TINY))
+    opt = build_optimizer(model, 1e-3, 0.8, 0.05, kind="adamw")
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.8, 0.999)
+    norms = {id(p) for m in model.modules() if isinstance(m, torch.nn.GroupNorm) for p in m.parameters()
+             if p.requires_grad}
+    assert norms and [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
+    assert {id(p) for p in opt.param_groups[1]["params"]} == norms
+
+    kw = dict(optimizer="adamw", lr=1e-3, weight_decay=0.05, checkpoint_every=2)
+    straight = train(_config(synth, tmp_path / "a", **kw))
+    with pytest.raises(_Stop):
+        train(_config(synth, tmp_path / "b", **kw), on_iteration_end=_stop_at(3))
+    resumed = train(_config(synth, tmp_path / "b", resume=True, **kw))
+    a = torch.load(tmp_path / "a" / "last.pth", weights_only=False)
+    b = torch.load(tmp_path / "b" / "last.pth", weights_only=False)
+    assert "exp_avg_sq" in next(iter(a["optimizer"]["state"].values()))
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert [h["loss"] for h in straight.history][2:] == [h["loss"] for h in resumed.history]
+    for bad, message in ((dict(optimizer="adam"), "optimizer must be sgd or adamw"),
+                         (dict(optimizer="adamw", momentum=1.0), "beta1")):
+        with pytest.raises(ValueError, match=message):
+            check_values(_config(synth, tmp_path / "c", **bad))
 
 
 # --------------------------------------------------------------------------------------------------- CLI

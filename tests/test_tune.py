@@ -23,6 +23,7 @@ from isseg.engine.tune import (  # noqa: E402
 )
 from isseg.engine.tune_pace import pace_text, step_units, stored_pace, trial_images, trial_recipe  # noqa: E402
 from isseg.engine.tune_report import best_group, groups  # noqa: E402
+from isseg.engine.tune_space import learning_rate, train_values  # noqa: E402
 from isseg.recipes import load_recipe, train_config  # noqa: E402
 
 TINY_RECIPE = """\
@@ -64,6 +65,55 @@ def test_trials_take_the_same_time_whatever_the_batch() -> None:
     assert (r.train["iterations"], r.train["warmup_iters"]) == (1200, 100)  # the base batch: unchanged
     assert pace_text(pace) == "equal time (s per step: batch 2 0.4, batch 4 0.6, batch 8 1)"
     assert pace_text(None) == "equal images"
+
+
+def test_adamw_trials_have_their_own_learning_rate_and_weight_decay() -> None:
+    """The optimizer is searched with its own ranges: a trial's Optuna parameters (``adamw_lr``,
+    ``adamw_weight_decay``) become the recipe's ``lr`` / ``weight_decay``; SGD keeps the recipe's weight decay."""
+    fast = load_recipe("fast-cpu")
+    assert base_values(fast) == {"optimizer": "sgd", "lr": 0.02, "batch_size": 4, "horizontal_flip": 0.5,
+                                 "color_jitter": 0.0, "scale_jitter": 0.0}
+    params = {**base_values(fast), "optimizer": "adamw", "adamw_lr": 0.001, "adamw_weight_decay": 0.05}
+    del params["lr"]
+    r = trial_recipe(fast, train_values(params), evaluations=3, train_images=480)
+    assert (r.train["optimizer"], r.train["lr"], r.train["weight_decay"]) == ("adamw", 0.001, 0.05)
+    assert "weight_decay" not in trial_recipe(fast, train_values(base_values(fast)), 3, 480).train
+    assert learning_rate(params) == 0.001 and learning_rate(base_values(fast)) == 0.02
+    adamw = dataclasses.replace(fast, train={**fast.train, "optimizer": "adamw", "lr": 0.002, "weight_decay": 0.2})
+    base = base_values(adamw)
+    assert (base["optimizer"], base["adamw_lr"], base["adamw_weight_decay"]) == ("adamw", 0.002, 0.2)
+    space = covering_space(SearchSpace(optimizer=("sgd",)), base, train_images=480)
+    assert space.optimizer == ("sgd", "adamw") and space.adamw_weight_decay == (0.01, 0.2)  # holds the base
+    with pytest.raises(ValueError, match="optimizers must be among"):
+        SearchSpace(optimizer=("adam",)).check()
+    with pytest.raises(ValueError, match="adamw-lr range"):
+        SearchSpace(adamw_lr=(0.0, 0.01)).check()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_search_of_adamw_trains_with_it(tmp_path: Path) -> None:
+    import torch
+
+    from isseg.data.synth import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path / "d", 4, seed=1, image_size=96, val_fraction=0.25, max_objects=2)
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE.replace("lr: 0.01,", "lr: 0.001, optimizer: adamw, weight_decay: 0.05,"))
+    out = tmp_path / "s"
+    cfg = TuneConfig(str(recipe), str(data["train_json"]), str(data["train_images"]), str(data["val_json"]),
+                     str(data["val_images"]), output=str(out), max_trials=2, evaluations=1, pruner="none",
+                     confirm_top=0, trial_length="images", space=SearchSpace(optimizer=("adamw",)))
+    tune(cfg)
+    study = optuna.load_study(study_name="isseg-tune", storage=f"sqlite:///{out / 'study.db'}")
+    assert [t.params["optimizer"] for t in study.trials] == ["adamw", "adamw"]
+    assert study.trials[0].params["adamw_lr"] == 0.001 and "lr" not in study.trials[1].params
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    for t, row in zip(study.trials, rows, strict=True):
+        groups_ = torch.load(out / "trials" / f"{t.number:03d}" / "last.pth", weights_only=False)["optimizer"]
+        assert groups_["param_groups"][0]["weight_decay"] == pytest.approx(t.params["adamw_weight_decay"])
+        assert "betas" in groups_["param_groups"][0]  # AdamW's
+        assert row["optimizer"] == "adamw" and float(row["lr"]) == pytest.approx(t.params["adamw_lr"], rel=1e-3)
+    assert load_recipe(out / "best_recipe.yaml").train["optimizer"] == "adamw"
 
 
 def test_search_space_and_config_checks(tmp_path: Path) -> None:
@@ -129,7 +179,7 @@ def test_tune_runs_resumes_after_interruptions_and_writes_a_recipe(tmp_path: Pat
     args = ["tune", "--recipe", str(recipe), "--data", str(data["train_json"]), "--images", str(data["train_images"]),
             "--val-data", str(data["val_json"]), "--val-images", str(data["val_images"]), "--output", str(out),
             "--evaluations", "1", "--budget-minutes", "30", "--pruner", "none", "--no-progress",
-            "--confirm-top", "0", "--trial-length", "images"]  # fmt: skip
+            "--confirm-top", "0", "--trial-length", "images", "--batch-sizes", "1", "--optimizers", "sgd"]  # fmt: skip
     assert main(args + ["--trials", "1"]) == 0  # the base recipe's trial
     assert "best trial 0" in capsys.readouterr().out
 
@@ -190,7 +240,8 @@ def test_no_trial_within_the_budget(tmp_path: Path, capsys: pytest.CaptureFixtur
     result = tune(cfg)
     assert result["best"] is None and result["files"]["recipe"] is None and result["trials"] == 1  # queued only
     assert "waiting" in (tmp_path / "s" / "trials.md").read_text()
-    base = {"lr": 0.01, "batch_size": 8, "horizontal_flip": 0.5, "color_jitter": 0.0, "scale_jitter": 0.0}
+    base = {"optimizer": "sgd", "lr": 0.01, "batch_size": 8, "horizontal_flip": 0.5, "color_jitter": 0.0,
+            "scale_jitter": 0.0}
     with pytest.raises(ValueError, match="every batch size"):
         covering_space(SearchSpace(batch_size=(4, 8)), base, train_images=3)
     assert covering_space(SearchSpace(lr=(0.02, 0.04)), base, train_images=16).lr == (0.01, 0.04)
@@ -369,6 +420,6 @@ def test_jobs_train_trials_at_once_and_a_killed_search_leaves_no_orphan(tmp_path
     overlapping = [(a.number, b.number) for a in done for b in done if a.user_attrs["pid"] != b.user_attrs["pid"]
                    and a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete]
     assert overlapping, "the resumed search never trained two trials at once"
-    assert len({t.params["lr"] for t in search_done}) == 5  # the processes' samplers do not repeat each other
+    assert len({learning_rate(t.params) for t in search_done}) == 5  # the processes' samplers do not repeat each other
     rows = list(csv.DictReader((out / "trials.csv").open()))
     assert [int(r["trial"]) for r in rows] == [t.number for t in trials]  # surplus trials are not in the table

@@ -78,7 +78,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt = p.add_argument_group("optimization")
     opt.add_argument("--batch-size", type=int, help="images per process (default 2)")
     opt.add_argument("--lr", type=float, help="base learning rate (default 0.02 * global batch / 16)")
-    opt.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    opt.add_argument("--optimizer", choices=("sgd", "adamw"), help="(default sgd)")
+    opt.add_argument("--momentum", type=float, help="SGD momentum, AdamW's beta1 (default 0.9)")
     opt.add_argument("--weight-decay", type=float, help="(default 1e-4)")
     opt.add_argument("--warmup-iters", type=int, help="linear warm-up length (default 500)")
     opt.add_argument("--warmup-factor", type=float, help="lr factor at iteration 0 (default 0.001)")
@@ -104,10 +105,10 @@ def _tile_arguments(group: argparse._ArgumentGroup) -> None:
 
 # command-line option -> TrainConfig field, for the options that map one to one
 _OPTIONS = (
-    "preset", "weights", "epochs", "iterations", "batch_size", "lr", "momentum", "weight_decay", "warmup_iters",
-    "warmup_factor", "schedule", "gamma", "clip_grad", "amp", "freeze_stages", "eval_every", "checkpoint_every",
-    "log_every", "workers", "threads", "seed", "horizontal_flip", "color_jitter", "scale_jitter", "max_minutes",
-    "tile", "tile_overlap", "tile_empty",
+    "preset", "weights", "epochs", "iterations", "batch_size", "lr", "optimizer", "momentum", "weight_decay",
+    "warmup_iters", "warmup_factor", "schedule", "gamma", "clip_grad", "amp", "freeze_stages", "eval_every",
+    "checkpoint_every", "log_every", "workers", "threads", "seed", "horizontal_flip", "color_jitter", "scale_jitter",
+    "max_minutes", "tile", "tile_overlap", "tile_empty",
 )  # fmt: skip
 
 

@@ -1,5 +1,5 @@
-"""``isseg tune``: search a recipe's learning rate, batch size and augmentation strengths with Optuna, within a
-wall-clock budget (docs/training.md, "Hyper-parameter search").
+"""``isseg tune``: search a recipe's optimizer, learning rate, batch size and augmentation strengths with Optuna,
+within a wall-clock budget (docs/training.md, "Hyper-parameter search").
 
     isseg tune --recipe fast-cpu --data train.json --images train/ --val-data val.json --val-images val/ \\
         --output runs/tune --budget-minutes 60
@@ -37,7 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="each trial trains for this share of that length (default 1: all); the best recipe keeps "
                         "the full length")
     p.add_argument("--lr", type=float, nargs=2, default=(0.005, 0.08), metavar=("LOW", "HIGH"),
-                   help="learning-rate range, searched log-uniformly (default 0.005 0.08)")
+                   help="SGD's learning-rate range, searched log-uniformly (default 0.005 0.08)")
+    p.add_argument("--optimizers", nargs="+", choices=("sgd", "adamw"), default=("sgd", "adamw"), metavar="OPT",
+                   help="optimizers to try: sgd, adamw (default both; each with its own ranges)")
+    p.add_argument("--adamw-lr", type=float, nargs=2, default=(2e-4, 4e-3), metavar=("LOW", "HIGH"),
+                   help="AdamW's learning-rate range, log-uniform (default 0.0002 0.004)")
+    p.add_argument("--adamw-weight-decay", type=float, nargs=2, default=(0.01, 0.1), metavar=("LOW", "HIGH"),
+                   help="AdamW's (decoupled) weight-decay range, log-uniform (default 0.01 0.1)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=(2, 4, 8), metavar="B", help="(default 2 4 8)")
     p.add_argument("--flip", type=float, nargs=2, default=(0.0, 0.5), metavar=("LOW", "HIGH"),
                    help="horizontal flip probability range (default 0 0.5)")
@@ -69,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
         raise RuntimeError("isseg tune needs Optuna: pip install 'isseg[tune]'") from None
     checks.output_dir(args.output, "--output")
     space = SearchSpace(lr=tuple(args.lr), batch_size=tuple(args.batch_sizes), horizontal_flip=tuple(args.flip),
-                        color_jitter=tuple(args.color_jitter), scale_jitter=tuple(args.scale_jitter))
+                        color_jitter=tuple(args.color_jitter), scale_jitter=tuple(args.scale_jitter),
+                        optimizer=tuple(args.optimizers), adamw_lr=tuple(args.adamw_lr),
+                        adamw_weight_decay=tuple(args.adamw_weight_decay))
     cfg = TuneConfig(recipe=args.recipe, data=args.data, images=args.images, val_data=args.val_data,
                      val_images=args.val_images, output=args.output, budget_minutes=args.budget_minutes,
                      max_trials=args.trials, space=space, evaluations=args.evaluations, pruner=args.pruner,

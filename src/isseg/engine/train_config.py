@@ -36,6 +36,7 @@ class TrainConfig:
     iterations: int | None = None  # overrides epochs
     batch_size: int = 2
     lr: float | None = None
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # adamw: decoupled weight decay, betas (momentum, 0.999)
     momentum: float = 0.9
     weight_decay: float = 1e-4
     weight_decay_norm: float = 0.0  # for BN / GN affine parameters, as detectron2
@@ -117,6 +118,10 @@ def check_values(cfg: TrainConfig) -> None:
         raise ValueError(f"lr must be > 0, got {cfg.lr}")
     if cfg.momentum < 0 or cfg.weight_decay < 0:
         raise ValueError("momentum and weight decay must be >= 0")
+    if cfg.optimizer not in ("sgd", "adamw"):
+        raise ValueError(f"optimizer must be sgd or adamw, got {cfg.optimizer!r}")
+    if cfg.optimizer == "adamw" and not cfg.momentum < 1:
+        raise ValueError(f"momentum (AdamW's beta1) must be < 1, got {cfg.momentum}")
     if cfg.warmup_iters < 0:
         raise ValueError(f"warmup-iters must be >= 0, got {cfg.warmup_iters}")
     if cfg.schedule not in ("step", "cosine", "constant"):

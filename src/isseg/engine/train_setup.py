@@ -104,9 +104,10 @@ def _load_pretrained(model: nn.Module, weights: str, verbose: bool) -> None:
 
 
 def build_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float,
-                    weight_decay_norm: float = 0.0) -> torch.optim.SGD:
-    """SGD with momentum over the trainable parameters; norm layers' affine parameters get
-    ``weight_decay_norm`` (decaying a GroupNorm / BN scale towards 0 fights the normalization)."""
+                    weight_decay_norm: float = 0.0, kind: str = "sgd") -> torch.optim.Optimizer:
+    """SGD with momentum (``kind="sgd"``) or AdamW (``"adamw"``: decoupled weight decay, betas ``(momentum,
+    0.999)``) over the trainable parameters; norm layers' affine parameters get ``weight_decay_norm`` (decaying a
+    GroupNorm / BN scale towards 0 fights the normalization)."""
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     norm_types = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.SyncBatchNorm)
@@ -120,6 +121,8 @@ def build_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: 
     groups: list[dict[str, Any]] = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": weight_decay_norm})
+    if kind == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
     return torch.optim.SGD(groups, lr=lr, momentum=momentum)
 
 

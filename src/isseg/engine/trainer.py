@@ -96,7 +96,7 @@ class _Trainer:
         self.checkpoint_every = cfg.checkpoint_every or ipe
         self.eval_every = cfg.eval_every or ipe
         self.optimizer = build_optimizer(self.model, self.schedule.lr(0), cfg.momentum, cfg.weight_decay,
-                                         cfg.weight_decay_norm)
+                                         cfg.weight_decay_norm, cfg.optimizer)
         self.amp_dtype = amp_dtype(cfg.amp, device)
         self.scaler = torch.amp.GradScaler(device.type) if self.amp_dtype == torch.float16 else None
         self.checkpoints = Checkpointer(cfg, self.out, self.rank, self.world, ipe)

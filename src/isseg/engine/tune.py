@@ -1,5 +1,6 @@
-"""Hyper-parameter search (``isseg tune``) with Optuna: a recipe's learning rate, batch size and augmentation
-strengths, within a wall-clock budget, with a pruner that stops unpromising trials early.
+"""Hyper-parameter search (``isseg tune``) with Optuna: a recipe's optimizer (SGD or AdamW) and learning rate, batch
+size and augmentation strengths (:mod:`isseg.engine.tune_space`), within a wall-clock budget, with a pruner that
+stops unpromising trials early.
 
 Each trial trains the base recipe with the sampled values for the base recipe's wall time (``trial_length``
 "time", the default: each batch size's steps timed first) or its number of training images ("images"); see
@@ -31,35 +32,13 @@ from isseg.engine import tune_pace
 from isseg.engine.tune_jobs import PhaseEnd, is_confirmation, phase_done, run_phase, search_trials_taken
 from isseg.engine.tune_pace import recipe_batch, step_units, trial_recipe
 from isseg.engine.tune_report import real_trials
+from isseg.engine.tune_space import SearchSpace, base_values, covering_space, suggest, train_values
 from isseg.recipes import Recipe, load_recipe, save_recipe, train_config
 
 STUDY = "isseg-tune"
 PRUNERS = ("asha", "median", "none")
 
 MIN_TRIAL_MINUTES = 0.05  # a trial starts only with more of the budget left than this
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """The values searched: ``lr`` log-uniform in its range; ``batch_size`` one of the choices; the augmentation
-    strengths uniform in their ranges (``(x, x)`` fixes one)."""
-
-    lr: tuple[float, float] = (0.005, 0.08)
-    batch_size: tuple[int, ...] = (2, 4, 8)
-    horizontal_flip: tuple[float, float] = (0.0, 0.5)
-    color_jitter: tuple[float, float] = (0.0, 0.5)
-    scale_jitter: tuple[float, float] = (0.0, 0.4)
-
-    def check(self) -> None:
-        if not 0 < self.lr[0] <= self.lr[1]:
-            raise ValueError(f"lr range must be 0 < low <= high, got {list(self.lr)}")
-        if not self.batch_size or min(self.batch_size) < 1:
-            raise ValueError(f"batch sizes must be >= 1, got {list(self.batch_size)}")
-        bounds = {"horizontal_flip": (0.0, 1.0), "color_jitter": (0.0, 1.0), "scale_jitter": (0.0, 0.95)}
-        for name, (lo, hi) in bounds.items():
-            low, high = getattr(self, name)
-            if not lo <= low <= high <= hi:
-                raise ValueError(f"{name.replace('_', '-')} range must lie in [{lo}, {hi}], got {[low, high]}")
 
 
 @dataclass
@@ -118,25 +97,6 @@ class TuneConfig:
         self.space.check()
 
 
-def base_values(recipe: Recipe) -> dict[str, Any]:
-    """The searched values as the base recipe sets them (TrainConfig's defaults where it does not)."""
-    from isseg.engine.train_config import TrainConfig
-
-    defaults = TrainConfig(data="", images="")
-    batch = recipe_batch(recipe)
-    values = {k: recipe.train.get(k, getattr(defaults, k)) for k in ("horizontal_flip", "color_jitter",
-                                                                     "scale_jitter")}
-    return {"lr": float(recipe.train.get("lr") or 0.02 * batch / 16), "batch_size": batch, **values}
-
-
-def _suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
-    values: dict[str, Any] = {"lr": trial.suggest_float("lr", *space.lr, log=True),
-                              "batch_size": trial.suggest_categorical("batch_size", list(space.batch_size))}
-    for name in ("horizontal_flip", "color_jitter", "scale_jitter"):
-        values[name] = trial.suggest_float(name, *getattr(space, name))
-    return values
-
-
 def open_study(cfg: TuneConfig, first_rung: int, index: int = 0) -> Any:
     """The study in ``<output>/study.db`` as process ``index`` of the search sees it: the pruner (``first_rung``:
     images seen at a trial's first validation, its smallest resource) and a TPE sampler seeded apart from the
@@ -182,18 +142,6 @@ def _study(cfg: TuneConfig, first_rung: int) -> Any:
     return study
 
 
-def covering_space(space: SearchSpace, base: dict[str, Any], train_images: int) -> SearchSpace:
-    """``space`` widened to hold the base recipe's own values (its trial is the first one), without batch sizes
-    larger than the training set."""
-    widen = lambda r, v: (min(r[0], float(v)), max(r[1], float(v)))  # noqa: E731
-    batches = {b for b in set(space.batch_size) | {int(base["batch_size"])} if b <= train_images}
-    if not batches:
-        raise ValueError(f"every batch size {sorted(space.batch_size)} exceeds the {train_images} training images")
-    return SearchSpace(lr=widen(space.lr, base["lr"]), batch_size=tuple(sorted(batches)),
-                       **{k: widen(getattr(space, k), base[k]) for k in ("horizontal_flip", "color_jitter",
-                                                                         "scale_jitter")})
-
-
 def shared_threads(cfg: TuneConfig, recipe: Recipe) -> dict[str, int]:
     """The cores shared between ``cfg.jobs`` trials at once, unless the recipe sets its threads."""
     if cfg.jobs > 1 and not recipe.train.get("threads"):
@@ -225,7 +173,7 @@ class _Objective:
             trial.set_user_attr("surplus", True)  # another process took the last one (--jobs): not a trial
             trial.study.stop()
             raise optuna.TrialPruned("nothing left to run in this phase")
-        values = _suggest(trial, self.space)
+        values = train_values(suggest(trial, self.space))
         recipe = trial_recipe(self.base, values, self.cfg.evaluations, self.train_images, self.cfg.trial_fraction,
                               self.pace)
         run = Path(self.cfg.output) / "trials" / f"{trial.number:03d}"
@@ -356,8 +304,8 @@ def best_recipe(study: Any, base: Recipe, cfg: TuneConfig) -> Recipe | None:
     if best is None:
         return None
     pace = tune_pace.stored_pace(study)
-    recipe = trial_recipe(base, dict(best["params"]), cfg.evaluations, int(study.user_attrs.get("train_images", 0)),
-                          pace=pace)
+    n_train = int(study.user_attrs.get("train_images", 0))
+    recipe = trial_recipe(base, train_values(best["params"]), cfg.evaluations, n_train, pace=pace)
     base_group = next((g for g in groups(study) if g["base_recipe"]), None)
     base_text = "n/a" if base_group is None or not base_group["values"] else _mean_text(base_group)
     measured = {"tune": f"trial {best['trial']} of {len(real_trials(study))}: validation mask AP {_mean_text(best)} "
@@ -366,8 +314,8 @@ def best_recipe(study: Any, base: Recipe, cfg: TuneConfig) -> Recipe | None:
     n_done = sum(t.state.name == "COMPLETE" for t in study.trials)
     found = ("kept: no trial beat them on average" if best["base_recipe"] else "found")
     return dataclasses.replace(recipe, name=f"tuned-{base.name}", train=dict(recipe.train), measured=measured,
-                               description=f"{base.name} with the learning rate, batch size and augmentation "
-                                           f"{found} by isseg tune ({n_done} completed runs)")
+                               description=f"{base.name} with the optimizer, learning rate, batch size and "
+                                           f"augmentation {found} by isseg tune ({n_done} completed runs)")
 
 
 def _mean_text(group: dict[str, Any]) -> str:

@@ -1,8 +1,8 @@
 """The files ``isseg tune`` keeps up to date in its output folder after each trial: ``trials.csv`` and ``trials.md``
-(one row per trial: state, values, training seed, final validation mask AP of a completed trial, the last one a
-trial reported, box AP, iterations, minutes), ``trials.png`` (each trial's
-validation mask AP against the images it had seen, pruned trials dashed, and the final AP of each trial) and
-``best_recipe.yaml`` (:func:`isseg.engine.tune.save_best`)."""
+(one row per trial: state, values (``weight_decay``: AdamW's, empty for SGD, which keeps the recipe's), training
+seed, final validation mask AP of a completed trial, the last one a trial reported, box AP, iterations, minutes),
+``trials.png`` (each trial's validation mask AP against the images it had seen, pruned trials dashed, and the
+final AP of each trial) and ``best_recipe.yaml`` (:func:`isseg.engine.tune.save_best`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from isseg.atomic import atomic_write
+from isseg.engine.tune_space import learning_rate
 
-COLUMNS = ("trial", "state", "lr", "batch_size", "horizontal_flip", "color_jitter", "scale_jitter", "seed",
+COLUMNS = ("trial", "state", "optimizer", "lr", "weight_decay", "batch_size", "horizontal_flip", "color_jitter",
+           "scale_jitter", "seed",
            "mask_AP", "last_val_mask_AP", "box_AP", "iterations", "minutes", "note")
 
 
@@ -31,7 +33,8 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
                  "interrupted" if a.get("interrupted") else "", a.get("note", "")]
         note = "; ".join(n for n in notes if n)
         rows.append({
-            "trial": t.number, "state": t.state.name.lower(), "lr": p.get("lr"), "batch_size": p.get("batch_size"),
+            "trial": t.number, "state": t.state.name.lower(), "optimizer": p.get("optimizer", "sgd"),
+            "lr": learning_rate(p), "weight_decay": p.get("adamw_weight_decay"), "batch_size": p.get("batch_size"),
             "horizontal_flip": p.get("horizontal_flip"), "color_jitter": p.get("color_jitter"),
             "scale_jitter": p.get("scale_jitter"), "seed": a.get("seed"),
             "mask_AP": t.value if t.state.name == "COMPLETE" else None,

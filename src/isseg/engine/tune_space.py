@@ -1,0 +1,108 @@
+"""What ``isseg tune`` searches (:class:`SearchSpace`) and how a trial's Optuna parameters become a recipe's
+training values (:func:`train_values`).
+
+The parameters of a trial are named as Optuna stores them: ``optimizer`` (one of the space's choices), ``lr``
+(SGD's learning rate) or ``adamw_lr`` and ``adamw_weight_decay`` (AdamW's, whose useful ranges are other ones:
+AdamW's learning rate is ~20x smaller and its decoupled weight decay ~500x larger than SGD's), ``batch_size`` and
+the augmentation strengths. A space with one optimizer searches only that optimizer's values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from isseg.engine.tune_pace import recipe_batch
+from isseg.recipes import Recipe
+
+OPTIMIZERS = ("sgd", "adamw")
+AUGMENTATIONS = ("horizontal_flip", "color_jitter", "scale_jitter")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The values searched: ``optimizer`` one of the choices; its learning rate log-uniform in ``lr`` (SGD) or
+    ``adamw_lr``; AdamW's weight decay log-uniform in ``adamw_weight_decay`` (SGD keeps the recipe's);
+    ``batch_size`` one of the choices; the augmentation strengths uniform in their ranges (``(x, x)`` fixes one).
+    """
+
+    lr: tuple[float, float] = (0.005, 0.08)
+    batch_size: tuple[int, ...] = (2, 4, 8)
+    horizontal_flip: tuple[float, float] = (0.0, 0.5)
+    color_jitter: tuple[float, float] = (0.0, 0.5)
+    scale_jitter: tuple[float, float] = (0.0, 0.4)
+    optimizer: tuple[str, ...] = OPTIMIZERS
+    adamw_lr: tuple[float, float] = (2e-4, 4e-3)
+    adamw_weight_decay: tuple[float, float] = (0.01, 0.1)
+
+    def check(self) -> None:
+        for name in ("lr", "adamw_lr", "adamw_weight_decay"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise ValueError(f"{name.replace('_', '-')} range must be 0 < low <= high, got {[low, high]}")
+        if not self.batch_size or min(self.batch_size) < 1:
+            raise ValueError(f"batch sizes must be >= 1, got {list(self.batch_size)}")
+        if not self.optimizer or not set(self.optimizer) <= set(OPTIMIZERS):
+            raise ValueError(f"optimizers must be among {list(OPTIMIZERS)}, got {list(self.optimizer)}")
+        bounds = {"horizontal_flip": (0.0, 1.0), "color_jitter": (0.0, 1.0), "scale_jitter": (0.0, 0.95)}
+        for name, (lo, hi) in bounds.items():
+            low, high = getattr(self, name)
+            if not lo <= low <= high <= hi:
+                raise ValueError(f"{name.replace('_', '-')} range must lie in [{lo}, {hi}], got {[low, high]}")
+
+
+def base_values(recipe: Recipe) -> dict[str, Any]:
+    """The base recipe's own values as a trial's parameters (TrainConfig's defaults where it sets none)."""
+    from isseg.engine.train_config import TrainConfig
+
+    defaults = TrainConfig(data="", images="")
+    batch = recipe_batch(recipe)
+    get = lambda k: recipe.train.get(k, getattr(defaults, k))  # noqa: E731
+    optimizer = str(get("optimizer"))
+    lr = float(recipe.train.get("lr") or 0.02 * batch / 16)
+    rate = {"lr": lr} if optimizer == "sgd" else {"adamw_lr": lr, "adamw_weight_decay": float(get("weight_decay"))}
+    return {"optimizer": optimizer, **rate, "batch_size": batch, **{k: get(k) for k in AUGMENTATIONS}}
+
+
+def suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
+    """A trial's parameters, sampled from ``space`` (see the module's docstring for their names)."""
+    optimizer = trial.suggest_categorical("optimizer", list(space.optimizer))
+    if optimizer == "adamw":
+        params = {"adamw_lr": trial.suggest_float("adamw_lr", *space.adamw_lr, log=True),
+                  "adamw_weight_decay": trial.suggest_float("adamw_weight_decay", *space.adamw_weight_decay,
+                                                            log=True)}
+    else:
+        params = {"lr": trial.suggest_float("lr", *space.lr, log=True)}
+    params["batch_size"] = trial.suggest_categorical("batch_size", list(space.batch_size))
+    for name in AUGMENTATIONS:
+        params[name] = trial.suggest_float(name, *getattr(space, name))
+    return {"optimizer": optimizer, **params}
+
+
+def train_values(params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's parameters as the recipe's training values: ``adamw_lr`` -> ``lr``, ``adamw_weight_decay`` ->
+    ``weight_decay``; a trial without ``optimizer`` (a study of an earlier version) is SGD."""
+    values = dict(params)
+    if "adamw_lr" in values:
+        values["lr"] = values.pop("adamw_lr")
+    if "adamw_weight_decay" in values:
+        values["weight_decay"] = values.pop("adamw_weight_decay")
+    return values
+
+
+def learning_rate(params: dict[str, Any]) -> float | None:
+    """The trial's learning rate, whichever optimizer it used."""
+    return params.get("lr", params.get("adamw_lr"))
+
+
+def covering_space(space: SearchSpace, base: dict[str, Any], train_images: int) -> SearchSpace:
+    """``space`` widened to hold the base recipe's own values (its trial is the first one), without batch sizes
+    larger than the training set."""
+    widen = lambda r, v: (min(r[0], float(v)), max(r[1], float(v)))  # noqa: E731
+    batches = {b for b in set(space.batch_size) | {int(base["batch_size"])} if b <= train_images}
+    if not batches:
+        raise ValueError(f"every batch size {sorted(space.batch_size)} exceeds the {train_images} training images")
+    rates = {k: widen(getattr(space, k), base[k]) for k in ("lr", "adamw_lr", "adamw_weight_decay") if k in base}
+    optimizers = tuple(o for o in OPTIMIZERS if o in space.optimizer or o == base["optimizer"])
+    return SearchSpace(**{**space.__dict__, **rates, "batch_size": tuple(sorted(batches)), "optimizer": optimizers,
+                          **{k: widen(getattr(space, k), base[k]) for k in AUGMENTATIONS}})
