@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, nargs=2, default=(0.005, 0.08), metavar=("LOW", "HIGH"),
                    help="the search's learning-rate range (default: isseg tune's)")
     p.add_argument("--trial-length", choices=("time", "images"), default="time")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[2, 4, 8], metavar="B",
+                   help="the batch sizes searched (default 2 4 8; the recipe's alone: trials of equal length without "
+                        "a measured pace)")
+    p.add_argument("--optimizers", nargs="+", choices=("sgd", "adamw"), default=["sgd", "adamw"])
     p.add_argument("--resume", action="store_true")
     args = p.parse_args(argv)
 
@@ -89,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                              trial_fraction=args.trial_fraction, trial_length=args.trial_length,
                              confirm_top=args.confirm_top,
                              confirm_share=args.confirm_share, resume=args.resume or (out / "search").exists(),
-                             jobs=args.jobs, space=SearchSpace(lr=tuple(args.lr)),
+                             jobs=args.jobs, space=SearchSpace(lr=tuple(args.lr), batch_size=tuple(args.batch_sizes),
+                                                                optimizer=tuple(args.optimizers)),
                              progress=sys.stderr.isatty()))  # fmt: skip
     search_minutes = (time.perf_counter() - start) / 60
     best = search["best"]

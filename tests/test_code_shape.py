@@ -151,6 +151,7 @@ ALLOWED_IMPORTS: dict[str, set[str]] = {
     "engine/checkpointing.py": {"deploy/predictor.py"},
     "engine/tune.py": {"recipes"},
     "engine/tune_pace.py": {"recipes"},
+    "engine/tune_space.py": {"recipes"},
     "recipes": {"engine/train_config.py", "data"},
     "deploy": {"weights", "model", "sources", "engine/threshold.py"},
     "deploy/contract.py": {"tiling/options.py"},

@@ -64,6 +64,9 @@ def test_trials_take_the_same_time_whatever_the_batch() -> None:
     r = trial_recipe(fast, base_values(fast), evaluations=3, train_images=480, pace=pace)
     assert (r.train["iterations"], r.train["warmup_iters"]) == (1200, 100)  # the base batch: unchanged
     assert pace_text(pace) == "equal time (s per step: batch 2 0.4, batch 4 0.6, batch 8 1)"
+    from isseg.engine.tune_pace import study_pace  # one batch size: the recipe's steps, nothing to measure
+
+    assert study_pace(None, fast, (4,), "train.json", "imgs", {}) is None
     assert pace_text(None) == "equal images"
 
 

@@ -124,9 +124,12 @@ def stored_pace(study: Any) -> dict[int, float] | None:
 
 
 def study_pace(study: Any, base: Recipe, batch_sizes: tuple[int, ...], data: str, images: str,
-               options: dict[str, Any], jobs: int = 1) -> dict[int, float]:
+               options: dict[str, Any], jobs: int = 1) -> dict[int, float] | None:
     """The search's pace: measured once (:func:`measure_pace`), then kept in the study, so that a resumed
-    search keeps its trials' lengths (measured again only when the batch sizes changed)."""
+    search keeps its trials' lengths (measured again only when the batch sizes changed). None with one batch
+    size: every trial then trains the recipe's own steps, equal time as near as a measurement would make it."""
+    if len(set(batch_sizes)) == 1:
+        return None
     pace = stored_pace(study)
     if pace is None or set(pace) != set(batch_sizes):
         pace = measure_pace(base, batch_sizes, data, images, options, jobs)
