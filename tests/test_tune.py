@@ -23,7 +23,7 @@ from isseg.engine.tune import (  # noqa: E402
 )
 from isseg.engine.tune_pace import pace_text, step_units, stored_pace, trial_images, trial_recipe  # noqa: E402
 from isseg.engine.tune_report import best_group, groups  # noqa: E402
-from isseg.engine.tune_space import learning_rate, train_values  # noqa: E402
+from isseg.engine.tune_space import ADAMW_START, anchor_params, learning_rate, train_values  # noqa: E402
 from isseg.recipes import load_recipe, train_config  # noqa: E402
 
 TINY_RECIPE = """\
@@ -87,6 +87,9 @@ def test_adamw_trials_have_their_own_learning_rate_and_weight_decay() -> None:
     assert (base["optimizer"], base["adamw_lr"], base["adamw_weight_decay"]) == ("adamw", 0.002, 0.2)
     space = covering_space(SearchSpace(optimizer=("sgd",)), base, train_images=480)
     assert space.optimizer == ("sgd", "adamw") and space.adamw_weight_decay == (0.01, 0.2)  # holds the base
+    assert anchor_params(base, space) == [{"optimizer": "sgd", "lr": 0.005, "batch_size": 4, "horizontal_flip": 0.5,
+                                           "color_jitter": 0.0, "scale_jitter": 0.0}]  # 0.02 x 4 / 16
+    assert anchor_params(base, SearchSpace(optimizer=("adamw",))) == []
     with pytest.raises(ValueError, match="optimizers must be among"):
         SearchSpace(optimizer=("adam",)).check()
     with pytest.raises(ValueError, match="adamw-lr range"):
@@ -94,29 +97,35 @@ def test_adamw_trials_have_their_own_learning_rate_and_weight_decay() -> None:
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_a_search_of_adamw_trains_with_it(tmp_path: Path) -> None:
+def test_adamw_starts_at_its_own_point_and_trains_with_it(tmp_path: Path) -> None:
+    """An SGD recipe searched over both optimizers: trial 1 is AdamW's starting point (the base recipe's values,
+    AdamW's usual rates), queued once per study, and it really trains with AdamW and that weight decay."""
     import torch
 
     from isseg.data.synth import make_synthetic_dataset
 
     data = make_synthetic_dataset(tmp_path / "d", 4, seed=1, image_size=96, val_fraction=0.25, max_objects=2)
     recipe = tmp_path / "tiny.yaml"
-    recipe.write_text(TINY_RECIPE.replace("lr: 0.01,", "lr: 0.001, optimizer: adamw, weight_decay: 0.05,"))
+    recipe.write_text(TINY_RECIPE)
     out = tmp_path / "s"
     cfg = TuneConfig(str(recipe), str(data["train_json"]), str(data["train_images"]), str(data["val_json"]),
                      str(data["val_images"]), output=str(out), max_trials=2, evaluations=1, pruner="none",
-                     confirm_top=0, trial_length="images", space=SearchSpace(optimizer=("adamw",)))
+                     confirm_top=0, trial_length="images")
     tune(cfg)
     study = optuna.load_study(study_name="isseg-tune", storage=f"sqlite:///{out / 'study.db'}")
-    assert [t.params["optimizer"] for t in study.trials] == ["adamw", "adamw"]
-    assert study.trials[0].params["adamw_lr"] == 0.001 and "lr" not in study.trials[1].params
+    base = base_values(load_recipe(recipe))
+    assert [t.params for t in study.trials] == [base, {**{k: v for k, v in base.items() if k != "lr"},
+                                                       "optimizer": "adamw", **ADAMW_START}]
     rows = list(csv.DictReader((out / "trials.csv").open()))
-    for t, row in zip(study.trials, rows, strict=True):
-        groups_ = torch.load(out / "trials" / f"{t.number:03d}" / "last.pth", weights_only=False)["optimizer"]
-        assert groups_["param_groups"][0]["weight_decay"] == pytest.approx(t.params["adamw_weight_decay"])
-        assert "betas" in groups_["param_groups"][0]  # AdamW's
-        assert row["optimizer"] == "adamw" and float(row["lr"]) == pytest.approx(t.params["adamw_lr"], rel=1e-3)
-    assert load_recipe(out / "best_recipe.yaml").train["optimizer"] == "adamw"
+    assert [r["optimizer"] for r in rows] == ["sgd", "adamw"] and rows[1]["note"] == "adamw's starting point"
+    assert float(rows[1]["lr"]) == ADAMW_START["adamw_lr"] and rows[0]["weight_decay"] == ""
+    groups_ = torch.load(out / "trials" / "001" / "last.pth", weights_only=False)["optimizer"]["param_groups"]
+    assert "betas" in groups_[0] and groups_[0]["weight_decay"] == ADAMW_START["adamw_weight_decay"]  # AdamW's
+    assert "betas" not in torch.load(out / "trials" / "000" / "last.pth", weights_only=False)["optimizer"][
+        "param_groups"][0]  # SGD's
+    tune(dataclasses.replace(cfg, max_trials=3, resume=True))  # resumed: no second starting point
+    study = optuna.load_study(study_name="isseg-tune", storage=f"sqlite:///{out / 'study.db'}")
+    assert len(study.trials) == 3 and not study.trials[2].user_attrs.get("anchor")
 
 
 def test_search_space_and_config_checks(tmp_path: Path) -> None:

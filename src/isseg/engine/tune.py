@@ -32,7 +32,7 @@ from isseg.engine import tune_pace
 from isseg.engine.tune_jobs import PhaseEnd, is_confirmation, phase_done, run_phase, search_trials_taken
 from isseg.engine.tune_pace import recipe_batch, step_units, trial_recipe
 from isseg.engine.tune_report import real_trials
-from isseg.engine.tune_space import SearchSpace, base_values, covering_space, suggest, train_values
+from isseg.engine.tune_space import SearchSpace, anchor_params, base_values, covering_space, suggest, train_values
 from isseg.recipes import Recipe, load_recipe, save_recipe, train_config
 
 STUDY = "isseg-tune"
@@ -115,9 +115,9 @@ def open_study(cfg: TuneConfig, first_rung: int, index: int = 0) -> Any:
     return study
 
 
-def _study(cfg: TuneConfig, first_rung: int) -> Any:
+def _study(cfg: TuneConfig, first_rung: int, space: SearchSpace) -> Any:
     """The study: new, or (``resume``) the existing one, its interrupted trials failed and queued again with their
-    values."""
+    values. The base recipe's trial comes first, then each other optimizer's starting point (once per study)."""
     import optuna
 
     out = Path(cfg.output)
@@ -126,6 +126,15 @@ def _study(cfg: TuneConfig, first_rung: int) -> Any:
         raise ValueError(f"{db} exists: pass --resume to continue that search, or another --output")
     out.mkdir(parents=True, exist_ok=True)
     study = open_study(cfg, first_rung)
+    base = base_values(load_recipe(cfg.recipe))
+    if not study.trials:
+        study.enqueue_trial(base, user_attrs={"base_recipe": True})
+    anchored = list(study.user_attrs.get("anchors", []))
+    for params in anchor_params(base, space):
+        if params["optimizer"] not in anchored:
+            study.enqueue_trial(params, user_attrs={"anchor": True})
+            anchored.append(params["optimizer"])
+    study.set_user_attr("anchors", anchored)
     retried = list(study.user_attrs.get("retried", []))
     for t in study.get_trials(deepcopy=False):
         killed = t.state == optuna.trial.TrialState.RUNNING  # its process died (kill, power cut)
@@ -133,12 +142,11 @@ def _study(cfg: TuneConfig, first_rung: int) -> Any:
         if (killed or interrupted) and t.number not in retried:
             if killed:
                 study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-            carried = {k: t.user_attrs[k] for k in ("confirm_of", "confirm_seed", "base_recipe") if k in t.user_attrs}
+            carried = {k: t.user_attrs[k] for k in ("confirm_of", "confirm_seed", "base_recipe", "anchor")
+                       if k in t.user_attrs}
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number, **carried})
             retried.append(t.number)
     study.set_user_attr("retried", retried)
-    if not study.trials:
-        study.enqueue_trial(base_values(load_recipe(cfg.recipe)), user_attrs={"base_recipe": True})
     return study
 
 
@@ -270,7 +278,7 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
     n_train = len(load_coco_json(cfg.data)["images"])
     space = covering_space(cfg.space, base_values(base), n_train)
     first_rung = max(1, int(tune_pace.trial_images(base, n_train) * cfg.trial_fraction / cfg.evaluations * 0.9))
-    study = _study(cfg, first_rung)
+    study = _study(cfg, first_rung, space)
     study.set_user_attr("train_images", n_train)
     spent = float(study.user_attrs.get("seconds_spent", 0.0))
     session = time.time()

@@ -28,8 +28,10 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
     rows = []
     for t in real_trials(study):
         p, a = t.params, t.user_attrs
-        notes = ["the base recipe" if a.get("base_recipe") else "", f"retry of {a['retry_of']}" if "retry_of" in a
-                 else "", f"confirms trial {a['confirm_of']}" if "confirm_of" in a else "",
+        notes = ["the base recipe" if a.get("base_recipe") else "",
+                 f"{p.get('optimizer')}'s starting point" if a.get("anchor") else "",
+                 f"retry of {a['retry_of']}" if "retry_of" in a else "",
+                 f"confirms trial {a['confirm_of']}" if "confirm_of" in a else "",
                  "interrupted" if a.get("interrupted") else "", a.get("note", "")]
         note = "; ".join(n for n in notes if n)
         rows.append({

@@ -16,6 +16,8 @@ from isseg.engine.tune_pace import recipe_batch
 from isseg.recipes import Recipe
 
 OPTIMIZERS = ("sgd", "adamw")
+RATES = ("lr", "adamw_lr", "adamw_weight_decay")
+ADAMW_START = {"adamw_lr": 1e-3, "adamw_weight_decay": 0.05}  # torch's AdamW rate; detectors' usual AdamW decay
 AUGMENTATIONS = ("horizontal_flip", "color_jitter", "scale_jitter")
 
 
@@ -90,6 +92,21 @@ def train_values(params: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+def anchor_params(base: dict[str, Any], space: SearchSpace) -> list[dict[str, Any]]:
+    """The first trials after the base recipe's: for each other optimizer of ``space``, the base recipe's values
+    with that optimizer's usual starting rates (AdamW: :data:`ADAMW_START`; SGD: ``0.02 x batch / 16``), clipped
+    into the space. The sampler's first, random trials scatter over rates that differ 20-fold between the
+    optimizers; these give each optimizer one run at a sensible point."""
+    anchors = []
+    for optimizer in space.optimizer:
+        if optimizer == base["optimizer"]:
+            continue
+        start = {"lr": 0.02 * int(base["batch_size"]) / 16} if optimizer == "sgd" else dict(ADAMW_START)
+        start = {k: min(max(v, getattr(space, k)[0]), getattr(space, k)[1]) for k, v in start.items()}
+        anchors.append({**{k: v for k, v in base.items() if k not in RATES}, "optimizer": optimizer, **start})
+    return anchors
+
+
 def learning_rate(params: dict[str, Any]) -> float | None:
     """The trial's learning rate, whichever optimizer it used."""
     return params.get("lr", params.get("adamw_lr"))
@@ -102,7 +119,7 @@ def covering_space(space: SearchSpace, base: dict[str, Any], train_images: int) 
     batches = {b for b in set(space.batch_size) | {int(base["batch_size"])} if b <= train_images}
     if not batches:
         raise ValueError(f"every batch size {sorted(space.batch_size)} exceeds the {train_images} training images")
-    rates = {k: widen(getattr(space, k), base[k]) for k in ("lr", "adamw_lr", "adamw_weight_decay") if k in base}
+    rates = {k: widen(getattr(space, k), base[k]) for k in RATES if k in base}
     optimizers = tuple(o for o in OPTIMIZERS if o in space.optimizer or o == base["optimizer"])
     return SearchSpace(**{**space.__dict__, **rates, "batch_size": tuple(sorted(batches)), "optimizer": optimizers,
                           **{k: widen(getattr(space, k), base[k]) for k in AUGMENTATIONS}})
