@@ -268,6 +268,12 @@ def test_adamw_decays_weights_not_norms_and_resumes(synth: dict[str, Path], tmp_
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     assert [h["loss"] for h in straight.history][2:] == [h["loss"] for h in resumed.history]
+    from isseg.cli.main import build_parser
+    from isseg.cli.train import train_config as cli_config
+
+    args = build_parser().parse_args(["train", "--data", str(synth["train_json"]), "--images", "i", "--optimizer",
+                                      "adamw", "--weight-decay", "0.05", "--recipe", "fast-cpu"])
+    assert (cli_config(args).optimizer, cli_config(args).weight_decay) == ("adamw", 0.05)  # the recipe's is sgd
     for bad, message in ((dict(optimizer="adam"), "optimizer must be sgd or adamw"),
                          (dict(optimizer="adamw", momentum=1.0), "beta1")):
         with pytest.raises(ValueError, match=message):
