@@ -21,9 +21,9 @@ from isseg.engine.tune import (  # noqa: E402
     enqueue_confirmations,
     tune,
 )
-from isseg.engine.tune_pace import pace_text, step_units, stored_pace, trial_images, trial_recipe  # noqa: E402
+from isseg.engine.tune_pace import pace_key, pace_text, step_units, stored_pace, trial_images, trial_recipe  # noqa: E402
 from isseg.engine.tune_report import best_group, groups  # noqa: E402
-from isseg.engine.tune_space import ADAMW_START, anchor_params, learning_rate, train_values  # noqa: E402
+from isseg.engine.tune_space import ADAMW_START, anchor_params, learning_rate, pace_variants, train_values  # noqa: E402
 from isseg.recipes import load_recipe, train_config  # noqa: E402
 
 TINY_RECIPE = """\
@@ -51,23 +51,31 @@ def test_trials_see_the_same_images_whatever_the_batch() -> None:
     assert base_values(load_recipe("finetune-seed"))["lr"] == 0.005
 
 
-def test_trials_take_the_same_time_whatever_the_batch() -> None:
+def test_trials_take_the_same_time_whatever_the_batch_and_optimizer() -> None:
     fast = load_recipe("fast-cpu")  # 1200 iterations x 4 images, warm-up 100
-    pace = {2: 0.4, 4: 0.6, 8: 1.0}  # seconds per step: a step of 8 costs 5/3 of a step of 4
+    pace = {"2": 0.4, "4": 0.6, "8": 1.0, "4 adamw": 0.75}  # s per step: a step of 8 costs 5/3 of a step of 4
     assert step_units(8, 4, pace) == pytest.approx(4 * 1.0 / 0.6) and step_units(8, 4) == 8
     r = trial_recipe(fast, {**base_values(fast), "batch_size": 8}, evaluations=3, train_images=480, pace=pace)
     assert (r.train["iterations"], r.train["warmup_iters"], r.train["eval_every"]) == (720, 60, 240)
-    assert r.train["iterations"] * pace[8] == pytest.approx(1200 * pace[4])  # the base recipe's 720 s
+    assert r.train["iterations"] * pace["8"] == pytest.approx(1200 * pace["4"])  # the base recipe's 720 s
     r = trial_recipe(fast, {**base_values(fast), "batch_size": 2}, evaluations=3, train_images=480, pace=pace,
                      fraction=0.5)
-    assert r.train["iterations"] == 900 and r.train["iterations"] * pace[2] == pytest.approx(0.5 * 1200 * pace[4])
+    assert r.train["iterations"] == 900 and r.train["iterations"] * pace["2"] == pytest.approx(0.5 * 1200 * pace["4"])
     r = trial_recipe(fast, base_values(fast), evaluations=3, train_images=480, pace=pace)
     assert (r.train["iterations"], r.train["warmup_iters"]) == (1200, 100)  # the base batch: unchanged
-    assert pace_text(pace) == "equal time (s per step: batch 2 0.4, batch 4 0.6, batch 8 1)"
-    from isseg.engine.tune_pace import study_pace  # one batch size: the recipe's steps, nothing to measure
+    adamw = {**base_values(fast), "optimizer": "adamw", "lr": 0.001}  # a slower step: fewer of them
+    r = trial_recipe(fast, adamw, evaluations=3, train_images=480, pace=pace)
+    assert (r.train["iterations"], r.train["warmup_iters"]) == (960, 80) and step_units(4, 4, pace, "adamw") == 5.0
+    assert pace_text(pace) == "equal time (s per step: batch 2 0.4, batch 4 0.6, batch 4 adamw 0.75, batch 8 1)"
+    from isseg.engine.tune_pace import study_pace  # one variant: the recipe's steps, nothing to measure
 
-    assert study_pace(None, fast, (4,), "train.json", "imgs", {}) is None
+    assert study_pace(None, fast, {"4": {"batch_size": 4}}, "train.json", "imgs", {}) is None
     assert pace_text(None) == "equal images"
+    variants = pace_variants(base_values(fast), SearchSpace(batch_size=(4, 8)))
+    assert variants == {"4": {"batch_size": 4, "optimizer": "sgd", "lr": 0.02},
+                        "8": {"batch_size": 8, "optimizer": "sgd", "lr": 0.02},
+                        "4 adamw": {"batch_size": 4, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.05},
+                        "8 adamw": {"batch_size": 8, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.05}}
 
 
 def test_adamw_trials_have_their_own_learning_rate_and_weight_decay() -> None:
@@ -154,27 +162,30 @@ def test_time_trials_measure_the_pace_once_and_keep_the_base_recipes_time(
     cfg = TuneConfig(str(recipe), str(data["train_json"]), str(data["train_images"]), str(data["val_json"]),
                      str(data["val_images"]), output=str(out), budget_minutes=30, max_trials=3, evaluations=2,
                      pruner="none", confirm_top=0, space=SearchSpace(batch_size=(1, 2, 4)))
-    assert cfg.trial_length == "time"  # the default
+    assert cfg.trial_length == "time"  # the default; both optimizers (the default space)
     assert tune(cfg)["best"] is not None
     study = optuna.load_study(study_name="isseg-tune", storage=f"sqlite:///{out / 'study.db'}")
     pace = stored_pace(study)
-    assert pace is not None and set(pace) == {1, 2, 4} and all(s > 0 for s in pace.values())
+    assert set(pace or {}) == {"1", "2", "4", "1 adamw", "2 adamw", "4 adamw"} and all(s > 0 for s in pace.values())
     for t in study.trials:  # each trial: the base recipe's 6 steps of batch 1, in time; validated in base images
-        b = t.params["batch_size"]
-        assert t.user_attrs["iterations_planned"] == max(1, round(6 * pace[1] / pace[b]))
-        assert max(t.intermediate_values) == round(t.user_attrs["iterations_planned"] * step_units(b, 1, pace))
+        b, opt = t.params["batch_size"], t.params["optimizer"]
+        assert t.user_attrs["iterations_planned"] == max(1, round(6 * pace["1"] / pace[pace_key(b, opt)]))
+        planned = t.user_attrs["iterations_planned"]
+        assert max(t.intermediate_values) == round(planned * step_units(b, 1, pace, opt))
 
     def measured_again(*a: object, **k: object) -> object:
         raise AssertionError("a resumed search must keep its pace")
 
-    both = tune_pace.measure_pace(load_recipe(recipe), (1, 2), str(data["train_json"]), str(data["train_images"]),
-                                  {"threads": 1}, jobs=2)  # two processes at once, as two trials run
-    assert set(both) == {1, 2} and all(s > 0 for s in both.values())
+    both = tune_pace.measure_pace(load_recipe(recipe), {"1": {"batch_size": 1}, "2": {"batch_size": 2}},
+                                  str(data["train_json"]), str(data["train_images"]), {"threads": 1},
+                                  jobs=2)  # two processes at once, as two trials run
+    assert set(both) == {"1", "2"} and all(s > 0 for s in both.values())
     monkeypatch.setattr(tune_pace, "measure_pace", measured_again)
     assert tune(dataclasses.replace(cfg, max_trials=4, resume=True))["trials"] == 4
     best = load_recipe(out / "best_recipe.yaml")
     assert best.measured["trial_length"] == pace_text(pace)
-    assert best.train["iterations"] == max(1, round(6 * pace[1] / pace[best.train["batch_size"]]))
+    key = pace_key(best.train["batch_size"], best.train.get("optimizer", "sgd"))
+    assert best.train["iterations"] == max(1, round(6 * pace["1"] / pace[key]))
 
 
 @pytest.mark.usefixtures("one_torch_thread")
@@ -250,7 +261,8 @@ def test_no_trial_within_the_budget(tmp_path: Path, capsys: pytest.CaptureFixtur
     cfg = TuneConfig(str(recipe), str(data["train_json"]), str(data["train_images"]), str(data["val_json"]),
                      str(data["val_images"]), output=str(tmp_path / "s"), budget_minutes=1e-4)
     result = tune(cfg)
-    assert result["best"] is None and result["files"]["recipe"] is None and result["trials"] == 1  # queued only
+    assert result["best"] is None and result["files"]["recipe"] is None
+    assert result["trials"] == 2  # queued only: the base recipe and AdamW's starting point
     assert "waiting" in (tmp_path / "s" / "trials.md").read_text()
     base = {"optimizer": "sgd", "lr": 0.01, "batch_size": 8, "horizontal_flip": 0.5, "color_jitter": 0.0,
             "scale_jitter": 0.0}

@@ -30,9 +30,17 @@ from typing import Any
 
 from isseg.engine import tune_pace
 from isseg.engine.tune_jobs import PhaseEnd, is_confirmation, phase_done, run_phase, search_trials_taken
-from isseg.engine.tune_pace import recipe_batch, step_units, trial_recipe
+from isseg.engine.tune_pace import recipe_batch, recipe_optimizer, step_units, trial_recipe
 from isseg.engine.tune_report import real_trials
-from isseg.engine.tune_space import SearchSpace, anchor_params, base_values, covering_space, suggest, train_values
+from isseg.engine.tune_space import (
+    SearchSpace,
+    anchor_params,
+    base_values,
+    covering_space,
+    pace_variants,
+    suggest,
+    train_values,
+)
 from isseg.recipes import Recipe, load_recipe, save_recipe, train_config
 
 STUDY = "isseg-tune"
@@ -163,7 +171,7 @@ class _Objective:
     another training seed, never pruned) by ``deadline``."""
 
     def __init__(self, cfg: TuneConfig, base: Recipe, space: SearchSpace, deadlines: tuple[float, float],
-                 train_images: int, pace: dict[int, float] | None) -> None:
+                 train_images: int, pace: dict[str, float] | None) -> None:
         self.cfg, self.base, self.space, self.train_images, self.pace = cfg, base, space, train_images, pace
         self.search_deadline, self.deadline = deadlines
         self.phase = "search"  # or "confirm"
@@ -198,7 +206,7 @@ class _Objective:
         trial.set_user_attr("iterations_planned", tc.iterations or 0)
         trial.set_user_attr("seed", tc.seed)
         trial.set_user_attr("pid", os.getpid())
-        units = step_units(tc.batch_size, recipe_batch(self.base), self.pace)
+        units = step_units(tc.batch_size, recipe_batch(self.base), self.pace, tc.optimizer, recipe_optimizer(self.base))
 
         def report(iteration: int, result: dict[str, Any]) -> None:
             ap = mask_ap(result)
@@ -287,8 +295,8 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
     after = _AfterTrial(cfg, base, spent, session)
     try:
         pace = None if cfg.trial_length != "time" else tune_pace.study_pace(
-            study, base, space.batch_size, cfg.data, cfg.images, {**shared_threads(cfg, base), **cfg.trial_options},
-            cfg.jobs)  # its time counts against the budget too
+            study, base, pace_variants(base_values(base), space), cfg.data, cfg.images,
+            {**shared_threads(cfg, base), **cfg.trial_options}, cfg.jobs)  # its time counts against the budget too
         objective = _Objective(cfg, base, space, (search_deadline, deadline), n_train, pace)
         if not study.user_attrs.get("confirming"):
             _phase(study, cfg, objective, search_deadline, after, first_rung)

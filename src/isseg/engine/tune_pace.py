@@ -1,11 +1,13 @@
 """How long an ``isseg tune`` trial trains: the same wall time as the base recipe (``trial_length="time"``, the
-default) or the same number of training images (``"images"``), whatever the batch size it samples.
+default) or the same number of training images (``"images"``), whatever the batch size and optimizer it samples.
 
 Equal images favour small batches: they take more optimizer steps per image, and on a CPU each image costs more
 time in a small batch than in a large one. A search on equal images measured on 2 cores chose batch 2 over the
 default's batch 4; it won at equal images and lost at equal time (docs/training.md). With ``"time"``, the search
-first times a few training steps of every batch size (:func:`measure_pace`: seconds per step, on the trials'
-threads) and a trial of batch ``b`` takes ``base steps x pace[b0] / pace[b]`` steps: the base recipe's wall time.
+first times a few training steps of every batch size and optimizer (:func:`measure_pace`: seconds per step, on the
+trials' threads; an AdamW step of the fast-cpu model costs ~15 % more than an SGD one) and a trial of batch ``b``
+takes ``base steps x pace[b0] / pace[b]`` steps: the base recipe's wall time. The pace is keyed by
+:func:`pace_key` (``"4"`` for batch 4 with SGD, ``"4 adamw"``).
 
 Both modes speak one unit, the *base image*: one image of the base recipe's batch ``b0``. A step of batch ``b``
 is worth ``b`` base images (equal images) or ``b0 x pace[b] / pace[b0]`` (equal time) (:func:`step_units`). A
@@ -45,22 +47,37 @@ def trial_images(base: Recipe, train_images: int) -> int:
     return int(base.train.get("epochs", 12)) * max(1, train_images // batch) * batch
 
 
-def step_units(batch: int, base_batch: int, pace: dict[int, float] | None = None) -> float:
-    """Base images one step of ``batch`` is worth: ``batch`` without a ``pace`` (equal images), else its time
-    in steps of ``base_batch`` times ``base_batch`` (equal time)."""
+def pace_key(batch: int, optimizer: str = "sgd") -> str:
+    """The pace's key of a step of ``batch`` images with ``optimizer``: ``"4"`` (SGD), ``"4 adamw"``."""
+    return str(batch) if optimizer == "sgd" else f"{batch} {optimizer}"
+
+
+def recipe_optimizer(recipe: Recipe) -> str:
+    """The recipe's optimizer (TrainConfig's default where it sets none)."""
+    from isseg.engine.train_config import TrainConfig
+
+    return str(recipe.train.get("optimizer", TrainConfig.optimizer))
+
+
+def step_units(batch: int, base_batch: int, pace: dict[str, float] | None = None, optimizer: str = "sgd",
+               base_optimizer: str = "sgd") -> float:
+    """Base images one step of ``batch`` with ``optimizer`` is worth: ``batch`` without a ``pace`` (equal images),
+    else its time in steps of the base recipe's (``base_batch``, ``base_optimizer``) times ``base_batch`` (equal
+    time)."""
     if pace is None:
         return float(batch)
-    return base_batch * pace[batch] / pace[base_batch]
+    return base_batch * pace[pace_key(batch, optimizer)] / pace[pace_key(base_batch, base_optimizer)]
 
 
 def trial_recipe(base: Recipe, values: dict[str, Any], evaluations: int, train_images: int,
-                 fraction: float = 1.0, pace: dict[int, float] | None = None) -> Recipe:
+                 fraction: float = 1.0, pace: dict[str, float] | None = None) -> Recipe:
     """``base`` with the searched ``values``, as iterations: ``fraction`` of the base recipe's length in base
     images (:func:`trial_images`; equal images without ``pace``, equal time with it), the warm-up scaled alike,
     with ``evaluations`` validations."""
     train = dict(base.train)
     old_batch = recipe_batch(base)
-    units = step_units(int(values["batch_size"]), old_batch, pace)
+    units = step_units(int(values["batch_size"]), old_batch, pace, str(values.get("optimizer", "sgd")),
+                       recipe_optimizer(base))
     images = trial_images(base, train_images) * fraction
     train.update(values)
     train.pop("epochs", None)
@@ -71,32 +88,33 @@ def trial_recipe(base: Recipe, values: dict[str, Any], evaluations: int, train_i
     return dataclasses.replace(base, train=train)
 
 
-def measure_pace(base: Recipe, batch_sizes: tuple[int, ...], data: str, images: str, options: dict[str, Any],
-                 jobs: int = 1) -> dict[int, float]:
-    """Seconds per training step of ``base`` at each of ``batch_sizes``: the median of the timed steps of
+def measure_pace(base: Recipe, variants: dict[str, dict[str, Any]], data: str, images: str, options: dict[str, Any],
+                 jobs: int = 1) -> dict[str, float]:
+    """Seconds per training step of ``base`` with each of ``variants`` (pace key -> the training values that
+    differ: batch size, optimizer and its rates): the median of the timed steps of
     ``jobs`` processes at once (the trials' own contention for the cores and the memory), trained with
     ``options`` (the trials' TrainConfig fields: threads, seed), without validation. On a shared host this is
     noisy: docs/training.md gives the measured spread (a step ratio off by 20-40 %)."""
     if jobs == 1:
-        steps = _timed_steps(base, batch_sizes, data, images, options)
+        steps = _timed_steps(base, variants, data, images, options)
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            runs = list(pool.map(_timed_steps, *zip(*[(base, batch_sizes, data, images, options)] * jobs)))
-        steps = {b: [x for run in runs for x in run[b]] for b in batch_sizes}
-    return {b: statistics.median(s) for b, s in sorted(steps.items())}
+            runs = list(pool.map(_timed_steps, *zip(*[(base, variants, data, images, options)] * jobs)))
+        steps = {k: [x for run in runs for x in run[k]] for k in variants}
+    return {k: statistics.median(s) for k, s in steps.items()}
 
 
-def _timed_steps(base: Recipe, batch_sizes: tuple[int, ...], data: str, images: str,
-                 options: dict[str, Any]) -> dict[int, list[float]]:
-    """Each batch size's step times: ``PACE_ROUNDS`` rounds of ``PACE_STEPS`` steps (less the first
-    ``PACE_SKIP`` of each), the batch sizes in turn, each run in a folder deleted afterwards."""
-    steps: dict[int, list[float]] = {b: [] for b in sorted(batch_sizes)}
+def _timed_steps(base: Recipe, variants: dict[str, dict[str, Any]], data: str, images: str,
+                 options: dict[str, Any]) -> dict[str, list[float]]:
+    """Each variant's step times: ``PACE_ROUNDS`` rounds of ``PACE_STEPS`` steps (less the first ``PACE_SKIP`` of
+    each), the variants in turn, each run in a folder deleted afterwards."""
+    steps: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(PACE_ROUNDS):
-        for batch in steps:
-            train_fields = {**base.train, "batch_size": batch, "iterations": PACE_STEPS, "warmup_iters": 0}
+        for key in steps:
+            train_fields = {**base.train, **variants[key], "iterations": PACE_STEPS, "warmup_iters": 0}
             train_fields.pop("epochs", None)
             recipe = dataclasses.replace(base, train=train_fields)
             with tempfile.TemporaryDirectory(prefix="isseg-pace-") as run:
@@ -104,7 +122,7 @@ def _timed_steps(base: Recipe, batch_sizes: tuple[int, ...], data: str, images: 
                                                                 "tensorboard": False, "progress": False,
                                                                 "checkpoint_every": PACE_STEPS + 1})
                 stamps = _step_times(tc)
-            steps[batch] += [b - a for a, b in zip(stamps[PACE_SKIP - 1:], stamps[PACE_SKIP:])]
+            steps[key] += [b - a for a, b in zip(stamps[PACE_SKIP - 1:], stamps[PACE_SKIP:])]
     return steps
 
 
@@ -117,28 +135,29 @@ def _step_times(tc: Any) -> list[float]:
     return stamps
 
 
-def stored_pace(study: Any) -> dict[int, float] | None:
+def stored_pace(study: Any) -> dict[str, float] | None:
     """The pace a search measured (kept in its study), or None (equal images)."""
     kept = study.user_attrs.get("pace")
-    return None if kept is None else {int(b): float(s) for b, s in kept.items()}
+    return None if kept is None else {str(k): float(s) for k, s in kept.items()}
 
 
-def study_pace(study: Any, base: Recipe, batch_sizes: tuple[int, ...], data: str, images: str,
-               options: dict[str, Any], jobs: int = 1) -> dict[int, float] | None:
+def study_pace(study: Any, base: Recipe, variants: dict[str, dict[str, Any]], data: str, images: str,
+               options: dict[str, Any], jobs: int = 1) -> dict[str, float] | None:
     """The search's pace: measured once (:func:`measure_pace`), then kept in the study, so that a resumed
-    search keeps its trials' lengths (measured again only when the batch sizes changed). None with one batch
-    size: every trial then trains the recipe's own steps, equal time as near as a measurement would make it."""
-    if len(set(batch_sizes)) == 1:
+    search keeps its trials' lengths (measured again only when the variants changed). None with one variant:
+    every trial then trains the recipe's own steps, equal time as near as a measurement would make it."""
+    if len(variants) == 1:
         return None
     pace = stored_pace(study)
-    if pace is None or set(pace) != set(batch_sizes):
-        pace = measure_pace(base, batch_sizes, data, images, options, jobs)
-        study.set_user_attr("pace", {str(b): s for b, s in pace.items()})
+    if pace is None or set(pace) != set(variants):
+        pace = measure_pace(base, variants, data, images, options, jobs)
+        study.set_user_attr("pace", dict(pace))
     return pace
 
 
-def pace_text(pace: dict[int, float] | None) -> str:
-    """``"equal time (s per step: batch 2 0.31, batch 4 0.55)"`` or ``"equal images"``."""
+def pace_text(pace: dict[str, float] | None) -> str:
+    """``"equal time (s per step: batch 2 0.31, batch 4 0.55, batch 4 adamw 0.62)"`` or ``"equal images"``."""
     if pace is None:
         return "equal images"
-    return "equal time (s per step: " + ", ".join(f"batch {b} {s:.3g}" for b, s in sorted(pace.items())) + ")"
+    order = sorted(pace, key=lambda k: (int(k.split()[0]), k))
+    return "equal time (s per step: " + ", ".join(f"batch {k} {pace[k]:.3g}" for k in order) + ")"

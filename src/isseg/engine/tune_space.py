@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from isseg.engine.tune_pace import recipe_batch
+from isseg.engine.tune_pace import pace_key, recipe_batch
 from isseg.recipes import Recipe
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -105,6 +105,19 @@ def anchor_params(base: dict[str, Any], space: SearchSpace) -> list[dict[str, An
         start = {k: min(max(v, getattr(space, k)[0]), getattr(space, k)[1]) for k, v in start.items()}
         anchors.append({**{k: v for k, v in base.items() if k not in RATES}, "optimizer": optimizer, **start})
     return anchors
+
+
+def pace_variants(base: dict[str, Any], space: SearchSpace) -> dict[str, dict[str, Any]]:
+    """What the pace times (:func:`isseg.engine.tune_pace.measure_pace`): every batch size of ``space`` with every
+    optimizer, each optimizer at the base recipe's rates or its starting point's (:func:`anchor_params`), as
+    training values keyed by :func:`isseg.engine.tune_pace.pace_key`."""
+    starts = {base["optimizer"]: base, **{a["optimizer"]: a for a in anchor_params(base, space)}}
+    variants = {}
+    for optimizer in space.optimizer:
+        rates = train_values({k: v for k, v in starts[optimizer].items() if k in RATES})
+        for batch in space.batch_size:
+            variants[pace_key(batch, optimizer)] = {"batch_size": batch, "optimizer": optimizer, **rates}
+    return variants
 
 
 def learning_rate(params: dict[str, Any]) -> float | None:
