@@ -103,6 +103,11 @@ def _check_paths(cfg: TrainConfig) -> None:
             raise FileNotFoundError(f"validation image directory not found: {cfg.val_images}")
 
 
+def default_lr(global_batch: int) -> float:
+    """The learning rate of ``lr=None``: the linear scaling rule, 0.02 for a global batch of 16."""
+    return 0.02 * global_batch / 16
+
+
 def check_values(cfg: TrainConfig) -> None:
     """Counts, rates and choices are in range (the message names the command-line option)."""
     positive = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "log_every": cfg.log_every}

@@ -29,7 +29,7 @@ from isseg.engine.logger import MetricsLogger
 from isseg.engine.rng_state import seed_everything
 from isseg.engine.sampler import SeededDataset, TrainSampler
 from isseg.engine.schedule import LRSchedule, resolve_steps
-from isseg.engine.train_config import TrainConfig, TrainResult, amp_dtype, resolve_device
+from isseg.engine.train_config import TrainConfig, TrainResult, amp_dtype, default_lr, resolve_device
 from isseg.engine.train_setup import build_optimizer, build_train_model, model_config_for, training_dataset, wrap_ddp
 
 __all__ = ["EvaluationHook", "IterationHook", "TrainConfig", "TrainResult", "build_optimizer", "train"]
@@ -86,7 +86,7 @@ class _Trainer:
         ipe = self.sampler.iters_per_epoch
         self.max_iter = cfg.iterations if cfg.iterations is not None else cfg.epochs * ipe
         global_batch = cfg.batch_size * self.world
-        self.base_lr = cfg.lr if cfg.lr is not None else 0.02 * global_batch / 16
+        self.base_lr = cfg.lr if cfg.lr is not None else default_lr(global_batch)
         self.schedule = LRSchedule(
             base_lr=self.base_lr, max_iter=self.max_iter, kind=cfg.schedule,
             steps=resolve_steps(cfg.steps, self.max_iter) if cfg.schedule == "step" else (),

@@ -123,9 +123,10 @@ def open_study(cfg: TuneConfig, first_rung: int, index: int = 0) -> Any:
     return study
 
 
-def _study(cfg: TuneConfig, first_rung: int, space: SearchSpace) -> Any:
+def _study(cfg: TuneConfig, first_rung: int, space: SearchSpace, base: dict[str, Any]) -> Any:
     """The study: new, or (``resume``) the existing one, its interrupted trials failed and queued again with their
-    values. The base recipe's trial comes first, then each other optimizer's starting point (once per study)."""
+    values. The base recipe's trial (``base``: its values) comes first, then each other optimizer's starting point
+    (once per study)."""
     import optuna
 
     out = Path(cfg.output)
@@ -134,7 +135,6 @@ def _study(cfg: TuneConfig, first_rung: int, space: SearchSpace) -> Any:
         raise ValueError(f"{db} exists: pass --resume to continue that search, or another --output")
     out.mkdir(parents=True, exist_ok=True)
     study = open_study(cfg, first_rung)
-    base = base_values(load_recipe(cfg.recipe))
     if not study.trials:
         study.enqueue_trial(base, user_attrs={"base_recipe": True})
     anchored = list(study.user_attrs.get("anchors", []))
@@ -284,9 +284,10 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
     cfg.check()
     base = load_recipe(cfg.recipe)
     n_train = len(load_coco_json(cfg.data)["images"])
-    space = covering_space(cfg.space, base_values(base), n_train)
+    base_params = base_values(base)
+    space = covering_space(cfg.space, base_params, n_train)
     first_rung = max(1, int(tune_pace.trial_images(base, n_train) * cfg.trial_fraction / cfg.evaluations * 0.9))
-    study = _study(cfg, first_rung, space)
+    study = _study(cfg, first_rung, space, base_params)
     study.set_user_attr("train_images", n_train)
     spent = float(study.user_attrs.get("seconds_spent", 0.0))
     session = time.time()
@@ -295,7 +296,7 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
     after = _AfterTrial(cfg, base, spent, session)
     try:
         pace = None if cfg.trial_length != "time" else tune_pace.study_pace(
-            study, base, pace_variants(base_values(base), space), cfg.data, cfg.images,
+            study, base, pace_variants(base_params, space), cfg.data, cfg.images,
             {**shared_threads(cfg, base), **cfg.trial_options}, cfg.jobs)  # its time counts against the budget too
         objective = _Objective(cfg, base, space, (search_deadline, deadline), n_train, pace)
         if not study.user_attrs.get("confirming"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from isseg.engine.tune_pace import pace_key, recipe_batch
+from isseg.engine.tune_pace import pace_key, recipe_batch, recipe_optimizer
 from isseg.recipes import Recipe
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -38,7 +38,7 @@ class SearchSpace:
     adamw_weight_decay: tuple[float, float] = (0.01, 0.1)
 
     def check(self) -> None:
-        for name in ("lr", "adamw_lr", "adamw_weight_decay"):
+        for name in RATES:
             low, high = getattr(self, name)
             if not 0 < low <= high:
                 raise ValueError(f"{name.replace('_', '-')} range must be 0 < low <= high, got {[low, high]}")
@@ -55,13 +55,13 @@ class SearchSpace:
 
 def base_values(recipe: Recipe) -> dict[str, Any]:
     """The base recipe's own values as a trial's parameters (TrainConfig's defaults where it sets none)."""
-    from isseg.engine.train_config import TrainConfig
+    from isseg.engine.train_config import TrainConfig, default_lr
 
     defaults = TrainConfig(data="", images="")
     batch = recipe_batch(recipe)
     get = lambda k: recipe.train.get(k, getattr(defaults, k))  # noqa: E731
-    optimizer = str(get("optimizer"))
-    lr = float(recipe.train.get("lr") or 0.02 * batch / 16)
+    optimizer = recipe_optimizer(recipe)
+    lr = float(recipe.train.get("lr") or default_lr(batch))
     rate = {"lr": lr} if optimizer == "sgd" else {"adamw_lr": lr, "adamw_weight_decay": float(get("weight_decay"))}
     return {"optimizer": optimizer, **rate, "batch_size": batch, **{k: get(k) for k in AUGMENTATIONS}}
 
@@ -97,11 +97,13 @@ def anchor_params(base: dict[str, Any], space: SearchSpace) -> list[dict[str, An
     with that optimizer's usual starting rates (AdamW: :data:`ADAMW_START`; SGD: ``0.02 x batch / 16``), clipped
     into the space. The sampler's first, random trials scatter over rates that differ 20-fold between the
     optimizers; these give each optimizer one run at a sensible point."""
+    from isseg.engine.train_config import default_lr
+
     anchors = []
     for optimizer in space.optimizer:
         if optimizer == base["optimizer"]:
             continue
-        start = {"lr": 0.02 * int(base["batch_size"]) / 16} if optimizer == "sgd" else dict(ADAMW_START)
+        start = {"lr": default_lr(int(base["batch_size"]))} if optimizer == "sgd" else dict(ADAMW_START)
         start = {k: min(max(v, getattr(space, k)[0]), getattr(space, k)[1]) for k, v in start.items()}
         anchors.append({**{k: v for k, v in base.items() if k not in RATES}, "optimizer": optimizer, **start})
     return anchors
