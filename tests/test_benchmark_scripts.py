@@ -87,3 +87,18 @@ def test_roialign_sampling_times_each_ratio_and_counts_its_samples(capsys: pytes
             and not line.startswith("| sampling")]
     assert [r[0].strip() for r in rows] == ["adaptive", "1", "2", "4"]
     assert all(float(r[2]) > 0 and r[4].strip() for r in rows)
+
+
+def test_optimizer_step_times_both_optimizers_fused_and_per_tensor(capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/optimizer_step.py: one line per optimizer and mode, the fused ones built fused."""
+    script = load_script("optimizer_step")
+    before = torch.get_num_threads()
+    try:
+        assert script.main(["--steps", "1", "--rounds", "1"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    out = capsys.readouterr().out.splitlines()
+    assert "M trainable parameters" in out[0]
+    rows = [line.split()[:3] for line in out[1:]]
+    assert [r[:2] for r in rows] == [["sgd", "fused"], ["sgd", "per"], ["adamw", "fused"], ["adamw", "per"]]
+    assert all(float(line.split("ms per step")[0].split()[-1]) > 0 for line in out[1:])
