@@ -244,7 +244,7 @@ def test_overfit_few_images_loss_falls_and_box_ap50(synth: dict[str, Path], tmp_
 
 @pytest.mark.parametrize("kind", ["sgd", "adamw"])
 def test_optimizer_steps_fused_with_the_per_tensor_update(kind: str) -> None:
-    """On CPU both optimizers run torch's fused step (one kernel over all parameters; ~3x faster for AdamW,
+    """On CPU both optimizers run torch's fused step (one kernel over all parameters; ~4x faster for AdamW,
     ``benchmarks/optimizer_step.py``), and it makes the per-tensor step's update, up to float rounding."""
     from isseg.engine.train_setup import build_optimizer
     from isseg.model.mask_rcnn import build_model

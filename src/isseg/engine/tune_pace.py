@@ -5,9 +5,10 @@ Equal images favour small batches: they take more optimizer steps per image, and
 time in a small batch than in a large one. A search on equal images measured on 2 cores chose batch 2 over the
 default's batch 4; it won at equal images and lost at equal time (docs/training.md). With ``"time"``, the search
 first times a few training steps of every batch size and optimizer (:func:`measure_pace`: seconds per step, on the
-trials' threads; with torch's fused step an AdamW step of the fast-cpu model costs ~1-2 % more than an SGD one,
-tensor by tensor ~15 %) and a trial of batch ``b`` takes ``base steps x pace[b0] / pace[b]`` steps: the base
-recipe's wall time. The pace is keyed by :func:`pace_key` (``"4"`` for batch 4 with SGD, ``"4 adamw"``).
+trials' threads; an AdamW step of the fast-cpu model cost ~15 % more than an SGD one tensor by tensor, ~5 % with
+torch's fused step, where these rounds read it 1.5 % shorter: docs/training.md) and a trial of batch ``b`` takes
+``base steps x pace[b0] / pace[b]`` steps: the base recipe's wall time. The pace is keyed by :func:`pace_key`
+(``"4"`` for batch 4 with SGD, ``"4 adamw"``).
 
 Both modes speak one unit, the *base image*: one image of the base recipe's batch ``b0``. A step of batch ``b``
 is worth ``b`` base images (equal images) or ``b0 x pace[b] / pace[b0]`` (equal time) (:func:`step_units`). A
