@@ -33,11 +33,16 @@ PACE_SKIP = 3
 PACE_ROUNDS = 3  # the batch sizes in turn, three times: a shared host's drift falls on all of them alike
 
 
-def recipe_batch(recipe: Recipe) -> int:
-    """The recipe's batch size (TrainConfig's default where it sets none)."""
+def recipe_value(recipe: Recipe, key: str) -> Any:
+    """The recipe's ``train`` value of ``key`` (TrainConfig's default where it sets none)."""
     from isseg.engine.train_config import TrainConfig
 
-    return int(recipe.train.get("batch_size", TrainConfig.batch_size))
+    return recipe.train.get(key, getattr(TrainConfig, key))
+
+
+def recipe_batch(recipe: Recipe) -> int:
+    """The recipe's batch size (TrainConfig's default where it sets none)."""
+    return int(recipe_value(recipe, "batch_size"))
 
 
 def trial_images(base: Recipe, train_images: int) -> int:
@@ -55,9 +60,7 @@ def pace_key(batch: int, optimizer: str = "sgd") -> str:
 
 def recipe_optimizer(recipe: Recipe) -> str:
     """The recipe's optimizer (TrainConfig's default where it sets none)."""
-    from isseg.engine.train_config import TrainConfig
-
-    return str(recipe.train.get("optimizer", TrainConfig.optimizer))
+    return str(recipe_value(recipe, "optimizer"))
 
 
 def step_units(batch: int, base_batch: int, pace: dict[str, float] | None = None, optimizer: str = "sgd",

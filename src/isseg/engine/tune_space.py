@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from isseg.engine.tune_pace import pace_key, recipe_batch, recipe_optimizer
+from isseg.engine.tune_pace import pace_key, recipe_batch, recipe_optimizer, recipe_value
 from isseg.recipes import Recipe
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -55,15 +55,14 @@ class SearchSpace:
 
 def base_values(recipe: Recipe) -> dict[str, Any]:
     """The base recipe's own values as a trial's parameters (TrainConfig's defaults where it sets none)."""
-    from isseg.engine.train_config import TrainConfig, default_lr
+    from isseg.engine.train_config import default_lr
 
-    defaults = TrainConfig(data="", images="")
     batch = recipe_batch(recipe)
-    get = lambda k: recipe.train.get(k, getattr(defaults, k))  # noqa: E731
     optimizer = recipe_optimizer(recipe)
     lr = float(recipe.train.get("lr") or default_lr(batch))
-    rate = {"lr": lr} if optimizer == "sgd" else {"adamw_lr": lr, "adamw_weight_decay": float(get("weight_decay"))}
-    return {"optimizer": optimizer, **rate, "batch_size": batch, **{k: get(k) for k in AUGMENTATIONS}}
+    decay = float(recipe_value(recipe, "weight_decay"))
+    rate = {"lr": lr} if optimizer == "sgd" else {"adamw_lr": lr, "adamw_weight_decay": decay}
+    return {"optimizer": optimizer, **rate, "batch_size": batch, **{k: recipe_value(recipe, k) for k in AUGMENTATIONS}}
 
 
 def suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
