@@ -114,3 +114,25 @@ def test_tune_synth_verdict_needs_the_same_minutes_as_well_as_a_higher_ap() -> N
     assert longer["tuned_minutes_ratio"] == pytest.approx(1.094, abs=1e-3)
     assert verdict({"mask_AP": 0.236, "minutes_training": 7.1}, default, 0.03)["tuned_beats_default"]
     assert not verdict({"mask_AP": 0.216, "minutes_training": 6.6}, default, 0.03)["tuned_beats_default"]
+
+
+def test_train_step_times_both_roi_aligns_alone_and_in_steps(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/train_step.py: the two RoIAligns alone at both pools, and fast-cpu's steps with each; the kernel
+    switch is put back."""
+    import isseg.model.roi_heads as roi_heads
+    from isseg.model.roi_align import use_rows
+
+    script = load_script("train_step")
+    before = torch.get_num_threads()
+    try:
+        assert script.main(["--recipes", "fast-cpu", "--steps", "2", "--rounds", "1", "--output", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert roi_heads.use_rows is use_rows
+    out = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("RoIAlign", "training step"))]
+    assert [line.split(":")[0] for line in out] == ["RoIAlign fwd+bwd, fast-cpu box pool",
+                                                    "RoIAlign fwd+bwd, seed box pool (P2)", "training step, fast-cpu"]
+    for line in out:
+        tv, ours = (float(part.split()[0]) for part in (line.split("torchvision ")[1], line.split("isseg ")[1]))
+        assert tv > 0 and ours > 0

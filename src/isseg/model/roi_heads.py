@@ -12,6 +12,7 @@ from isseg.model.backbone import ConvNormAct
 from isseg.model.box_coder import BoxCoder, clip_boxes
 from isseg.model.losses import box_regression_loss
 from isseg.model.ops import nms_rows, topk_dynamic
+from isseg.model.roi_align import roi_align_rows, use_rows
 from isseg.model.sampling import BACKGROUND, match, sample_balanced
 
 
@@ -62,10 +63,21 @@ class MultiScaleRoIAlign(nn.Module):
         pooled, order = [], []
         for level, (feat, stride) in enumerate(zip(features, self.strides)):
             idx = torch.nonzero(levels == level).squeeze(1)
-            pooled.append(roi_align(feat, rois[idx].to(feat.dtype), self.output_size, 1.0 / stride,
-                                    self.sampling_ratio, self.aligned))
+            align = roi_align_rows if use_rows(feat) else roi_align
+            pooled.append(align(feat, self._rois(rois[idx], feat), self.output_size, 1.0 / stride,
+                                self.sampling_ratio, self.aligned))
             order.append(idx)
         return self.concat(pooled), torch.cat(order, 0)
+
+    @staticmethod
+    def _rois(rois: Tensor, feat: Tensor) -> Tensor:
+        """The RoIs in the features' dtype, which torchvision's operator wants, unless autocast runs it (it then
+        casts both to fp32 itself: rounding coordinates to bf16 would move them by up to ~0.4 % of their value)."""
+        try:
+            autocast = torch.is_autocast_enabled(feat.device.type)
+        except TypeError:  # torch < 2.4 has one query per device type
+            autocast = torch.is_autocast_cpu_enabled() if feat.device.type == "cpu" else torch.is_autocast_enabled()
+        return rois if autocast else rois.to(feat.dtype)
 
     def in_order(self, features: list[Tensor], boxes: list[Tensor]) -> Tensor:
         """Boxes of each image [R_i, 4] -> [sum R_i, C, S, S] in the boxes' order."""
