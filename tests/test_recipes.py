@@ -84,7 +84,7 @@ def test_command_line_wins_over_the_recipe(tmp_path: Path) -> None:
     ann = _coco(tmp_path / "a.json", [(128, 128)])
     fast = load_recipe("fast-cpu")
     cfg = train_config(fast, str(ann), ".", "out")
-    assert (cfg.iterations, cfg.batch_size, cfg.lr, cfg.schedule, cfg.recipe) == (1200, 4, 0.02, "cosine", "fast-cpu")
+    assert (cfg.iterations, cfg.batch_size, cfg.lr, cfg.schedule, cfg.recipe) == (1600, 4, 0.02, "cosine", "fast-cpu")
     assert cfg.overrides[0] == "name=fast-cpu" and "input.size=[128,128]" in cfg.overrides
     cfg = train_config(fast, str(ann), ".", "out", batch_size=2, lr=None, overrides=("roi.score_thresh=0.2",),
                        epochs=3)

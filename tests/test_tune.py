@@ -39,12 +39,12 @@ train: {iterations: 2, batch_size: 1, lr: 0.01, warmup_iters: 1, workers: 0, thr
 
 
 def test_trials_see_the_same_images_whatever_the_batch() -> None:
-    fast = load_recipe("fast-cpu")  # 1200 iterations x 4 images, warm-up 100
+    fast = load_recipe("fast-cpu")  # 1600 iterations x 4 images, warm-up 100
     values = {**base_values(fast), "batch_size": 8, "lr": 0.03}
     r = trial_recipe(fast, values, evaluations=3, train_images=480)
     train = r.train
-    assert (train["iterations"], train["warmup_iters"], train["eval_every"], train["lr"]) == (600, 50, 200, 0.03)
-    assert trial_images(fast, 480) == 4800
+    assert (train["iterations"], train["warmup_iters"], train["eval_every"], train["lr"]) == (800, 50, 267, 0.03)
+    assert trial_images(fast, 480) == 6400
     scratch = load_recipe("scratch")  # 36 epochs of batch 4 over 480 images: 36 * 120 * 4 images
     r = trial_recipe(scratch, {**base_values(scratch), "batch_size": 2}, evaluations=4, train_images=480)
     assert "epochs" not in r.train and r.train["iterations"] == 36 * 120 * 4 // 2 and r.train["eval_every"] == 2160
@@ -52,20 +52,20 @@ def test_trials_see_the_same_images_whatever_the_batch() -> None:
 
 
 def test_trials_take_the_same_time_whatever_the_batch_and_optimizer() -> None:
-    fast = load_recipe("fast-cpu")  # 1200 iterations x 4 images, warm-up 100
+    fast = load_recipe("fast-cpu")  # 1600 iterations x 4 images, warm-up 100
     pace = {"2": 0.4, "4": 0.6, "8": 1.0, "4 adamw": 0.75}  # s per step: a step of 8 costs 5/3 of a step of 4
     assert step_units(8, 4, pace) == pytest.approx(4 * 1.0 / 0.6) and step_units(8, 4) == 8
     r = trial_recipe(fast, {**base_values(fast), "batch_size": 8}, evaluations=3, train_images=480, pace=pace)
-    assert (r.train["iterations"], r.train["warmup_iters"], r.train["eval_every"]) == (720, 60, 240)
-    assert r.train["iterations"] * pace["8"] == pytest.approx(1200 * pace["4"])  # the base recipe's 720 s
+    assert (r.train["iterations"], r.train["warmup_iters"], r.train["eval_every"]) == (960, 60, 320)
+    assert r.train["iterations"] * pace["8"] == pytest.approx(1600 * pace["4"])  # the base recipe's 960 s
     r = trial_recipe(fast, {**base_values(fast), "batch_size": 2}, evaluations=3, train_images=480, pace=pace,
                      fraction=0.5)
-    assert r.train["iterations"] == 900 and r.train["iterations"] * pace["2"] == pytest.approx(0.5 * 1200 * pace["4"])
+    assert r.train["iterations"] == 1200 and r.train["iterations"] * pace["2"] == pytest.approx(0.5 * 1600 * pace["4"])
     r = trial_recipe(fast, base_values(fast), evaluations=3, train_images=480, pace=pace)
-    assert (r.train["iterations"], r.train["warmup_iters"]) == (1200, 100)  # the base batch: unchanged
+    assert (r.train["iterations"], r.train["warmup_iters"]) == (1600, 100)  # the base batch: unchanged
     adamw = {**base_values(fast), "optimizer": "adamw", "lr": 0.001}  # a slower step: fewer of them
     r = trial_recipe(fast, adamw, evaluations=3, train_images=480, pace=pace)
-    assert (r.train["iterations"], r.train["warmup_iters"]) == (960, 80) and step_units(4, 4, pace, "adamw") == 5.0
+    assert (r.train["iterations"], r.train["warmup_iters"]) == (1280, 80) and step_units(4, 4, pace, "adamw") == 5.0
     assert pace_text(pace) == "equal time (s per step: batch 2 0.4, batch 4 0.6, batch 4 adamw 0.75, batch 8 1)"
     from isseg.engine.tune_pace import study_pace  # one variant: the recipe's steps, nothing to measure
 
