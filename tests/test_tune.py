@@ -21,7 +21,15 @@ from isseg.engine.tune import (  # noqa: E402
     enqueue_confirmations,
     tune,
 )
-from isseg.engine.tune_pace import pace_key, pace_text, step_units, stored_pace, trial_images, trial_recipe  # noqa: E402
+from isseg.engine.tune_pace import (  # noqa: E402
+    pace_key,
+    pace_text,
+    step_units,
+    stored_pace,
+    trial_images,
+    trial_pace,
+    trial_recipe,
+)
 from isseg.engine.tune_report import best_group, groups  # noqa: E402
 from isseg.engine.tune_space import ADAMW_START, anchor_params, learning_rate, pace_variants, train_values  # noqa: E402
 from isseg.recipes import load_recipe, train_config  # noqa: E402
@@ -169,9 +177,13 @@ def test_time_trials_measure_the_pace_once_and_keep_the_base_recipes_time(
     assert set(pace or {}) == {"1", "2", "4", "1 adamw", "2 adamw", "4 adamw"} and all(s > 0 for s in pace.values())
     for t in study.trials:  # each trial: the base recipe's 6 steps of batch 1, in time; validated in base images
         b, opt = t.params["batch_size"], t.params["optimizer"]
-        assert t.user_attrs["iterations_planned"] == max(1, round(6 * pace["1"] / pace[pace_key(b, opt)]))
+        used = t.user_attrs["pace"]  # the timed pace, corrected by the trials before it (the first: the timed one)
+        assert used == (pace if t.number == 0 else trial_pace(study.trials[:t.number], pace, "1"))
+        assert t.user_attrs["iterations_planned"] == max(1, round(6 * used["1"] / used[pace_key(b, opt)]))
         planned = t.user_attrs["iterations_planned"]
-        assert max(t.intermediate_values) == round(planned * step_units(b, 1, pace, opt))
+        assert max(t.intermediate_values) == round(planned * step_units(b, 1, used, opt))
+        assert t.user_attrs["s_per_step"] > 0  # its own steps, for the trials after it
+    assert trial_pace(study.trials, pace, "1") != pace
 
     def measured_again(*a: object, **k: object) -> object:
         raise AssertionError("a resumed search must keep its pace")
@@ -183,9 +195,28 @@ def test_time_trials_measure_the_pace_once_and_keep_the_base_recipes_time(
     monkeypatch.setattr(tune_pace, "measure_pace", measured_again)
     assert tune(dataclasses.replace(cfg, max_trials=4, resume=True))["trials"] == 4
     best = load_recipe(out / "best_recipe.yaml")
-    assert best.measured["trial_length"] == pace_text(pace)
+    study = optuna.load_study(study_name="isseg-tune", storage=f"sqlite:///{out / 'study.db'}")
+    final = trial_pace(study.trials, pace, "1")  # the pace of all the trials' steps
+    assert best.measured["trial_length"] == pace_text(final)
     key = pace_key(best.train["batch_size"], best.train.get("optimizer", "sgd"))
-    assert best.train["iterations"] == max(1, round(6 * pace["1"] / pace[key]))
+    assert best.train["iterations"] == max(1, round(6 * final["1"] / final[key]))
+
+
+def test_trial_pace_takes_the_trials_own_steps() -> None:
+    """A key that trials ran takes the median of their steps; the others the timed pace, scaled as the base
+    key's trials ran against its timed steps; nothing changes before a trial of the base key has a step time."""
+    from types import SimpleNamespace
+
+    def run(batch: int, optimizer: str, step: float | None) -> SimpleNamespace:
+        return SimpleNamespace(params={"batch_size": batch, "optimizer": optimizer}, user_attrs={"s_per_step": step})
+
+    timed = {"4": 0.30, "4 adamw": 0.29, "2": 0.20}  # the 2026-12-06 search read AdamW 1.5 % shorter
+    assert trial_pace([run(4, "adamw", 0.33)], timed, "4") == timed  # no base trial yet
+    assert trial_pace([run(4, "sgd", None)], timed, "4") == timed  # the base trial has not validated yet
+    assert trial_pace([], None, "4") is None  # equal images
+    trials = [run(4, "sgd", 0.25), run(4, "adamw", 0.28), run(4, "sgd", 0.27), run(4, "adamw", 0.26)]
+    corrected = trial_pace(trials, timed, "4")
+    assert corrected == pytest.approx({"4": 0.26, "4 adamw": 0.27, "2": 0.20 * 0.26 / 0.30})
 
 
 @pytest.mark.usefixtures("one_torch_thread")

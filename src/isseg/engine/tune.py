@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,6 +166,11 @@ def shared_threads(cfg: TuneConfig, recipe: Recipe) -> dict[str, int]:
     return {}
 
 
+def base_key(base: Recipe) -> str:
+    """The pace key of the base recipe's steps (its batch size and optimizer)."""
+    return tune_pace.pace_key(recipe_batch(base), recipe_optimizer(base))
+
+
 class _Objective:
     """One trial: train the recipe with the suggested values, report each validation's mask AP to the pruner.
     A search trial must end by ``search_deadline``; a confirmation run (``confirm_of``: the same values with
@@ -190,8 +196,9 @@ class _Objective:
             trial.study.stop()
             raise optuna.TrialPruned("nothing left to run in this phase")
         values = train_values(suggest(trial, self.space))
+        pace = tune_pace.trial_pace(trial.study.get_trials(deepcopy=False), self.pace, base_key(self.base))
         recipe = trial_recipe(self.base, values, self.cfg.evaluations, self.train_images, self.cfg.trial_fraction,
-                              self.pace)
+                              pace)
         run = Path(self.cfg.output) / "trials" / f"{trial.number:03d}"
         left = ((self.deadline if confirming else self.search_deadline) - time.time()) / 60
         if left <= MIN_TRIAL_MINUTES:
@@ -206,9 +213,14 @@ class _Objective:
         trial.set_user_attr("iterations_planned", tc.iterations or 0)
         trial.set_user_attr("seed", tc.seed)
         trial.set_user_attr("pid", os.getpid())
-        units = step_units(tc.batch_size, recipe_batch(self.base), self.pace, tc.optimizer, recipe_optimizer(self.base))
+        if pace is not None:
+            trial.set_user_attr("pace", pace)
+        units = step_units(tc.batch_size, recipe_batch(self.base), pace, tc.optimizer, recipe_optimizer(self.base))
+        ends: list[float] = []  # when each step ended: the trial's own pace (tune_pace.trial_pace)
 
         def report(iteration: int, result: dict[str, Any]) -> None:
+            trial.set_user_attr("s_per_step", statistics.median(b - a for a, b in zip(ends, ends[1:])) if
+                                len(ends) > 1 else None)
             ap = mask_ap(result)
             # the resource: base images (tune_pace), so every batch size is pruned at the same share of the budget
             trial.report(-1.0 if ap is None else ap, step=round(iteration * units))
@@ -218,7 +230,7 @@ class _Objective:
 
         start = time.time()
         try:
-            result = train(tc, on_evaluation=report)
+            result = train(tc, on_iteration_end=lambda *_: ends.append(time.perf_counter()), on_evaluation=report)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)  # run again on --resume
             raise
@@ -320,7 +332,7 @@ def best_recipe(study: Any, base: Recipe, cfg: TuneConfig) -> Recipe | None:
     best = best_group(study)
     if best is None:
         return None
-    pace = tune_pace.stored_pace(study)
+    pace = tune_pace.trial_pace(study.trials, tune_pace.stored_pace(study), base_key(base))
     n_train = int(study.user_attrs.get("train_images", 0))
     recipe = trial_recipe(base, train_values(best["params"]), cfg.evaluations, n_train, pace=pace)
     base_group = next((g for g in groups(study) if g["base_recipe"]), None)
