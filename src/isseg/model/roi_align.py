@@ -44,8 +44,8 @@ def _axis(start: Tensor, length: Tensor, out: int, grid: Tensor, most: int, size
     """One axis of the samples: RoIs' ``start`` and ``length`` [R] (feature pixels), ``grid`` [R] samples per bin
     -> (low, high) neighbour indices and their weights [R, out, most], and the samples that exist ([R, out, most]:
     ``i < grid``) and lie within ``[-1, size]`` (the others add zero)."""
-    bins = torch.arange(out, dtype=torch.float32)[None, :, None]
-    steps = torch.arange(most, dtype=torch.float32)[None, None, :]
+    bins = torch.arange(out, dtype=torch.float32, device=start.device)[None, :, None]
+    steps = torch.arange(most, dtype=torch.float32, device=start.device)[None, None, :]
     g = grid.clamp(min=1).to(torch.float32)[:, None, None]
     pos = start[:, None, None] + (bins + (steps + 0.5) / g) * (length / out)[:, None, None]
     keep = (steps < grid[:, None, None]) & (pos >= -1.0) & (pos <= size)
@@ -76,7 +76,7 @@ def roi_align_rows(feat: Tensor, rois: Tensor, output_size: int, spatial_scale: 
     if not aligned:
         width, height = width.clamp(min=1.0), height.clamp(min=1.0)
     if sampling_ratio > 0:
-        gy = gx = torch.full((r,), sampling_ratio, dtype=torch.int64)
+        gy = gx = torch.full((r,), sampling_ratio, dtype=torch.int64, device=rois.device)
     else:
         gy, gx = torch.ceil(height / out).to(torch.int64), torch.ceil(width / out).to(torch.int64)
     my, mx = max(int(gy.max()), 1), max(int(gx.max()), 1)
@@ -93,8 +93,8 @@ def roi_align_rows(feat: Tensor, rois: Tensor, output_size: int, spatial_scale: 
     index, weights = index.reshape(-1), weights.reshape(-1)
     per_bag = my * mx * 4  # samples that do not exist or lie outside [-1, size] stay in, with weight 0
     bags = r * out * out
-    offsets = torch.arange(0, bags * per_bag, per_bag)
-    bag = torch.arange(bags)[:, None].expand(bags, per_bag).reshape(-1)
+    offsets = torch.arange(0, bags * per_bag, per_bag, device=rois.device)
+    bag = torch.arange(bags, device=rois.device)[:, None].expand(bags, per_bag).reshape(-1)
     table = feat.permute(0, 2, 3, 1).reshape(n * h * w, c).to(torch.float32)
     with torch.autocast(feat.device.type, enabled=False):
         pooled = _WeightedRows.apply(table, index, weights, offsets, bag)
