@@ -161,11 +161,11 @@ def study_pace(study: Any, base: Recipe, variants: dict[str, dict[str, Any]], da
 
 
 def trial_pace(trials: list[Any], pace: dict[str, float] | None, base_key: str) -> dict[str, float] | None:
-    """``pace`` corrected by the trials' own steps: a key with trials takes the median of their median step
-    (``s_per_step``, recorded by every trial that validated once), the other keys the timed pace scaled by the base
-    key's trials against its timed steps. Whole trials see what a few steps at the start cannot: a 2026-12-06
-    search timed an AdamW step 1.5 % shorter than an SGD one, and its AdamW trials ran ~9 % longer. Unchanged
-    (None: equal images) until a trial of ``base_key`` has run."""
+    """``pace`` corrected by the trials' own steps: a key with trials takes the median of their wall time per step
+    (``s_per_step``, validations included, recorded by every trial that validated once), the other keys the timed
+    pace scaled by the base key's trials against its timed steps. Whole trials see what a few steps at the start
+    cannot: 2026-12-06 searches timed an AdamW step 1.5 % shorter and 2 % longer than an SGD one, and its AdamW
+    trials ran 8-10 % longer. Unchanged (None: equal images) until a trial of ``base_key`` has run."""
     if pace is None:
         return None
     seen: dict[str, list[float]] = {}
