@@ -165,11 +165,6 @@ def shared_threads(cfg: TuneConfig, recipe: Recipe) -> dict[str, int]:
     return {}
 
 
-def base_key(base: Recipe) -> str:
-    """The pace key of the base recipe's steps (its batch size and optimizer)."""
-    return tune_pace.pace_key(recipe_batch(base), recipe_optimizer(base))
-
-
 class _Objective:
     """One trial: train the recipe with the suggested values, report each validation's mask AP to the pruner.
     A search trial must end by ``search_deadline``; a confirmation run (``confirm_of``: the same values with
@@ -195,7 +190,8 @@ class _Objective:
             trial.study.stop()
             raise optuna.TrialPruned("nothing left to run in this phase")
         values = train_values(suggest(trial, self.space))
-        pace = tune_pace.trial_pace(trial.study.get_trials(deepcopy=False), self.pace, base_key(self.base))
+        pace = tune_pace.trial_pace(trial.study.get_trials(deepcopy=False), self.pace,
+                                    tune_pace.recipe_pace_key(self.base))
         recipe = trial_recipe(self.base, values, self.cfg.evaluations, self.train_images, self.cfg.trial_fraction,
                               pace)
         run = Path(self.cfg.output) / "trials" / f"{trial.number:03d}"
@@ -215,13 +211,13 @@ class _Objective:
         if pace is not None:
             trial.set_user_attr("pace", pace)
         units = step_units(tc.batch_size, recipe_batch(self.base), pace, tc.optimizer, recipe_optimizer(self.base))
-        ends: list[float] = []  # when each step ended: the trial's own pace (tune_pace.trial_pace)
+        started: list[float] = []  # when the first step ended: the trial's own pace counts from there
 
         def report(iteration: int, result: dict[str, Any]) -> None:
             # wall time per step since the first step, this validation included: the budget's unit, as the
             # validations come at the same shares of every trial (a median step missed half of AdamW's extra time)
-            trial.set_user_attr("s_per_step", (time.perf_counter() - ends[0]) / (iteration - 1) if
-                                iteration > 1 and ends else None)
+            trial.set_user_attr("s_per_step", (time.perf_counter() - started[0]) / (iteration - 1) if
+                                iteration > 1 and started else None)
             ap = mask_ap(result)
             # the resource: base images (tune_pace), so every batch size is pruned at the same share of the budget
             trial.report(-1.0 if ap is None else ap, step=round(iteration * units))
@@ -231,7 +227,8 @@ class _Objective:
 
         start = time.time()
         try:
-            result = train(tc, on_iteration_end=lambda *_: ends.append(time.perf_counter()), on_evaluation=report)
+            result = train(tc, on_iteration_end=lambda i, *_: started.append(time.perf_counter()) if i == 1 else None,
+                           on_evaluation=report)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)  # run again on --resume
             raise
@@ -333,7 +330,7 @@ def best_recipe(study: Any, base: Recipe, cfg: TuneConfig) -> Recipe | None:
     best = best_group(study)
     if best is None:
         return None
-    pace = tune_pace.trial_pace(study.trials, tune_pace.stored_pace(study), base_key(base))
+    pace = tune_pace.trial_pace(study.trials, tune_pace.stored_pace(study), tune_pace.recipe_pace_key(base))
     n_train = int(study.user_attrs.get("train_images", 0))
     recipe = trial_recipe(base, train_values(best["params"]), cfg.evaluations, n_train, pace=pace)
     base_group = next((g for g in groups(study) if g["base_recipe"]), None)

@@ -64,6 +64,11 @@ def recipe_optimizer(recipe: Recipe) -> str:
     return str(recipe_value(recipe, "optimizer"))
 
 
+def recipe_pace_key(recipe: Recipe) -> str:
+    """The pace key of the recipe's own steps (its batch size and optimizer)."""
+    return pace_key(recipe_batch(recipe), recipe_optimizer(recipe))
+
+
 def step_units(batch: int, base_batch: int, pace: dict[str, float] | None = None, optimizer: str = "sgd",
                base_optimizer: str = "sgd") -> float:
     """Base images one step of ``batch`` with ``optimizer`` is worth: ``batch`` without a ``pace`` (equal images),
