@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the batch sizes searched (default 2 4 8; the recipe's alone: trials of equal length without "
                         "a measured pace)")
     p.add_argument("--optimizers", nargs="+", choices=("sgd", "adamw"), default=["sgd", "adamw"])
+    p.add_argument("--positive-fractions", type=float, nargs="+", default=[0.25, 0.5], metavar="F",
+                   help="RoI positive fractions to try (default 0.25 0.5)")
     p.add_argument("--time-tolerance", type=float, default=0.03,
                    help="the tuned runs' mean training minutes may exceed the default's by this share (default 0.03)")
     p.add_argument("--resume", action="store_true")
@@ -108,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                              confirm_top=args.confirm_top,
                              confirm_share=args.confirm_share, resume=args.resume or (out / "search").exists(),
                              jobs=args.jobs, space=SearchSpace(lr=tuple(args.lr), batch_size=tuple(args.batch_sizes),
-                                                                optimizer=tuple(args.optimizers)),
+                                                                optimizer=tuple(args.optimizers),
+                                                                positive_fraction=tuple(args.positive_fractions)),
                              progress=sys.stderr.isatty()))  # fmt: skip
     search_minutes = (time.perf_counter() - start) / 60
     best = search["best"]

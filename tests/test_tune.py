@@ -22,16 +22,24 @@ from isseg.engine.tune import (  # noqa: E402
     tune,
 )
 from isseg.engine.tune_pace import (  # noqa: E402
-    pace_key,
     pace_text,
+    recipe_pace_key,
     step_units,
     stored_pace,
     trial_images,
     trial_pace,
     trial_recipe,
+    values_key,
 )
 from isseg.engine.tune_report import best_group, groups  # noqa: E402
-from isseg.engine.tune_space import ADAMW_START, anchor_params, learning_rate, pace_variants, train_values  # noqa: E402
+from isseg.engine.tune_space import (  # noqa: E402
+    ADAMW_START,
+    anchor_params,
+    full_pace,
+    learning_rate,
+    pace_variants,
+    train_values,
+)
 from isseg.recipes import load_recipe, train_config  # noqa: E402
 
 TINY_RECIPE = """\
@@ -60,30 +68,65 @@ def test_trials_see_the_same_images_whatever_the_batch() -> None:
 
 
 def test_trials_take_the_same_time_whatever_the_batch_and_optimizer() -> None:
-    fast = load_recipe("fast-cpu")  # 1600 iterations x 4 images, warm-up 100
-    pace = {"2": 0.4, "4": 0.6, "8": 1.0, "4 adamw": 0.75}  # s per step: a step of 8 costs 5/3 of a step of 4
-    assert step_units(8, 4, pace) == pytest.approx(4 * 1.0 / 0.6) and step_units(8, 4) == 8
-    r = trial_recipe(fast, {**base_values(fast), "batch_size": 8}, evaluations=3, train_images=480, pace=pace)
+    fast = load_recipe("fast-cpu")  # 1600 iterations x 4 images, warm-up 100, RoI positive fraction 0.25
+    pace = {"2 pos0.25": 0.4, "4 pos0.25": 0.6, "8 pos0.25": 1.0, "4 adamw pos0.25": 0.75, "4 pos0.5": 0.66}
+    base = base_values(fast)
+    assert step_units({**base, "batch_size": 8}, fast, pace) == pytest.approx(4 * 1.0 / 0.6)
+    assert step_units({**base, "batch_size": 8}, fast) == 8
+    r = trial_recipe(fast, {**base, "batch_size": 8}, evaluations=3, train_images=480, pace=pace)
     assert (r.train["iterations"], r.train["warmup_iters"], r.train["eval_every"]) == (960, 60, 320)
-    assert r.train["iterations"] * pace["8"] == pytest.approx(1600 * pace["4"])  # the base recipe's 960 s
-    r = trial_recipe(fast, {**base_values(fast), "batch_size": 2}, evaluations=3, train_images=480, pace=pace,
-                     fraction=0.5)
-    assert r.train["iterations"] == 1200 and r.train["iterations"] * pace["2"] == pytest.approx(0.5 * 1600 * pace["4"])
-    r = trial_recipe(fast, base_values(fast), evaluations=3, train_images=480, pace=pace)
+    assert r.train["iterations"] * pace["8 pos0.25"] == pytest.approx(1600 * pace["4 pos0.25"])  # the base's 960 s
+    r = trial_recipe(fast, {**base, "batch_size": 2}, evaluations=3, train_images=480, pace=pace, fraction=0.5)
+    assert r.train["iterations"] == 1200
+    r = trial_recipe(fast, base, evaluations=3, train_images=480, pace=pace)
     assert (r.train["iterations"], r.train["warmup_iters"]) == (1600, 100)  # the base batch: unchanged
-    adamw = {**base_values(fast), "optimizer": "adamw", "lr": 0.001}  # a slower step: fewer of them
+    assert r.overrides == fast.overrides  # the recipe's own fraction: no line added
+    adamw = {**base, "optimizer": "adamw", "lr": 0.001}  # a slower step: fewer of them
     r = trial_recipe(fast, adamw, evaluations=3, train_images=480, pace=pace)
-    assert (r.train["iterations"], r.train["warmup_iters"]) == (1280, 80) and step_units(4, 4, pace, "adamw") == 5.0
-    assert pace_text(pace) == "equal time (s per step: batch 2 0.4, batch 4 0.6, batch 4 adamw 0.75, batch 8 1)"
+    assert (r.train["iterations"], r.train["warmup_iters"]) == (1280, 80) and step_units(adamw, fast, pace) == 5.0
+    r = trial_recipe(fast, {**base, "positive_fraction": 0.5}, evaluations=3, train_images=480, pace=pace)
+    assert r.train["iterations"] == round(1600 * 0.6 / 0.66) and "positive_fraction" not in r.train
+    assert r.overrides[-1] == "roi.positive_fraction=0.5"
+    assert pace_text({"2": 0.4, "4": 0.6, "8": 1.0, "4 adamw": 0.75}) == \
+        "equal time (s per step: batch 2 0.4, batch 4 0.6, batch 4 adamw 0.75, batch 8 1)"
     from isseg.engine.tune_pace import study_pace  # one variant: the recipe's steps, nothing to measure
 
     assert study_pace(None, fast, {"4": {"batch_size": 4}}, "train.json", "imgs", {}) is None
     assert pace_text(None) == "equal images"
-    variants = pace_variants(base_values(fast), SearchSpace(batch_size=(4, 8)))
-    assert variants == {"4": {"batch_size": 4, "optimizer": "sgd", "lr": 0.02},
-                        "8": {"batch_size": 8, "optimizer": "sgd", "lr": 0.02},
-                        "4 adamw": {"batch_size": 4, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.05},
-                        "8 adamw": {"batch_size": 8, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.05}}
+    space = SearchSpace(batch_size=(4, 8), positive_fraction=(0.25, 0.5))
+    variants = pace_variants(base, space)
+    adamw_rates = {"optimizer": "adamw", "lr": 0.001, "weight_decay": 0.05}
+    assert variants == {"4 pos0.25": {"batch_size": 4, "optimizer": "sgd", "lr": 0.02, "positive_fraction": 0.25},
+                        "8 pos0.25": {"batch_size": 8, "optimizer": "sgd", "lr": 0.02, "positive_fraction": 0.25},
+                        "4 adamw pos0.25": {"batch_size": 4, **adamw_rates, "positive_fraction": 0.25},
+                        "8 adamw pos0.25": {"batch_size": 8, **adamw_rates, "positive_fraction": 0.25},
+                        "4 pos0.5": {"batch_size": 4, "optimizer": "sgd", "lr": 0.02, "positive_fraction": 0.5}}
+    timed = {"4 pos0.25": 0.6, "8 pos0.25": 1.0, "4 adamw pos0.25": 0.75, "8 adamw pos0.25": 1.2, "4 pos0.5": 0.72}
+    full = full_pace(timed, base, space)  # the untimed shapes scale as the fraction scaled the base step: x 1.2
+    assert full == pytest.approx({**timed, "8 pos0.5": 1.2, "4 adamw pos0.5": 0.9, "8 adamw pos0.5": 1.44})
+
+
+def test_the_positive_fraction_is_searched_as_a_preset_field(tmp_path: Path) -> None:
+    """A trial's positive fraction reaches the model through the recipe's overrides (the recipe's own line
+    replaced, not doubled), and the base recipe's value, read from its preset and overrides, is in the space."""
+    from isseg.recipes import recipe_from_dict, train_config
+
+    fast = load_recipe("fast-cpu")
+    own = dataclasses.replace(fast, overrides=fast.overrides + ("roi.positive_fraction=0.33",))
+    base = base_values(own)
+    assert base["positive_fraction"] == 0.33
+    assert covering_space(SearchSpace(), base, train_images=480).positive_fraction == (0.25, 0.33, 0.5)
+    r = trial_recipe(own, {**base, "positive_fraction": 0.5}, evaluations=3, train_images=480)
+    assert [o for o in r.overrides if o.startswith("roi.positive_fraction")] == ["roi.positive_fraction=0.5"]
+    again = recipe_from_dict(r.to_dict(), "tuned")  # best_recipe.yaml reads back
+    from isseg.config import get_config
+    from isseg.engine.config_overrides import apply_overrides
+
+    assert apply_overrides(get_config(again.preset), again.overrides).roi.positive_fraction == 0.5
+    tc = train_config(dataclasses.replace(again, input_size=(128, 128)), "train.json", "imgs", str(tmp_path))
+    assert "roi.positive_fraction=0.5" in tc.overrides
+    with pytest.raises(ValueError, match="positive fractions must be in"):
+        SearchSpace(positive_fraction=(0.0,)).check()
 
 
 def test_adamw_trials_have_their_own_learning_rate_and_weight_decay() -> None:
@@ -91,7 +134,7 @@ def test_adamw_trials_have_their_own_learning_rate_and_weight_decay() -> None:
     ``adamw_weight_decay``) become the recipe's ``lr`` / ``weight_decay``; SGD keeps the recipe's weight decay."""
     fast = load_recipe("fast-cpu")
     assert base_values(fast) == {"optimizer": "sgd", "lr": 0.02, "batch_size": 4, "horizontal_flip": 0.5,
-                                 "color_jitter": 0.0, "scale_jitter": 0.0}
+                                 "color_jitter": 0.0, "scale_jitter": 0.0, "positive_fraction": 0.25}
     params = {**base_values(fast), "optimizer": "adamw", "adamw_lr": 0.001, "adamw_weight_decay": 0.05}
     del params["lr"]
     r = trial_recipe(fast, train_values(params), evaluations=3, train_images=480)
@@ -104,7 +147,8 @@ def test_adamw_trials_have_their_own_learning_rate_and_weight_decay() -> None:
     space = covering_space(SearchSpace(optimizer=("sgd",)), base, train_images=480)
     assert space.optimizer == ("sgd", "adamw") and space.adamw_weight_decay == (0.01, 0.2)  # holds the base
     assert anchor_params(base, space) == [{"optimizer": "sgd", "lr": 0.005, "batch_size": 4, "horizontal_flip": 0.5,
-                                           "color_jitter": 0.0, "scale_jitter": 0.0}]  # 0.02 x 4 / 16
+                                           "color_jitter": 0.0, "scale_jitter": 0.0,
+                                           "positive_fraction": 0.25}]  # 0.02 x 4 / 16
     assert anchor_params(base, SearchSpace(optimizer=("adamw",))) == []
     with pytest.raises(ValueError, match="optimizers must be among"):
         SearchSpace(optimizer=("adam",)).check()
@@ -174,16 +218,17 @@ def test_time_trials_measure_the_pace_once_and_keep_the_base_recipes_time(
     assert tune(cfg)["best"] is not None
     study = optuna.load_study(study_name="isseg-tune", storage=f"sqlite:///{out / 'study.db'}")
     pace = stored_pace(study)
-    assert set(pace or {}) == {"1", "2", "4", "1 adamw", "2 adamw", "4 adamw"} and all(s > 0 for s in pace.values())
+    shapes = {f"{b}{o} pos{f}" for b in (1, 2, 4) for o in ("", " adamw") for f in (0.25, 0.5)}
+    assert set(pace or {}) == shapes and all(s > 0 for s in pace.values())
+    base, key0 = load_recipe(recipe), "1 pos0.25"  # the tiny recipe's batch 1, SGD, the preset's fraction 0.25
     for t in study.trials:  # each trial: the base recipe's 6 steps of batch 1, in time; validated in base images
-        b, opt = t.params["batch_size"], t.params["optimizer"]
         used = t.user_attrs["pace"]  # the timed pace, corrected by the trials before it (the first: the timed one)
-        assert used == (pace if t.number == 0 else trial_pace(study.trials[:t.number], pace, "1"))
-        assert t.user_attrs["iterations_planned"] == max(1, round(6 * used["1"] / used[pace_key(b, opt)]))
+        assert used == (pace if t.number == 0 else trial_pace(study.trials[:t.number], pace, key0))
+        assert t.user_attrs["iterations_planned"] == max(1, round(6 * used[key0] / used[values_key(t.params)]))
         planned = t.user_attrs["iterations_planned"]
-        assert max(t.intermediate_values) == round(planned * step_units(b, 1, used, opt))
+        assert max(t.intermediate_values) == round(planned * step_units(t.params, base, used))
         assert t.user_attrs["s_per_step"] > 0  # its own steps, for the trials after it
-    assert trial_pace(study.trials, pace, "1") != pace
+    assert trial_pace(study.trials, pace, key0) != pace
 
     def measured_again(*a: object, **k: object) -> object:
         raise AssertionError("a resumed search must keep its pace")
@@ -196,10 +241,9 @@ def test_time_trials_measure_the_pace_once_and_keep_the_base_recipes_time(
     assert tune(dataclasses.replace(cfg, max_trials=4, resume=True))["trials"] == 4
     best = load_recipe(out / "best_recipe.yaml")
     study = optuna.load_study(study_name="isseg-tune", storage=f"sqlite:///{out / 'study.db'}")
-    final = trial_pace(study.trials, pace, "1")  # the pace of all the trials' steps
+    final = trial_pace(study.trials, pace, key0)  # the pace of all the trials' steps
     assert best.measured["trial_length"] == pace_text(final)
-    key = pace_key(best.train["batch_size"], best.train.get("optimizer", "sgd"))
-    assert best.train["iterations"] == max(1, round(6 * final["1"] / final[key]))
+    assert best.train["iterations"] == max(1, round(6 * final[key0] / final[recipe_pace_key(best)]))
 
 
 def test_trial_pace_takes_the_trials_own_steps() -> None:
@@ -296,7 +340,7 @@ def test_no_trial_within_the_budget(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert result["trials"] == 2  # queued only: the base recipe and AdamW's starting point
     assert "waiting" in (tmp_path / "s" / "trials.md").read_text()
     base = {"optimizer": "sgd", "lr": 0.01, "batch_size": 8, "horizontal_flip": 0.5, "color_jitter": 0.0,
-            "scale_jitter": 0.0}
+            "scale_jitter": 0.0, "positive_fraction": 0.25}
     with pytest.raises(ValueError, match="every batch size"):
         covering_space(SearchSpace(batch_size=(4, 8)), base, train_images=3)
     assert covering_space(SearchSpace(lr=(0.02, 0.04)), base, train_images=16).lr == (0.01, 0.04)

@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="contrast / brightness jitter range (default 0 0.5)")
     p.add_argument("--scale-jitter", type=float, nargs=2, default=(0.0, 0.4), metavar=("LOW", "HIGH"),
                    help="training scale jitter range (default 0 0.4)")
+    p.add_argument("--positive-fractions", type=float, nargs="+", default=(0.25, 0.5), metavar="F",
+                   help="shares of positives in the RoI head's sampled proposals to try (preset field "
+                        "roi.positive_fraction; the mask head learns from the positives; default 0.25 0.5)")
     p.add_argument("--confirm-top", type=int, default=2, metavar="K",
                    help="before choosing, train the K best trials and the base recipe again with other seeds; the "
                         "best mean wins (default 2; 0: choose on one run each)")
@@ -77,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     space = SearchSpace(lr=tuple(args.lr), batch_size=tuple(args.batch_sizes), horizontal_flip=tuple(args.flip),
                         color_jitter=tuple(args.color_jitter), scale_jitter=tuple(args.scale_jitter),
                         optimizer=tuple(args.optimizers), adamw_lr=tuple(args.adamw_lr),
-                        adamw_weight_decay=tuple(args.adamw_weight_decay))
+                        adamw_weight_decay=tuple(args.adamw_weight_decay),
+                        positive_fraction=tuple(args.positive_fractions))
     cfg = TuneConfig(recipe=args.recipe, data=args.data, images=args.images, val_data=args.val_data,
                      val_images=args.val_images, output=args.output, budget_minutes=args.budget_minutes,
                      max_trials=args.trials, space=space, evaluations=args.evaluations, pruner=args.pruner,

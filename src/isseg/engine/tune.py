@@ -30,13 +30,14 @@ from typing import Any
 
 from isseg.engine import tune_pace
 from isseg.engine.tune_jobs import PhaseEnd, is_confirmation, phase_done, run_phase, search_trials_taken
-from isseg.engine.tune_pace import recipe_batch, recipe_optimizer, step_units, trial_recipe
+from isseg.engine.tune_pace import step_units, trial_recipe
 from isseg.engine.tune_report import real_trials
 from isseg.engine.tune_space import (
     SearchSpace,
     anchor_params,
     base_values,
     covering_space,
+    full_pace,
     pace_variants,
     suggest,
     train_values,
@@ -210,7 +211,7 @@ class _Objective:
         trial.set_user_attr("pid", os.getpid())
         if pace is not None:
             trial.set_user_attr("pace", pace)
-        units = step_units(tc.batch_size, recipe_batch(self.base), pace, tc.optimizer, recipe_optimizer(self.base))
+        units = step_units(values, self.base, pace)
         started: list[float] = []  # when the first step ended: the trial's own pace counts from there
 
         def report(iteration: int, result: dict[str, Any]) -> None:
@@ -307,7 +308,8 @@ def tune(cfg: TuneConfig) -> dict[str, Any]:
     try:
         pace = None if cfg.trial_length != "time" else tune_pace.study_pace(
             study, base, pace_variants(base_params, space), cfg.data, cfg.images,
-            {**shared_threads(cfg, base), **cfg.trial_options}, cfg.jobs)  # its time counts against the budget too
+            {**shared_threads(cfg, base), **cfg.trial_options}, cfg.jobs,
+            lambda timed: full_pace(timed, base_params, space))  # its time counts against the budget too
         objective = _Objective(cfg, base, space, (search_deadline, deadline), n_train, pace)
         if not study.user_attrs.get("confirming"):
             _phase(study, cfg, objective, search_deadline, after, first_rung)
@@ -341,8 +343,9 @@ def best_recipe(study: Any, base: Recipe, cfg: TuneConfig) -> Recipe | None:
     n_done = sum(t.state.name == "COMPLETE" for t in study.trials)
     found = ("kept: no trial beat them on average" if best["base_recipe"] else "found")
     return dataclasses.replace(recipe, name=f"tuned-{base.name}", train=dict(recipe.train), measured=measured,
-                               description=f"{base.name} with the optimizer, learning rate, batch size and "
-                                           f"augmentation {found} by isseg tune ({n_done} completed runs)")
+                               description=f"{base.name} with the optimizer, learning rate, batch size, "
+                                           f"augmentation and RoI positive fraction {found} by isseg tune "
+                                           f"({n_done} completed runs)")
 
 
 def _mean_text(group: dict[str, Any]) -> str:

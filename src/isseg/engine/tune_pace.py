@@ -24,6 +24,7 @@ import math
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from isseg.recipes import Recipe, train_config
@@ -32,6 +33,7 @@ LENGTHS = ("time", "images")
 PACE_STEPS = 10  # timed steps per batch size and round; the first PACE_SKIP (start-up, first allocations) left out
 PACE_SKIP = 3
 PACE_ROUNDS = 3  # the batch sizes in turn, three times: a shared host's drift falls on all of them alike
+MODEL_VALUES = {"positive_fraction": "roi.positive_fraction"}  # searched values that are preset fields, not training's
 
 
 def recipe_value(recipe: Recipe, key: str) -> Any:
@@ -54,9 +56,30 @@ def trial_images(base: Recipe, train_images: int) -> int:
     return int(base.train.get("epochs", 12)) * max(1, train_images // batch) * batch
 
 
-def pace_key(batch: int, optimizer: str = "sgd") -> str:
-    """The pace's key of a step of ``batch`` images with ``optimizer``: ``"4"`` (SGD), ``"4 adamw"``."""
-    return str(batch) if optimizer == "sgd" else f"{batch} {optimizer}"
+def pace_key(batch: int, optimizer: str = "sgd", positive_fraction: float | None = None) -> str:
+    """The pace's key of a step of ``batch`` images with ``optimizer`` and the RoI head's ``positive_fraction``
+    (more positives, more mask-head work): ``"4"`` (SGD), ``"4 adamw"``, ``"4 pos0.5"``."""
+    key = str(batch) if optimizer == "sgd" else f"{batch} {optimizer}"
+    return key if positive_fraction is None else f"{key} pos{float(positive_fraction):g}"
+
+
+def values_key(values: Mapping[str, Any]) -> str:
+    """The pace key of a trial's parameters or training values (``batch_size``, ``optimizer``,
+    ``positive_fraction``)."""
+    fraction = values.get("positive_fraction")
+    return pace_key(int(values["batch_size"]), str(values.get("optimizer", "sgd")),
+                    None if fraction is None else float(fraction))
+
+
+def recipe_model_value(recipe: Recipe, key: str) -> Any:
+    """The value of the searched model field ``key`` (:data:`MODEL_VALUES`) in the recipe's preset and overrides."""
+    from isseg.config import get_config
+    from isseg.engine.config_overrides import apply_overrides
+
+    node: Any = apply_overrides(get_config(recipe.preset), recipe.overrides)
+    for part in MODEL_VALUES[key].split("."):
+        node = getattr(node, part)
+    return node
 
 
 def recipe_optimizer(recipe: Recipe) -> str:
@@ -65,18 +88,33 @@ def recipe_optimizer(recipe: Recipe) -> str:
 
 
 def recipe_pace_key(recipe: Recipe) -> str:
-    """The pace key of the recipe's own steps (its batch size and optimizer)."""
-    return pace_key(recipe_batch(recipe), recipe_optimizer(recipe))
+    """The pace key of the recipe's own steps (its batch size, optimizer and RoI positive fraction)."""
+    return pace_key(recipe_batch(recipe), recipe_optimizer(recipe), recipe_model_value(recipe, "positive_fraction"))
 
 
-def step_units(batch: int, base_batch: int, pace: dict[str, float] | None = None, optimizer: str = "sgd",
-               base_optimizer: str = "sgd") -> float:
-    """Base images one step of ``batch`` with ``optimizer`` is worth: ``batch`` without a ``pace`` (equal images),
-    else its time in steps of the base recipe's (``base_batch``, ``base_optimizer``) times ``base_batch`` (equal
-    time)."""
+def step_units(values: Mapping[str, Any], base: Recipe, pace: dict[str, float] | None = None) -> float:
+    """Base images one step with the training ``values`` (``batch_size``, ``optimizer``, ``positive_fraction``) is
+    worth: its batch size without a ``pace`` (equal images), else its time in steps of the ``base`` recipe's times
+    the base batch size (equal time)."""
     if pace is None:
-        return float(batch)
-    return base_batch * pace[pace_key(batch, optimizer)] / pace[pace_key(base_batch, base_optimizer)]
+        return float(values["batch_size"])
+    return recipe_batch(base) * pace[values_key(values)] / pace[recipe_pace_key(base)]
+
+
+def _with_model_values(base: Recipe, values: dict[str, Any]) -> tuple[str, ...]:
+    """The base recipe's overrides with the searched model ``values`` (:data:`MODEL_VALUES`) set, each in the place
+    of the recipe's own override of that field, else appended (a value the recipe already gives changes nothing)."""
+    overrides = list(base.overrides)
+    for key, value in values.items():
+        if float(value) == float(recipe_model_value(base, key)):
+            continue
+        field, line = MODEL_VALUES[key], f"{MODEL_VALUES[key]}={value:g}"
+        at = [i for i, o in enumerate(overrides) if o.split("=", 1)[0].strip() == field]
+        if at:
+            overrides[at[-1]] = line
+        else:
+            overrides.append(line)
+    return tuple(overrides)
 
 
 def trial_recipe(base: Recipe, values: dict[str, Any], evaluations: int, train_images: int,
@@ -86,16 +124,16 @@ def trial_recipe(base: Recipe, values: dict[str, Any], evaluations: int, train_i
     with ``evaluations`` validations."""
     train = dict(base.train)
     old_batch = recipe_batch(base)
-    units = step_units(int(values["batch_size"]), old_batch, pace, str(values.get("optimizer", "sgd")),
-                       recipe_optimizer(base))
+    units = step_units(values, base, pace)
     images = trial_images(base, train_images) * fraction
-    train.update(values)
+    model = {k: values[k] for k in MODEL_VALUES if k in values}
+    train.update({k: v for k, v in values.items() if k not in MODEL_VALUES})
     train.pop("epochs", None)
     train["iterations"] = max(1, round(images / units))
     if train.get("warmup_iters"):
         train["warmup_iters"] = max(0, round(int(train["warmup_iters"]) * old_batch / units))
     train["eval_every"] = max(1, math.ceil(train["iterations"] / evaluations))
-    return dataclasses.replace(base, train=train)
+    return dataclasses.replace(base, train=train, overrides=_with_model_values(base, model))
 
 
 def measure_pace(base: Recipe, variants: dict[str, dict[str, Any]], data: str, images: str, options: dict[str, Any],
@@ -124,9 +162,12 @@ def _timed_steps(base: Recipe, variants: dict[str, dict[str, Any]], data: str, i
     steps: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(PACE_ROUNDS):
         for key in steps:
-            train_fields = {**base.train, **variants[key], "iterations": PACE_STEPS, "warmup_iters": 0}
+            values = variants[key]
+            train_fields = {**base.train, **{k: v for k, v in values.items() if k not in MODEL_VALUES},
+                            "iterations": PACE_STEPS, "warmup_iters": 0}
             train_fields.pop("epochs", None)
-            recipe = dataclasses.replace(base, train=train_fields)
+            model = {k: values[k] for k in MODEL_VALUES if k in values}
+            recipe = dataclasses.replace(base, train=train_fields, overrides=_with_model_values(base, model))
             with tempfile.TemporaryDirectory(prefix="isseg-pace-") as run:
                 tc = train_config(recipe, data, images, run, **{**options, "val_data": None, "val_images": None,
                                                                 "tensorboard": False, "progress": False,
@@ -152,15 +193,18 @@ def stored_pace(study: Any) -> dict[str, float] | None:
 
 
 def study_pace(study: Any, base: Recipe, variants: dict[str, dict[str, Any]], data: str, images: str,
-               options: dict[str, Any], jobs: int = 1) -> dict[str, float] | None:
-    """The search's pace: measured once (:func:`measure_pace`), then kept in the study, so that a resumed
-    search keeps its trials' lengths (measured again only when the variants changed). None with one variant:
-    every trial then trains the recipe's own steps, equal time as near as a measurement would make it."""
+               options: dict[str, Any], jobs: int = 1,
+               complete: Callable[[dict[str, float]], dict[str, float]] | None = None) -> dict[str, float] | None:
+    """The search's pace: measured once (:func:`measure_pace`), completed with ``complete`` (the shapes that were
+    not timed, from those that were), then kept in the study, so that a resumed search keeps its trials' lengths
+    (measured again only when a timed variant is missing). None with one variant: every trial then trains the
+    recipe's own steps, equal time as near as a measurement would make it."""
     if len(variants) == 1:
         return None
     pace = stored_pace(study)
-    if pace is None or set(pace) != set(variants):
+    if pace is None or not set(variants) <= set(pace):
         pace = measure_pace(base, variants, data, images, options, jobs)
+        pace = complete(pace) if complete else pace
         study.set_user_attr("pace", dict(pace))
     return pace
 
@@ -177,8 +221,7 @@ def trial_pace(trials: list[Any], pace: dict[str, float] | None, base_key: str) 
     for t in trials:
         step = t.user_attrs.get("s_per_step")
         if step and "batch_size" in t.params:
-            seen.setdefault(pace_key(int(t.params["batch_size"]), str(t.params.get("optimizer", "sgd"))), []).append(
-                float(step))
+            seen.setdefault(values_key(t.params), []).append(float(step))
     if base_key not in seen:
         return pace
     scale = statistics.median(seen[base_key]) / pace[base_key]

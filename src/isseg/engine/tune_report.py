@@ -14,7 +14,7 @@ from isseg.atomic import atomic_write
 from isseg.engine.tune_space import learning_rate
 
 COLUMNS = ("trial", "state", "optimizer", "lr", "weight_decay", "batch_size", "horizontal_flip", "color_jitter",
-           "scale_jitter", "seed",
+           "scale_jitter", "positive_fraction", "seed",
            "mask_AP", "last_val_mask_AP", "box_AP", "iterations", "minutes", "note")
 
 
@@ -38,7 +38,8 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
             "trial": t.number, "state": t.state.name.lower(), "optimizer": p.get("optimizer", "sgd"),
             "lr": learning_rate(p), "weight_decay": p.get("adamw_weight_decay"), "batch_size": p.get("batch_size"),
             "horizontal_flip": p.get("horizontal_flip"), "color_jitter": p.get("color_jitter"),
-            "scale_jitter": p.get("scale_jitter"), "seed": a.get("seed"),
+            "scale_jitter": p.get("scale_jitter"), "positive_fraction": p.get("positive_fraction"),
+            "seed": a.get("seed"),
             "mask_AP": t.value if t.state.name == "COMPLETE" else None,
             "last_val_mask_AP": _last(t), "box_AP": a.get("box_AP"),
             "iterations": a.get("iterations"), "minutes": a.get("minutes"), "note": note,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from isseg.engine.tune_pace import pace_key, recipe_batch, recipe_optimizer, recipe_value
+from isseg.engine.tune_pace import pace_key, recipe_batch, recipe_model_value, recipe_optimizer, recipe_value
 from isseg.recipes import Recipe
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -25,7 +25,9 @@ AUGMENTATIONS = ("horizontal_flip", "color_jitter", "scale_jitter")
 class SearchSpace:
     """The values searched: ``optimizer`` one of the choices; its learning rate log-uniform in ``lr`` (SGD) or
     ``adamw_lr``; AdamW's weight decay log-uniform in ``adamw_weight_decay`` (SGD keeps the recipe's);
-    ``batch_size`` one of the choices; the augmentation strengths uniform in their ranges (``(x, x)`` fixes one).
+    ``batch_size`` one of the choices; the augmentation strengths uniform in their ranges (``(x, x)`` fixes one);
+    ``positive_fraction``, the share of positives in the RoI head's sampled proposals (preset field
+    ``roi.positive_fraction``; the mask head learns from the positives only), one of the choices.
     """
 
     lr: tuple[float, float] = (0.005, 0.08)
@@ -36,6 +38,7 @@ class SearchSpace:
     optimizer: tuple[str, ...] = OPTIMIZERS
     adamw_lr: tuple[float, float] = (2e-4, 4e-3)
     adamw_weight_decay: tuple[float, float] = (0.01, 0.1)
+    positive_fraction: tuple[float, ...] = (0.25, 0.5)
 
     def check(self) -> None:
         for name in RATES:
@@ -44,6 +47,8 @@ class SearchSpace:
                 raise ValueError(f"{name.replace('_', '-')} range must be 0 < low <= high, got {[low, high]}")
         if not self.batch_size or min(self.batch_size) < 1:
             raise ValueError(f"batch sizes must be >= 1, got {list(self.batch_size)}")
+        if not self.positive_fraction or not all(0 < f <= 1 for f in self.positive_fraction):
+            raise ValueError(f"positive fractions must be in (0, 1], got {list(self.positive_fraction)}")
         if not self.optimizer or not set(self.optimizer) <= set(OPTIMIZERS):
             raise ValueError(f"optimizers must be among {list(OPTIMIZERS)}, got {list(self.optimizer)}")
         bounds = {"horizontal_flip": (0.0, 1.0), "color_jitter": (0.0, 1.0), "scale_jitter": (0.0, 0.95)}
@@ -62,7 +67,8 @@ def base_values(recipe: Recipe) -> dict[str, Any]:
     lr = float(recipe.train.get("lr") or default_lr(batch))
     decay = float(recipe_value(recipe, "weight_decay"))
     rate = {"lr": lr} if optimizer == "sgd" else {"adamw_lr": lr, "adamw_weight_decay": decay}
-    return {"optimizer": optimizer, **rate, "batch_size": batch, **{k: recipe_value(recipe, k) for k in AUGMENTATIONS}}
+    return {"optimizer": optimizer, **rate, "batch_size": batch, **{k: recipe_value(recipe, k) for k in AUGMENTATIONS},
+            "positive_fraction": float(recipe_model_value(recipe, "positive_fraction"))}
 
 
 def suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
@@ -77,6 +83,7 @@ def suggest(trial: Any, space: SearchSpace) -> dict[str, Any]:
     params["batch_size"] = trial.suggest_categorical("batch_size", list(space.batch_size))
     for name in AUGMENTATIONS:
         params[name] = trial.suggest_float(name, *getattr(space, name))
+    params["positive_fraction"] = trial.suggest_categorical("positive_fraction", list(space.positive_fraction))
     return {"optimizer": optimizer, **params}
 
 
@@ -110,15 +117,38 @@ def anchor_params(base: dict[str, Any], space: SearchSpace) -> list[dict[str, An
 
 def pace_variants(base: dict[str, Any], space: SearchSpace) -> dict[str, dict[str, Any]]:
     """What the pace times (:func:`isseg.engine.tune_pace.measure_pace`): every batch size of ``space`` with every
-    optimizer, each optimizer at the base recipe's rates or its starting point's (:func:`anchor_params`), as
-    training values keyed by :func:`isseg.engine.tune_pace.pace_key`."""
+    optimizer at the base recipe's positive fraction, and every other positive fraction at the base recipe's batch
+    size and optimizer (:func:`full_pace` composes the rest); each optimizer at the base recipe's rates or its
+    starting point's (:func:`anchor_params`), as training values keyed by
+    :func:`isseg.engine.tune_pace.values_key`."""
+    from isseg.engine.tune_pace import values_key
+
     starts = {base["optimizer"]: base, **{a["optimizer"]: a for a in anchor_params(base, space)}}
+    rates = {o: train_values({k: v for k, v in starts[o].items() if k in RATES}) for o in space.optimizer}
+    fraction = base["positive_fraction"]
+    shapes = [(b, o, fraction) for o in space.optimizer for b in space.batch_size]
+    shapes += [(base["batch_size"], base["optimizer"], f) for f in space.positive_fraction if f != fraction]
     variants = {}
-    for optimizer in space.optimizer:
-        rates = train_values({k: v for k, v in starts[optimizer].items() if k in RATES})
-        for batch in space.batch_size:
-            variants[pace_key(batch, optimizer)] = {"batch_size": batch, "optimizer": optimizer, **rates}
+    for batch, optimizer, f in shapes:
+        values = {"batch_size": batch, "optimizer": optimizer, **rates[optimizer], "positive_fraction": f}
+        variants[values_key(values)] = values
     return variants
+
+
+def full_pace(measured: dict[str, float], base: dict[str, Any], space: SearchSpace) -> dict[str, float]:
+    """The pace of every batch size, optimizer and positive fraction of ``space`` from what :func:`pace_variants`
+    timed: a shape that was not timed takes its batch size and optimizer's step at the base positive fraction,
+    scaled as that fraction scaled the base recipe's step (the RoI head's share of a step grows alike)."""
+    key0 = pace_key(int(base["batch_size"]), str(base["optimizer"]), base["positive_fraction"])
+    pace = dict(measured)
+    for optimizer in space.optimizer:
+        for batch in space.batch_size:
+            for f in space.positive_fraction:
+                key = pace_key(batch, optimizer, f)
+                if key not in pace:
+                    scale = measured[pace_key(int(base["batch_size"]), str(base["optimizer"]), f)] / measured[key0]
+                    pace[key] = measured[pace_key(batch, optimizer, base["positive_fraction"])] * scale
+    return pace
 
 
 def learning_rate(params: dict[str, Any]) -> float | None:
@@ -135,5 +165,7 @@ def covering_space(space: SearchSpace, base: dict[str, Any], train_images: int) 
         raise ValueError(f"every batch size {sorted(space.batch_size)} exceeds the {train_images} training images")
     rates = {k: widen(getattr(space, k), base[k]) for k in RATES if k in base}
     optimizers = tuple(o for o in OPTIMIZERS if o in space.optimizer or o == base["optimizer"])
+    fractions = tuple(sorted({float(f) for f in space.positive_fraction} | {float(base["positive_fraction"])}))
     return SearchSpace(**{**space.__dict__, **rates, "batch_size": tuple(sorted(batches)), "optimizer": optimizers,
+                          "positive_fraction": fractions,
                           **{k: widen(getattr(space, k), base[k]) for k in AUGMENTATIONS}})
