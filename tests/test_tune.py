@@ -34,6 +34,7 @@ from isseg.engine.tune_pace import (  # noqa: E402
 from isseg.engine.tune_report import best_group, groups  # noqa: E402
 from isseg.engine.tune_space import (  # noqa: E402
     ADAMW_START,
+    anchor_name,
     anchor_params,
     full_pace,
     learning_rate,
@@ -144,12 +145,15 @@ def test_adamw_trials_have_their_own_learning_rate_and_weight_decay() -> None:
     adamw = dataclasses.replace(fast, train={**fast.train, "optimizer": "adamw", "lr": 0.002, "weight_decay": 0.2})
     base = base_values(adamw)
     assert (base["optimizer"], base["adamw_lr"], base["adamw_weight_decay"]) == ("adamw", 0.002, 0.2)
-    space = covering_space(SearchSpace(optimizer=("sgd",)), base, train_images=480)
+    space = covering_space(SearchSpace(optimizer=("sgd",), positive_fraction=(0.25,)), base, train_images=480)
     assert space.optimizer == ("sgd", "adamw") and space.adamw_weight_decay == (0.01, 0.2)  # holds the base
     assert anchor_params(base, space) == [{"optimizer": "sgd", "lr": 0.005, "batch_size": 4, "horizontal_flip": 0.5,
                                            "color_jitter": 0.0, "scale_jitter": 0.0,
                                            "positive_fraction": 0.25}]  # 0.02 x 4 / 16
-    assert anchor_params(base, SearchSpace(optimizer=("adamw",))) == []
+    assert anchor_params(base, SearchSpace(optimizer=("adamw",), positive_fraction=(0.25,))) == []
+    half = anchor_params(base, SearchSpace(optimizer=("adamw",)))  # the base recipe, only its fraction changed
+    assert half == [{**base, "positive_fraction": 0.5}] and anchor_name(half[0], base) == "positive fraction 0.5"
+    assert anchor_name(anchor_params(base, space)[0], base) == "sgd"
     with pytest.raises(ValueError, match="optimizers must be among"):
         SearchSpace(optimizer=("adam",)).check()
     with pytest.raises(ValueError, match="adamw-lr range"):
@@ -174,18 +178,24 @@ def test_adamw_starts_at_its_own_point_and_trains_with_it(tmp_path: Path) -> Non
     tune(cfg)
     study = optuna.load_study(study_name="isseg-tune", storage=f"sqlite:///{out / 'study.db'}")
     base = base_values(load_recipe(recipe))
-    assert [t.params for t in study.trials] == [base, {**{k: v for k, v in base.items() if k != "lr"},
-                                                       "optimizer": "adamw", **ADAMW_START}]
+    ran = [t.params for t in study.trials if t.state.name == "COMPLETE"]  # then, queued: the fraction's anchor
+    assert ran == [base, {**{k: v for k, v in base.items() if k != "lr"}, "optimizer": "adamw", **ADAMW_START}]
     rows = list(csv.DictReader((out / "trials.csv").open()))
-    assert [r["optimizer"] for r in rows] == ["sgd", "adamw"] and rows[1]["note"] == "adamw's starting point"
+    assert [r["optimizer"] for r in rows] == ["sgd", "adamw", "sgd"] and rows[2]["state"] == "waiting"
+    assert rows[1]["note"] == "adamw's starting point"
     assert float(rows[1]["lr"]) == ADAMW_START["adamw_lr"] and rows[0]["weight_decay"] == ""
     groups_ = torch.load(out / "trials" / "001" / "last.pth", weights_only=False)["optimizer"]["param_groups"]
     assert "betas" in groups_[0] and groups_[0]["weight_decay"] == ADAMW_START["adamw_weight_decay"]  # AdamW's
     assert "betas" not in torch.load(out / "trials" / "000" / "last.pth", weights_only=False)["optimizer"][
         "param_groups"][0]  # SGD's
-    tune(dataclasses.replace(cfg, max_trials=3, resume=True))  # resumed: no second starting point
+    tune(dataclasses.replace(cfg, max_trials=4, resume=True))  # resumed: no second starting point
     study = optuna.load_study(study_name="isseg-tune", storage=f"sqlite:///{out / 'study.db'}")
-    assert len(study.trials) == 3 and not study.trials[2].user_attrs.get("anchor")
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 4 and not done[3].user_attrs.get("anchor")  # the anchor queued in the first session ran
+    assert done[2].params == {**base, "positive_fraction": 0.5}  # (a process that found the phase over queued it
+    assert done[2].user_attrs["anchor"] == "positive fraction 0.5"  # again rather than lose it)
+    rows = [r for r in csv.DictReader((out / "trials.csv").open()) if r["state"] == "complete"]
+    assert rows[2]["note"] == "the base recipe with positive fraction 0.5" and rows[2]["positive_fraction"] == "0.5"
 
 
 def test_search_space_and_config_checks(tmp_path: Path) -> None:
@@ -277,7 +287,8 @@ def test_tune_runs_resumes_after_interruptions_and_writes_a_recipe(tmp_path: Pat
     args = ["tune", "--recipe", str(recipe), "--data", str(data["train_json"]), "--images", str(data["train_images"]),
             "--val-data", str(data["val_json"]), "--val-images", str(data["val_images"]), "--output", str(out),
             "--evaluations", "1", "--budget-minutes", "30", "--pruner", "none", "--no-progress",
-            "--confirm-top", "0", "--trial-length", "images", "--batch-sizes", "1", "--optimizers", "sgd"]  # fmt: skip
+            "--confirm-top", "0", "--trial-length", "images", "--batch-sizes", "1", "--optimizers", "sgd",
+            "--positive-fractions", "0.25"]  # fmt: skip
     assert main(args + ["--trials", "1"]) == 0  # the base recipe's trial
     assert "best trial 0" in capsys.readouterr().out
 
@@ -337,7 +348,7 @@ def test_no_trial_within_the_budget(tmp_path: Path, capsys: pytest.CaptureFixtur
                      str(data["val_images"]), output=str(tmp_path / "s"), budget_minutes=1e-4)
     result = tune(cfg)
     assert result["best"] is None and result["files"]["recipe"] is None
-    assert result["trials"] == 2  # queued only: the base recipe and AdamW's starting point
+    assert result["trials"] == 3  # queued only: the base recipe, AdamW's starting point, positive fraction 0.5
     assert "waiting" in (tmp_path / "s" / "trials.md").read_text()
     base = {"optimizer": "sgd", "lr": 0.01, "batch_size": 8, "horizontal_flip": 0.5, "color_jitter": 0.0,
             "scale_jitter": 0.0, "positive_fraction": 0.25}
@@ -408,7 +419,7 @@ def test_confirmation_runs_retrain_the_best_and_the_base_with_another_seed(
     args = ["tune", "--recipe", str(recipe), "--data", str(data["train_json"]), "--images", str(data["train_images"]),
             "--val-data", str(data["val_json"]), "--val-images", str(data["val_images"]), "--output", str(out),
             "--evaluations", "1", "--budget-minutes", "30", "--pruner", "none", "--no-progress", "--trials", "2",
-            "--confirm-top", "1", "--trial-length", "images"]  # fmt: skip
+            "--confirm-top", "1", "--trial-length", "images", "--positive-fractions", "0.25"]  # fmt: skip
     real_train, seeds = trainer.train, []
 
     def train_then_stop(cfg: object, **kw: object) -> object:
@@ -481,7 +492,8 @@ def test_jobs_train_trials_at_once_and_a_killed_search_leaves_no_orphan(tmp_path
     args = ["tune", "--recipe", str(recipe), "--data", str(data["train_json"]), "--images", str(data["train_images"]),
             "--val-data", str(data["val_json"]), "--val-images", str(data["val_images"]), "--output", str(out),
             "--evaluations", "1", "--budget-minutes", "30", "--pruner", "none", "--no-progress", "--trials", "5",
-            "--confirm-top", "1", "--jobs", "2", "--trial-length", "images"]  # fmt: skip
+            "--confirm-top", "1", "--jobs", "2", "--trial-length", "images",
+            "--positive-fractions", "0.25"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     search = subprocess.Popen([sys.executable, "-m", "isseg", *args], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE)

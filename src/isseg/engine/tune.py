@@ -34,6 +34,7 @@ from isseg.engine.tune_pace import step_units, trial_recipe
 from isseg.engine.tune_report import real_trials
 from isseg.engine.tune_space import (
     SearchSpace,
+    anchor_name,
     anchor_params,
     base_values,
     covering_space,
@@ -126,8 +127,8 @@ def open_study(cfg: TuneConfig, first_rung: int, index: int = 0) -> Any:
 
 def _study(cfg: TuneConfig, first_rung: int, space: SearchSpace, base: dict[str, Any]) -> Any:
     """The study: new, or (``resume``) the existing one, its interrupted trials failed and queued again with their
-    values. The base recipe's trial (``base``: its values) comes first, then each other optimizer's starting point
-    (once per study)."""
+    values. The base recipe's trial (``base``: its values) comes first, then the anchors (each other optimizer's
+    starting point, the recipe with each other positive fraction: :func:`anchor_params`), once per study."""
     import optuna
 
     out = Path(cfg.output)
@@ -140,9 +141,10 @@ def _study(cfg: TuneConfig, first_rung: int, space: SearchSpace, base: dict[str,
         study.enqueue_trial(base, user_attrs={"base_recipe": True})
     anchored = list(study.user_attrs.get("anchors", []))
     for params in anchor_params(base, space):
-        if params["optimizer"] not in anchored:
-            study.enqueue_trial(params, user_attrs={"anchor": True})
-            anchored.append(params["optimizer"])
+        name = anchor_name(params, base)
+        if name not in anchored:
+            study.enqueue_trial(params, user_attrs={"anchor": name})
+            anchored.append(name)
     study.set_user_attr("anchors", anchored)
     retried = list(study.user_attrs.get("retried", []))
     for t in study.get_trials(deepcopy=False):
@@ -188,6 +190,10 @@ class _Objective:
                                                       self.cfg.max_trials, exclude=trial.number)
         if (self.phase == "confirm") != confirming or taken:
             trial.set_user_attr("surplus", True)  # another process took the last one (--jobs): not a trial
+            fixed = trial.study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
+            if fixed:  # a queued run (an anchor, a retry, a confirmation) is not lost: queued again for its phase
+                trial.study.enqueue_trial(fixed, user_attrs={k: v for k, v in trial.user_attrs.items()
+                                                             if k != "surplus"})
             trial.study.stop()
             raise optuna.TrialPruned("nothing left to run in this phase")
         values = train_values(suggest(trial, self.space))

@@ -29,7 +29,7 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
     for t in real_trials(study):
         p, a = t.params, t.user_attrs
         notes = ["the base recipe" if a.get("base_recipe") else "",
-                 f"{p.get('optimizer')}'s starting point" if a.get("anchor") else "",
+                 _anchor_note(a.get("anchor"), p),
                  f"retry of {a['retry_of']}" if "retry_of" in a else "",
                  f"confirms trial {a['confirm_of']}" if "confirm_of" in a else "",
                  "interrupted" if a.get("interrupted") else "", a.get("note", "")]
@@ -45,6 +45,16 @@ def trial_rows(study: Any) -> list[dict[str, Any]]:
             "iterations": a.get("iterations"), "minutes": a.get("minutes"), "note": note,
         })  # fmt: skip
     return rows
+
+
+def _anchor_note(anchor: Any, params: dict[str, Any]) -> str:
+    """An anchor trial's note: ``"adamw's starting point"`` (older studies stored ``True`` for these), ``"the base
+    recipe with positive fraction 0.5"``."""
+    if not anchor:
+        return ""
+    if anchor is True or anchor == params.get("optimizer"):
+        return f"{params.get('optimizer')}'s starting point"
+    return f"the base recipe with {anchor}"
 
 
 def groups(study: Any) -> list[dict[str, Any]]:

@@ -101,8 +101,10 @@ def train_values(params: dict[str, Any]) -> dict[str, Any]:
 def anchor_params(base: dict[str, Any], space: SearchSpace) -> list[dict[str, Any]]:
     """The first trials after the base recipe's: for each other optimizer of ``space``, the base recipe's values
     with that optimizer's usual starting rates (AdamW: :data:`ADAMW_START`; SGD: ``0.02 x batch / 16``), clipped
-    into the space. The sampler's first, random trials scatter over rates that differ 20-fold between the
-    optimizers; these give each optimizer one run at a sensible point."""
+    into the space; then, for each other positive fraction, the base recipe's values with it. The sampler's first,
+    random trials scatter over rates that differ 20-fold between the optimizers, and change every value at once;
+    these give each optimizer one run at a sensible point, and each discrete model choice one run where only it
+    differs from the recipe (:func:`anchor_name` names them)."""
     from isseg.engine.train_config import default_lr
 
     anchors = []
@@ -112,7 +114,18 @@ def anchor_params(base: dict[str, Any], space: SearchSpace) -> list[dict[str, An
         start = {"lr": default_lr(int(base["batch_size"]))} if optimizer == "sgd" else dict(ADAMW_START)
         start = {k: min(max(v, getattr(space, k)[0]), getattr(space, k)[1]) for k, v in start.items()}
         anchors.append({**{k: v for k, v in base.items() if k not in RATES}, "optimizer": optimizer, **start})
+    for fraction in space.positive_fraction:
+        if float(fraction) != float(base["positive_fraction"]):
+            anchors.append({**base, "positive_fraction": float(fraction)})
     return anchors
+
+
+def anchor_name(params: dict[str, Any], base: dict[str, Any]) -> str:
+    """What an anchor (:func:`anchor_params`) changes from the base recipe: its optimizer (``"adamw"``), else its
+    positive fraction (``"positive fraction 0.5"``)."""
+    if params["optimizer"] != base["optimizer"]:
+        return str(params["optimizer"])
+    return f"positive fraction {float(params['positive_fraction']):g}"
 
 
 def pace_variants(base: dict[str, Any], space: SearchSpace) -> dict[str, dict[str, Any]]:
