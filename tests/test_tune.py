@@ -198,6 +198,27 @@ def test_adamw_starts_at_its_own_point_and_trains_with_it(tmp_path: Path) -> Non
     assert rows[2]["note"] == "the base recipe with positive fraction 0.5" and rows[2]["positive_fraction"] == "0.5"
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_base_recipe_and_the_anchors_run_to_the_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pruner that would stop every trial at its first validation stops only the sampled ones: the base recipe
+    and the anchors are the references of their choices (a larger positive fraction trails at first)."""
+    from isseg.data.synth import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path / "d", 4, seed=1, image_size=96, val_fraction=0.25, max_objects=2)
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE.replace("iterations: 2,", "iterations: 4,"))
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: True)
+    cfg = TuneConfig(str(recipe), str(data["train_json"]), str(data["train_images"]), str(data["val_json"]),
+                     str(data["val_images"]), output=str(tmp_path / "s"), max_trials=4, evaluations=2,
+                     confirm_top=0, trial_length="images")
+    tune(cfg)
+    study = optuna.load_study(study_name="isseg-tune", storage=f"sqlite:///{tmp_path / 's' / 'study.db'}")
+    states = [(t.state.name, bool(t.user_attrs.get("base_recipe") or t.user_attrs.get("anchor"))) for t in
+              study.trials if not t.user_attrs.get("surplus") and t.state.name != "WAITING"]
+    assert states == [("COMPLETE", True)] * 3 + [("PRUNED", False)]
+    assert [len(t.intermediate_values) for t in study.trials[:3]] == [2, 2, 2]
+
+
 def test_search_space_and_config_checks(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="lr range"):
         SearchSpace(lr=(0.1, 0.01)).check()

@@ -219,6 +219,9 @@ class _Objective:
             trial.set_user_attr("pace", pace)
         units = step_units(values, self.base, pace)
         started: list[float] = []  # when the first step ended: the trial's own pace counts from there
+        # the base recipe and the anchors run to the end, the references of their choices: a larger positive
+        # fraction scored below the base at the first validation and above it at the last (docs/training.md)
+        reference = bool(trial.user_attrs.get("base_recipe") or trial.user_attrs.get("anchor"))
 
         def report(iteration: int, result: dict[str, Any]) -> None:
             # wall time per step since the first step, this validation included: the budget's unit, as the
@@ -229,7 +232,7 @@ class _Objective:
             # the resource: base images (tune_pace), so every batch size is pruned at the same share of the budget
             trial.report(-1.0 if ap is None else ap, step=round(iteration * units))
             finished = iteration >= (tc.iterations or 0)  # the last validation: a result, never pruned
-            if not confirming and not finished and trial.should_prune():
+            if not (confirming or reference or finished) and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after {iteration} iterations (mask AP {ap})")
 
         start = time.time()
