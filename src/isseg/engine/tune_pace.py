@@ -121,7 +121,8 @@ def trial_recipe(base: Recipe, values: dict[str, Any], evaluations: int, train_i
                  fraction: float = 1.0, pace: dict[str, float] | None = None) -> Recipe:
     """``base`` with the searched ``values``, as iterations: ``fraction`` of the base recipe's length in base
     images (:func:`trial_images`; equal images without ``pace``, equal time with it), the warm-up scaled alike,
-    with ``evaluations`` validations."""
+    with ``evaluations`` validations. The values that are preset fields (:data:`MODEL_VALUES`) go into the
+    recipe's ``overrides``, the others into its ``train``."""
     train = dict(base.train)
     old_batch = recipe_batch(base)
     units = step_units(values, base, pace)
