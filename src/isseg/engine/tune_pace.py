@@ -66,9 +66,7 @@ def pace_key(batch: int, optimizer: str = "sgd", positive_fraction: float | None
 def values_key(values: Mapping[str, Any]) -> str:
     """The pace key of a trial's parameters or training values (``batch_size``, ``optimizer``,
     ``positive_fraction``)."""
-    fraction = values.get("positive_fraction")
-    return pace_key(int(values["batch_size"]), str(values.get("optimizer", "sgd")),
-                    None if fraction is None else float(fraction))
+    return pace_key(int(values["batch_size"]), str(values.get("optimizer", "sgd")), values.get("positive_fraction"))
 
 
 def recipe_model_value(recipe: Recipe, key: str) -> Any:
@@ -101,11 +99,13 @@ def step_units(values: Mapping[str, Any], base: Recipe, pace: dict[str, float] |
     return recipe_batch(base) * pace[values_key(values)] / pace[recipe_pace_key(base)]
 
 
-def _with_model_values(base: Recipe, values: dict[str, Any]) -> tuple[str, ...]:
-    """The base recipe's overrides with the searched model ``values`` (:data:`MODEL_VALUES`) set, each in the place
-    of the recipe's own override of that field, else appended (a value the recipe already gives changes nothing)."""
+def with_values(base: Recipe, values: Mapping[str, Any]) -> Recipe:
+    """``base`` with the searched ``values``: the preset fields (:data:`MODEL_VALUES`) in its ``overrides``, each in
+    the place of the recipe's own override of that field, else appended (a value the recipe already gives changes
+    nothing); the others in its ``train``."""
+    train = {**base.train, **{k: v for k, v in values.items() if k not in MODEL_VALUES}}
     overrides = list(base.overrides)
-    for key, value in values.items():
+    for key, value in ((k, v) for k, v in values.items() if k in MODEL_VALUES):
         if float(value) == float(recipe_model_value(base, key)):
             continue
         field, line = MODEL_VALUES[key], f"{MODEL_VALUES[key]}={value:g}"
@@ -114,27 +114,25 @@ def _with_model_values(base: Recipe, values: dict[str, Any]) -> tuple[str, ...]:
             overrides[at[-1]] = line
         else:
             overrides.append(line)
-    return tuple(overrides)
+    return dataclasses.replace(base, train=train, overrides=tuple(overrides))
 
 
 def trial_recipe(base: Recipe, values: dict[str, Any], evaluations: int, train_images: int,
                  fraction: float = 1.0, pace: dict[str, float] | None = None) -> Recipe:
     """``base`` with the searched ``values``, as iterations: ``fraction`` of the base recipe's length in base
     images (:func:`trial_images`; equal images without ``pace``, equal time with it), the warm-up scaled alike,
-    with ``evaluations`` validations. The values that are preset fields (:data:`MODEL_VALUES`) go into the
-    recipe's ``overrides``, the others into its ``train``."""
-    train = dict(base.train)
+    with ``evaluations`` validations (the values placed by :func:`with_values`)."""
+    recipe = with_values(base, values)
+    train = dict(recipe.train)
     old_batch = recipe_batch(base)
     units = step_units(values, base, pace)
     images = trial_images(base, train_images) * fraction
-    model = {k: values[k] for k in MODEL_VALUES if k in values}
-    train.update({k: v for k, v in values.items() if k not in MODEL_VALUES})
     train.pop("epochs", None)
     train["iterations"] = max(1, round(images / units))
     if train.get("warmup_iters"):
         train["warmup_iters"] = max(0, round(int(train["warmup_iters"]) * old_batch / units))
     train["eval_every"] = max(1, math.ceil(train["iterations"] / evaluations))
-    return dataclasses.replace(base, train=train, overrides=_with_model_values(base, model))
+    return dataclasses.replace(recipe, train=train)
 
 
 def measure_pace(base: Recipe, variants: dict[str, dict[str, Any]], data: str, images: str, options: dict[str, Any],
@@ -163,12 +161,8 @@ def _timed_steps(base: Recipe, variants: dict[str, dict[str, Any]], data: str, i
     steps: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(PACE_ROUNDS):
         for key in steps:
-            values = variants[key]
-            train_fields = {**base.train, **{k: v for k, v in values.items() if k not in MODEL_VALUES},
-                            "iterations": PACE_STEPS, "warmup_iters": 0}
-            train_fields.pop("epochs", None)
-            model = {k: values[k] for k in MODEL_VALUES if k in values}
-            recipe = dataclasses.replace(base, train=train_fields, overrides=_with_model_values(base, model))
+            recipe = with_values(base, {**variants[key], "iterations": PACE_STEPS, "warmup_iters": 0})
+            recipe = dataclasses.replace(recipe, train={k: v for k, v in recipe.train.items() if k != "epochs"})
             with tempfile.TemporaryDirectory(prefix="isseg-pace-") as run:
                 tc = train_config(recipe, data, images, run, **{**options, "val_data": None, "val_images": None,
                                                                 "tensorboard": False, "progress": False,

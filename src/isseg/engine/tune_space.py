@@ -12,7 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from isseg.engine.tune_pace import pace_key, recipe_batch, recipe_model_value, recipe_optimizer, recipe_value
+from isseg.engine.tune_pace import (
+    pace_key,
+    recipe_batch,
+    recipe_model_value,
+    recipe_optimizer,
+    recipe_value,
+    values_key,
+)
 from isseg.recipes import Recipe
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -134,8 +141,6 @@ def pace_variants(base: dict[str, Any], space: SearchSpace) -> dict[str, dict[st
     size and optimizer (:func:`full_pace` composes the rest); each optimizer at the base recipe's rates or its
     starting point's (:func:`anchor_params`), as training values keyed by
     :func:`isseg.engine.tune_pace.values_key`."""
-    from isseg.engine.tune_pace import values_key
-
     starts = {base["optimizer"]: base, **{a["optimizer"]: a for a in anchor_params(base, space)}}
     rates = {o: train_values({k: v for k, v in starts[o].items() if k in RATES}) for o in space.optimizer}
     fraction = base["positive_fraction"]
@@ -152,14 +157,14 @@ def full_pace(measured: dict[str, float], base: dict[str, Any], space: SearchSpa
     """The pace of every batch size, optimizer and positive fraction of ``space`` from what :func:`pace_variants`
     timed: a shape that was not timed takes its batch size and optimizer's step at the base positive fraction,
     scaled as that fraction scaled the base recipe's step (the RoI head's share of a step grows alike)."""
-    key0 = pace_key(int(base["batch_size"]), str(base["optimizer"]), base["positive_fraction"])
+    key0 = values_key(base)
     pace = dict(measured)
     for optimizer in space.optimizer:
         for batch in space.batch_size:
             for f in space.positive_fraction:
                 key = pace_key(batch, optimizer, f)
                 if key not in pace:
-                    scale = measured[pace_key(int(base["batch_size"]), str(base["optimizer"]), f)] / measured[key0]
+                    scale = measured[values_key({**base, "positive_fraction": f})] / measured[key0]
                     pace[key] = measured[pace_key(batch, optimizer, base["positive_fraction"])] * scale
     return pace
 
