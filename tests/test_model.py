@@ -217,3 +217,28 @@ def test_small_resnets_for_cpu_training(depth: int, params: int) -> None:
     assert model.backbone.body.out_channels == (64, 128, 256, 512)
     losses = model.train()(*[[x] for x in toy_sample()])
     assert torch.isfinite(sum(losses.values()))
+
+
+def test_mask_positives_per_image_caps_what_the_mask_head_learns_from() -> None:
+    """The box head samples every positive; the mask head sees at most the cap per image, a random subset."""
+    seen: list[int] = []
+
+    def rois_in_mask_head(cap: int | None) -> int:
+        torch.manual_seed(0)
+        cfg = small_config()
+        model = isseg.MaskRCNN(dataclasses.replace(cfg, roi=dataclasses.replace(cfg.roi,
+                                                                                  mask_positives_per_image=cap)))
+        hook = model.roi_heads.mask_head.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
+        images, targets = zip(toy_sample(0), toy_sample(1))
+        losses = model.train()(list(images), list(targets))
+        hook.remove()
+        assert torch.isfinite(losses["loss_mask"])
+        return seen[-1]
+
+    # the two ground-truth boxes join the proposals, so each image has at least 2 positives
+    assert rois_in_mask_head(None) >= 4
+    assert rois_in_mask_head(1) == 2
+    assert rois_in_mask_head(1000) == rois_in_mask_head(None)
+    for bad in (0, -3, 2.5, True, "16"):
+        with pytest.raises(ValueError, match="mask_positives_per_image"):
+            dataclasses.replace(get_config().roi, mask_positives_per_image=bad)

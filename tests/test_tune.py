@@ -87,7 +87,7 @@ def test_trials_take_the_same_time_whatever_the_batch_and_optimizer() -> None:
     assert (r.train["iterations"], r.train["warmup_iters"]) == (1280, 80) and step_units(adamw, fast, pace) == 5.0
     r = trial_recipe(fast, {**base, "positive_fraction": 0.5}, evaluations=3, train_images=480, pace=pace)
     assert r.train["iterations"] == round(1600 * 0.6 / 0.66) and "positive_fraction" not in r.train
-    assert r.overrides[-1] == "roi.positive_fraction=0.5"
+    assert r.overrides[-2:] == ("roi.positive_fraction=0.5", "roi.mask_positives_per_image=16")  # 64 x 0.25
     assert pace_text({"2": 0.4, "4": 0.6, "8": 1.0, "4 adamw": 0.75}) == \
         "equal time (s per step: batch 2 0.4, batch 4 0.6, batch 4 adamw 0.75, batch 8 1)"
     from isseg.engine.tune_pace import study_pace  # one variant: the recipe's steps, nothing to measure
@@ -109,7 +109,9 @@ def test_trials_take_the_same_time_whatever_the_batch_and_optimizer() -> None:
 
 def test_the_positive_fraction_is_searched_as_a_preset_field(tmp_path: Path) -> None:
     """A trial's positive fraction reaches the model through the recipe's overrides (the recipe's own line
-    replaced, not doubled), and the base recipe's value, read from its preset and overrides, is in the space."""
+    replaced, not doubled), and the base recipe's value, read from its preset and overrides, is in the space. A
+    larger fraction keeps the mask head at the recipe's positives per image (the step's cost), unless the recipe
+    sets its own cap."""
     from isseg.recipes import recipe_from_dict, train_config
 
     fast = load_recipe("fast-cpu")
@@ -123,7 +125,13 @@ def test_the_positive_fraction_is_searched_as_a_preset_field(tmp_path: Path) -> 
     from isseg.config import get_config
     from isseg.engine.config_overrides import apply_overrides
 
-    assert apply_overrides(get_config(again.preset), again.overrides).roi.positive_fraction == 0.5
+    roi = apply_overrides(get_config(again.preset), again.overrides).roi
+    assert (roi.positive_fraction, roi.mask_positives_per_image) == (0.5, int(64 * 0.33))  # the mask head: as before
+    fewer = trial_recipe(own, {**base, "positive_fraction": 0.25}, evaluations=3, train_images=480).overrides
+    assert fewer[-1] == "roi.positive_fraction=0.25" and not any("mask_positives" in o for o in fewer)
+    capped = dataclasses.replace(own, overrides=own.overrides + ("roi.mask_positives_per_image=8",))
+    r = trial_recipe(capped, {**base, "positive_fraction": 0.5}, evaluations=3, train_images=480)
+    assert [o for o in r.overrides if "mask_positives" in o] == ["roi.mask_positives_per_image=8"]  # the recipe's
     tc = train_config(dataclasses.replace(again, input_size=(128, 128)), "train.json", "imgs", str(tmp_path))
     assert "roi.positive_fraction=0.5" in tc.overrides
     with pytest.raises(ValueError, match="positive fractions must be in"):

@@ -194,6 +194,9 @@ class RoIConfig(_Validated):
     low_quality_min_iou: float | None = None
     batch_size_per_image: int = 512
     positive_fraction: float = 0.25
+    # the mask head learns from at most this many of an image's sampled positives, a random subset (None: from
+    # all of them, as in every reference); lets the box head sample more positives at the mask head's old cost
+    mask_positives_per_image: int | None = None
     box_loss: Literal["smooth_l1", "l1"] = "smooth_l1"
     smooth_l1_beta: float = 1.0 / 9
     # inference
@@ -209,6 +212,12 @@ class RoIConfig(_Validated):
     # boxes (detectron2's detector_postprocess); "after_paste" pastes masks into the mapped boxes, then clips
     # and drops empty ones (a fixed canvas: boxes may reach into the letterbox padding)
     final_clip: Literal["none", "before_paste", "after_paste"] = "none"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        cap = self.mask_positives_per_image
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ValueError(f"RoIConfig.mask_positives_per_image: {cap!r} is not a positive integer or null (all)")
 
 
 @dataclass(frozen=True)

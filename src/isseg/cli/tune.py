@@ -53,7 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="training scale jitter range (default 0 0.4)")
     p.add_argument("--positive-fractions", type=float, nargs="+", default=(0.25, 0.5), metavar="F",
                    help="shares of positives in the RoI head's sampled proposals to try (preset field "
-                        "roi.positive_fraction; the mask head learns from the positives; default 0.25 0.5)")
+                        "roi.positive_fraction; above the recipe's, the mask head keeps the recipe's number of "
+                        "positives, roi.mask_positives_per_image; default 0.25 0.5)")
     p.add_argument("--confirm-top", type=int, default=2, metavar="K",
                    help="before choosing, train the K best trials and the base recipe again with other seeds; the "
                         "best mean wins (default 2; 0: choose on one run each)")

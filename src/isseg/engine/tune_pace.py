@@ -71,11 +71,16 @@ def values_key(values: Mapping[str, Any]) -> str:
 
 def recipe_model_value(recipe: Recipe, key: str) -> Any:
     """The value of the searched model field ``key`` (:data:`MODEL_VALUES`) in the recipe's preset and overrides."""
+    return recipe_field(recipe, MODEL_VALUES[key])
+
+
+def recipe_field(recipe: Recipe, field: str) -> Any:
+    """The value of the preset field ``field`` (``"roi.positive_fraction"``) in the recipe's preset and overrides."""
     from isseg.config import get_config
     from isseg.engine.config_overrides import apply_overrides
 
     node: Any = apply_overrides(get_config(recipe.preset), recipe.overrides)
-    for part in MODEL_VALUES[key].split("."):
+    for part in field.split("."):
         node = getattr(node, part)
     return node
 
@@ -102,13 +107,20 @@ def step_units(values: Mapping[str, Any], base: Recipe, pace: dict[str, float] |
 def with_values(base: Recipe, values: Mapping[str, Any]) -> Recipe:
     """``base`` with the searched ``values``: the preset fields (:data:`MODEL_VALUES`) in its ``overrides``, each in
     the place of the recipe's own override of that field, else appended (a value the recipe already gives changes
-    nothing); the others in its ``train``."""
+    nothing); the others in its ``train``.
+
+    A positive fraction above the recipe's comes with ``roi.mask_positives_per_image`` at the recipe's own number
+    of positives (unless the recipe caps them itself): the box head samples more positives, the mask head learns
+    from as many as before, and a step costs what the recipe's does."""
     train = {**base.train, **{k: v for k, v in values.items() if k not in MODEL_VALUES}}
+    lines = {MODEL_VALUES[k]: v for k, v in values.items()
+             if k in MODEL_VALUES and float(v) != float(recipe_model_value(base, k))}
+    fraction = recipe_field(base, "roi.positive_fraction")
+    if lines.get("roi.positive_fraction", 0) > fraction and recipe_field(base, "roi.mask_positives_per_image") is None:
+        lines["roi.mask_positives_per_image"] = int(recipe_field(base, "roi.batch_size_per_image") * fraction)
     overrides = list(base.overrides)
-    for key, value in ((k, v) for k, v in values.items() if k in MODEL_VALUES):
-        if float(value) == float(recipe_model_value(base, key)):
-            continue
-        field, line = MODEL_VALUES[key], f"{MODEL_VALUES[key]}={value:g}"
+    for field, value in lines.items():
+        line = f"{field}={value:g}"
         at = [i for i, o in enumerate(overrides) if o.split("=", 1)[0].strip() == field]
         if at:
             overrides[at[-1]] = line

@@ -34,7 +34,8 @@ class SearchSpace:
     ``adamw_lr``; AdamW's weight decay log-uniform in ``adamw_weight_decay`` (SGD keeps the recipe's);
     ``batch_size`` one of the choices; the augmentation strengths uniform in their ranges (``(x, x)`` fixes one);
     ``positive_fraction``, the share of positives in the RoI head's sampled proposals (preset field
-    ``roi.positive_fraction``; the mask head learns from the positives only), one of the choices.
+    ``roi.positive_fraction``), one of the choices; a fraction above the recipe's keeps the mask head at the
+    recipe's positives per image (``roi.mask_positives_per_image``, :func:`isseg.engine.tune_pace.with_values`).
     """
 
     lr: tuple[float, float] = (0.005, 0.08)

@@ -276,8 +276,11 @@ class RoIHeads(nn.Module):
         """Per-pixel BCE on the positive RoIs; targets are the GT masks cut out at the RoI, binarized."""
         pos_boxes, pos_labels, mask_targets = [], [], []
         m = self.cfg.mask_resolution * 2
+        cap = self.cfg.mask_positives_per_image
         for r, lab, mt, t, rs, os in zip(rois, labels, matched, targets, image_sizes, original_sizes):
             keep = mt >= 0
+            if cap is not None:  # the positives come first, in random order: their first ``cap`` are a random subset
+                keep &= keep.cumsum(0) <= cap
             boxes = r[keep]
             pos_boxes.append(boxes)
             pos_labels.append(lab[keep])
