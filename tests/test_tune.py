@@ -286,12 +286,14 @@ def test_time_trials_measure_the_pace_once_and_keep_the_base_recipes_time(
 
 
 def test_trial_pace_takes_the_trials_own_steps() -> None:
-    """A key that trials ran takes the median of their steps; the others the timed pace, scaled as the base
-    key's trials ran against its timed steps; nothing changes before a trial of the base key has a step time."""
+    """A key that trials ran takes the median of their steps (of those that ran to the end, when there are any);
+    the others the timed pace, scaled as the base key's trials ran against its timed steps; nothing changes before
+    a trial of the base key has a step time."""
     from types import SimpleNamespace
 
-    def run(batch: int, optimizer: str, step: float | None) -> SimpleNamespace:
-        return SimpleNamespace(params={"batch_size": batch, "optimizer": optimizer}, user_attrs={"s_per_step": step})
+    def run(batch: int, optimizer: str, step: float | None, state: str = "COMPLETE") -> SimpleNamespace:
+        return SimpleNamespace(params={"batch_size": batch, "optimizer": optimizer}, user_attrs={"s_per_step": step},
+                               state=SimpleNamespace(name=state))
 
     timed = {"4": 0.30, "4 adamw": 0.29, "2": 0.20}  # the 2026-12-06 search read AdamW 1.5 % shorter
     assert trial_pace([run(4, "adamw", 0.33)], timed, "4") == timed  # no base trial yet
@@ -300,6 +302,9 @@ def test_trial_pace_takes_the_trials_own_steps() -> None:
     trials = [run(4, "sgd", 0.25), run(4, "adamw", 0.28), run(4, "sgd", 0.27), run(4, "adamw", 0.26)]
     corrected = trial_pace(trials, timed, "4")
     assert corrected == pytest.approx({"4": 0.26, "4 adamw": 0.27, "2": 0.20 * 0.26 / 0.30})
+    # 2026-12-06: a pruned trial's young-model steps (0.557 s) against the whole base trial's 0.458
+    pruned = [run(4, "sgd", 0.458), run(4, "sgd", 0.557, "PRUNED"), run(2, "sgd", 0.3, "PRUNED")]
+    assert trial_pace(pruned, timed, "4") == pytest.approx({"4": 0.458, "4 adamw": 0.29 * 0.458 / 0.30, "2": 0.3})
 
 
 @pytest.mark.usefixtures("one_torch_thread")
