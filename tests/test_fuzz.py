@@ -13,6 +13,7 @@ on a mutated ``.xml``).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -210,3 +211,16 @@ def test_ir_with_invalid_utf8_metadata_names_the_file(tiny_ir: Path, tmp_path: P
     else:
         pytest.fail("an IR with invalid UTF-8 metadata was accepted")
     assert mutated.name in message, message
+
+
+def test_an_ir_with_bytes_that_are_not_utf8_is_one_clear_error(tiny_ir: Path, tmp_path: Path) -> None:
+    """OpenVINO's reader turns its own error message about a damaged attribute into a UnicodeDecodeError when the
+    attribute's bytes are not UTF-8 (found by the fuzz test above once its offsets moved)."""
+    import isseg
+
+    shutil.copy(tiny_ir.with_suffix(".bin"), tmp_path / "model.bin")
+    valid = tiny_ir.read_bytes()
+    at = re.compile(rb'to-layer="\d\d\d').search(valid, valid.index(b"<edges>")).start() + len(b'to-layer="') + 1
+    (tmp_path / "model.xml").write_bytes(valid[:at] + b"\xc4A" + valid[at + 2:])  # to-layer="536" -> "5\xc4A"
+    with pytest.raises(ValueError, match=r"model\.xml: not a model OpenVINO can read \(text that is not valid UTF-8"):
+        isseg.Predictor(tmp_path / "model.xml")

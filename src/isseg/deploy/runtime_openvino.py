@@ -82,6 +82,9 @@ def read_ir(path: str | Path) -> Any:
         return shared_core().read_model(str(path))
     except RuntimeError as exc:
         raise ValueError(f"{path}: not a model OpenVINO can read ({openvino_reason(exc)})") from None
+    except UnicodeDecodeError:  # OpenVINO's reader hands a damaged name or rt_info value to Python undecoded
+        raise ValueError(f"{path}: not a model OpenVINO can read (text that is not valid UTF-8: a damaged IR?)") \
+            from None
 
 
 def openvino_reason(exc: BaseException) -> str:
