@@ -115,9 +115,9 @@ def with_values(base: Recipe, values: Mapping[str, Any]) -> Recipe:
     train = {**base.train, **{k: v for k, v in values.items() if k not in MODEL_VALUES}}
     lines = {MODEL_VALUES[k]: v for k, v in values.items()
              if k in MODEL_VALUES and float(v) != float(recipe_model_value(base, k))}
-    fraction = recipe_field(base, "roi.positive_fraction")
-    if lines.get("roi.positive_fraction", 0) > fraction and recipe_field(base, "roi.mask_positives_per_image") is None:
-        lines["roi.mask_positives_per_image"] = int(recipe_field(base, "roi.batch_size_per_image") * fraction)
+    roi = recipe_field(base, "roi")  # the recipe's preset and overrides, built once
+    if lines.get("roi.positive_fraction", 0) > roi.positive_fraction and roi.mask_positives_per_image is None:
+        lines["roi.mask_positives_per_image"] = int(roi.batch_size_per_image * roi.positive_fraction)
     overrides = list(base.overrides)
     for field, value in lines.items():
         line = f"{field}={value:g}"
