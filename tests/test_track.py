@@ -288,3 +288,20 @@ def test_earlier_holds_a_new_tracks_detections_from_before_its_id():
             assert det_ago.track_ids.tolist() == [1] and det_ago.masks.shape == (1, H, W)
             np.testing.assert_array_equal(det_ago.boxes[0], boxes[f - ago])
             assert det_ago.scores[0] == pytest.approx(scores[f - ago])
+
+
+@pytest.mark.parametrize("x_start, border", [(262, True), (162, False)])
+def test_a_track_that_goes_out_through_a_border_is_not_refound_inside(x_start, border):
+    """An object walks right (3 px a frame); in frame 16 it is not detected, and a false positive (score
+    0.55) appears 24 px behind where its box's centre would be, overlapping nothing. Re-finding by centre
+    distance (stage 3, for objects that went behind something) takes it when the object was in the middle
+    of the frame; when its box touched the right border as it moved towards it, the object went out there,
+    so only a detection at that border could be it: the false positive gets no ID."""
+    tracker = Tracker()
+    for f in range(16):
+        out = tracker.update(frame([(0, x_start + 3 * f, 120, 15, 0.9)]))
+    assert out.track_ids.tolist() == [1]
+    assert (out.boxes[0, 2] >= W - 1) == border  # the object's box touches the border (or not) when last seen
+    centre = float(out.boxes[0, 0] + out.boxes[0, 2]) / 2 + 3
+    out = tracker.update(frame([(0, centre - 24, 120, 9, 0.55)]))
+    assert out.track_ids.tolist() == ([] if border else [1])

@@ -309,3 +309,40 @@ def test_a_track_first_seen_within_the_band_counts_when_it_walks_over(onward, ex
     crosses = [e for e in run(a, _walk(xs, tid=5)) if e.kind == "cross"]
     crosses += [e for e in a.finish(1.0, len(xs)) if e.kind == "cross"]
     assert [(e.track_id, e.direction) for e in crosses] == expected
+
+
+def _footed(x: int, y1: int, body: tuple[int, int], foot: tuple[int, int], height: int, foot_h: int) -> np.ndarray:
+    """A body with a narrower foot below it: the foot spans ``x + foot`` in its last ``foot_h`` rows (above
+    ``y1``), the body ``x + body`` in the ``height - foot_h`` rows above that; cut by the frame's border."""
+    return blob(x + body[0], y1 - height, x + body[1], y1 - foot_h) | blob(x + foot[0], y1 - foot_h, x + foot[1], y1)
+
+
+def test_a_track_that_ends_out_through_the_bottom_settles_on_its_last_whole_foot():
+    """A person's foot walks to 2 px past the line (inside the band), then it walks straight down out of
+    the frame. Once its foot is below the frame its lowest visible pixels are its body's (3 px before the
+    line): that is not where it stands. When it is gone, the last foot seen whole decides: it crossed, once."""
+    shape = {"body": (-10, 0), "foot": (-3, 3), "height": 50, "foot_h": 10}
+    frames = [[(1, 0, _footed(140 + f, 150 + 3 * f, **shape))] for f in range(13)]
+    frames += [[(1, 0, _footed(152, 186 + 4 * k, **shape))] for k in range(1, 12)]
+    assert anchor_points(tracked(frames[-1]))[0].tolist() == [147.0, 199.5]  # the body's, cut by the bottom
+    a = Analytics(parse_zones({**VERTICAL, "retention_s": 0.5}))
+    crosses = [e for e in run(a, frames + [[]] * 10) if e.kind == "cross"]
+    crosses += [e for e in a.finish(4.0, 40) if e.kind == "cross"]
+    assert [(e.track_id, e.direction, e.point) for e in crosses] == [(1, "in", (152.0, 193.5))]
+
+
+def test_a_corner_exit_is_judged_by_the_motion_from_before_the_border_cut_it():
+    """An object walks right (3 px a frame) and up (1 px) out through the top-right corner, past a line
+    3 px from the right border. Its foot (a 2 px stub at its right end) leaves the frame before its anchor
+    passes the band; then its lowest visible pixels are its body's, 12 px back, so its last few anchors
+    move away from the line. Its motion while the frame did not cut it meets the line before the top
+    border: it went out through the line's side, and counts once."""
+    config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H], [W - 3, 0]], "band": 4}],
+                          "retention_s": 0.3})
+    shape = {"body": (-30, 0), "foot": (-1, 1), "height": 40, "foot_h": 6}
+    frames = [[(2, 0, _footed(250 + 3 * f, 60 - f, **shape))] for f in range(19)]
+    assert [round(float(anchor_points(tracked(f))[0, 0]), 1) for f in frames[-3:]] == [298.0, 285.5, 287.0]
+    a = Analytics(config)
+    crosses = [e for e in run(a, frames + [[]] * 8) if e.kind == "cross"]
+    assert [(e.track_id, e.direction) for e in crosses] == [(2, "in")]
+    assert a.line_counts() == {"edge": {"person": {"in": 1, "out": 0}}}

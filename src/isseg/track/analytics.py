@@ -3,21 +3,22 @@
 Each tracked object is reduced to one anchor point per frame: its **foot**, the centre of the lowest
 pixels of its mask (the bottom-centre of its box when there is no mask), or the centre of its mask.
 
-Lines (:class:`~isseg.track.lines.LineCounter`) count, per class, crossings "in" (to the right of the
-line's first -> second point, as seen on screen) and "out". A track's side of a line only changes when
-its anchor is more than the line's ``band`` pixels beyond it, so jitter around the line never counts
-twice; only anchors between the perpendiculars at the line's ends count. The band holds only while a
-track goes on: a track first seen inside the band is on the side its anchor was on, and a track that ends
-(missing for ``retention_s``, or still there at :meth:`Analytics.finish`) with its anchor past the line
-but inside the band has crossed (unless the frame edge cuts it). Near a frame edge the band
-shrinks to half the room left between the line and the edge. An object whose mask touches the frame edge
-beyond the line is cut by the frame (its lowest *visible* pixels are not its foot), so it cannot be moved
-back across the line while it touches there; one that leaves through that edge counts once it has been
-missing for ``retention_s`` (or at :meth:`Analytics.finish`), and one that comes in through it counts
-once it has walked in by the band from where it was first seen (unless that was in the stream's first
-frames: it may have been there already). An object cut by that one border can only have left or come in
-through it; one cut at a corner, only if its motion meets the line before the other border. So a line a
-few pixels from the border counts the objects that walk out and in through it.
+Lines (:class:`~isseg.track.lines.LineCounter`) count, per class, crossings "in" (to the right of the line's
+first -> second point, as seen on screen) and "out". A track's side of a line only changes when its anchor is
+more than the line's ``band`` pixels beyond it, so jitter around the line never counts twice; only anchors
+between the perpendiculars at the line's ends count. The band holds only while a track goes on: a track first
+seen inside the band is on the side its anchor was on, and a track that ends (missing for ``retention_s``, or
+still there at :meth:`Analytics.finish`) with its anchor past the line but inside the band has crossed (unless
+the frame edge cuts it; the anchor is its last one that the frame's bottom border did not cut, as an object
+going out through the bottom has its foot below the frame). Near a frame edge the band shrinks to half the
+room left between the line and the edge. An object whose mask touches the frame edge beyond the line is cut by
+the frame (its lowest *visible* pixels are not its foot), so it cannot be moved back across the line while it
+touches there; one that leaves through that edge counts once it has been missing for ``retention_s`` (or at
+:meth:`Analytics.finish`), and one that comes in through it counts once it has walked in by the band from
+where it was first seen (unless that was in the stream's first frames: it may have been there already). An
+object cut by that one border can only have left or come in through it; one cut at a corner, only if its
+motion (while no border cut it) meets the line before the other border. So a line a few pixels from the border
+counts the objects that walk out and in through it.
 
 A track's detections from before it was confirmed (:attr:`isseg.track.Tracker.earlier`, passed as
 ``earlier``) are replayed through the lines first, at their own times, so that an object that crossed a

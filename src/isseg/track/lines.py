@@ -23,7 +23,7 @@ class LineCounter:
     """Crossings of one :class:`~isseg.track.zones.Line` (in pixels) in a frame of ``size`` (H, W).
 
     ``counts``: ``{class: {"in": n, "out": n}}``. A track that left through the frame edge beyond the line
-    (its mask touched that edge and no other border, or, cut at a corner, its last motion meets the line
+    (its mask touched that edge and no other border, or, cut at a corner, its motion meets the line
     before the other border) counts once it has been missing for ``retention_s``; one that came in through
     it counts once it has walked in by the band (cut at a corner: if its motion, run backwards, meets the
     line before the other border), unless it was first seen in the stream's first ``STARTUP_UPDATES`` frames
@@ -54,6 +54,8 @@ class LineCounter:
         self._updates: int = old._updates if old else 0  # updates so far
         self._present: set[int] = old._present if old else set()  # tracks seen in the last update
         self._hist: dict[int, deque] = old._hist if old else {}  # last anchors (timestamp, x, y) per track
+        self._clear: dict[int, deque] = old._clear if old else {}  # the same, of sightings not cut by a border
+        self._foot: dict[int, tuple[float, float]] = old._foot if old else {}  # last anchor not cut at the bottom
         self._replayed: set[int] = old._replayed if old else set()  # tracks seen in replays only so far
         self._start: dict[int, int] = old._start if old else {}  # side of a first sighting within the band
         self._size = size
@@ -81,8 +83,12 @@ class LineCounter:
         return 0
 
     def _velocity(self, tid: int) -> tuple[float, float] | None:
-        """The track's anchor velocity over its last few observations (px per second), if it has two."""
-        hist = self._hist.get(tid)
+        """The track's anchor velocity over its last few observations (px per second), if it has two: those
+        not cut by the frame's border when there are two (a cut object's visible foot stays put at the
+        border), else any."""
+        hist = self._clear.get(tid)
+        if not hist or len(hist) < 2:
+            hist = self._hist.get(tid)
         if not hist or len(hist) < 2 or hist[-1][0] <= hist[0][0]:
             return None
         dt = hist[-1][0] - hist[0][0]
@@ -110,6 +116,7 @@ class LineCounter:
         direction = "in" if new > 0 else "out"
         self.counts.setdefault(cls, {"in": 0, "out": 0})[direction] += 1
         self.side[tid] = new
+        self._foot.pop(tid, None)  # from before the crossing: not the anchor to settle on
         return Event("cross", self.line.name, tid, cls, timestamp, frame, direction=direction,
                      point=(float(point[0]), float(point[1])), source=source)
 
@@ -134,6 +141,8 @@ class LineCounter:
         p = (float(point[0]), float(point[1]))
         self._last[tid] = (timestamp, p, cls)
         self._hist.setdefault(tid, deque(maxlen=6)).append((timestamp, *p))
+        if not borders:
+            self._clear.setdefault(tid, deque(maxlen=6)).append((timestamp, *p))
         self._edge_side[tid] = edge * (2 if borders > 1 else 1)  # 2: cut at a corner
         if first and edge and self._updates > STARTUP_UPDATES and tid not in self._entry:
             self._entry[tid] = (edge, d, p, borders)  # came in through the frame edge (not there at the start)
@@ -171,14 +180,19 @@ class LineCounter:
 
     def _settle(self, tid: int, timestamp: float, frame: int, source: str) -> Event | None:
         """A track that ends (gone, or at the end of the stream) with its anchor across the line from its
-        side, still within the band, and not cut by the frame edge: it crossed (it will not pass the band)."""
+        side, still within the band, and not cut by the frame edge: it crossed (it will not pass the band).
+        Its anchor is the last one not cut by the frame's bottom border, if any (an object going out through
+        the bottom has its foot below the frame: its lowest visible pixels are not its foot)."""
         old = self.side.get(tid, 0)  # 0 once it walked beyond the line's ends
         if not old or self._edge_side.get(tid, 0):
             return None
         _, point, cls = self._last[tid]
+        point = self._foot.get(tid, point)
         if float(self._dist(np.array([point]))[0]) * old >= 0:
             return None
-        return self._cross(tid, -old, cls, point, timestamp, frame, source)
+        event = self._cross(tid, -old, cls, point, timestamp, frame, source)
+        self._foot[tid] = point  # settled there: on its new side now
+        return event
 
     def update(self, ids: list[int], names: list[str], points: np.ndarray,
                contacts: list[list[tuple[float, float]]], timestamp: float, frame: int, source: str = ""
@@ -212,6 +226,11 @@ class LineCounter:
             e = self._step(ids[k], names[k], float(d[j]), bool(-tol <= t[j] <= 1 + tol),
                            self._contact_side(contacts[k]), points[k], timestamp, frame, source, replay,
                            len(contacts[k]))
+            side = self.side.get(ids[k], 0)
+            if not any(y >= self._size[0] for _, y in contacts[k]):  # its foot is in the frame
+                self._foot[ids[k]] = (float(points[k][0]), float(points[k][1]))
+            elif side and d[j] * side > self.band[0 if side > 0 else 1]:
+                self._foot.pop(ids[k], None)  # even cut, it is clearly on its side now
             if e is not None:
                 events.append(e)
         return events, wanted
@@ -232,7 +251,8 @@ class LineCounter:
             elif timestamp - last_ts > after and (e := self._settle(tid, timestamp, frame, source)) is not None:
                 events.append(e)
             if timestamp - last_ts > FORGET_S:
-                for table in (self._last, self.side, self._edge_side, self._entry, self._hist, self._start):
+                for table in (self._last, self.side, self._edge_side, self._entry, self._hist, self._clear,
+                              self._foot, self._start):
                     table.pop(tid, None)
                 self._replayed.discard(tid)
         return events

@@ -13,7 +13,9 @@ A ByteTrack-family tracker that also looks at the masks. Per frame:
    and ``high_score`` (stage 2: an object whose score drops while it is half hidden keeps its ID);
 4. confirmed tracks still unmatched (often lost behind something, and seen again only in part, so that
    their boxes no longer overlap) are matched to the high detections left by the distance of the centres
-   in units of the track's recent largest size, within a radius that grows while the track is lost;
+   in units of the track's recent largest size, within a radius that grows while the track is lost; a
+   track last seen touching a frame border while moving out through it went out there, and only a
+   detection at that border can continue it;
 5. tentative tracks are matched to the high detections left (stage 3);
 6. high detections still unmatched, at or above ``new_track_score``, start tentative tracks;
 7. a track confirmed in this frame is linked backwards through the detections no track took in the last
@@ -106,6 +108,18 @@ class TrackerConfig:
 
 
 TENTATIVE, ACTIVE, LOST = 0, 1, 2
+BORDER_REACH = 3.0  # a box within this many pixels of a frame border touches it
+
+
+def border_bits(boxes: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """int64 [K]: for boxes [K, 4] (x1, y1, x2, y2), which borders of a frame of ``image_size`` (H, W) each
+    touches: 1 left, 2 top, 4 right, 8 bottom (0 for all when the size is not known)."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    h, w = image_size
+    if not h or not w:
+        return np.zeros(len(b), np.int64)
+    r = BORDER_REACH
+    return ((b[:, 0] <= r) * 1 + (b[:, 1] <= r) * 2 + (b[:, 2] >= w - r) * 4 + (b[:, 3] >= h - r) * 8).astype(np.int64)
 
 
 class _Track:
@@ -113,7 +127,7 @@ class _Track:
     was then; while tentative, its detections (``pending``)."""
 
     __slots__ = ("id", "label", "votes", "mean", "cov", "hits", "state", "last_frame", "crop", "crop_centre",
-                 "size", "pending")
+                 "size", "pending", "leaving")
 
     def __init__(self, label: int, mean: np.ndarray, cov: np.ndarray, frame: int) -> None:
         self.id = 0
@@ -127,6 +141,7 @@ class _Track:
         self.crop_centre = mean[:2].copy()
         self.size = mean[2:4].copy()  # recent largest (w, h): decays slowly towards the measured size
         self.pending: list[Sighting] = []
+        self.leaving = 0  # frame borders (bits of border_bits) its last box touched while moving out through them
 
     def predicted_crop(self) -> MaskCrop | None:
         """The last mask moved by the predicted displacement of the box centre since it was seen."""
@@ -267,6 +282,9 @@ class Tracker:
         other = labels[:, None] != np.asarray(det.labels)[idx][None, :]
         sim[other] = sim[other] * cfg.class_weight if cfg.class_weight > 0 else -1
         sim[(wh[None, :, 0] > 1.5 * size[:, None, 0]) | (wh[None, :, 1] > 1.5 * size[:, None, 1])] = -1
+        leaving = np.array([t.leaving for t in tracks])
+        at_border = border_bits(boxes, tuple(det.image_size))
+        sim[(leaving[:, None] != 0) & ((leaving[:, None] & at_border[None, :]) == 0)] = -1  # it went out there
         rows, cols = assign(sim, 1e-6)
         for r_, c in zip(rows, cols):
             matches[int(idx[c])] = tracks[r_]
@@ -279,8 +297,11 @@ class Tracker:
         tracks = [matches[i] for i in order]
         means, covs = kalman.update(np.stack([t.mean for t in tracks]), np.stack([t.cov for t in tracks]),
                                     det.boxes[order], self.config.position_noise)
-        for i, t, m, c in zip(order, tracks, means, covs):
+        touching = border_bits(det.boxes[order], tuple(det.image_size))
+        for i, t, m, c, touch in zip(order, tracks, means, covs, touching):
             t.mean, t.cov = m, c
+            vx, vy = float(m[4]), float(m[5])
+            t.leaving = int(touch) & ((vx < 0) * 1 + (vy < 0) * 2 + (vx > 0) * 4 + (vy > 0) * 8)
             crop = crops[i]
             t.crop = None if crop is None else MaskCrop(crop.mask.copy(), crop.x0, crop.y0, crop.area)
             t.crop_centre = m[:2].copy()
