@@ -42,19 +42,35 @@ def anchor_points(det: Detections, mode: str = "foot") -> np.ndarray:
     return out
 
 
-def edge_contacts(det: Detections, size: tuple[int, int], reach: int = 3) -> list[list[tuple[float, float]]]:
+BORDER_REACH = 3  # a box within this many pixels of a frame border touches it
+
+
+def border_bits(boxes: np.ndarray, size: tuple[int, int], reach: float = BORDER_REACH) -> np.ndarray:
+    """int64 [K]: for boxes [K, 4] (x1, y1, x2, y2), which borders of a frame of ``size`` (H, W) each comes
+    within ``reach`` pixels of: 1 left, 2 top, 4 right, 8 bottom (0 for all when the size is not known)."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    h, w = size
+    if not h or not w:
+        return np.zeros(len(b), np.int64)
+    return ((b[:, 0] <= reach) * 1 + (b[:, 1] <= reach) * 2 + (b[:, 2] >= w - reach) * 4
+            + (b[:, 3] >= h - reach) * 8).astype(np.int64)
+
+
+def edge_contacts(det: Detections, size: tuple[int, int], reach: int = BORDER_REACH
+                  ) -> list[list[tuple[float, float]]]:
     """For each detection, where it touches the frame's borders: for each border its box comes within
     ``reach`` pixels of, the centre of its mask pixels in the ``reach`` rows or columns along that border
     (the middle of that box side without a mask), as an (x, y) point on the border. Detection jitter of a
     pixel or two does not hide a contact."""
     h, w = size
+    boxes = np.asarray(det.boxes, np.float64).reshape(-1, 4)
     out: list[list[tuple[float, float]]] = []
-    for i, (x0, y0, x1, y1) in enumerate(np.asarray(det.boxes, np.float64).reshape(-1, 4)):
+    for i, ((x0, y0, x1, y1), bits) in enumerate(zip(boxes, border_bits(boxes, size, reach))):
         pts: list[tuple[float, float]] = []
         ys = (int(max(np.floor(y0) - reach, 0)), int(min(np.ceil(y1) + reach, h)))
         xs = (int(max(np.floor(x0) - reach, 0)), int(min(np.ceil(x1) + reach, w)))
-        sides = ((x0 <= reach, 0, slice(0, reach), ys, True), (x1 >= w - reach, w, slice(w - reach, w), ys, True),
-                 (y0 <= reach, 0, slice(0, reach), xs, False), (y1 >= h - reach, h, slice(h - reach, h), xs, False))
+        sides = ((bits & 1, 0, slice(0, reach), ys, True), (bits & 4, w, slice(w - reach, w), ys, True),
+                 (bits & 2, 0, slice(0, reach), xs, False), (bits & 8, h, slice(h - reach, h), xs, False))
         for touches, at, band, (lo, hi), vertical in sides:
             if not touches or hi <= lo:
                 continue

@@ -43,6 +43,7 @@ import numpy as np
 from isseg.model.detections import Detections
 from isseg.track import kalman
 from isseg.track.backfill import EarlierDetections, Sighting, as_detections, sighting
+from isseg.track.geometry import border_bits
 from isseg.track.matching import MaskCrop, assign, crop_masks, duplicates, similarity
 
 
@@ -108,18 +109,6 @@ class TrackerConfig:
 
 
 TENTATIVE, ACTIVE, LOST = 0, 1, 2
-BORDER_REACH = 3.0  # a box within this many pixels of a frame border touches it
-
-
-def border_bits(boxes: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
-    """int64 [K]: for boxes [K, 4] (x1, y1, x2, y2), which borders of a frame of ``image_size`` (H, W) each
-    touches: 1 left, 2 top, 4 right, 8 bottom (0 for all when the size is not known)."""
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    h, w = image_size
-    if not h or not w:
-        return np.zeros(len(b), np.int64)
-    r = BORDER_REACH
-    return ((b[:, 0] <= r) * 1 + (b[:, 1] <= r) * 2 + (b[:, 2] >= w - r) * 4 + (b[:, 3] >= h - r) * 8).astype(np.int64)
 
 
 class _Track:
@@ -141,7 +130,7 @@ class _Track:
         self.crop_centre = mean[:2].copy()
         self.size = mean[2:4].copy()  # recent largest (w, h): decays slowly towards the measured size
         self.pending: list[Sighting] = []
-        self.leaving = 0  # frame borders (bits of border_bits) its last box touched while moving out through them
+        self.leaving = 0  # borders (bits of geometry.border_bits) its last box touched while moving out through them
 
     def predicted_crop(self) -> MaskCrop | None:
         """The last mask moved by the predicted displacement of the box centre since it was seen."""
