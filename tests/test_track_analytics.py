@@ -346,3 +346,53 @@ def test_a_corner_exit_is_judged_by_the_motion_from_before_the_border_cut_it():
     crosses = [e for e in run(a, frames + [[]] * 8) if e.kind == "cross"]
     assert [(e.track_id, e.direction) for e in crosses] == [(2, "in")]
     assert a.line_counts() == {"edge": {"person": {"in": 1, "out": 0}}}
+
+
+def test_a_track_cut_by_the_edge_past_the_line_when_the_stream_ends_counts():
+    """A person walks out through the right border past a line 3 px inside it; the video ends while the
+    border still cuts it, with its visible foot 1 px past the line (inside the band). The cut only hides the
+    part of it further out, so its foot is past the line too: it crossed, counted once at ``finish``."""
+    config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H], [W - 3, 0]], "band": 4}]})
+    a = Analytics(config)
+    frames = [[(6, 0, blob(x - 10, 80, x + 10, 130))] for x in range(250, 307, 4)]
+    assert anchor_points(tracked(frames[-1]))[0].tolist() == [298.0, 129.5]
+    assert not [e for e in run(a, [[]] * 8 + frames) if e.kind == "cross"]
+    crosses = [e for e in a.finish(3.0, 30) if e.kind == "cross"]
+    assert [(e.track_id, e.direction) for e in crosses] == [(6, "in")]
+
+
+@pytest.mark.parametrize("steep, expected", [(False, {"in": 1, "out": 0}), (True, None)])
+def test_a_bottom_corner_exit_counts_if_enough_of_it_is_in_the_frame_when_its_foot_meets_the_line(steep, expected):
+    """An object (40 px tall) walks out through the bottom-right corner, past a line 3 px from the right
+    border. Walking mostly right, its foot meets the line with most of it in the frame: it went out through
+    the line. Walking steeply down, its foot would meet the line with 22 % of its height in the frame's rows
+    (less than ``MIN_INSIDE``): it went out through the bottom, and does not count."""
+    config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H + 100], [W - 3, 0]], "band": 4}],
+                          "retention_s": 0.3})
+    if steep:
+        frames = [[(7, 0, blob(260 + 2 * f, 110 + 6 * f, 280 + 2 * f, 150 + 6 * f))] for f in range(15)]
+    else:
+        frames = [[(7, 0, blob(250 + 3 * f, 150 + f, 270 + 3 * f, 190 + f))] for f in range(17)]
+    a = Analytics(config)
+    run(a, [[]] * 8 + frames + [[]] * 6)
+    assert a.line_counts() == {"edge": {"person": expected} if expected else {}}
+
+
+@pytest.mark.parametrize("steep, expected", [(False, [(8, "in")]), (True, [])])
+def test_a_track_gone_through_the_top_just_before_the_line_counts_if_its_motion_met_it_first(steep, expected):
+    """A person walks up and right out through the top border and is lost with its foot 1 px before a line
+    (inside the band), 20 px below the top, 40 px tall: its motion meets the line with half of it in the
+    frame, so it crossed. One lost 3 px before the line walking steeply up would be out of the frame before
+    its foot met the line: no crossing."""
+    n = 10
+    if steep:
+        frames = [[(8, 0, blob(137 - (n - 1 - f), -28 + 8 * (n - 1 - f), 157 - (n - 1 - f), 12 + 8 * (n - 1 - f)))]
+                  for f in range(n)]
+    else:
+        frames = [[(8, 0, blob(139 - 2 * (n - 1 - f), -20 + 3 * (n - 1 - f), 159 - 2 * (n - 1 - f),
+                                20 + 3 * (n - 1 - f)))] for f in range(n)]
+    assert abs(anchor_points(tracked(frames[-1]))[0, 0] - 150) == (3 if steep else 1)
+    a = Analytics(parse_zones({**VERTICAL, "retention_s": 0.5}))
+    crosses = [e for e in run(a, frames + [[]] * 10) if e.kind == "cross"]
+    crosses += [e for e in a.finish(3.0, 30) if e.kind == "cross"]
+    assert [(e.track_id, e.direction) for e in crosses] == expected

@@ -17,8 +17,12 @@ touches there; one that leaves through that edge counts once it has been missing
 :meth:`Analytics.finish`), and one that comes in through it counts once it has walked in by the band from
 where it was first seen (unless that was in the stream's first frames: it may have been there already). An
 object cut by that one border can only have left or come in through it; one cut at a corner, only if its
-motion (while no border cut it) meets the line before the other border. So a line a few pixels from the border
-counts the objects that walk out and in through it.
+motion (while no border cut it) meets the line before the other border, where "before the top or bottom border"
+means while at least 30 % of its height (as last seen whole) is within the frame's rows. So a line a few pixels
+from the border counts the objects that walk out and in through it. A track that ends cut by that edge with its
+anchor past the line has crossed (the cut only hides the part of it further out), and one that goes out through
+the top or bottom border within the band before a line crossed it if its motion met the line first (by the same
+30 % rule).
 
 A track's detections from before it was confirmed (:attr:`isseg.track.Tracker.earlier`, passed as
 ``earlier``) are replayed through the lines first, at their own times, so that an object that crossed a
@@ -94,7 +98,7 @@ class Analytics:
         names = tracked.names
         self.last_points = {i: (float(p[0]), float(p[1])) for i, p in zip(ids, points)}
         for counter in self.lines:
-            events += counter.update(ids, names, points, contacts, timestamp, frame_index, self.source)
+            events += counter.update(ids, names, points, contacts, timestamp, frame_index, self.source, tracked.boxes)
         for monitor in self.zones:
             events += monitor.update(ids, names, points, timestamp, frame_index, self.source)
         return events
@@ -111,7 +115,7 @@ class Analytics:
             contacts = edge_contacts(det, self._size)  # type: ignore[arg-type]
             ids, names = [int(t) for t in det.track_ids], det.names
             for counter in self.lines:
-                events += counter.replay(ids, names, points, contacts, timestamp, frame_index, self.source)
+                events += counter.replay(ids, names, points, contacts, timestamp, frame_index, self.source, det.boxes)
         return events
 
     def finish(self, timestamp: float, frame_index: int) -> list[Event]:

@@ -13,10 +13,12 @@ from collections import deque
 import numpy as np
 
 from isseg.track.events import Event
+from isseg.track.geometry import BORDER_REACH, border_bits
 from isseg.track.zones import Line
 
 FORGET_S = 10.0  # the state of a track missing for longer than this is forgotten
 STARTUP_UPDATES = 3  # a track first seen in the first updates of a stream was there before: no entry
+MIN_INSIDE = 0.3  # a crossing at a corner counts if this share of the object's height is within the frame's rows
 
 
 class LineCounter:
@@ -27,8 +29,10 @@ class LineCounter:
     before the other border) counts once it has been missing for ``retention_s``; one that came in through
     it counts once it has walked in by the band (cut at a corner: if its motion, run backwards, meets the
     line before the other border), unless it was first seen in the stream's first ``STARTUP_UPDATES`` frames
-    (it may have been there before). ``previous`` carries the state of a counter of the same line over when
-    the frame size changes.
+    (it may have been there before). "Before the top or bottom border", with the track's boxes: while at
+    least ``MIN_INSIDE`` of its height (seen whole) is within the frame's rows. A track gone through the top
+    or bottom border within the band before the line crossed it if its motion met the line that way.
+    ``previous`` carries the state of a counter of the same line over when the frame size changes.
     """
 
     def __init__(self, line: Line, size: tuple[int, int], retention_s: float = 1.5,
@@ -58,6 +62,8 @@ class LineCounter:
         self._foot: dict[int, tuple[float, float]] = old._foot if old else {}  # last anchor not cut at the bottom
         self._replayed: set[int] = old._replayed if old else set()  # tracks seen in replays only so far
         self._start: dict[int, int] = old._start if old else {}  # side of a first sighting within the band
+        self._box: dict[int, tuple[float, float, int]] = old._box if old else {}  # last (top, bottom, borders)
+        self._height: dict[int, float] = old._height if old else {}  # last height not cut at the top or bottom
         self._size = size
 
     def _dist(self, p: np.ndarray) -> np.ndarray:
@@ -94,23 +100,39 @@ class LineCounter:
         dt = hist[-1][0] - hist[0][0]
         return ((hist[-1][1] - hist[0][1]) / dt, (hist[-1][2] - hist[0][2]) / dt)
 
-    def _via_line(self, p: tuple[float, float], v: tuple[float, float] | None, side: int) -> bool:
-        """Whether a point at ``p`` moving along ``v`` reaches the line (towards ``side``) before it leaves
-        the frame: an object cut by two borders (a corner) leaves through the one its motion meets first
-        (borders the anchor is on are left out: a cut object's anchor is pinned there). True without a
-        velocity, or when ``p`` is already on ``side``."""
+    def _via_line(self, p: tuple[float, float], v: tuple[float, float] | None, side: int, tid: int,
+                  box: tuple[float, float, int] | None = None) -> bool:
+        """Whether track ``tid``'s anchor at ``p`` moving along ``v`` reaches the line (towards ``side``) before
+        it leaves the frame: an object cut by two borders (a corner) leaves through the one its motion meets
+        first (borders the anchor is at are left out: a cut object's anchor is pinned there). Through the top
+        or bottom, with its sighting's ``box`` (top, bottom, border bits) and its height seen whole: whether
+        ``MIN_INSIDE`` of its height is still within the frame's rows when its foot meets the line. True
+        without a velocity, or when ``p`` is already on ``side``."""
         d = float(self._dist(np.array([p]))[0])
         if v is None or d * side > 0:
             return True
         rate = (self._u[0] * v[1] - self._u[1] * v[0]) / self._len  # how fast d changes
         if rate * side <= 0:
             return False  # moving away from the line
+        t_line, h = -d / rate, self._height.get(tid)
+        axes = ((p[0], v[0], self._size[1]), (p[1], v[1], self._size[0]))
+        if box is not None and h:
+            top, bottom, bits = box
+            low = (top + h if bits & 8 else bottom) + v[1] * t_line  # its bottom then (cut at the bottom: hidden)
+            if (min(low, self._size[0]) - max(low - h, 0.0)) < MIN_INSIDE * h:
+                return False
+            axes = axes[:1]
         t_frame = math.inf
-        for pos, vel, size in ((p[0], v[0], self._size[1]), (p[1], v[1], self._size[0])):
+        for pos, vel, size in axes:
             border = size if vel > 0 else 0
-            if vel and abs(border - pos) > 1:  # an anchor on the border is clipped there: that one tells nothing
+            if vel and abs(border - pos) > BORDER_REACH:  # an anchor at the border is pinned there: it tells nothing
                 t_frame = min(t_frame, (border - pos) / vel)
-        return -d / rate <= t_frame
+        return t_line <= t_frame
+
+    def _left_via_line(self, tid: int, side: int) -> bool:
+        """Whether track ``tid``, gone at a corner, left through the line (towards ``side``): :meth:`_via_line`
+        from its last sighting."""
+        return self._via_line(self._last[tid][1], self._velocity(tid), side, tid, self._box.get(tid))
 
     def _cross(self, tid: int, new: int, cls: str, point, timestamp: float, frame: int, source: str) -> Event:
         direction = "in" if new > 0 else "out"
@@ -128,7 +150,7 @@ class LineCounter:
         (``borders``; at a corner the way in is not known)."""
         if replay and edge:
             if tid not in self._last and borders == 1 and self._updates > STARTUP_UPDATES:
-                self._entry[tid] = (edge, d, (float(point[0]), float(point[1])), borders)
+                self._entry[tid] = (edge, d, (float(point[0]), float(point[1])), borders, self._box.get(tid))
                 self._replayed.add(tid)
             return None
         seen = tid in self._last
@@ -145,7 +167,7 @@ class LineCounter:
             self._clear.setdefault(tid, deque(maxlen=6)).append((timestamp, *p))
         self._edge_side[tid] = edge * (2 if borders > 1 else 1)  # 2: cut at a corner
         if first and edge and self._updates > STARTUP_UPDATES and tid not in self._entry:
-            self._entry[tid] = (edge, d, p, borders)  # came in through the frame edge (not there at the start)
+            self._entry[tid] = (edge, d, p, borders, self._box.get(tid))  # came in (not there at the start)
         old = self.side.get(tid, 0)
         if not inside:
             self.side[tid] = 0  # beyond the ends: walking around the line is no crossing
@@ -161,13 +183,14 @@ class LineCounter:
         if new and old and new != old:
             return self._cross(tid, new, cls, point, timestamp, frame, source)
         if new and old == 0 and tid in self._entry:
-            side, d0, p0, at = self._entry[tid]
+            side, d0, p0, at, box0 = self._entry[tid]
             if new != side:
                 if (d0 - d) * side < self.line.band:
                     return None  # not yet walked in from the edge far enough to tell
                 del self._entry[tid]
                 v = self._velocity(tid)
-                if at == 1 or self._via_line(p0, None if v is None else (-v[0], -v[1]), side):  # back in time
+                back = None if v is None else (-v[0], -v[1])  # back in time
+                if at == 1 or self._via_line(p0, back, side, tid, box0):
                     return self._cross(tid, new, cls, point, timestamp, frame, source)
                 self.side[tid] = new
                 return None
@@ -178,43 +201,53 @@ class LineCounter:
             self.side[tid] = new
         return None
 
-    def _settle(self, tid: int, timestamp: float, frame: int, source: str) -> Event | None:
+    def _settle(self, tid: int, timestamp: float, frame: int, source: str, gone: bool = False) -> Event | None:
         """A track that ends (gone, or at the end of the stream) with its anchor across the line from its
-        side, still within the band, and not cut by the frame edge: it crossed (it will not pass the band).
-        Its anchor is the last one not cut by the frame's bottom border, if any (an object going out through
-        the bottom has its foot below the frame: its lowest visible pixels are not its foot)."""
+        side, still within the band, and not cut by the frame edge on its old side: it crossed (it will not
+        pass the band). One cut by the one frame edge beyond the line on its new side counts too (the cut only
+        hides the part of it further out: its foot is at least as far). Its anchor is the last one not cut by
+        the frame's bottom border, if any (an object going out through the bottom has its foot below the
+        frame: its lowest visible pixels are not its foot). One ``gone`` through the top or bottom border
+        still on its side within the band crossed if its motion met the line first (:meth:`_via_line`)."""
         old = self.side.get(tid, 0)  # 0 once it walked beyond the line's ends
-        if not old or self._edge_side.get(tid, 0):
+        if not old or self._edge_side.get(tid, 0) not in (0, -old):
             return None
         _, point, cls = self._last[tid]
         point = self._foot.get(tid, point)
-        if float(self._dist(np.array([point]))[0]) * old >= 0:
-            return None
-        event = self._cross(tid, -old, cls, point, timestamp, frame, source)
-        self._foot[tid] = point  # settled there: on its new side now
-        return event
+        d = float(self._dist(np.array([point]))[0])
+        if d * old < 0:
+            event = self._cross(tid, -old, cls, point, timestamp, frame, source)
+            self._foot[tid] = point  # settled there: on its new side now
+            return event
+        box = self._box.get(tid)
+        if gone and box is not None and box[2] & 10 and abs(d) <= self.band[old < 0] and self._via_line(
+                point, self._velocity(tid), -old, tid, box):
+            event = self._cross(tid, -old, cls, point, timestamp, frame, source)
+            self.side[tid] = 0  # out of the frame: settled
+            return event
+        return None
 
     def update(self, ids: list[int], names: list[str], points: np.ndarray,
-               contacts: list[list[tuple[float, float]]], timestamp: float, frame: int, source: str = ""
-               ) -> list[Event]:
+               contacts: list[list[tuple[float, float]]], timestamp: float, frame: int, source: str = "",
+               boxes: np.ndarray | None = None) -> list[Event]:
         """Crossings in one frame of the tracks ``ids`` (classes ``names``, anchors ``points`` [N, 2], frame
-        border contacts from :func:`edge_contacts`)."""
+        border contacts from :func:`edge_contacts`, boxes [N, 4] (x1, y1, x2, y2) if known)."""
         self._updates += 1
-        events, wanted = self._steps(ids, names, points, contacts, timestamp, frame, source)
+        events, wanted = self._steps(ids, names, points, contacts, timestamp, frame, source, boxes=boxes)
         present = {ids[k] for k in wanted}
         self._present = present
         return events + self._gone(present, timestamp, frame, source, self.retention_s)
 
     def replay(self, ids: list[int], names: list[str], points: np.ndarray,
-               contacts: list[list[tuple[float, float]]], timestamp: float, frame: int, source: str = ""
-               ) -> list[Event]:
+               contacts: list[list[tuple[float, float]]], timestamp: float, frame: int, source: str = "",
+               boxes: np.ndarray | None = None) -> list[Event]:
         """Observations of an earlier frame of the tracks ``ids`` only (new tracks' first moments, see
         :attr:`isseg.track.Tracker.earlier`); other tracks are not missing for that."""
-        return self._steps(ids, names, points, contacts, timestamp, frame, source, replay=True)[0]
+        return self._steps(ids, names, points, contacts, timestamp, frame, source, True, boxes)[0]
 
     def _steps(self, ids: list[int], names: list[str], points: np.ndarray,
                contacts: list[list[tuple[float, float]]], timestamp: float, frame: int, source: str,
-               replay: bool = False) -> tuple[list[Event], list[int]]:
+               replay: bool = False, boxes: np.ndarray | None = None) -> tuple[list[Event], list[int]]:
         """:meth:`_step` of each track of a class the line counts; (events, the rows it looked at)."""
         events: list[Event] = []
         wanted = [k for k, n in enumerate(names) if not self.line.classes or n in self.line.classes]
@@ -222,7 +255,13 @@ class LineCounter:
         if wanted:
             d = self._dist(points[wanted])
             t = self._along(points[wanted])
+        bits = border_bits(boxes, self._size) if boxes is not None else None
         for j, k in enumerate(wanted):
+            if boxes is not None and bits is not None:
+                top, bottom = float(boxes[k][1]), float(boxes[k][3])
+                self._box[ids[k]] = (top, bottom, int(bits[k]))
+                if not bits[k] & 10:  # cut neither at the top nor at the bottom: its whole height
+                    self._height[ids[k]] = bottom - top
             e = self._step(ids[k], names[k], float(d[j]), bool(-tol <= t[j] <= 1 + tol),
                            self._contact_side(contacts[k]), points[k], timestamp, frame, source, replay,
                            len(contacts[k]))
@@ -244,15 +283,15 @@ class LineCounter:
             edge, old = self._edge_side.get(tid, 0), self.side.get(tid, 0)
             corner, edge = abs(edge) > 1, int(np.sign(edge))
             if edge and old and edge != old and timestamp - last_ts > after:
-                if not corner or self._via_line(point, self._velocity(tid), edge):
+                if not corner or self._left_via_line(tid, edge):
                     events.append(self._cross(tid, edge, cls, point, timestamp, frame, source))
                 else:
                     self._edge_side[tid] = 0  # it left through another border
-            elif timestamp - last_ts > after and (e := self._settle(tid, timestamp, frame, source)) is not None:
+            elif timestamp - last_ts > after and (e := self._settle(tid, timestamp, frame, source, True)) is not None:
                 events.append(e)
             if timestamp - last_ts > FORGET_S:
                 for table in (self._last, self.side, self._edge_side, self._entry, self._hist, self._clear,
-                              self._foot, self._start):
+                              self._foot, self._start, self._box, self._height):
                     table.pop(tid, None)
                 self._replayed.discard(tid)
         return events
