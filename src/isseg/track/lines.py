@@ -220,7 +220,7 @@ class LineCounter:
             self._foot[tid] = point  # settled there: on its new side now
             return event
         box = self._box.get(tid)
-        if gone and box is not None and box[2] & 10 and abs(d) <= self.band[old < 0] and self._via_line(
+        if gone and box is not None and box[2] & 10 == 2 and abs(d) <= self.band[old < 0] and self._via_line(
                 point, self._velocity(tid), -old, tid, box):
             event = self._cross(tid, -old, cls, point, timestamp, frame, source)
             self.side[tid] = 0  # out of the frame: settled
