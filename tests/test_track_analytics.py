@@ -396,3 +396,17 @@ def test_a_track_gone_through_the_top_just_before_the_line_counts_if_its_motion_
     crosses = [e for e in run(a, frames + [[]] * 10) if e.kind == "cross"]
     crosses += [e for e in a.finish(3.0, 30) if e.kind == "cross"]
     assert [(e.track_id, e.direction) for e in crosses] == expected
+
+
+def test_a_track_gone_through_the_bottom_before_the_line_is_not_moved_over_it():
+    """An object cut by the bottom border has no visible foot: its lowest visible pixels are pinned to the
+    border. Lost there 2 px before the line and walking towards it, it is not counted by its motion (the
+    top border's rule does not apply), whatever share of it is still in the frame."""
+    n = 12
+    frames = [[(9, 0, blob(138 - 2 * (n - 1 - f), 170 - 2 * (n - 1 - f), 158 - 2 * (n - 1 - f),
+                            210 - 2 * (n - 1 - f)))] for f in range(n)]
+    assert anchor_points(tracked(frames[-1]))[0].tolist() == [148.0, 199.5]
+    a = Analytics(parse_zones({**VERTICAL, "retention_s": 0.5}))
+    crosses = [e for e in run(a, frames + [[]] * 10) if e.kind == "cross"]
+    crosses += [e for e in a.finish(3.0, 30) if e.kind == "cross"]
+    assert crosses == []

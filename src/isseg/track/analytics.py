@@ -21,8 +21,8 @@ motion (while no border cut it) meets the line before the other border, where "b
 means while at least 30 % of its height (as last seen whole) is within the frame's rows. So a line a few pixels
 from the border counts the objects that walk out and in through it. A track that ends cut by that edge with its
 anchor past the line has crossed (the cut only hides the part of it further out), and one that goes out through
-the top or bottom border within the band before a line crossed it if its motion met the line first (by the same
-30 % rule).
+the top border within the band before a line crossed it if its motion met the line first (by the same 30 % rule;
+not through the bottom border, where its foot is hidden).
 
 A track's detections from before it was confirmed (:attr:`isseg.track.Tracker.earlier`, passed as
 ``earlier``) are replayed through the lines first, at their own times, so that an object that crossed a

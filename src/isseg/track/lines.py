@@ -31,7 +31,7 @@ class LineCounter:
     line before the other border), unless it was first seen in the stream's first ``STARTUP_UPDATES`` frames
     (it may have been there before). "Before the top or bottom border", with the track's boxes: while at
     least ``MIN_INSIDE`` of its height (seen whole) is within the frame's rows. A track gone through the top
-    or bottom border within the band before the line crossed it if its motion met the line that way.
+    border within the band before the line crossed it if its motion met the line that way.
     ``previous`` carries the state of a counter of the same line over when the frame size changes.
     """
 
@@ -207,8 +207,9 @@ class LineCounter:
         pass the band). One cut by the one frame edge beyond the line on its new side counts too (the cut only
         hides the part of it further out: its foot is at least as far). Its anchor is the last one not cut by
         the frame's bottom border, if any (an object going out through the bottom has its foot below the
-        frame: its lowest visible pixels are not its foot). One ``gone`` through the top or bottom border
-        still on its side within the band crossed if its motion met the line first (:meth:`_via_line`)."""
+        frame: its lowest visible pixels are not its foot). One ``gone`` through the top border (not
+        the bottom one: its foot is hidden there) still on its side within the band crossed if its motion met
+        the line first (:meth:`_via_line`)."""
         old = self.side.get(tid, 0)  # 0 once it walked beyond the line's ends
         if not old or self._edge_side.get(tid, 0) not in (0, -old):
             return None
