@@ -13,7 +13,7 @@ from collections import deque
 import numpy as np
 
 from isseg.track.events import Event
-from isseg.track.geometry import BORDER_REACH, border_bits
+from isseg.track.geometry import border_bits
 from isseg.track.zones import Line
 
 FORGET_S = 10.0  # the state of a track missing for longer than this is forgotten
@@ -104,7 +104,7 @@ class LineCounter:
                   box: tuple[float, float, int] | None = None) -> bool:
         """Whether track ``tid``'s anchor at ``p`` moving along ``v`` reaches the line (towards ``side``) before
         it leaves the frame: an object cut by two borders (a corner) leaves through the one its motion meets
-        first (borders the anchor is at are left out: a cut object's anchor is pinned there). Through the top
+        first (borders the anchor is on are left out: a cut object's anchor is pinned there). Through the top
         or bottom, with its sighting's ``box`` (top, bottom, border bits) and its height seen whole: whether
         ``MIN_INSIDE`` of its height is still within the frame's rows when its foot meets the line. True
         without a velocity, or when ``p`` is already on ``side``."""
@@ -125,7 +125,7 @@ class LineCounter:
         t_frame = math.inf
         for pos, vel, size in axes:
             border = size if vel > 0 else 0
-            if vel and abs(border - pos) > BORDER_REACH:  # an anchor at the border is pinned there: it tells nothing
+            if vel and abs(border - pos) > 1:  # an anchor on the border is clipped there: that one tells nothing
                 t_frame = min(t_frame, (border - pos) / vel)
         return t_line <= t_frame
 
