@@ -305,3 +305,18 @@ def test_a_track_that_goes_out_through_a_border_is_not_refound_inside(x_start, b
     centre = float(out.boxes[0, 0] + out.boxes[0, 2]) / 2 + 3
     out = tracker.update(frame([(0, centre - 24, 120, 9, 0.55)]))
     assert out.track_ids.tolist() == ([] if border else [1])
+
+
+@pytest.mark.parametrize("label, weight, same_id", [(1, 0.0, False), (0, 0.0, True), (1, 0.3, True)])
+def test_a_lost_track_is_refound_only_by_its_own_class(label, weight, same_id):
+    """A person walks towards the right border (3 px a frame) and, a third of it out, is missed; in the next
+    frame an object comes in at that border 20 px lower, its box barely overlapping the track's prediction.
+    Re-finding by distance (stage 3) takes it only when it is of the track's class (a car walking in where a
+    person walked out is another object), unless ``refind_class_weight`` lets other classes in."""
+    tracker = Tracker(refind_class_weight=weight)
+    for f in range(17):
+        out = tracker.update(frame([(0, 262 + 3 * f, 120, 15, 0.9)]))
+    assert out.track_ids.tolist() == [1] and out.boxes[0, 2] == W
+    tracker.update(frame([]))
+    ids = [tracker.update(frame([(label, 318 - 3 * k, 140, 15, 0.9)])).track_ids.tolist() for k in range(2)]
+    assert ids == ([[1], [1]] if same_id else [[], [2]])  # a new object: an ID once confirmed, a new one
