@@ -7,6 +7,9 @@ while hidden, low scores while half hidden, false positives). Compared:
 
 * ``isseg``: :class:`isseg.track.Tracker` (masks and boxes; detections >= 0.1);
 * ``isseg-boxes``: the same with ``mask_weight=0`` (boxes only), to show what the masks add;
+* ``isseg-anyclass``: the same with ``leaving_same_class=False`` (a track that went out through a border may
+  be re-found there by another class, as before 2026-12-07), to show what the rule gains, and what it costs
+  when the detector's classes flip (``--class-flips``);
 * ``bytetrack``, ``ocsort``, ``botsort``: Roboflow ``trackers`` (default parameters, detections >= 0.1,
   ``frame_rate`` set to the sequence's; BoT-SORT gets the frames for its camera-motion compensation);
   with a ``*``: the same with isseg's score thresholds (first stage 0.5, new tracks 0.6) instead of the
@@ -32,7 +35,8 @@ Run (about 4 minutes on 2 cores)::
     PYTHONPATH=src python benchmarks/track_quality.py --sequences 4 --frames 300 --out runs/track_quality
 
 With ``--model M`` (a model trained on ``isseg synth``'s shapes, e.g. ``benchmarks/tiling_train.py``'s) every
-tracker gets that model's detections (>= 0.1) on the rendered frames instead of the simulated ones.
+tracker gets that model's detections (>= 0.1) on the rendered frames instead of the simulated ones. With
+``--class-flips P`` a share ``P`` of the simulated detections of objects get another class, at random.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from isseg.data.synth_video import SynthVideo, VideoSpec
 from isseg.model.detections import Detections
 from isseg.track import Analytics, Tracker, load_zones
 from isseg.track.matching import crop_iou, crop_masks
-from isseg.track.simulate import simulate_detections
+from isseg.track.simulate import DetectionNoise, simulate_detections
 
 MIN_VISIBILITY = 0.15
 
@@ -127,15 +131,17 @@ class RoboflowTracker:
         return res
 
 
-TRACKERS = ("isseg", "isseg-boxes", "bytetrack", "bytetrack*", "ocsort", "ocsort*", "botsort", "botsort*",
-            "omz-greedy")
+TRACKERS = ("isseg", "isseg-boxes", "isseg-anyclass", "bytetrack", "bytetrack*", "ocsort", "ocsort*", "botsort",
+            "botsort*", "omz-greedy")
+DEFAULT_TRACKERS = tuple(t for t in TRACKERS if t != "isseg-anyclass")
 
 
 def make_trackers(fps: float, names: tuple[str, ...] = TRACKERS) -> dict[str, object]:
     out: dict[str, object] = {}
     for name in names:
         if name.startswith("isseg"):
-            out[name] = Tracker(mask_weight=0.0) if name == "isseg-boxes" else Tracker()
+            out[name] = Tracker(**{"isseg-boxes": {"mask_weight": 0.0},
+                                   "isseg-anyclass": {"leaving_same_class": False}}.get(name, {}))
         elif name == "omz-greedy":
             out[name] = GreedyMaskTracker()
         else:
@@ -200,7 +206,7 @@ class CachedDetections:
 
 def run_sequence(seed: int, spec: VideoSpec, gt_dir: Path, out_dir: Path,
                  names: tuple[str, ...] = TRACKERS, predictor: object | None = None,
-                 cache: Path | None = None) -> dict[str, dict]:
+                 cache: Path | None = None, noise: DetectionNoise | None = None) -> dict[str, dict]:
     """Track one sequence with the trackers ``names``; write MOT files; return the true counts and each
     tracker's. Detections: simulated from the ground truth, or ``predictor``'s (a trained model's) on the
     rendered frames, kept in (and, when there, read from) ``cache`` (a folder) if given."""
@@ -221,7 +227,7 @@ def run_sequence(seed: int, spec: VideoSpec, gt_dir: Path, out_dir: Path,
         seen = truth.visibility >= MIN_VISIBILITY
         gt_rows += mot_rows(truth.index + 1, truth.ids[seen], truth.boxes[seen], gt=True)
         if predictor is None:
-            det = simulate_detections(truth, rng, spec.classes)
+            det = simulate_detections(truth, rng, spec.classes, noise)
         elif source is not None:
             det = source.predict(image, truth.index)
             seen_det.append(det)
@@ -319,10 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequences", type=int, default=4)
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--out", default=None, help="folder for MOT files and results.json (default: temporary)")
-    parser.add_argument("--trackers", default=",".join(TRACKERS), help="comma-separated, from: " + ", ".join(TRACKERS))
+    parser.add_argument("--trackers", default=",".join(DEFAULT_TRACKERS),
+                        help="comma-separated, from: " + ", ".join(TRACKERS))
     parser.add_argument("--first-seed", type=int, default=0,
                         help="sequences are seeds first-seed, first-seed + 1, ... (others for tuning)")
     parser.add_argument("--no-speed", action="store_true")
+    parser.add_argument("--class-flips", type=float, default=0.0,
+                        help="simulated detections: the probability that one gets another class (default 0)")
     parser.add_argument("--detections", help="with --model: a folder (one per model) where its detections are "
                         "kept, and read back by the next run instead of running the model again")
     parser.add_argument("--model", help="a model trained on isseg synth's shapes (its classes, in that order): "
@@ -332,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(TRACKERS))
     if unknown:
         parser.error(f"--trackers: unknown {', '.join(unknown)}; expected some of {', '.join(TRACKERS)}")
+    if not 0 <= args.class_flips <= 1:
+        parser.error(f"--class-flips: expected a probability in [0, 1], got {args.class_flips}")
     from trackers.eval import evaluate_mot_sequences
 
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="track_quality-"))
@@ -348,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--model: its classes {predictor.class_names} are not the synthetic ones {spec.classes}")
     cache = Path(args.detections) if args.detections and predictor is not None else None
     for seed in range(args.first_seed, args.first_seed + args.sequences):
-        counts[seed] = run_sequence(seed, spec, gt_dir, out, names, predictor, cache)
+        counts[seed] = run_sequence(seed, spec, gt_dir, out, names, predictor, cache,
+                                    DetectionNoise(class_flip=args.class_flips))
         print(f"sequence {seed} done", flush=True)
     results = {}
     print("\n| tracker | HOTA | IDF1 | MOTA | ID switches | line count errors / true crossings | "

@@ -307,16 +307,32 @@ def test_a_track_that_goes_out_through_a_border_is_not_refound_inside(x_start, b
     assert out.track_ids.tolist() == ([] if border else [1])
 
 
-@pytest.mark.parametrize("label, weight, same_id", [(1, 0.0, False), (0, 0.0, True), (1, 0.3, True)])
-def test_a_lost_track_is_refound_only_by_its_own_class(label, weight, same_id):
+@pytest.mark.parametrize("label, same_class, flipped_before, same_id", [
+    (1, True, False, False), (0, True, False, True), (1, False, False, True), (1, True, True, True)])
+def test_a_track_gone_out_is_refound_there_only_by_a_class_it_was_seen_as(label, same_class, flipped_before,
+                                                                         same_id):
     """A person walks towards the right border (3 px a frame) and, a third of it out, is missed; in the next
     frame an object comes in at that border 20 px lower, its box barely overlapping the track's prediction.
-    Re-finding by distance (stage 3) takes it only when it is of the track's class (a car walking in where a
-    person walked out is another object), unless ``refind_class_weight`` lets other classes in."""
-    tracker = Tracker(refind_class_weight=weight)
+    Re-finding by distance (stage 3) continues the track with it only when it is of a class the track was
+    detected as (a car walking in where a person walked out is another object; but not when the detector
+    already called that person a car once), unless ``leaving_same_class`` is off."""
+    tracker = Tracker(leaving_same_class=same_class)
     for f in range(17):
-        out = tracker.update(frame([(0, 262 + 3 * f, 120, 15, 0.9)]))
+        out = tracker.update(frame([(int(flipped_before and f == 8), 262 + 3 * f, 120, 15, 0.9)]))
     assert out.track_ids.tolist() == [1] and out.boxes[0, 2] == W
     tracker.update(frame([]))
     ids = [tracker.update(frame([(label, 318 - 3 * k, 140, 15, 0.9)])).track_ids.tolist() for k in range(2)]
     assert ids == ([[1], [1]] if same_id else [[], [2]])  # a new object: an ID once confirmed, a new one
+
+
+def test_a_track_lost_inside_the_frame_is_refound_through_a_class_flip():
+    """A person, missed for 2 frames in the middle of the frame, is seen again 20 px lower and detected as a
+    car (the detector's class flipped): far from its prediction, only re-finding can take it, and it keeps
+    its ID (the class counts ``class_weight`` times)."""
+    tracker = Tracker()
+    for f in range(10):
+        out = tracker.update(frame([(0, 100 + 3 * f, 120, 15, 0.9)]))
+    assert out.track_ids.tolist() == [1]
+    tracker.update(frame([]))
+    tracker.update(frame([]))
+    assert tracker.update(frame([(1, 136, 140, 15, 0.9)])).track_ids.tolist() == [1]

@@ -93,3 +93,28 @@ def test_isseg_synth_video_writes_a_sequence_for_isseg_track(tmp_path):
     assert {"lines", "crossings", "counts", "zone_visits"} <= set(truth)
     assert load_zones(out / "zones.json").lines  # a zones file isseg track takes as it is
     assert main(["synth", "--output", str(tmp_path / "x")]) == 1  # --num-images is needed without --video
+
+
+def test_class_flips_change_labels_at_the_rate_asked_and_nothing_else_at_zero():
+    """``DetectionNoise.class_flip``: that share of the objects' detections gets another class; at 0 the
+    detections are the same, draw for draw, as without the field (the figures measured before it hold)."""
+    from isseg.track.simulate import DetectionNoise
+
+    spec = VideoSpec(frames=30, walkers=8, crossing_pairs=1, dwellers=0, pillars=0)
+    truths = [truth for _, truth in SynthVideo(spec, seed=5)]
+
+    def run(noise):
+        rng = np.random.default_rng(7)
+        return [simulate_detections(t, rng, spec.classes, noise) for t in truths]
+
+    plain, zero, flipped = run(None), run(DetectionNoise(class_flip=0.0)), run(DetectionNoise(class_flip=0.5))
+    for a, b in zip(plain, zero):
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        np.testing.assert_array_equal(a.labels, b.labels)
+    same = total = 0
+    for det, truth in zip(flipped, truths):
+        for box, label in zip(det.boxes, det.labels):
+            k = np.abs(truth.boxes - box).sum(1).argmin()
+            if np.abs(truth.boxes[k] - box).max() < 6:  # an object's detection, not a false positive
+                same, total = same + int(label == truth.labels[k]), total + 1
+    assert total > 100 and 0.35 < same / total < 0.65

@@ -36,6 +36,9 @@ class DetectionNoise:
     """Mean number of false positives per frame (Poisson); 20 % of them with a high score (0.5-0.75)."""
     min_area: int = 30
     """Objects with fewer visible pixels are never detected."""
+    class_flip: float = 0.0
+    """Probability that an object's detection gets another class, at random (a detector's class flips from
+    frame to frame); at 0 nothing is drawn for it, so the other noise is what it was without the field."""
 
 
 def _jitter_mask(mask: np.ndarray, rng: np.random.Generator, noise: DetectionNoise, box: np.ndarray) -> np.ndarray:
@@ -98,7 +101,10 @@ def simulate_detections(truth, rng: np.random.Generator, class_names: tuple[str,
         masks.append(_jitter_mask(truth.masks[k], rng, noise, box))
         boxes.append(box + rng.normal(0, noise.box_jitter, 4).astype(np.float32) * size)
         scores.append(score)
-        labels.append(int(truth.labels[k]))
+        label = int(truth.labels[k])
+        if noise.class_flip > 0 and len(class_names) > 1 and rng.uniform() < noise.class_flip:
+            label = (label + int(rng.integers(1, len(class_names)))) % len(class_names)
+        labels.append(label)
     for _ in range(int(rng.poisson(noise.false_positives))):
         mask, box = _false_positive(rng, h, w, len(class_names))
         masks.append(mask)

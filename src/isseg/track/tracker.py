@@ -15,8 +15,8 @@ A ByteTrack-family tracker that also looks at the masks. Per frame:
    their boxes no longer overlap) are matched to the high detections left by the distance of the centres
    in units of the track's recent largest size, within a radius that grows while the track is lost; a
    track last seen touching a frame border while moving out through it went out there, and only a
-   detection at that border can continue it; by default only a detection of the track's own class
-   (``refind_class_weight``);
+   detection at that border, of a class the track has been detected as, can continue it
+   (``leaving_same_class``);
 5. tentative tracks are matched to the high detections left (stage 3);
 6. high detections still unmatched, at or above ``new_track_score``, start tentative tracks;
 7. a track confirmed in this frame is linked backwards through the detections no track took in the last
@@ -70,10 +70,11 @@ class TrackerConfig:
     largest, so an object that shrank while going behind something is still measured at full size."""
     refind_growth: float = 0.05
     """How much ``refind_radius`` grows per frame the track has been lost (motion gets less sure)."""
-    refind_class_weight: float = 0.0
-    """``class_weight`` of re-finding; 0 = a lost track is re-found only by a detection of its own class (the
-    gate is by distance alone, so another class there is more often another object: one walking in where
-    the track walked out)."""
+    leaving_same_class: bool = True
+    """Re-finding a track that went out through a frame border (see :class:`Tracker`) takes only a detection
+    of a class that the track has been detected as: another class coming in where it went out is another
+    object. Other lost tracks may be re-found by any class (at ``class_weight``), which keeps an ID through
+    a detector's class flips."""
     mask_weight: float = 0.5
     """Weight of mask IoU in the fused similarity (box IoU has ``1 - mask_weight``); 0 = boxes only."""
     class_weight: float = 0.3
@@ -108,9 +109,9 @@ class TrackerConfig:
         if self.confirm_frames < 1 or self.lost_frames < 0 or self.backfill_frames < 0:
             raise ValueError(f"TrackerConfig: confirm_frames must be >= 1, lost_frames and backfill_frames >= 0, "
                              f"got {self.confirm_frames}, {self.lost_frames}, {self.backfill_frames}")
-        if not all(0 <= w <= 1 for w in (self.mask_weight, self.class_weight, self.refind_class_weight)):
-            raise ValueError(f"TrackerConfig: mask_weight, class_weight and refind_class_weight must be in [0, 1], "
-                             f"got {self.mask_weight}, {self.class_weight}, {self.refind_class_weight}")
+        if not 0 <= self.mask_weight <= 1 or not 0 <= self.class_weight <= 1:
+            raise ValueError(f"TrackerConfig: mask_weight and class_weight must be in [0, 1], got "
+                             f"{self.mask_weight}, {self.class_weight}")
 
 
 TENTATIVE, ACTIVE, LOST = 0, 1, 2
@@ -274,11 +275,15 @@ class Tracker:
         sim = 1 - r / gate
         labels = np.array([t.label for t in tracks])
         other = labels[:, None] != np.asarray(det.labels)[idx][None, :]
-        sim[other] = sim[other] * cfg.refind_class_weight if cfg.refind_class_weight > 0 else -1
+        sim[other] = sim[other] * cfg.class_weight if cfg.class_weight > 0 else -1
         sim[(wh[None, :, 0] > 1.5 * size[:, None, 0]) | (wh[None, :, 1] > 1.5 * size[:, None, 1])] = -1
-        leaving = np.array([t.leaving for t in tracks])
-        at_border = border_bits(boxes, tuple(det.image_size))
-        sim[(leaving[:, None] != 0) & ((leaving[:, None] & at_border[None, :]) == 0)] = -1  # it went out there
+        leaving = np.array([t.leaving for t in tracks])[:, None]
+        at_border = border_bits(boxes, tuple(det.image_size))[None, :]
+        sim[(leaving != 0) & ((leaving & at_border) == 0)] = -1  # it went out there
+        if cfg.leaving_same_class:  # a class it was never seen as, coming in where it went out: another object
+            dl = np.asarray(det.labels)[idx]
+            never = np.array([[int(c) not in t.votes for c in dl] for t in tracks]).reshape(sim.shape)
+            sim[(leaving != 0) & never] = -1
         rows, cols = assign(sim, 1e-6)
         for r_, c in zip(rows, cols):
             matches[int(idx[c])] = tracks[r_]
