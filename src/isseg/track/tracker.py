@@ -281,9 +281,8 @@ class Tracker:
         at_border = border_bits(boxes, tuple(det.image_size))[None, :]
         sim[(leaving != 0) & ((leaving & at_border) == 0)] = -1  # it went out there
         if cfg.leaving_same_class:  # a class it was never seen as, coming in where it went out: another object
-            dl = np.asarray(det.labels)[idx]
-            never = np.array([[int(c) not in t.votes for c in dl] for t in tracks]).reshape(sim.shape)
-            sim[(leaving != 0) & never] = -1
+            for k in np.flatnonzero(leaving[:, 0]):
+                sim[k, ~np.isin(np.asarray(det.labels)[idx], list(tracks[k].votes))] = -1
         rows, cols = assign(sim, 1e-6)
         for r_, c in zip(rows, cols):
             matches[int(idx[c])] = tracks[r_]
