@@ -410,3 +410,19 @@ def test_a_track_gone_through_the_bottom_before_the_line_is_not_moved_over_it():
     crosses = [e for e in run(a, frames + [[]] * 10) if e.kind == "cross"]
     crosses += [e for e in a.finish(3.0, 30) if e.kind == "cross"]
     assert crosses == []
+
+
+@pytest.mark.parametrize("x0, expected", [(150, {"in": 0, "out": 1}), (128, None)])
+def test_a_track_that_came_up_from_below_across_the_line_counts_once_seen_whole(x0, expected):
+    """A person whose foot is 16 px right of its body's centre comes in through the bottom border walking up
+    and left. Its first sighting shows only its body (its foot is below the frame), left of the line; its
+    foot meets the line (x = 150, running on below the frame) with 43 % of its height in the frame. Once
+    it is seen whole, its foot at the first sighting is estimated from that box and the shape seen whole:
+    right of the line, so it crossed (out). Started 22 px further left, its foot never meets the line."""
+    shape = {"body": (-10, 0), "foot": (8, 14), "height": 40, "foot_h": 8}
+    frames = [[(4, 0, _footed(x0 - 3 * f, H + 30 - 2 * f, **shape))] for f in range(20)]
+    assert anchor_points(tracked(frames[0]))[0][0] == x0 - 5  # the body's lowest visible pixels
+    a = Analytics(parse_zones({"lines": [{"name": "door", "points": [[150, H + 100], [150, 0]], "band": 4}]}))
+    crosses = [e for e in run(a, frames) if e.kind == "cross"]
+    assert [(e.track_id, e.direction) for e in crosses] == ([(4, "out")] if expected else [])
+    assert a.line_counts() == {"door": {"person": expected} if expected else {}}

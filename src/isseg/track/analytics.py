@@ -22,7 +22,9 @@ means while at least 30 % of its height (as last seen whole) is within the frame
 from the border counts the objects that walk out and in through it. A track that ends cut by that edge with its
 anchor past the line has crossed (the cut only hides the part of it further out), and one that goes out through
 the top border within the band before a line crossed it if its motion met the line first (by the same 30 % rule;
-not through the bottom border, where its foot is hidden).
+not through the bottom border, where its foot is hidden). One first seen cut by the bottom border (coming up
+into the frame) crossed unseen if its foot then, estimated once it is seen whole, is across the line from
+where it is (by the same 30 % rule); it counts when it is first seen whole.
 
 A track's detections from before it was confirmed (:attr:`isseg.track.Tracker.earlier`, passed as
 ``earlier``) are replayed through the lines first, at their own times, so that an object that crossed a

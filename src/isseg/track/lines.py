@@ -31,7 +31,9 @@ class LineCounter:
     line before the other border), unless it was first seen in the stream's first ``STARTUP_UPDATES`` frames
     (it may have been there before). "Before the top or bottom border", with the track's boxes: while at
     least ``MIN_INSIDE`` of its height (seen whole) is within the frame's rows. A track gone through the top
-    border within the band before the line crossed it if its motion met the line that way.
+    border within the band before the line crossed it if its motion met the line that way. One first seen cut
+    by the bottom border alone crossed unseen if its foot then, estimated when it is first seen whole, is
+    across the line (:meth:`_came_up`).
     ``previous`` carries the state of a counter of the same line over when the frame size changes.
     """
 
@@ -64,6 +66,7 @@ class LineCounter:
         self._start: dict[int, int] = old._start if old else {}  # side of a first sighting within the band
         self._box: dict[int, tuple[float, float, int]] = old._box if old else {}  # last (top, bottom, borders)
         self._height: dict[int, float] = old._height if old else {}  # last height not cut at the top or bottom
+        self._under: dict[int, tuple[float, float]] = old._under if old else {}  # first seen cut at the bottom
         self._size = size
 
     def _dist(self, p: np.ndarray) -> np.ndarray:
@@ -139,6 +142,7 @@ class LineCounter:
         self.counts.setdefault(cls, {"in": 0, "out": 0})[direction] += 1
         self.side[tid] = new
         self._foot.pop(tid, None)  # from before the crossing: not the anchor to settle on
+        self._under.pop(tid, None)
         return Event("cross", self.line.name, tid, cls, timestamp, frame, direction=direction,
                      point=(float(point[0]), float(point[1])), source=source)
 
@@ -258,6 +262,7 @@ class LineCounter:
             t = self._along(points[wanted])
         bits = border_bits(boxes, self._size) if boxes is not None else None
         for j, k in enumerate(wanted):
+            first = ids[k] not in self._last
             if boxes is not None and bits is not None:
                 top, bottom = float(boxes[k][1]), float(boxes[k][3])
                 self._box[ids[k]] = (top, bottom, int(bits[k]))
@@ -271,9 +276,37 @@ class LineCounter:
                 self._foot[ids[k]] = (float(points[k][0]), float(points[k][1]))
             elif side and d[j] * side > self.band[0 if side > 0 else 1]:
                 self._foot.pop(ids[k], None)  # even cut, it is clearly on its side now
+            if e is None and boxes is not None and bits is not None:
+                e = self._came_up(ids[k], names[k], boxes[k], int(bits[k]), points[k], first, timestamp, frame,
+                                  source)
             if e is not None:
                 events.append(e)
         return events, wanted
+
+    def _came_up(self, tid: int, cls: str, box: np.ndarray, bits: int, point, first: bool, timestamp: float,
+                 frame: int, source: str) -> Event | None:
+        """A track first seen cut by the bottom border alone (its foot below the frame, its visible lowest
+        pixels pinned to the border) may have crossed the line there unseen. When it is first seen whole,
+        its foot then is estimated from that sighting's box (its top plus the height seen whole, its x
+        centre plus the foot's offset from the centre seen whole); if that is across the line from where
+        the track is now, it crossed, if ``MIN_INSIDE`` of its height was within the frame's rows when its
+        estimated foot (moving straight to the one now) met the line."""
+        if first:
+            if bits & 8 and not bits & 7:
+                self._under[tid] = (float(box[1]), float(box[0] + box[2]) / 2)
+            return None
+        if bits & 10 or tid not in self._under:
+            return None
+        top0, cx0 = self._under.pop(tid)
+        side, h = self.side.get(tid, 0), float(box[3] - box[1])
+        foot0 = (cx0 + float(point[0]) - float(box[0] + box[2]) / 2, top0 + h)
+        d0, d1 = float(self._dist(np.array([foot0]))[0]), float(self._dist(np.array([point], np.float64))[0])
+        if not side or d0 * side >= 0 or d1 * side <= 0:
+            return None
+        top = top0 + d0 / (d0 - d1) * (float(box[1]) - top0)  # its top when the foot met the line
+        if self._size[0] - top < MIN_INSIDE * h:
+            return None
+        return self._cross(tid, side, cls, point, timestamp, frame, source)
 
     def _gone(self, present: set[int], timestamp: float, frame: int, source: str, after: float) -> list[Event]:
         """Tracks missing for longer than ``after`` whose mask touched the frame edge beyond the line when last
@@ -292,7 +325,7 @@ class LineCounter:
                 events.append(e)
             if timestamp - last_ts > FORGET_S:
                 for table in (self._last, self.side, self._edge_side, self._entry, self._hist, self._clear,
-                              self._foot, self._start, self._box, self._height):
+                              self._foot, self._start, self._box, self._height, self._under):
                     table.pop(tid, None)
                 self._replayed.discard(tid)
         return events
