@@ -426,3 +426,20 @@ def test_a_track_that_came_up_from_below_across_the_line_counts_once_seen_whole(
     crosses = [e for e in run(a, frames) if e.kind == "cross"]
     assert [(e.track_id, e.direction) for e in crosses] == ([(4, "out")] if expected else [])
     assert a.line_counts() == {"door": {"person": expected} if expected else {}}
+
+
+@pytest.mark.parametrize("steep, expected", [(False, [(5, "out")]), (True, [])])
+def test_a_track_first_seen_cut_by_the_top_just_past_an_edge_line_came_in_through_it(steep, expected):
+    """An object (20 x 40) comes in through the top-right corner, undetected until it is 17 px (12 px when
+    steep) past a line 3 px from the right border, cut by the top. Once it is seen whole, its motion, run
+    backwards from that first sighting, meets the line with 63 % of its height in the frame's rows: it came
+    in through the line. Walking steeply down, its bottom would have been above the frame then: it came in
+    through the top, and does not count."""
+    config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H + 100], [W - 3, 0]], "band": 4}]})
+    if steep:
+        frames = [[(5, 0, blob(275 - f, -26 + 4 * f, 295 - f, 14 + 4 * f))] for f in range(12)]
+    else:
+        frames = [[(5, 0, blob(270 - 3 * f, -12 + f // 2, 290 - 3 * f, 28 + f // 2))] for f in range(36)]
+    a = Analytics(config)
+    crosses = [e for e in run(a, [[]] * 5 + frames) if e.kind == "cross"]
+    assert [(e.track_id, e.direction) for e in crosses] == expected

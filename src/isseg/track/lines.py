@@ -33,7 +33,8 @@ class LineCounter:
     least ``MIN_INSIDE`` of its height (seen whole) is within the frame's rows. A track gone through the top
     border within the band before the line crossed it if its motion met the line that way. One first seen cut
     by the bottom border alone crossed unseen if its foot then, estimated when it is first seen whole, is
-    across the line (:meth:`_came_up`).
+    across the line; one first seen cut by the top or bottom just past a line at the frame edge came in
+    through it if its motion, run backwards, meets the line first (:meth:`_came_up`).
     ``previous`` carries the state of a counter of the same line over when the frame size changes.
     """
 
@@ -66,7 +67,7 @@ class LineCounter:
         self._start: dict[int, int] = old._start if old else {}  # side of a first sighting within the band
         self._box: dict[int, tuple[float, float, int]] = old._box if old else {}  # last (top, bottom, borders)
         self._height: dict[int, float] = old._height if old else {}  # last height not cut at the top or bottom
-        self._under: dict[int, tuple[float, float]] = old._under if old else {}  # first seen cut at the bottom
+        self._under: dict[int, tuple] = old._under if old else {}  # first seen cut at the top or bottom
         self._size = size
 
     def _dist(self, p: np.ndarray) -> np.ndarray:
@@ -285,26 +286,44 @@ class LineCounter:
 
     def _came_up(self, tid: int, cls: str, box: np.ndarray, bits: int, point, first: bool, timestamp: float,
                  frame: int, source: str) -> Event | None:
-        """A track first seen cut by the bottom border alone (its foot below the frame, its visible lowest
-        pixels pinned to the border) may have crossed the line there unseen. When it is first seen whole,
-        its foot then is estimated from that sighting's box (its top plus the height seen whole, its x
-        centre plus the foot's offset from the centre seen whole); if that is across the line from where
-        the track is now, it crossed, if ``MIN_INSIDE`` of its height was within the frame's rows when its
-        estimated foot (moving straight to the one now) met the line."""
+        """A track first seen cut by the top or bottom border (not the sides) may have crossed the line unseen;
+        it is judged when it is first seen whole. Cut by the bottom, its foot was below the frame (its
+        visible lowest pixels pinned to the border): its foot then is estimated from that sighting's box
+        (its top plus the height seen whole, its x centre plus the foot's offset from the centre seen
+        whole). If that is across the line from where the track is now, it crossed, if ``MIN_INSIDE`` of
+        its height was within the frame's rows when its estimated foot (moving straight to the one now) met
+        the line. If it is on the track's side, but within the object's width of a line at the frame edge
+        (first seen after the stream's first frames), and the track's motion run backwards from there meets
+        the line while ``MIN_INSIDE`` of it is in the frame's rows, it came in through the line."""
         if first:
-            if bits & 8 and not bits & 7:
-                self._under[tid] = (float(box[1]), float(box[0] + box[2]) / 2)
+            if bits & 10 and not bits & 5:
+                self._under[tid] = (float(box[1]), float(box[3]), float(box[0] + box[2]) / 2, bits,
+                                    self._updates > STARTUP_UPDATES, float(point[0]), float(point[1]))
             return None
         if bits & 10 or tid not in self._under:
             return None
-        top0, cx0 = self._under.pop(tid)
+        top0, bottom0, cx0, bits0, late, px0, py0 = self._under.pop(tid)
         side, h = self.side.get(tid, 0), float(box[3] - box[1])
-        foot0 = (cx0 + float(point[0]) - float(box[0] + box[2]) / 2, top0 + h)
+        foot0 = (cx0 + float(point[0]) - float(box[0] + box[2]) / 2, top0 + h) if bits0 & 8 else (px0, py0)
         d0, d1 = float(self._dist(np.array([foot0]))[0]), float(self._dist(np.array([point], np.float64))[0])
-        if not side or d0 * side >= 0 or d1 * side <= 0:
+        if not side or d1 * side <= 0:
             return None
-        top = top0 + d0 / (d0 - d1) * (float(box[1]) - top0)  # its top when the foot met the line
-        if self._size[0] - top < MIN_INSIDE * h:
+        if d0 * side < 0:  # across the line then
+            if not bits0 & 8:
+                return None  # its foot was in sight: the crossing was seen
+            top = top0 + d0 / (d0 - d1) * (float(box[1]) - top0)  # its top when the foot met the line
+            if self._size[0] - top < MIN_INSIDE * h:
+                return None
+            return self._cross(tid, side, cls, point, timestamp, frame, source)
+        v = self._velocity(tid)
+        if v is None or not late or not self.edge[0 if side < 0 else 1] or abs(d0) > float(box[2] - box[0]):
+            return None
+        rate = (self._u[0] * v[1] - self._u[1] * v[0]) / self._len
+        if rate * side <= 0:
+            return None
+        back = d0 / rate  # seconds before its first sighting that its foot was on the line
+        low = (top0 + h if bits0 & 8 else bottom0) - v[1] * back  # its bottom then
+        if (min(low, self._size[0]) - max(low - h, 0.0)) < MIN_INSIDE * h:
             return None
         return self._cross(tid, side, cls, point, timestamp, frame, source)
 
