@@ -44,3 +44,9 @@ def test_unknown_tracker_names_are_refused(capsys):
     with pytest.raises(SystemExit):
         load_script().main(["--trackers", "isseg,sort"])
     assert "unknown sort" in capsys.readouterr().err
+
+
+def test_class_flips_out_of_range_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        load_script().main(["--trackers", "isseg", "--class-flips", "1.5"])
+    assert "--class-flips: expected a probability in [0, 1], got 1.5" in capsys.readouterr().err
