@@ -104,6 +104,15 @@ class LineCounter:
         dt = hist[-1][0] - hist[0][0]
         return ((hist[-1][1] - hist[0][1]) / dt, (hist[-1][2] - hist[0][2]) / dt)
 
+    def _rate(self, v: tuple[float, float]) -> float:
+        """How fast the signed distance to the line changes for an anchor moving at ``v`` (px per second)."""
+        return (self._u[0] * v[1] - self._u[1] * v[0]) / self._len
+
+    def _enough_inside(self, low: float, h: float) -> bool:
+        """Whether ``MIN_INSIDE`` of an object ``h`` high whose bottom is at row ``low`` is within the frame's
+        rows."""
+        return (min(low, self._size[0]) - max(low - h, 0.0)) >= MIN_INSIDE * h
+
     def _via_line(self, p: tuple[float, float], v: tuple[float, float] | None, side: int, tid: int,
                   box: tuple[float, float, int] | None = None) -> bool:
         """Whether track ``tid``'s anchor at ``p`` moving along ``v`` reaches the line (towards ``side``) before
@@ -115,7 +124,7 @@ class LineCounter:
         d = float(self._dist(np.array([p]))[0])
         if v is None or d * side > 0:
             return True
-        rate = (self._u[0] * v[1] - self._u[1] * v[0]) / self._len  # how fast d changes
+        rate = self._rate(v)
         if rate * side <= 0:
             return False  # moving away from the line
         t_line, h = -d / rate, self._height.get(tid)
@@ -123,7 +132,7 @@ class LineCounter:
         if box is not None and h:
             top, bottom, bits = box
             low = (top + h if bits & 8 else bottom) + v[1] * t_line  # its bottom then (cut at the bottom: hidden)
-            if (min(low, self._size[0]) - max(low - h, 0.0)) < MIN_INSIDE * h:
+            if not self._enough_inside(low, h):
                 return False
             axes = axes[:1]
         t_frame = math.inf
@@ -318,12 +327,12 @@ class LineCounter:
         v = self._velocity(tid)
         if v is None or not late or not self.edge[0 if side < 0 else 1] or abs(d0) > float(box[2] - box[0]):
             return None
-        rate = (self._u[0] * v[1] - self._u[1] * v[0]) / self._len
+        rate = self._rate(v)
         if rate * side <= 0:
             return None
         back = d0 / rate  # seconds before its first sighting that its foot was on the line
         low = (top0 + h if bits0 & 8 else bottom0) - v[1] * back  # its bottom then
-        if (min(low, self._size[0]) - max(low - h, 0.0)) < MIN_INSIDE * h:
+        if not self._enough_inside(low, h):
             return None
         return self._cross(tid, side, cls, point, timestamp, frame, source)
 

@@ -273,8 +273,8 @@ class Tracker:
                      (centres[None, :, 1] - means[:, None, 1]) / size[:, None, 1])
         gate = cfg.refind_radius * (1 + cfg.refind_growth * (lost_for - 1))[:, None]
         sim = 1 - r / gate
-        labels = np.array([t.label for t in tracks])
-        other = labels[:, None] != np.asarray(det.labels)[idx][None, :]
+        labels, det_labels = np.array([t.label for t in tracks]), np.asarray(det.labels)[idx]
+        other = labels[:, None] != det_labels[None, :]
         sim[other] = sim[other] * cfg.class_weight if cfg.class_weight > 0 else -1
         sim[(wh[None, :, 0] > 1.5 * size[:, None, 0]) | (wh[None, :, 1] > 1.5 * size[:, None, 1])] = -1
         leaving = np.array([t.leaving for t in tracks])[:, None]
@@ -282,7 +282,7 @@ class Tracker:
         sim[(leaving != 0) & ((leaving & at_border) == 0)] = -1  # it went out there
         if cfg.leaving_same_class:  # a class it was never seen as, coming in where it went out: another object
             for k in np.flatnonzero(leaving[:, 0]):
-                sim[k, ~np.isin(np.asarray(det.labels)[idx], list(tracks[k].votes))] = -1
+                sim[k, ~np.isin(det_labels, list(tracks[k].votes))] = -1
         rows, cols = assign(sim, 1e-6)
         for r_, c in zip(rows, cols):
             matches[int(idx[c])] = tracks[r_]
