@@ -443,3 +443,21 @@ def test_a_track_first_seen_cut_by_the_top_just_past_an_edge_line_came_in_throug
     a = Analytics(config)
     crosses = [e for e in run(a, [[]] * 5 + frames) if e.kind == "cross"]
     assert [(e.track_id, e.direction) for e in crosses] == expected
+
+
+@pytest.mark.parametrize("steep, expected", [(False, [(6, "out")]), (True, [])])
+def test_an_edge_entry_from_below_is_judged_by_the_motion_across_the_bottom_border(steep, expected):
+    """An object (20 x 40) comes up through the bottom border, first seen 12 px past a line 3 px from the
+    right border with half (steep: 60 %) of its height in the frame. Its anchors stay pinned to the bottom
+    border until it is seen whole, so they show little but its sideways motion. Walking left 3 px per frame and up
+    1, run backwards it meets the line with 40 % of its height in the frame: it came in through the line.
+    Walking left 1 and up 4, its bottom was 48 px further down when its foot was at the line (all of it below
+    the frame): it came in through the bottom, and does not count (the anchors' motion would put 36 % of it
+    in the frame)."""
+    config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H + 100], [W - 3, 0]], "band": 4}]})
+    if steep:
+        frames = [[(6, 0, blob(275 - f, H - 24 - 4 * f, 295 - f, H + 16 - 4 * f))] for f in range(12)]
+    else:
+        frames = [[(6, 0, blob(275 - 3 * f, H - 20 - f, 295 - 3 * f, H + 20 - f))] for f in range(30)]
+    crosses = [e for e in run(Analytics(config), [[]] * 5 + frames) if e.kind == "cross"]
+    assert [(e.track_id, e.direction) for e in crosses] == expected

@@ -302,16 +302,16 @@ class LineCounter:
         whole). If that is across the line from where the track is now, it crossed, if ``MIN_INSIDE`` of
         its height was within the frame's rows when its estimated foot (moving straight to the one now) met
         the line. If it is on the track's side, but within the object's width of a line at the frame edge
-        (first seen after the stream's first frames), and the track's motion run backwards from there meets
-        the line while ``MIN_INSIDE`` of it is in the frame's rows, it came in through the line."""
+        (first seen after the stream's first frames), and its motion from then to now (foot to foot), run
+        backwards, meets the line while ``MIN_INSIDE`` of it is in the frame's rows, it came in through the line."""
         if first:
             if bits & 10 and not bits & 5:
                 self._under[tid] = (float(box[1]), float(box[3]), float(box[0] + box[2]) / 2, bits,
-                                    self._updates > STARTUP_UPDATES, float(point[0]), float(point[1]))
+                                    self._updates > STARTUP_UPDATES, float(point[0]), float(point[1]), timestamp)
             return None
         if bits & 10 or tid not in self._under:
             return None
-        top0, bottom0, cx0, bits0, late, px0, py0 = self._under.pop(tid)
+        top0, bottom0, cx0, bits0, late, px0, py0, t0 = self._under.pop(tid)
         side, h = self.side.get(tid, 0), float(box[3] - box[1])
         foot0 = (cx0 + float(point[0]) - float(box[0] + box[2]) / 2, top0 + h) if bits0 & 8 else (px0, py0)
         d0, d1 = float(self._dist(np.array([foot0]))[0]), float(self._dist(np.array([point], np.float64))[0])
@@ -324,7 +324,10 @@ class LineCounter:
             if self._size[0] - top < MIN_INSIDE * h:
                 return None
             return self._cross(tid, side, cls, point, timestamp, frame, source)
-        v = self._velocity(tid)
+        # its motion: from the estimated foot then straight to the foot now (a cut object's anchors are pinned to
+        # the border, so their motion misses the motion across it)
+        dt = timestamp - t0
+        v = ((float(point[0]) - foot0[0]) / dt, (float(point[1]) - foot0[1]) / dt) if dt > 0 else None
         if v is None or not late or not self.edge[0 if side < 0 else 1] or abs(d0) > float(box[2] - box[0]):
             return None
         rate = self._rate(v)
