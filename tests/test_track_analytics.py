@@ -412,6 +412,29 @@ def test_a_track_gone_through_the_bottom_before_the_line_is_not_moved_over_it():
     assert crosses == []
 
 
+def _shape(kind: str, cx: int, top: int, h: int = 40, w: int = 20) -> np.ndarray:
+    """A ``kind`` ("triangle": apex up; "rectangle") ``w`` wide at its base and ``h`` high, centred on ``cx``,
+    its top row at ``top``, clipped to the frame."""
+    m = np.zeros((H, W), bool)
+    for r in range(h):
+        half = (r + 1) / h * w / 2 if kind == "triangle" else w / 2
+        if 0 <= top + r < H:
+            m[top + r, max(round(cx - half), 0):max(round(cx + half), 0)] = True
+    return m
+
+
+@pytest.mark.parametrize("kind, expected", [("rectangle", [(6, "out")]), ("triangle", [])])
+def test_a_crossing_below_the_frame_counts_by_the_share_of_the_mask_in_the_frame(kind, expected):
+    """An object 20 x 40 comes up through the bottom border walking left 3 px and up 1 px per frame, first
+    seen 12 px past a line 3 px from the right border. Run backwards, its foot meets the line when 40 % of its
+    height is in the frame. A rectangle then has 40 % of its pixels in the frame, over the 30 % rule: it came
+    in through the line. A triangle (apex up) has 16 %: it came in through the bottom, and does not count."""
+    config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H + 100], [W - 3, 0]], "band": 4}]})
+    frames = [[(6, 0, _shape(kind, 285 - 3 * f, H - 20 - f))] for f in range(30)]
+    crosses = [e for e in run(Analytics(config), [[]] * 5 + frames) if e.kind == "cross"]
+    assert [(e.track_id, e.direction) for e in crosses] == expected
+
+
 @pytest.mark.parametrize("x0, expected", [(150, {"in": 0, "out": 1}), (128, None)])
 def test_a_track_that_came_up_from_below_across_the_line_counts_once_seen_whole(x0, expected):
     """A person whose foot is 16 px right of its body's centre comes in through the bottom border walking up

@@ -102,7 +102,8 @@ class Analytics:
         names = tracked.names
         self.last_points = {i: (float(p[0]), float(p[1])) for i, p in zip(ids, points)}
         for counter in self.lines:
-            events += counter.update(ids, names, points, contacts, timestamp, frame_index, self.source, tracked.boxes)
+            events += counter.update(ids, names, points, contacts, timestamp, frame_index, self.source, tracked.boxes,
+                                     tracked.masks)
         for monitor in self.zones:
             events += monitor.update(ids, names, points, timestamp, frame_index, self.source)
         return events
@@ -119,7 +120,8 @@ class Analytics:
             contacts = edge_contacts(det, self._size)  # type: ignore[arg-type]
             ids, names = [int(t) for t in det.track_ids], det.names
             for counter in self.lines:
-                events += counter.replay(ids, names, points, contacts, timestamp, frame_index, self.source, det.boxes)
+                events += counter.replay(ids, names, points, contacts, timestamp, frame_index, self.source, det.boxes,
+                                         det.masks)
         return events
 
     def finish(self, timestamp: float, frame_index: int) -> list[Event]:

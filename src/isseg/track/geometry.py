@@ -6,6 +6,7 @@ pixel (x, y) covering [x, x+1) x [y, y+1), so the centre of pixel (x, y) is (x +
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,21 @@ def anchor_points(det: Detections, mode: str = "foot") -> np.ndarray:
 
 
 BORDER_REACH = 3  # a box within this many pixels of a frame border touches it
+
+
+def row_shares(masks: np.ndarray, i: int, box: np.ndarray, reach: int = BORDER_REACH) -> np.ndarray | None:
+    """float64 [h + 1]: the share of mask ``i``'s pixels (``masks`` bool [N, H, W], an array or an
+    ``InstanceMasks``) in its top 0, 1, ..., h rows, h its height in rows; looked for within its ``box``
+    (x1, y1, x2, y2) widened by ``reach`` pixels. None when it has no pixels there."""
+    _, h, w = masks.shape
+    x0, y0 = max(int(box[0]) - reach, 0), max(int(box[1]) - reach, 0)
+    x1, y1 = min(int(math.ceil(box[2])) + reach, w), min(int(math.ceil(box[3])) + reach, h)
+    per_row = np.asarray(masks[i, y0:y1, x0:x1]).sum(1, dtype=np.float64)
+    rows = np.flatnonzero(per_row)
+    if not len(rows):
+        return None
+    cum = np.cumsum(per_row[rows[0]:rows[-1] + 1])
+    return np.concatenate([[0.0], cum / cum[-1]])
 
 
 def border_bits(boxes: np.ndarray, size: tuple[int, int], reach: float = BORDER_REACH) -> np.ndarray:

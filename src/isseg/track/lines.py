@@ -13,7 +13,7 @@ from collections import deque
 import numpy as np
 
 from isseg.track.events import Event
-from isseg.track.geometry import border_bits
+from isseg.track.geometry import border_bits, row_shares
 from isseg.track.zones import Line
 
 FORGET_S = 10.0  # the state of a track missing for longer than this is forgotten
@@ -108,10 +108,18 @@ class LineCounter:
         """How fast the signed distance to the line changes for an anchor moving at ``v`` (px per second)."""
         return (self._u[0] * v[1] - self._u[1] * v[0]) / self._len
 
-    def _enough_inside(self, low: float, h: float) -> bool:
-        """Whether ``MIN_INSIDE`` of an object ``h`` high whose bottom is at row ``low`` is within the frame's
-        rows."""
-        return (min(low, self._size[0]) - max(low - h, 0.0)) >= MIN_INSIDE * h
+    def _inside(self, low: float, h: float, shares: np.ndarray | None = None) -> float:
+        """The share of an object ``h`` high whose bottom is at row ``low`` that is within the frame's rows: of
+        its mask's pixels, with its ``shares`` by row (:func:`~isseg.track.geometry.row_shares`), else of its
+        height."""
+        if h <= 0:
+            return 0.0
+        top = low - h
+        a, b = min(max(-top / h, 0.0), 1.0), min(max((self._size[0] - top) / h, 0.0), 1.0)  # in its height
+        if shares is None:
+            return b - a
+        rows = np.linspace(0.0, 1.0, len(shares))
+        return float(np.interp(b, rows, shares) - np.interp(a, rows, shares))
 
     def _via_line(self, p: tuple[float, float], v: tuple[float, float] | None, side: int, tid: int,
                   box: tuple[float, float, int] | None = None) -> bool:
@@ -132,7 +140,7 @@ class LineCounter:
         if box is not None and h:
             top, bottom, bits = box
             low = (top + h if bits & 8 else bottom) + v[1] * t_line  # its bottom then (cut at the bottom: hidden)
-            if not self._enough_inside(low, h):
+            if self._inside(low, h) < MIN_INSIDE:
                 return False
             axes = axes[:1]
         t_frame = math.inf
@@ -244,25 +252,28 @@ class LineCounter:
 
     def update(self, ids: list[int], names: list[str], points: np.ndarray,
                contacts: list[list[tuple[float, float]]], timestamp: float, frame: int, source: str = "",
-               boxes: np.ndarray | None = None) -> list[Event]:
+               boxes: np.ndarray | None = None, masks: np.ndarray | None = None) -> list[Event]:
         """Crossings in one frame of the tracks ``ids`` (classes ``names``, anchors ``points`` [N, 2], frame
-        border contacts from :func:`edge_contacts`, boxes [N, 4] (x1, y1, x2, y2) if known)."""
+        border contacts from :func:`edge_contacts`, boxes [N, 4] (x1, y1, x2, y2) and masks bool [N, H, W] if
+        known)."""
         self._updates += 1
-        events, wanted = self._steps(ids, names, points, contacts, timestamp, frame, source, boxes=boxes)
+        events, wanted = self._steps(ids, names, points, contacts, timestamp, frame, source, boxes=boxes,
+                                     masks=masks)
         present = {ids[k] for k in wanted}
         self._present = present
         return events + self._gone(present, timestamp, frame, source, self.retention_s)
 
     def replay(self, ids: list[int], names: list[str], points: np.ndarray,
                contacts: list[list[tuple[float, float]]], timestamp: float, frame: int, source: str = "",
-               boxes: np.ndarray | None = None) -> list[Event]:
+               boxes: np.ndarray | None = None, masks: np.ndarray | None = None) -> list[Event]:
         """Observations of an earlier frame of the tracks ``ids`` only (new tracks' first moments, see
         :attr:`isseg.track.Tracker.earlier`); other tracks are not missing for that."""
-        return self._steps(ids, names, points, contacts, timestamp, frame, source, True, boxes)[0]
+        return self._steps(ids, names, points, contacts, timestamp, frame, source, True, boxes, masks)[0]
 
     def _steps(self, ids: list[int], names: list[str], points: np.ndarray,
                contacts: list[list[tuple[float, float]]], timestamp: float, frame: int, source: str,
-               replay: bool = False, boxes: np.ndarray | None = None) -> tuple[list[Event], list[int]]:
+               replay: bool = False, boxes: np.ndarray | None = None, masks: np.ndarray | None = None
+               ) -> tuple[list[Event], list[int]]:
         """:meth:`_step` of each track of a class the line counts; (events, the rows it looked at)."""
         events: list[Event] = []
         wanted = [k for k, n in enumerate(names) if not self.line.classes or n in self.line.classes]
@@ -287,14 +298,15 @@ class LineCounter:
             elif side and d[j] * side > self.band[0 if side > 0 else 1]:
                 self._foot.pop(ids[k], None)  # even cut, it is clearly on its side now
             if e is None and boxes is not None and bits is not None:
+                judged = not first and not bits[k] & 10 and ids[k] in self._under and masks is not None
                 e = self._came_up(ids[k], names[k], boxes[k], int(bits[k]), points[k], first, timestamp, frame,
-                                  source)
+                                  source, row_shares(masks, k, boxes[k]) if judged else None)
             if e is not None:
                 events.append(e)
         return events, wanted
 
     def _came_up(self, tid: int, cls: str, box: np.ndarray, bits: int, point, first: bool, timestamp: float,
-                 frame: int, source: str) -> Event | None:
+                 frame: int, source: str, shares: np.ndarray | None = None) -> Event | None:
         """A track first seen cut by the top or bottom border (not the sides) may have crossed the line unseen;
         it is judged when it is first seen whole. Cut by the bottom, its foot was below the frame (its
         visible lowest pixels pinned to the border): its foot then is estimated from that sighting's box
@@ -321,7 +333,7 @@ class LineCounter:
             if not bits0 & 8:
                 return None  # its foot was in sight: the crossing was seen
             top = top0 + d0 / (d0 - d1) * (float(box[1]) - top0)  # its top when the foot met the line
-            if self._size[0] - top < MIN_INSIDE * h:
+            if self._inside(top + h, h, shares) < MIN_INSIDE:
                 return None
             return self._cross(tid, side, cls, point, timestamp, frame, source)
         # its motion: from the estimated foot then straight to the foot now (a cut object's anchors are pinned to
@@ -335,7 +347,7 @@ class LineCounter:
             return None
         back = d0 / rate  # seconds before its first sighting that its foot was on the line
         low = (top0 + h if bits0 & 8 else bottom0) - v[1] * back  # its bottom then
-        if not self._enough_inside(low, h):
+        if self._inside(low, h, shares) < MIN_INSIDE:
             return None
         return self._cross(tid, side, cls, point, timestamp, frame, source)
 
