@@ -413,13 +413,15 @@ def test_a_track_gone_through_the_bottom_before_the_line_is_not_moved_over_it():
 
 
 def _shape(kind: str, cx: int, top: int, h: int = 40, w: int = 20) -> np.ndarray:
-    """A ``kind`` ("triangle": apex up; "rectangle") ``w`` wide at its base and ``h`` high, centred on ``cx``,
-    its top row at ``top``, clipped to the frame."""
+    """A ``kind`` ("triangle": apex up; "rectangle"; "heel": a rectangle whose lowest 8 rows narrow to its
+    right end, so its foot is 9 px right of its centre) ``w`` wide at its base and ``h`` high, centred on
+    ``cx``, its top row at ``top``, clipped to the frame."""
     m = np.zeros((H, W), bool)
     for r in range(h):
         half = (r + 1) / h * w / 2 if kind == "triangle" else w / 2
+        left = cx + w / 2 - 2 * (h - r) if kind == "heel" and r >= h - 8 else cx - half
         if 0 <= top + r < H:
-            m[top + r, max(round(cx - half), 0):max(round(cx + half), 0)] = True
+            m[top + r, max(round(left), 0):max(round(cx + half), 0)] = True
     return m
 
 
@@ -433,6 +435,19 @@ def test_a_crossing_below_the_frame_counts_by_the_share_of_the_mask_in_the_frame
     frames = [[(6, 0, _shape(kind, 285 - 3 * f, H - 20 - f))] for f in range(30)]
     crosses = [e for e in run(Analytics(config), [[]] * 5 + frames) if e.kind == "cross"]
     assert [(e.track_id, e.direction) for e in crosses] == expected
+
+
+def test_a_track_first_seen_cut_at_a_bottom_corner_is_judged_by_its_estimated_foot():
+    """An object 60 px wide whose foot is 29 px right of its centre comes up through the bottom-right corner,
+    walking left and up 4 px per frame. First seen cut by the bottom and right borders, its foot (hidden) is
+    16 px right of a line 20 px from the right border, its visible lowest pixels 13 px left of it: nothing
+    in sight crosses. Once it is seen whole, its foot then is estimated from that sighting's box: right of
+    the line, and it met the line with 90 % of its height in the frame's rows: it crossed (out)."""
+    config = parse_zones({"lines": [{"name": "door", "points": [[W - 20, H + 100], [W - 20, 0]], "band": 4}]})
+    frames = [[(9, 0, _shape("heel", 267 - 4 * f, H - 20 - 4 * f, w=60))] for f in range(12)]
+    assert anchor_points(tracked(frames[0]))[0][0] == 267  # the lowest visible rows, cut at the right border
+    crosses = [e for e in run(Analytics(config), frames) if e.kind == "cross"]
+    assert [(e.track_id, e.direction) for e in crosses] == [(9, "out")]
 
 
 @pytest.mark.parametrize("x0, expected", [(150, {"in": 0, "out": 1}), (128, None)])

@@ -32,9 +32,10 @@ class LineCounter:
     (it may have been there before). "Before the top or bottom border", with the track's boxes: while at
     least ``MIN_INSIDE`` of its height (seen whole) is within the frame's rows. A track gone through the top
     border within the band before the line crossed it if its motion met the line that way. One first seen cut
-    by the bottom border alone crossed unseen if its foot then, estimated when it is first seen whole, is
-    across the line; one first seen cut by the top or bottom just past a line at the frame edge came in
-    through it if its motion, run backwards, meets the line first (:meth:`_came_up`).
+    by the bottom border (at a corner too) crossed unseen if its foot then, estimated when it is first seen
+    whole, is across the line; one first seen cut by the top or bottom just past a line at the frame edge
+    came in through it if its motion, run backwards, meets the line first (:meth:`_came_up`). Shares of an
+    object in the frame's rows are of its mask's pixels where the mask seen whole is at hand.
     ``previous`` carries the state of a counter of the same line over when the frame size changes.
     """
 
@@ -307,17 +308,18 @@ class LineCounter:
 
     def _came_up(self, tid: int, cls: str, box: np.ndarray, bits: int, point, first: bool, timestamp: float,
                  frame: int, source: str, shares: np.ndarray | None = None) -> Event | None:
-        """A track first seen cut by the top or bottom border (not the sides) may have crossed the line unseen;
-        it is judged when it is first seen whole. Cut by the bottom, its foot was below the frame (its
-        visible lowest pixels pinned to the border): its foot then is estimated from that sighting's box
+        """A track first seen cut by the top or bottom border (at a corner too) may have crossed the line
+        unseen; it is judged when it is first seen whole. Cut by the bottom, its foot was below the frame
+        (its visible lowest pixels pinned to the border): its foot then is estimated from that sighting's box
         (its top plus the height seen whole, its x centre plus the foot's offset from the centre seen
         whole). If that is across the line from where the track is now, it crossed, if ``MIN_INSIDE`` of
-        its height was within the frame's rows when its estimated foot (moving straight to the one now) met
-        the line. If it is on the track's side, but within the object's width of a line at the frame edge
-        (first seen after the stream's first frames), and its motion from then to now (foot to foot), run
-        backwards, meets the line while ``MIN_INSIDE`` of it is in the frame's rows, it came in through the line."""
+        it (of its mask's pixels by row, ``shares``, else of its height) was within the frame's rows when its
+        estimated foot (moving straight to the one now) met the line. If it is on the track's side, but within
+        the object's width of a line at the frame edge (first seen after the stream's first frames), and its
+        motion from then to now (foot to foot), run backwards, meets the line while ``MIN_INSIDE`` of it is in
+        the frame's rows, it came in through the line."""
         if first:
-            if bits & 10 and not bits & 5:
+            if bits & 10:
                 self._under[tid] = (float(box[1]), float(box[3]), float(box[0] + box[2]) / 2, bits,
                                     self._updates > STARTUP_UPDATES, float(point[0]), float(point[1]), timestamp)
             return None
