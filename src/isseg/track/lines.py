@@ -34,8 +34,9 @@ class LineCounter:
     border within the band before the line crossed it if its motion met the line that way. One first seen cut
     by the bottom border (at a corner too) crossed unseen if its foot then, estimated when it is first seen
     whole, is across the line; one first seen cut by the top or bottom just past a line at the frame edge
-    came in through it if its motion, run backwards, meets the line first (:meth:`_came_up`). Shares of an
-    object in the frame's rows are of its mask's pixels where the mask seen whole is at hand.
+    came in through it if its motion, run backwards, meets the line first (:meth:`_came_up`); in these two,
+    the share of it within the frame's rows is of its mask's pixels (as first seen whole), elsewhere of its
+    height.
     ``previous`` carries the state of a counter of the same line over when the frame size changes.
     """
 
