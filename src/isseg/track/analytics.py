@@ -24,9 +24,9 @@ anchor past the line has crossed (the cut only hides the part of it further out)
 the top border within the band before a line crossed it if its motion met the line first (by the same 30 % rule;
 not through the bottom border, where its foot is hidden). One first seen cut by the bottom border (coming up
 into the frame) crossed unseen if its foot then, estimated once it is seen whole, is across the line from
-where it is (by the same 30 % rule); it counts when it is first seen whole. One first seen cut by the top or
-bottom border just past a line at the frame edge came in through it if its motion, run backwards, meets the
-line while 30 % of it is in the frame's rows.
+where it is (by a 30 % rule of its mask's pixels, as first seen whole); it counts when it is first seen whole.
+One first seen cut by the top or bottom border just past a line at the frame edge came in through it if its
+motion, run backwards, meets the line while 30 % of its mask's pixels are in the frame's rows.
 
 A track's detections from before it was confirmed (:attr:`isseg.track.Tracker.earlier`, passed as
 ``earlier``) are replayed through the lines first, at their own times, so that an object that crossed a

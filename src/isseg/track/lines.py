@@ -300,36 +300,33 @@ class LineCounter:
             elif side and d[j] * side > self.band[0 if side > 0 else 1]:
                 self._foot.pop(ids[k], None)  # even cut, it is clearly on its side now
             if e is None and boxes is not None and bits is not None:
-                judged = not first and not bits[k] & 10 and ids[k] in self._under and masks is not None
-                e = self._came_up(ids[k], names[k], boxes[k], int(bits[k]), points[k], first, timestamp, frame,
-                                  source, row_shares(masks, k, boxes[k]) if judged else None)
+                if first and bits[k] & 10:  # cut at the top or bottom: judged once seen whole (_came_up)
+                    self._under[ids[k]] = (top, bottom, float(boxes[k][0] + boxes[k][2]) / 2, int(bits[k]),
+                                           self._updates > STARTUP_UPDATES, float(points[k][0]),
+                                           float(points[k][1]), timestamp)
+                elif not first and not bits[k] & 10 and ids[k] in self._under:
+                    e = self._came_up(ids[k], names[k], boxes[k], points[k], timestamp, frame, source,
+                                      None if masks is None else row_shares(masks, k, boxes[k]))
             if e is not None:
                 events.append(e)
         return events, wanted
 
-    def _came_up(self, tid: int, cls: str, box: np.ndarray, bits: int, point, first: bool, timestamp: float,
-                 frame: int, source: str, shares: np.ndarray | None = None) -> Event | None:
-        """A track first seen cut by the top or bottom border (at a corner too) may have crossed the line
-        unseen; it is judged when it is first seen whole. Cut by the bottom, its foot was below the frame
-        (its visible lowest pixels pinned to the border): its foot then is estimated from that sighting's box
-        (its top plus the height seen whole, its x centre plus the foot's offset from the centre seen
-        whole). If that is across the line from where the track is now, it crossed, if ``MIN_INSIDE`` of
-        it (of its mask's pixels by row, ``shares``, else of its height) was within the frame's rows when its
-        estimated foot (moving straight to the one now) met the line. If it is on the track's side, but within
-        the object's width of a line at the frame edge (first seen after the stream's first frames), and its
-        motion from then to now (foot to foot), run backwards, meets the line while ``MIN_INSIDE`` of it is in
-        the frame's rows, it came in through the line."""
-        if first:
-            if bits & 10:
-                self._under[tid] = (float(box[1]), float(box[3]), float(box[0] + box[2]) / 2, bits,
-                                    self._updates > STARTUP_UPDATES, float(point[0]), float(point[1]), timestamp)
-            return None
-        if bits & 10 or tid not in self._under:
-            return None
+    def _came_up(self, tid: int, cls: str, box: np.ndarray, point, timestamp: float, frame: int, source: str,
+                 shares: np.ndarray | None = None) -> Event | None:
+        """A track first seen cut by the top or bottom border (at a corner too; that sighting is in
+        ``_under``) may have crossed the line unseen; it is judged now, when it is first seen whole. Cut by the
+        bottom, its foot was below the frame (its visible lowest pixels pinned to the border): its foot then is
+        estimated from that sighting's box (its top plus the height seen whole, its x centre plus the foot's
+        offset from the centre seen whole). If that is across the line from where the track is now, it
+        crossed, if ``MIN_INSIDE`` of it (of its mask's pixels by row, ``shares``, else of its height) was
+        within the frame's rows when its estimated foot (moving straight to the one now) met the line. If it is
+        on the track's side, but within the object's width of a line at the frame edge (first seen after the
+        stream's first frames), and its motion from then to now (foot to foot), run backwards, meets the line
+        while ``MIN_INSIDE`` of it is in the frame's rows, it came in through the line."""
         top0, bottom0, cx0, bits0, late, px0, py0, t0 = self._under.pop(tid)
         side, h = self.side.get(tid, 0), float(box[3] - box[1])
         foot0 = (cx0 + float(point[0]) - float(box[0] + box[2]) / 2, top0 + h) if bits0 & 8 else (px0, py0)
-        d0, d1 = float(self._dist(np.array([foot0]))[0]), float(self._dist(np.array([point], np.float64))[0])
+        d0, d1 = (float(x) for x in self._dist(np.array([foot0, point], np.float64)))
         if not side or d1 * side <= 0:
             return None
         if d0 * side < 0:  # across the line then
