@@ -82,6 +82,18 @@ def test_foot_point_comes_from_the_mask_not_the_box():
     assert anchor_points(det)[0].tolist() == pytest.approx([120.0, det.boxes[0, 3]])
 
 
+def test_foot_point_is_the_masks_even_where_the_box_cuts_it():
+    """A box 3 px short of the mask's lowest rows (a detector's box and mask disagree by a few pixels): the
+    foot is still the mask's lowest pixels, not the wider rows the box keeps (3 px higher, 1 px to the
+    right)."""
+    m = np.zeros((H, W), bool)
+    for r in range(40):  # lowest pixels at the left: x 100 in row 99, 100-101 in row 98
+        m[60 + r, 100:100 + 40 - r] = True
+    det = Detections(np.array([[100, 60, 140, 97]], np.float32), np.ones(1, np.float32), np.zeros(1, np.int64),
+                     m[None], ("person",), (H, W))
+    assert anchor_points(det)[0].tolist() == pytest.approx([100 + 1 / 3 + 0.5, 99.5])
+
+
 @pytest.mark.parametrize("wide", [False, True])
 def test_a_line_at_the_frame_edge_counts_objects_leaving_and_entering(wide):
     """A line 3 px inside the right border: box corners (or box-clipped anchors) can never pass it. Objects

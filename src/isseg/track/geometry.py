@@ -16,20 +16,26 @@ from isseg.track.events import Event
 from isseg.track.matching import crop_masks
 from isseg.track.zones import Zone
 
+ANCHOR_MARGIN = 0.15  # anchor_points looks for the mask this share of its box's size around the box
+
 
 def anchor_points(det: Detections, mode: str = "foot") -> np.ndarray:
     """float64 [N, 2] anchor (x, y) of each detection.
 
-    "foot": the centre of the mask's lowest pixels (those within 1 px of its lowest row), looked for inside
-    the box only; "centre": the mask's centroid. Without a mask (or with an empty one): the box's
-    bottom-centre, or its centre.
+    "foot": the centre of the mask's lowest pixels (those within 1 px of its lowest row); "centre": the mask's
+    centroid. The mask is looked at within its box widened by ``BORDER_REACH`` px plus ``ANCHOR_MARGIN`` of
+    the box's size on each side: a box and a mask that disagree by a few pixels (a box cutting off a
+    triangle's lowest corner moves its foot by many) still give the mask's foot. Without a mask (or with an
+    empty one there): the box's bottom-centre, or its centre.
     """
     boxes = np.asarray(det.boxes, np.float64).reshape(-1, 4)
     out = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2,
                     boxes[:, 3] if mode == "foot" else (boxes[:, 1] + boxes[:, 3]) / 2], 1)
     if det.masks is None:
         return out
-    for i, c in enumerate(crop_masks(det.masks, boxes)):
+    size = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]] * 2, 1)
+    wide = boxes + np.array([-1, -1, 1, 1]) * (BORDER_REACH + ANCHOR_MARGIN * size)
+    for i, c in enumerate(crop_masks(det.masks, wide)):
         if c.area == 0:
             continue
         if mode == "foot":
