@@ -24,19 +24,18 @@ MIN_INSIDE = 0.3  # a crossing at a corner counts if this share of the object's 
 class LineCounter:
     """Crossings of one :class:`~isseg.track.zones.Line` (in pixels) in a frame of ``size`` (H, W).
 
-    ``counts``: ``{class: {"in": n, "out": n}}``. A track that left through the frame edge beyond the line
-    (its mask touched that edge and no other border, or, cut at a corner, its motion meets the line
-    before the other border) counts once it has been missing for ``retention_s``; one that came in through
-    it counts once it has walked in by the band (cut at a corner: if its motion, run backwards, meets the
-    line before the other border), unless it was first seen in the stream's first ``STARTUP_UPDATES`` frames
-    (it may have been there before). "Before the top or bottom border", with the track's boxes: while at
-    least ``MIN_INSIDE`` of its height (seen whole) is within the frame's rows. A track gone through the top
-    border within the band before the line crossed it if its motion met the line that way. One first seen cut
-    by the bottom border (at a corner too) crossed unseen if its foot then, estimated when it is first seen
-    whole, is across the line; one first seen cut by the top or bottom just past a line at the frame edge
-    came in through it if its motion, run backwards, meets the line first (:meth:`_came_up`); in these two,
-    the share of it within the frame's rows is of its mask's pixels (as first seen whole), elsewhere of its
-    height.
+    ``counts``: ``{class: {"in": n, "out": n}}``. A track that left through the frame edge beyond the line (its mask
+    touched that edge and no other border, or, cut at a corner, its motion meets the line before the other border)
+    counts once it has been missing for ``retention_s``; one that came in through it counts once it has walked in by
+    the band and that edge no longer cuts it (cut at a corner: if its motion, run backwards, meets the line before
+    the other border), unless it was first seen in the stream's first ``STARTUP_UPDATES`` frames (it may have been
+    there before). "Before the top or bottom border", with the track's boxes: while at least ``MIN_INSIDE`` of its
+    height (seen whole) is within the frame's rows. A track gone through the top border within the band before the
+    line crossed it if its motion met the line that way. One first seen cut by the bottom border (at a corner too)
+    crossed unseen if its foot then, estimated when it is first seen whole, is across the line; one first seen cut
+    by the top or bottom just past a line at the frame edge came in through it if its motion, run backwards, meets
+    the line first (:meth:`_came_up`); in these two, the share of it within the frame's rows is of its mask's pixels
+    (as first seen whole), elsewhere of its height.
     ``previous`` carries the state of a counter of the same line over when the frame size changes.
     """
 
@@ -208,6 +207,8 @@ class LineCounter:
             return self._cross(tid, new, cls, point, timestamp, frame, source)
         if new and old == 0 and tid in self._entry:
             side, d0, p0, at, box0 = self._entry[tid]
+            if new != side and edge == side:
+                return None  # still cut by the edge it came in through: its visible foot may not be its foot
             if new != side:
                 if (d0 - d) * side < self.line.band:
                     return None  # not yet walked in from the edge far enough to tell
