@@ -128,6 +128,17 @@ def test_an_object_coming_in_at_the_frame_edge_is_not_counted_while_the_edge_sti
     assert [(e.track_id, e.direction) for e in events if e.kind == "cross"] == [(2, "out")]
 
 
+def test_an_object_first_seen_past_a_line_at_the_frame_edge_was_there_before_if_its_motion_says_so():
+    """Two objects walk in through the right border at 3 px a frame; the detector first finds both at frame 5.
+    One is already 17 px past a line 3 px inside the border: run backwards, its foot met the line before the
+    stream began, so no crossing. The other, its foot still beyond the line, crosses in the stream."""
+    config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H], [W - 3, 0]], "band": 4}]})
+    frames = [[]] * 5 + [[(1, 0, blob(x - 30, 40, x + 30, 70)), (2, 0, blob(x + 8, 130, x + 68, 160))]
+                         for x in range(W - 20, W - 120, -3)]
+    events = run(Analytics(config), frames)
+    assert [(e.track_id, e.direction) for e in events if e.kind == "cross"] == [(2, "out")]
+
+
 def test_zone_enter_dwell_exit_and_lost():
     config = parse_zones({"zones": [{"name": "bay", "polygon": [[100, 50], [200, 50], [200, 150], [100, 150]],
                                      "max_dwell_s": 1.0}], "retention_s": 0.5})

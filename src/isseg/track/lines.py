@@ -28,10 +28,11 @@ class LineCounter:
     touched that edge and no other border, or, cut at a corner, its motion meets the line before the other border)
     counts once it has been missing for ``retention_s``; one that came in through it counts once it has walked in by
     the band and that edge no longer cuts it (cut at a corner: if its motion, run backwards, meets the line before
-    the other border), unless it was first seen in the stream's first ``STARTUP_UPDATES`` frames (it may have been
-    there before). "Before the top or bottom border", with the track's boxes: while at least ``MIN_INSIDE`` of its
-    height (seen whole) is within the frame's rows. A track gone through the top border within the band before the
-    line crossed it if its motion met the line that way. One first seen cut by the bottom border (at a corner too)
+    the other border), unless it was first seen in the stream's first ``STARTUP_UPDATES`` frames, or already past
+    the line with a motion that, run backwards, meets the line before the stream's first frame (it was there
+    before). "Before the top or bottom border", with the track's boxes: while at least ``MIN_INSIDE`` of its height
+    (seen whole) is within the frame's rows. A track gone through the top border within the band before the line
+    crossed it if its motion met the line that way. One first seen cut by the bottom border (at a corner too)
     crossed unseen if its foot then, estimated when it is first seen whole, is across the line; one first seen cut
     by the top or bottom just past a line at the frame edge came in through it if its motion, run backwards, meets
     the line first (:meth:`_came_up`); in these two, the share of it within the frame's rows is of its mask's pixels
@@ -58,8 +59,9 @@ class LineCounter:
         self.side: dict[int, int] = old.side if old else {}
         self._edge_side: dict[int, int] = old._edge_side if old else {}
         self._last: dict[int, tuple[float, tuple[float, float], str]] = old._last if old else {}
-        self._entry: dict[int, tuple[int, float, tuple[float, float], int]] = old._entry if old else {}
+        self._entry: dict[int, tuple] = old._entry if old else {}  # (side, d, anchor, borders, box, time) of entry
         self._updates: int = old._updates if old else 0  # updates so far
+        self._t0: float = old._t0 if old else math.inf  # the time of the first update
         self._present: set[int] = old._present if old else set()  # tracks seen in the last update
         self._hist: dict[int, deque] = old._hist if old else {}  # last anchors (timestamp, x, y) per track
         self._clear: dict[int, deque] = old._clear if old else {}  # the same, of sightings not cut by a border
@@ -173,7 +175,8 @@ class LineCounter:
         (``borders``; at a corner the way in is not known)."""
         if replay and edge:
             if tid not in self._last and borders == 1 and self._updates > STARTUP_UPDATES:
-                self._entry[tid] = (edge, d, (float(point[0]), float(point[1])), borders, self._box.get(tid))
+                self._entry[tid] = (edge, d, (float(point[0]), float(point[1])), borders, self._box.get(tid),
+                                    timestamp)
                 self._replayed.add(tid)
             return None
         seen = tid in self._last
@@ -190,7 +193,7 @@ class LineCounter:
             self._clear.setdefault(tid, deque(maxlen=6)).append((timestamp, *p))
         self._edge_side[tid] = edge * (2 if borders > 1 else 1)  # 2: cut at a corner
         if first and edge and self._updates > STARTUP_UPDATES and tid not in self._entry:
-            self._entry[tid] = (edge, d, p, borders, self._box.get(tid))  # came in (not there at the start)
+            self._entry[tid] = (edge, d, p, borders, self._box.get(tid), timestamp)  # came in (not there before)
         old = self.side.get(tid, 0)
         if not inside:
             self.side[tid] = 0  # beyond the ends: walking around the line is no crossing
@@ -206,7 +209,7 @@ class LineCounter:
         if new and old and new != old:
             return self._cross(tid, new, cls, point, timestamp, frame, source)
         if new and old == 0 and tid in self._entry:
-            side, d0, p0, at, box0 = self._entry[tid]
+            side, d0, p0, at, box0, t0 = self._entry[tid]
             if new != side and edge == side:
                 return None  # still cut by the edge it came in through: its visible foot may not be its foot
             if new != side:
@@ -215,6 +218,9 @@ class LineCounter:
                 del self._entry[tid]
                 v = self._velocity(tid)
                 back = None if v is None else (-v[0], -v[1])  # back in time
+                if d0 * side < 0 and v is not None and self._rate(v) * side < 0 and t0 - d0 / self._rate(v) < self._t0:
+                    self.side[tid] = new  # its motion, run backwards, meets the line before the stream began
+                    return None
                 if at == 1 or self._via_line(p0, back, side, tid, box0):
                     return self._cross(tid, new, cls, point, timestamp, frame, source)
                 self.side[tid] = new
@@ -260,6 +266,7 @@ class LineCounter:
         border contacts from :func:`edge_contacts`, boxes [N, 4] (x1, y1, x2, y2) and masks bool [N, H, W] if
         known)."""
         self._updates += 1
+        self._t0 = min(self._t0, timestamp)
         events, wanted = self._steps(ids, names, points, contacts, timestamp, frame, source, boxes=boxes,
                                      masks=masks)
         present = {ids[k] for k in wanted}
