@@ -111,8 +111,8 @@ def test_a_line_at_the_frame_edge_counts_objects_leaving_and_entering(wide):
 def test_an_object_coming_in_at_the_frame_edge_is_not_counted_while_the_edge_still_cuts_it():
     """Two legs 35 px apart, its foot between them: coming in through the right border it shows its left leg
     first, whose foot is 17 px short of its own. First detected with that leg already past a line 3 px
-    inside the border, it walks on until the leg is 16 px past, its own foot still beyond the line (its right
-    leg beyond the border), and back out: no crossing. One that walks on in counts once."""
+    inside the border, it walks on until the leg is 15.5 px past, its own foot still beyond the line (its
+    right leg beyond the border), and back out: no crossing. One that walks on in counts once."""
     def legs(x0: int) -> np.ndarray:
         m = blob(x0, 90, x0 + 40, 130)
         m[130:150] = blob(x0, 130, x0 + 5, 150)[130:150] | blob(x0 + 35, 130, x0 + 40, 150)[130:150]
@@ -121,7 +121,8 @@ def test_an_object_coming_in_at_the_frame_edge_is_not_counted_while_the_edge_sti
     config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H], [W - 3, 0]], "band": 4}],
                           "retention_s": 0.3})
     path = list(range(W - 12, W - 21, -3)) + list(range(W - 21, W + 3, 3))
-    assert anchor_points(tracked([(1, 0, legs(W - 21))]))[0][0] < W - 3 - 4 - 10 < W - 21 + 20 - 3
+    # at its furthest in: the left leg's foot 15.5 px past the line, its own foot (x0 + 20 = W - 1) beyond it
+    assert anchor_points(tracked([(1, 0, legs(W - 21))]))[0].tolist() == [W - 18.5, 149.5]
     a = Analytics(config)
     walk_on = [[(2, 0, legs(x))] for x in range(W - 12, W - 90, -3)]
     events = run(a, [[]] * 8 + [[(1, 0, legs(x))] for x in path] + [[]] * 6 + walk_on)

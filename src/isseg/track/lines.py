@@ -173,10 +173,10 @@ class LineCounter:
         A ``replay`` (an earlier sighting of a new track) may count a crossing; one cut by the frame edge
         beyond the line only tells where the object came in, and only when it is cut by that one border
         (``borders``; at a corner the way in is not known)."""
+        p = (float(point[0]), float(point[1]))
         if replay and edge:
             if tid not in self._last and borders == 1 and self._updates > STARTUP_UPDATES:
-                self._entry[tid] = (edge, d, (float(point[0]), float(point[1])), borders, self._box.get(tid),
-                                    timestamp)
+                self._entry[tid] = (edge, d, p, borders, self._box.get(tid), timestamp)
                 self._replayed.add(tid)
             return None
         seen = tid in self._last
@@ -186,7 +186,6 @@ class LineCounter:
             first = False
         else:
             self._replayed.discard(tid)
-        p = (float(point[0]), float(point[1]))
         self._last[tid] = (timestamp, p, cls)
         self._hist.setdefault(tid, deque(maxlen=6)).append((timestamp, *p))
         if not borders:
@@ -204,23 +203,23 @@ class LineCounter:
         if not seen and not edge and not new and d:
             self._start[tid] = 1 if d > 0 else -1  # first seen within the band: on this side of the line
         start = self._start.pop(tid, 0) if new else 0
-        if edge and old == edge and new == -edge:
-            return None  # cut by the frame edge beyond the line, its visible foot is not its foot: wait
+        if edge and new == -edge and (old or self._entry.get(tid, (0,))[0]) == edge:
+            return None  # cut by the frame edge beyond the line (its side, or where it came in): its visible foot
+            # may not be its foot: wait
         if new and old and new != old:
             return self._cross(tid, new, cls, point, timestamp, frame, source)
         if new and old == 0 and tid in self._entry:
             side, d0, p0, at, box0, t0 = self._entry[tid]
-            if new != side and edge == side:
-                return None  # still cut by the edge it came in through: its visible foot may not be its foot
             if new != side:
                 if (d0 - d) * side < self.line.band:
                     return None  # not yet walked in from the edge far enough to tell
                 del self._entry[tid]
                 v = self._velocity(tid)
-                back = None if v is None else (-v[0], -v[1])  # back in time
-                if d0 * side < 0 and v is not None and self._rate(v) * side < 0 and t0 - d0 / self._rate(v) < self._t0:
+                rate = None if v is None else self._rate(v)
+                if d0 * side < 0 and rate is not None and rate * side < 0 and t0 - d0 / rate < self._t0:
                     self.side[tid] = new  # its motion, run backwards, meets the line before the stream began
                     return None
+                back = None if v is None else (-v[0], -v[1])  # back in time
                 if at == 1 or self._via_line(p0, back, side, tid, box0):
                     return self._cross(tid, new, cls, point, timestamp, frame, source)
                 self.side[tid] = new
