@@ -9,7 +9,7 @@ import pytest
 
 from isseg.model.detections import Detections
 from isseg.track import Analytics, ZoneFileError, load_zones, parse_zones
-from isseg.track.geometry import anchor_points
+from isseg.track.geometry import anchor_points, median_velocity
 
 H, W = 200, 300
 NAMES = ("person", "car")
@@ -80,6 +80,13 @@ def test_foot_point_comes_from_the_mask_not_the_box():
     assert foot[0] < 104  # the box's bottom-centre would be x = 120
     det.masks = None
     assert anchor_points(det)[0].tolist() == pytest.approx([120.0, det.boxes[0, 3]])
+
+
+def test_velocity_is_the_median_of_its_pairs_so_one_jittered_point_does_not_set_it():
+    """Five points 1 px apart at 10 per second, then one 8 px off: 10 px/s (the end points would give 24)."""
+    hist = [(t / 10, float(t), 2.0 * t) for t in range(5)] + [(0.5, 13.0, 10.0)]
+    assert median_velocity(hist) == pytest.approx((10.0, 20.0))
+    assert median_velocity([(1.0, 0.0, 0.0), (1.0, 5.0, 5.0)]) is None
 
 
 def test_foot_point_is_the_masks_even_where_the_box_cuts_it():
@@ -422,6 +429,41 @@ def test_a_bottom_corner_exit_counts_if_enough_of_it_is_in_the_frame_when_its_fo
     assert a.line_counts() == {"edge": {"person": expected} if expected else {}}
 
 
+def test_a_bottom_corner_exit_is_judged_by_its_hidden_foot_not_its_pinned_anchor():
+    """An object (20 x 40) whose foot is a 6 px toe at its left end walks right 2 px and down 4 px per frame
+    out through the bottom-right corner, past a line 3 px from the right border. Last seen with its toe
+    below the frame, its lowest visible pixels are its body's, 7 px nearer the line than its foot: from
+    there, its bottom would meet the line with 55 % of it in the frame's rows. Its foot, estimated from the
+    box's uncut left side and the toe's offset seen whole, and its top plus the height seen whole, meets the
+    line with 20 % in the rows (less than ``MIN_INSIDE``): it went out through the bottom, no crossing."""
+    config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H + 100], [W - 3, 0]], "band": 4}],
+                          "retention_s": 0.3})
+    shape = {"body": (0, 20), "foot": (0, 6), "height": 40, "foot_h": 4}
+    frames = [[(3, 0, _footed(258 + 2 * f, H - 40 + 4 * f, **shape))] for f in range(12)]
+    assert anchor_points(tracked(frames[-1]))[0].tolist() == [290.0, H - 0.5]  # the body's, pinned
+    a = Analytics(config)
+    crosses = [e for e in run(a, [[]] * 5 + frames + [[]] * 8) if e.kind == "cross"]
+    crosses += [e for e in a.finish(3.0, 30) if e.kind == "cross"]
+    assert crosses == []
+
+
+def test_a_bottom_corner_exit_whose_hidden_foot_is_past_the_line_is_judged_when_it_met_the_line():
+    """An object (20 x 40) whose foot is a 6 px heel at its right end walks right 4 px and down 8 px per
+    frame out through the bottom-right corner. Last seen with 20 % of its height in the frame, its hidden
+    foot (estimated) is 1 px past a line 3 px from the right border, though its visible lowest pixels are
+    6.5 px before it. Its foot met the line, a quarter of a frame earlier, with 25 % of its height in the
+    frame's rows (less than ``MIN_INSIDE``): it went out through the bottom, no crossing."""
+    config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H + 100], [W - 3, 0]], "band": 4}],
+                          "retention_s": 0.3})
+    shape = {"body": (0, 20), "foot": (14, 20), "height": 40, "foot_h": 4}
+    frames = [[(4, 0, _footed(245 + 4 * f, H - 40 + 8 * f, **shape))] for f in range(10)]
+    assert anchor_points(tracked(frames[-1]))[0].tolist() == [290.5, H - 0.5]  # the body's, pinned
+    a = Analytics(config)
+    crosses = [e for e in run(a, [[]] * 5 + frames + [[]] * 8) if e.kind == "cross"]
+    crosses += [e for e in a.finish(3.0, 30) if e.kind == "cross"]
+    assert crosses == []
+
+
 @pytest.mark.parametrize("steep, expected", [(False, [(8, "in")]), (True, [])])
 def test_a_track_gone_through_the_top_just_before_the_line_counts_if_its_motion_met_it_first(steep, expected):
     """A person walks up and right out through the top border and is lost with its foot 1 px before a line
@@ -525,6 +567,19 @@ def test_a_track_first_seen_cut_by_the_top_just_past_an_edge_line_came_in_throug
     a = Analytics(config)
     crosses = [e for e in run(a, [[]] * 5 + frames) if e.kind == "cross"]
     assert [(e.track_id, e.direction) for e in crosses] == expected
+
+
+def test_an_edge_entry_at_a_top_corner_waits_until_it_is_seen_whole():
+    """An object (20 x 40) comes in through the top-right corner walking left 3 px and down 1 px per frame,
+    first seen cut by both borders 5.5 px past a line 3 px from the right border, its bottom 4 px into the
+    frame. Run backwards, its bottom is still in the frame when its foot meets the line, but only 5 % of its
+    height: it came in through the top. How much of it is in the frame is known only once its height is, so
+    the entry is judged when it is first seen whole: no crossing."""
+    config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H + 100], [W - 3, 0]], "band": 4}]})
+    frames = [[(5, 0, blob(283 - 3 * f, -36 + f, 303 - 3 * f, 4 + f))] for f in range(42)]
+    assert anchor_points(tracked(frames[0]))[0].tolist() == [291.5, 3.5]
+    crosses = [e for e in run(Analytics(config), [[]] * 5 + frames) if e.kind == "cross"]
+    assert crosses == []
 
 
 @pytest.mark.parametrize("steep, expected", [(False, [(6, "out")]), (True, [])])

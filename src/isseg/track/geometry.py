@@ -67,6 +67,34 @@ def row_shares(masks: np.ndarray, i: int, box: np.ndarray, reach: int = BORDER_R
     return np.concatenate([[0.0], cum / cum[-1]])
 
 
+def share_in_rows(low: float, h: float, height: int, shares: np.ndarray | None = None) -> float:
+    """The share of an object ``h`` high whose bottom is at row ``low`` that is within the rows of a frame
+    ``height`` high: of its mask's pixels, with its ``shares`` by row (:func:`row_shares`), else of its
+    height."""
+    if h <= 0:
+        return 0.0
+    top = low - h
+    a, b = min(max(-top / h, 0.0), 1.0), min(max((height - top) / h, 0.0), 1.0)  # in its height
+    if shares is None:
+        return b - a
+    rows = np.linspace(0.0, 1.0, len(shares))
+    return float(np.interp(b, rows, shares) - np.interp(a, rows, shares))
+
+
+def median_velocity(hist) -> tuple[float, float] | None:
+    """(vx, vy) per second of points ``hist`` ((timestamp, x, y), ...): the median over every pair of them
+    of the pair's velocity (Theil-Sen), so one point off by a detector's jitter does not set it. None
+    without two distinct timestamps."""
+    h = np.asarray(hist, np.float64).reshape(-1, 3)
+    i, j = np.triu_indices(len(h), 1)
+    dt = h[j, 0] - h[i, 0]
+    ok = dt > 0
+    if not ok.any():
+        return None
+    slopes = (h[j[ok], 1:] - h[i[ok], 1:]) / dt[ok, None]
+    return float(np.median(slopes[:, 0])), float(np.median(slopes[:, 1]))
+
+
 def border_bits(boxes: np.ndarray, size: tuple[int, int], reach: float = BORDER_REACH) -> np.ndarray:
     """int64 [K]: for boxes [K, 4] (x1, y1, x2, y2), which borders of a frame of ``size`` (H, W) each comes
     within ``reach`` pixels of: 1 left, 2 top, 4 right, 8 bottom (0 for all when the size is not known)."""

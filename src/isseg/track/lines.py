@@ -13,7 +13,7 @@ from collections import deque
 import numpy as np
 
 from isseg.track.events import Event
-from isseg.track.geometry import border_bits, row_shares
+from isseg.track.geometry import border_bits, median_velocity, row_shares, share_in_rows
 from isseg.track.zones import Line
 
 FORGET_S = 10.0  # the state of a track missing for longer than this is forgotten
@@ -25,13 +25,14 @@ class LineCounter:
     """Crossings of one :class:`~isseg.track.zones.Line` (in pixels) in a frame of ``size`` (H, W).
 
     ``counts``: ``{class: {"in": n, "out": n}}``. A track that left through the frame edge beyond the line (its mask
-    touched that edge and no other border, or, cut at a corner, its motion meets the line before the other border)
-    counts once it has been missing for ``retention_s``; one that came in through it counts once it has walked in by
-    the band and that edge no longer cuts it (cut at a corner: if its motion, run backwards, meets the line before
-    the other border), unless it was first seen in the stream's first ``STARTUP_UPDATES`` frames, or already past
-    the line with a motion that, run backwards, meets the line before the stream's first frame (it was there
-    before). "Before the top or bottom border", with the track's boxes: while at least ``MIN_INSIDE`` of its height
-    (seen whole) is within the frame's rows. A track gone through the top border within the band before the line
+    touched that edge and no other border, or, cut at a corner, its motion meets the line before the other border;
+    a foot the border hides estimated by :meth:`_hidden_foot`) counts once it has been missing for ``retention_s``;
+    one that came in through it counts once it has walked in by the band and that edge no longer cuts it (cut at a
+    corner: if its motion, run backwards, meets the line before the other border, judged once it is seen whole if
+    the top or bottom cut it), unless it was first seen in the stream's first ``STARTUP_UPDATES`` frames, or
+    already past the line with a motion that, run backwards, meets the line before the stream's first frame (it was
+    there before). "Before the top or bottom border", with the track's boxes: while at least ``MIN_INSIDE`` of its
+    height (seen whole) is within the frame's rows. A track gone through the top border within the band before the line
     crossed it if its motion met the line that way. One first seen cut by the bottom border (at a corner too)
     crossed unseen if its foot then, estimated when it is first seen whole, is across the line; one first seen cut
     by the top or bottom just past a line at the frame edge came in through it if its motion, run backwards, meets
@@ -69,6 +70,7 @@ class LineCounter:
         self._replayed: set[int] = old._replayed if old else set()  # tracks seen in replays only so far
         self._start: dict[int, int] = old._start if old else {}  # side of a first sighting within the band
         self._box: dict[int, tuple[float, float, int]] = old._box if old else {}  # last (top, bottom, borders)
+        self._across: dict[int, list] = old._across if old else {}  # last x1, x2; (foot - x1, x2 - foot, h) seen whole
         self._height: dict[int, float] = old._height if old else {}  # last height not cut at the top or bottom
         self._under: dict[int, tuple] = old._under if old else {}  # first seen cut at the top or bottom
         self._size = size
@@ -96,56 +98,43 @@ class LineCounter:
         return 0
 
     def _velocity(self, tid: int) -> tuple[float, float] | None:
-        """The track's anchor velocity over its last few observations (px per second), if it has two: those
-        not cut by the frame's border when there are two (a cut object's visible foot stays put at the
-        border), else any."""
+        """The track's anchor velocity over its last few observations (px per second, :func:`median_velocity`),
+        if it has two: those not cut by the frame's border when there are two (a cut object's visible foot
+        stays put at the border), else any."""
         hist = self._clear.get(tid)
         if not hist or len(hist) < 2:
             hist = self._hist.get(tid)
-        if not hist or len(hist) < 2 or hist[-1][0] <= hist[0][0]:
-            return None
-        dt = hist[-1][0] - hist[0][0]
-        return ((hist[-1][1] - hist[0][1]) / dt, (hist[-1][2] - hist[0][2]) / dt)
+        return median_velocity(hist) if hist and len(hist) >= 2 else None
 
     def _rate(self, v: tuple[float, float]) -> float:
         """How fast the signed distance to the line changes for an anchor moving at ``v`` (px per second)."""
         return (self._u[0] * v[1] - self._u[1] * v[0]) / self._len
 
-    def _inside(self, low: float, h: float, shares: np.ndarray | None = None) -> float:
-        """The share of an object ``h`` high whose bottom is at row ``low`` that is within the frame's rows: of
-        its mask's pixels, with its ``shares`` by row (:func:`~isseg.track.geometry.row_shares`), else of its
-        height."""
-        if h <= 0:
-            return 0.0
-        top = low - h
-        a, b = min(max(-top / h, 0.0), 1.0), min(max((self._size[0] - top) / h, 0.0), 1.0)  # in its height
-        if shares is None:
-            return b - a
-        rows = np.linspace(0.0, 1.0, len(shares))
-        return float(np.interp(b, rows, shares) - np.interp(a, rows, shares))
-
     def _via_line(self, p: tuple[float, float], v: tuple[float, float] | None, side: int, tid: int,
-                  box: tuple[float, float, int] | None = None) -> bool:
+                  box: tuple[float, float, int] | None = None, past: bool = False) -> bool:
         """Whether track ``tid``'s anchor at ``p`` moving along ``v`` reaches the line (towards ``side``) before
         it leaves the frame: an object cut by two borders (a corner) leaves through the one its motion meets
         first (borders the anchor is on are left out: a cut object's anchor is pinned there). Through the top
         or bottom, with its sighting's ``box`` (top, bottom, border bits) and its height seen whole: whether
         ``MIN_INSIDE`` of its height is still within the frame's rows when its foot meets the line. True
-        without a velocity, or when ``p`` is already on ``side``."""
+        without a velocity, or when ``p`` is already on ``side`` (if ``past``, only if that share was in the
+        frame's rows when its foot met the line, its motion run backwards)."""
         d = float(self._dist(np.array([p]))[0])
-        if v is None or d * side > 0:
+        if v is None or (d * side > 0 and not past):
             return True
         rate = self._rate(v)
         if rate * side <= 0:
-            return False  # moving away from the line
+            return d * side > 0  # moving away from the line
         t_line, h = -d / rate, self._height.get(tid)
         axes = ((p[0], v[0], self._size[1]), (p[1], v[1], self._size[0]))
         if box is not None and h:
             top, bottom, bits = box
             low = (top + h if bits & 8 else bottom) + v[1] * t_line  # its bottom then (cut at the bottom: hidden)
-            if self._inside(low, h) < MIN_INSIDE:
+            if share_in_rows(low, h, self._size[0]) < MIN_INSIDE:
                 return False
             axes = axes[:1]
+        if t_line <= 0:
+            return True
         t_frame = math.inf
         for pos, vel, size in axes:
             border = size if vel > 0 else 0
@@ -156,7 +145,21 @@ class LineCounter:
     def _left_via_line(self, tid: int, side: int) -> bool:
         """Whether track ``tid``, gone at a corner, left through the line (towards ``side``): :meth:`_via_line`
         from its last sighting."""
-        return self._via_line(self._last[tid][1], self._velocity(tid), side, tid, self._box.get(tid))
+        return self._via_line(self._hidden_foot(tid), self._velocity(tid), side, tid, self._box.get(tid), True)
+
+    def _hidden_foot(self, tid: int) -> tuple[float, float]:
+        """Track ``tid``'s foot at its last sighting. Cut by the frame's bottom border, or with its anchor on a
+        side border, its anchor is pinned there and its foot is estimated: x from its box's uncut side and
+        the foot's offset from it (the median of its last sightings seen whole), y its top plus its height
+        seen whole (cut at the bottom)."""
+        p, box, across = self._last[tid][1], self._box.get(tid), self._across.get(tid)
+        if box is None or across is None or not across[2]:
+            return p
+        (x1, x2, seen), bits = across, box[2]
+        left, right, h = np.median(np.array(seen), axis=0).tolist()
+        pinned = bits & 8 or min(p[0], self._size[1] - p[0]) <= 1  # on the bottom or a side border
+        x = p[0] if not pinned else x1 + left if bits & 5 == 4 else x2 - right if bits & 5 == 1 else p[0]
+        return (x, box[0] + h if bits & 10 == 8 and h else p[1])
 
     def _cross(self, tid: int, new: int, cls: str, point, timestamp: float, frame: int, source: str) -> Event:
         direction = "in" if new > 0 else "out"
@@ -211,8 +214,8 @@ class LineCounter:
         if new and old == 0 and tid in self._entry:
             side, d0, p0, at, box0, t0 = self._entry[tid]
             if new != side:
-                if (d0 - d) * side < self.line.band:
-                    return None  # not yet walked in from the edge far enough to tell
+                if (d0 - d) * side < self.line.band or (at > 1 and box0 and box0[2] & 10 and tid not in self._height):
+                    return None  # not yet walked in from the edge far enough, or seen whole, to tell
                 del self._entry[tid]
                 v = self._velocity(tid)
                 rate = None if v is None else self._rate(v)
@@ -294,8 +297,13 @@ class LineCounter:
         for j, k in enumerate(wanted):
             first = ids[k] not in self._last
             if boxes is not None and bits is not None:
-                top, bottom = float(boxes[k][1]), float(boxes[k][3])
+                x1, top, x2, bottom = boxes[k].tolist()
                 self._box[ids[k]] = (top, bottom, int(bits[k]))
+                if (seen := self._across.get(ids[k])) is None:
+                    seen = self._across[ids[k]] = [0.0, 0.0, deque(maxlen=5)]
+                seen[:2] = x1, x2
+                if not bits[k]:
+                    seen[2].append((float(points[k][0]) - x1, x2 - float(points[k][0]), bottom - top))
                 if not bits[k] & 10:  # cut neither at the top nor at the bottom: its whole height
                     self._height[ids[k]] = bottom - top
             e = self._step(ids[k], names[k], float(d[j]), bool(-tol <= t[j] <= 1 + tol),
@@ -340,7 +348,7 @@ class LineCounter:
             if not bits0 & 8:
                 return None  # its foot was in sight: the crossing was seen
             top = top0 + d0 / (d0 - d1) * (float(box[1]) - top0)  # its top when the foot met the line
-            if self._inside(top + h, h, shares) < MIN_INSIDE:
+            if share_in_rows(top + h, h, self._size[0], shares) < MIN_INSIDE:
                 return None
             return self._cross(tid, side, cls, point, timestamp, frame, source)
         # its motion: from the estimated foot then straight to the foot now (a cut object's anchors are pinned to
@@ -354,7 +362,7 @@ class LineCounter:
             return None
         back = d0 / rate  # seconds before its first sighting that its foot was on the line
         low = (top0 + h if bits0 & 8 else bottom0) - v[1] * back  # its bottom then
-        if self._inside(low, h, shares) < MIN_INSIDE:
+        if share_in_rows(low, h, self._size[0], shares) < MIN_INSIDE:
             return None
         return self._cross(tid, side, cls, point, timestamp, frame, source)
 
@@ -375,7 +383,8 @@ class LineCounter:
                 events.append(e)
             if timestamp - last_ts > FORGET_S:
                 for table in (self._last, self.side, self._edge_side, self._entry, self._hist, self._clear,
-                              self._foot, self._start, self._box, self._height, self._under):
+                              self._foot, self._start, self._box, self._across, self._height,
+                              self._under):
                     table.pop(tid, None)
                 self._replayed.discard(tid)
         return events
