@@ -7,6 +7,7 @@ pixel (x, y) covering [x, x+1) x [y, y+1), so the centre of pixel (x, y) is (x +
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,7 +82,7 @@ def share_in_rows(low: float, h: float, height: int, shares: np.ndarray | None =
     return float(np.interp(b, rows, shares) - np.interp(a, rows, shares))
 
 
-def median_velocity(hist) -> tuple[float, float] | None:
+def median_velocity(hist: Sequence[tuple[float, float, float]]) -> tuple[float, float] | None:
     """(vx, vy) per second of points ``hist`` ((timestamp, x, y), ...): the median over every pair of them
     of the pair's velocity (Theil-Sen), so one point off by a detector's jitter does not set it. None
     without two distinct timestamps."""
