@@ -136,6 +136,18 @@ def test_an_object_coming_in_at_the_frame_edge_is_not_counted_while_the_edge_sti
     assert [(e.track_id, e.direction) for e in events if e.kind == "cross"] == [(2, "out")]
 
 
+def test_an_object_cut_by_the_frame_edge_beyond_a_line_when_the_stream_starts_counts_when_it_walks_in():
+    """When the stream starts, an object (20 x 40) is cut by the right border, its visible foot 0.5 px
+    beyond a line 3 px from that border (its own foot, hidden, 8 px beyond). It walks in, left 2 px per
+    frame: its foot crossed the line after the stream began, so it counts (out) once it has walked in by the
+    band and the border no longer cuts it, as any object coming in there does."""
+    config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H], [W - 3, 0]], "band": 4}]})
+    frames = [[(3, 0, blob(295 - 2 * f, 80, 315 - 2 * f, 120))] for f in range(16)]
+    assert anchor_points(tracked(frames[0]))[0].tolist() == [297.5, 119.5]
+    crosses = [e for e in run(Analytics(config), frames) if e.kind == "cross"]
+    assert [(e.track_id, e.direction, e.frame_index) for e in crosses] == [(3, "out", 9)]
+
+
 def test_an_object_first_seen_past_a_line_at_the_frame_edge_was_there_before_if_its_motion_says_so():
     """Two objects walk in through the right border at 3 px a frame; the detector first finds both at frame 5.
     One is already 17 px past a line 3 px inside the border: run backwards, its foot met the line before the
@@ -307,13 +319,15 @@ def test_replayed_sightings_cut_by_the_edge_make_no_second_entry(replayed):
 
 
 def test_an_object_cut_by_one_border_leaves_through_it_whatever_its_anchor_does():
-    """Two objects cut by the right border move down and vanish. One touches only the right border: its
-    visible foot stays pinned left of a line 3 px from that border (it does not move towards the line), yet
-    it can only have left through that border, so it counts once. The other is cut at the bottom-right
-    corner, moving down: it left through the bottom, and the edge line does not count it."""
+    """Two objects cut by the right border move down and vanish. One, seen whole before, touches only the
+    right border: its visible foot stays pinned left of a line 3 px from that border (it does not move
+    towards the line), yet it can only have left through that border, so it counts once. The other is cut
+    at the bottom-right corner, moving down: it left through the bottom, and the edge line does not count
+    it."""
     config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H], [W - 3, 0]], "band": 4}],
                           "retention_s": 0.3})
-    side = [[(1, 0, blob(280, y, 330, y + 40))] for y in range(40, 80, 2)] + [[]] * 8
+    side = [[(1, 0, blob(x, 40, x + 50, 80))] for x in range(212, 252, 10)]
+    side += [[(1, 0, blob(262, y, 312, y + 40))] for y in range(40, 80, 2)] + [[]] * 8
     corner = [[(2, 0, blob(280, y, 330, y + 40))] for y in range(150, 190, 2)] + [[]] * 8
     for frames, expected in ((side, {"in": 1, "out": 0}), (corner, None)):
         a = Analytics(config)

@@ -15,7 +15,8 @@ room left between the line and the edge. An object whose mask touches the frame 
 the frame (its lowest *visible* pixels are not its foot), so it cannot be moved back across the line while it
 touches there; one that leaves through that edge counts once it has been missing for ``retention_s`` (or at
 :meth:`Analytics.finish`), and one that comes in through it counts once it has walked in by the band from
-where it was first seen (unless that was in the stream's first frames: it may have been there already). An
+where it was first seen (unless its motion, run backwards, meets the line before the stream began: it was
+there already). An
 object cut by that one border can only have left or come in through it; one cut at a corner, only if its
 motion (while no border cut it) meets the line before the other border, where "before the top or bottom border"
 means while at least 30 % of its height (as last seen whole) is within the frame's rows. So a line a few pixels

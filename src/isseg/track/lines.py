@@ -17,7 +17,7 @@ from isseg.track.geometry import border_bits, median_velocity, row_shares, share
 from isseg.track.zones import Line
 
 FORGET_S = 10.0  # the state of a track missing for longer than this is forgotten
-STARTUP_UPDATES = 3  # a track first seen in the first updates of a stream was there before: no entry
+STARTUP_UPDATES = 3  # replays of a stream's first updates make no edge entry, nor a came-up test (_came_up)
 MIN_INSIDE = 0.3  # a crossing at a corner counts if this share of the object's height is within the frame's rows
 
 
@@ -29,11 +29,11 @@ class LineCounter:
     a foot the border hides estimated by :meth:`_hidden_foot`) counts once it has been missing for ``retention_s``;
     one that came in through it counts once it has walked in by the band and that edge no longer cuts it (cut at a
     corner: if its motion, run backwards, meets the line before the other border, judged once it is seen whole if
-    the top or bottom cut it), unless it was first seen in the stream's first ``STARTUP_UPDATES`` frames, or
-    already past the line with a motion that, run backwards, meets the line before the stream's first frame (it was
-    there before). "Before the top or bottom border", with the track's boxes: while at least ``MIN_INSIDE`` of its
-    height (seen whole) is within the frame's rows. A track gone through the top border within the band before the line
-    crossed it if its motion met the line that way. One first seen cut by the bottom border (at a corner too)
+    the top or bottom cut it; from the stream's first frame on), unless it was first seen already past the line
+    with a motion that, run backwards, meets the line before the stream's first frame (it was there before).
+    "Before the top or bottom border", with the track's boxes: while at least ``MIN_INSIDE`` of its height (seen
+    whole) is within the frame's rows. A track gone through the top border within the band before the line crossed
+    it if its motion met the line that way. One first seen cut by the bottom border (at a corner too)
     crossed unseen if its foot then, estimated when it is first seen whole, is across the line; one first seen cut
     by the top or bottom just past a line at the frame edge came in through it if its motion, run backwards, meets
     the line first (:meth:`_came_up`); in these two, the share of it within the frame's rows is of its mask's pixels
@@ -194,7 +194,7 @@ class LineCounter:
         if not borders:
             self._clear.setdefault(tid, deque(maxlen=6)).append((timestamp, *p))
         self._edge_side[tid] = edge * (2 if borders > 1 else 1)  # 2: cut at a corner
-        if first and edge and self._updates > STARTUP_UPDATES and tid not in self._entry:
+        if first and edge and tid not in self._entry:
             self._entry[tid] = (edge, d, p, borders, self._box.get(tid), timestamp)  # came in (not there before)
         old = self.side.get(tid, 0)
         if not inside:
