@@ -44,6 +44,13 @@ def run(analytics: Analytics, frames: list[list[tuple[int, int, np.ndarray]]], f
 
 
 VERTICAL = {"lines": [{"name": "door", "points": [[150, 200], [150, 0]], "band": 4}]}  # "in" = left to right
+EDGE = {"lines": [{"name": "edge", "points": [[W - 3, H + 100], [W - 3, 0]], "band": 4}]}  # 3 px from the right
+
+
+def crosses_to_the_end(analytics: Analytics, frames: list, end_s: float, end_frame: int) -> list:
+    """The ``cross`` events of :func:`run` over ``frames`` and then of ``analytics.finish(end_s, end_frame)``."""
+    events = run(analytics, frames) + analytics.finish(end_s, end_frame)
+    return [e for e in events if e.kind == "cross"]
 
 
 def test_jitter_at_the_line_counts_once():
@@ -371,8 +378,7 @@ def test_a_track_first_seen_within_the_band_counts_when_it_walks_over(onward, ex
     back the way it came did not."""
     a = Analytics(parse_zones(VERTICAL))
     xs = [148, 150, 152, 156, 160, 166] if onward else [148, 146, 142, 138, 134, 130]
-    crosses = [e for e in run(a, _walk(xs, tid=5)) if e.kind == "cross"]
-    crosses += [e for e in a.finish(1.0, len(xs)) if e.kind == "cross"]
+    crosses = crosses_to_the_end(a, _walk(xs, tid=5), 1.0, len(xs))
     assert [(e.track_id, e.direction) for e in crosses] == expected
 
 
@@ -391,8 +397,7 @@ def test_a_track_that_ends_out_through_the_bottom_settles_on_its_last_whole_foot
     frames += [[(1, 0, _footed(152, 186 + 4 * k, **shape))] for k in range(1, 12)]
     assert anchor_points(tracked(frames[-1]))[0].tolist() == [147.0, 199.5]  # the body's, cut by the bottom
     a = Analytics(parse_zones({**VERTICAL, "retention_s": 0.5}))
-    crosses = [e for e in run(a, frames + [[]] * 10) if e.kind == "cross"]
-    crosses += [e for e in a.finish(4.0, 40) if e.kind == "cross"]
+    crosses = crosses_to_the_end(a, frames + [[]] * 10, 4.0, 40)
     assert [(e.track_id, e.direction, e.point) for e in crosses] == [(1, "in", (152.0, 193.5))]
 
 
@@ -432,8 +437,7 @@ def test_a_bottom_corner_exit_counts_if_enough_of_it_is_in_the_frame_when_its_fo
     border. Walking mostly right, its foot meets the line with most of it in the frame: it went out through
     the line. Walking steeply down, its foot would meet the line with 22 % of its height in the frame's rows
     (less than ``MIN_INSIDE``): it went out through the bottom, and does not count."""
-    config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H + 100], [W - 3, 0]], "band": 4}],
-                          "retention_s": 0.3})
+    config = parse_zones({**EDGE, "retention_s": 0.3})
     if steep:
         frames = [[(7, 0, blob(260 + 2 * f, 110 + 6 * f, 280 + 2 * f, 150 + 6 * f))] for f in range(15)]
     else:
@@ -450,14 +454,12 @@ def test_a_bottom_corner_exit_is_judged_by_its_hidden_foot_not_its_pinned_anchor
     there, its bottom would meet the line with 55 % of it in the frame's rows. Its foot, estimated from the
     box's uncut left side and the toe's offset seen whole, and its top plus the height seen whole, meets the
     line with 20 % in the rows (less than ``MIN_INSIDE``): it went out through the bottom, no crossing."""
-    config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H + 100], [W - 3, 0]], "band": 4}],
-                          "retention_s": 0.3})
+    config = parse_zones({**EDGE, "retention_s": 0.3})
     shape = {"body": (0, 20), "foot": (0, 6), "height": 40, "foot_h": 4}
     frames = [[(3, 0, _footed(258 + 2 * f, H - 40 + 4 * f, **shape))] for f in range(12)]
     assert anchor_points(tracked(frames[-1]))[0].tolist() == [290.0, H - 0.5]  # the body's, pinned
     a = Analytics(config)
-    crosses = [e for e in run(a, [[]] * 5 + frames + [[]] * 8) if e.kind == "cross"]
-    crosses += [e for e in a.finish(3.0, 30) if e.kind == "cross"]
+    crosses = crosses_to_the_end(a, [[]] * 5 + frames + [[]] * 8, 3.0, 30)
     assert crosses == []
 
 
@@ -467,14 +469,12 @@ def test_a_bottom_corner_exit_whose_hidden_foot_is_past_the_line_is_judged_when_
     foot (estimated) is 1 px past a line 3 px from the right border, though its visible lowest pixels are
     6.5 px before it. Its foot met the line, a quarter of a frame earlier, with 25 % of its height in the
     frame's rows (less than ``MIN_INSIDE``): it went out through the bottom, no crossing."""
-    config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H + 100], [W - 3, 0]], "band": 4}],
-                          "retention_s": 0.3})
+    config = parse_zones({**EDGE, "retention_s": 0.3})
     shape = {"body": (0, 20), "foot": (14, 20), "height": 40, "foot_h": 4}
     frames = [[(4, 0, _footed(245 + 4 * f, H - 40 + 8 * f, **shape))] for f in range(10)]
     assert anchor_points(tracked(frames[-1]))[0].tolist() == [290.5, H - 0.5]  # the body's, pinned
     a = Analytics(config)
-    crosses = [e for e in run(a, [[]] * 5 + frames + [[]] * 8) if e.kind == "cross"]
-    crosses += [e for e in a.finish(3.0, 30) if e.kind == "cross"]
+    crosses = crosses_to_the_end(a, [[]] * 5 + frames + [[]] * 8, 3.0, 30)
     assert crosses == []
 
 
@@ -493,8 +493,7 @@ def test_a_track_gone_through_the_top_just_before_the_line_counts_if_its_motion_
                                 20 + 3 * (n - 1 - f)))] for f in range(n)]
     assert abs(anchor_points(tracked(frames[-1]))[0, 0] - 150) == (3 if steep else 1)
     a = Analytics(parse_zones({**VERTICAL, "retention_s": 0.5}))
-    crosses = [e for e in run(a, frames + [[]] * 10) if e.kind == "cross"]
-    crosses += [e for e in a.finish(3.0, 30) if e.kind == "cross"]
+    crosses = crosses_to_the_end(a, frames + [[]] * 10, 3.0, 30)
     assert [(e.track_id, e.direction) for e in crosses] == expected
 
 
@@ -507,8 +506,7 @@ def test_a_track_gone_through_the_bottom_before_the_line_is_not_moved_over_it():
                             210 - 2 * (n - 1 - f)))] for f in range(n)]
     assert anchor_points(tracked(frames[-1]))[0].tolist() == [148.0, 199.5]
     a = Analytics(parse_zones({**VERTICAL, "retention_s": 0.5}))
-    crosses = [e for e in run(a, frames + [[]] * 10) if e.kind == "cross"]
-    crosses += [e for e in a.finish(3.0, 30) if e.kind == "cross"]
+    crosses = crosses_to_the_end(a, frames + [[]] * 10, 3.0, 30)
     assert crosses == []
 
 
@@ -531,7 +529,7 @@ def test_a_crossing_below_the_frame_counts_by_the_share_of_the_mask_in_the_frame
     seen 12 px past a line 3 px from the right border. Run backwards, its foot meets the line when 40 % of its
     height is in the frame. A rectangle then has 40 % of its pixels in the frame, over the 30 % rule: it came
     in through the line. A triangle (apex up) has 16 %: it came in through the bottom, and does not count."""
-    config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H + 100], [W - 3, 0]], "band": 4}]})
+    config = parse_zones(EDGE)
     frames = [[(6, 0, _shape(kind, 285 - 3 * f, H - 20 - f))] for f in range(30)]
     crosses = [e for e in run(Analytics(config), [[]] * 5 + frames) if e.kind == "cross"]
     assert [(e.track_id, e.direction) for e in crosses] == expected
@@ -573,7 +571,7 @@ def test_a_track_first_seen_cut_by_the_top_just_past_an_edge_line_came_in_throug
     backwards from that first sighting, meets the line with 63 % of its height in the frame's rows: it came
     in through the line. Walking steeply down, its bottom would have been above the frame then: it came in
     through the top, and does not count."""
-    config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H + 100], [W - 3, 0]], "band": 4}]})
+    config = parse_zones(EDGE)
     if steep:
         frames = [[(5, 0, blob(275 - f, -26 + 4 * f, 295 - f, 14 + 4 * f))] for f in range(12)]
     else:
@@ -589,7 +587,7 @@ def test_an_edge_entry_at_a_top_corner_waits_until_it_is_seen_whole():
     frame. Run backwards, its bottom is still in the frame when its foot meets the line, but only 5 % of its
     height: it came in through the top. How much of it is in the frame is known only once its height is, so
     the entry is judged when it is first seen whole: no crossing."""
-    config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H + 100], [W - 3, 0]], "band": 4}]})
+    config = parse_zones(EDGE)
     frames = [[(5, 0, blob(283 - 3 * f, -36 + f, 303 - 3 * f, 4 + f))] for f in range(42)]
     assert anchor_points(tracked(frames[0]))[0].tolist() == [291.5, 3.5]
     crosses = [e for e in run(Analytics(config), [[]] * 5 + frames) if e.kind == "cross"]
@@ -605,7 +603,7 @@ def test_an_edge_entry_from_below_is_judged_by_the_motion_across_the_bottom_bord
     Walking left 1 and up 4, its bottom was 48 px further down when its foot was at the line (all of it below
     the frame): it came in through the bottom, and does not count (the anchors' motion would put 36 % of it
     in the frame)."""
-    config = parse_zones({"lines": [{"name": "edge", "points": [[W - 3, H + 100], [W - 3, 0]], "band": 4}]})
+    config = parse_zones(EDGE)
     if steep:
         frames = [[(6, 0, blob(275 - f, H - 24 - 4 * f, 295 - f, H + 16 - 4 * f))] for f in range(12)]
     else:

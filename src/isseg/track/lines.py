@@ -69,8 +69,8 @@ class LineCounter:
         self._foot: dict[int, tuple[float, float]] = old._foot if old else {}  # last anchor not cut at the bottom
         self._replayed: set[int] = old._replayed if old else set()  # tracks seen in replays only so far
         self._start: dict[int, int] = old._start if old else {}  # side of a first sighting within the band
-        self._box: dict[int, tuple[float, float, int]] = old._box if old else {}  # last (top, bottom, borders)
-        self._across: dict[int, list] = old._across if old else {}  # last x1, x2; (foot - x1, x2 - foot, h) seen whole
+        self._box: dict[int, tuple] = old._box if old else {}  # last (top, bottom, borders, x1, x2)
+        self._whole: dict[int, deque] = old._whole if old else {}  # last 5 (foot - x1, x2 - foot, h) not cut
         self._height: dict[int, float] = old._height if old else {}  # last height not cut at the top or bottom
         self._under: dict[int, tuple] = old._under if old else {}  # first seen cut at the top or bottom
         self._size = size
@@ -111,11 +111,11 @@ class LineCounter:
         return (self._u[0] * v[1] - self._u[1] * v[0]) / self._len
 
     def _via_line(self, p: tuple[float, float], v: tuple[float, float] | None, side: int, tid: int,
-                  box: tuple[float, float, int] | None = None, past: bool = False) -> bool:
+                  box: tuple | None = None, past: bool = False) -> bool:
         """Whether track ``tid``'s anchor at ``p`` moving along ``v`` reaches the line (towards ``side``) before
         it leaves the frame: an object cut by two borders (a corner) leaves through the one its motion meets
         first (borders the anchor is on are left out: a cut object's anchor is pinned there). Through the top
-        or bottom, with its sighting's ``box`` (top, bottom, border bits) and its height seen whole: whether
+        or bottom, with its sighting's ``box`` (top, bottom, border bits, x1, x2) and its height seen whole: whether
         ``MIN_INSIDE`` of its height is still within the frame's rows when its foot meets the line. True
         without a velocity, or when ``p`` is already on ``side`` (if ``past``, only if that share was in the
         frame's rows when its foot met the line, its motion run backwards)."""
@@ -128,7 +128,7 @@ class LineCounter:
         t_line, h = -d / rate, self._height.get(tid)
         axes = ((p[0], v[0], self._size[1]), (p[1], v[1], self._size[0]))
         if box is not None and h:
-            top, bottom, bits = box
+            top, bottom, bits = box[:3]
             low = (top + h if bits & 8 else bottom) + v[1] * t_line  # its bottom then (cut at the bottom: hidden)
             if share_in_rows(low, h, self._size[0]) < MIN_INSIDE:
                 return False
@@ -152,10 +152,10 @@ class LineCounter:
         side border, its anchor is pinned there and its foot is estimated: x from its box's uncut side and
         the foot's offset from it (the median of its last sightings seen whole), y its top plus its height
         seen whole (cut at the bottom)."""
-        p, box, across = self._last[tid][1], self._box.get(tid), self._across.get(tid)
-        if box is None or across is None or not across[2]:
+        p, box, seen = self._last[tid][1], self._box.get(tid), self._whole.get(tid)
+        if box is None or not seen:
             return p
-        (x1, x2, seen), bits = across, box[2]
+        _, _, bits, x1, x2 = box
         left, right, h = np.median(np.array(seen), axis=0).tolist()
         pinned = bits & 8 or min(p[0], self._size[1] - p[0]) <= 1  # on the bottom or a side border
         x = p[0] if not pinned else x1 + left if bits & 5 == 4 else x2 - right if bits & 5 == 1 else p[0]
@@ -298,12 +298,11 @@ class LineCounter:
             first = ids[k] not in self._last
             if boxes is not None and bits is not None:
                 x1, top, x2, bottom = boxes[k].tolist()
-                self._box[ids[k]] = (top, bottom, int(bits[k]))
-                if (seen := self._across.get(ids[k])) is None:
-                    seen = self._across[ids[k]] = [0.0, 0.0, deque(maxlen=5)]
-                seen[:2] = x1, x2
+                self._box[ids[k]] = (top, bottom, int(bits[k]), x1, x2)
                 if not bits[k]:
-                    seen[2].append((float(points[k][0]) - x1, x2 - float(points[k][0]), bottom - top))
+                    if (seen := self._whole.get(ids[k])) is None:
+                        seen = self._whole[ids[k]] = deque(maxlen=5)
+                    seen.append((float(points[k][0]) - x1, x2 - float(points[k][0]), bottom - top))
                 if not bits[k] & 10:  # cut neither at the top nor at the bottom: its whole height
                     self._height[ids[k]] = bottom - top
             e = self._step(ids[k], names[k], float(d[j]), bool(-tol <= t[j] <= 1 + tol),
@@ -383,7 +382,7 @@ class LineCounter:
                 events.append(e)
             if timestamp - last_ts > FORGET_S:
                 for table in (self._last, self.side, self._edge_side, self._entry, self._hist, self._clear,
-                              self._foot, self._start, self._box, self._across, self._height,
+                              self._foot, self._start, self._box, self._whole, self._height,
                               self._under):
                     table.pop(tid, None)
                 self._replayed.discard(tid)
