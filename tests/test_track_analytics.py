@@ -9,7 +9,7 @@ import pytest
 
 from isseg.model.detections import Detections
 from isseg.track import Analytics, ZoneFileError, load_zones, parse_zones
-from isseg.track.geometry import anchor_points, median_velocity
+from isseg.track.geometry import anchor_points, hidden_feet, median_velocity
 
 H, W = 200, 300
 NAMES = ("person", "car")
@@ -67,6 +67,45 @@ def test_jitter_at_the_line_counts_once():
     # and without the band the same walk counts every jitter
     naive = Analytics(parse_zones({"lines": [{**VERTICAL["lines"][0], "band": 0}]}))
     assert sum(e.kind == "cross" for e in run(naive, frames)) > 10
+
+
+def _stub(x: int, lost_foot: bool) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A 30x50 object with its foot at x (mask, box); with ``lost_foot`` its mask has lost its lower 10 rows
+    (a thin strip under something in front of it) but for a 3-px stub at its right end, while its box still
+    reaches down: its lowest mask pixels are 13 px right of its foot and 8 px above its box's bottom."""
+    m = blob(x - 15, 80, x + 15, 120 if lost_foot else 130)
+    if lost_foot:
+        m[120:122, x + 12:x + 15] = True
+    return m, (x - 15, 80, x + 15, 130)
+
+
+def _with_boxes(objects: list[tuple[int, int, np.ndarray, tuple[int, int, int, int]]]) -> Detections:
+    """Like :func:`tracked`, with boxes given: (track ID, label, mask, box)."""
+    det = tracked([o[:3] for o in objects])
+    det.boxes = np.array([o[3] for o in objects], np.float32)
+    return det
+
+
+@pytest.mark.parametrize("anchor", ["foot", "centre"])
+def test_a_sighting_whose_mask_lost_its_foot_moves_the_track_over_no_line_nor_zone_border(anchor):
+    """A person walks to 5 px short of a line (beyond its 4-px band), waits there, and walks back, once
+    inside a zone that ends at the line. For one frame its mask loses its lower part but a stub 13 px to the
+    right, across the line: its box still reaches 8 px lower (16 % of its height), so that anchor is not its
+    foot, and it crosses nothing and does not leave the zone. With ``anchor: centre`` (the mask's centroid, far
+    above any box's bottom) the same walk's centroid never reaches the line either: nothing counts."""
+    zone = {"name": "lobby", "polygon": [[0, 0], [150, 0], [150, 200], [0, 200]], "band": 4}
+    a = Analytics(parse_zones({**VERTICAL, "zones": [zone], "anchor": anchor}))
+    xs = list(range(120, 145, 5)) + [145] * 6 + list(range(140, 110, -5))
+    events = []
+    for f, x in enumerate(xs):
+        mask, box = _stub(x, lost_foot=f == 8)
+        events += a.update(_with_boxes([(4, 0, mask, box)]), f / 10, f)
+    assert [(e.kind, e.name) for e in events] == [("enter", "lobby")]
+    assert a.line_counts() == {"door": {}} and a.occupancy() == {"lobby": {"person": 1}}
+    det = _with_boxes([(4, 0, *_stub(145, lost_foot=True))])
+    assert hidden_feet(det.boxes, anchor_points(det)).tolist() == [True]
+    assert hidden_feet(det.boxes, anchor_points(tracked([(4, 0, _stub(145, lost_foot=False)[0])]))).tolist() == [
+        False]
 
 
 def test_counts_per_class_and_direction_and_each_crossing_once():

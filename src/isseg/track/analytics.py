@@ -1,7 +1,9 @@
 """Line counts, zone occupancy and dwell time on tracked detections, with events.
 
 Each tracked object is reduced to one anchor point per frame: its **foot**, the centre of the lowest
-pixels of its mask (the bottom-centre of its box when there is no mask), or the centre of its mask.
+pixels of its mask (the bottom-centre of its box when there is no mask), or the centre of its mask. A foot
+well above its box's bottom (:func:`~isseg.track.geometry.hidden_feet`: the object's lower part is hidden or
+lost from its mask) is not a foot: that sighting keeps its track present and moves it over no line or border.
 
 Lines (:class:`~isseg.track.lines.LineCounter`) count, per class, crossings "in" (to the right of the line's
 first -> second point, as seen on screen) and "out". A track's side of a line only changes when its anchor is
@@ -48,7 +50,7 @@ import numpy as np
 
 from isseg.model.detections import Detections
 from isseg.track.events import Event
-from isseg.track.geometry import ZoneMonitor, anchor_points, edge_contacts
+from isseg.track.geometry import ZoneMonitor, anchor_points, edge_contacts, hidden_feet
 from isseg.track.lines import LineCounter
 from isseg.track.zones import ZoneConfig
 
@@ -102,11 +104,13 @@ class Analytics:
         ids = [int(t) for t in tracked.track_ids]
         names = tracked.names
         self.last_points = {i: (float(p[0]), float(p[1])) for i, p in zip(ids, points)}
+        hidden = hidden_feet(tracked.boxes, points) if self.config.anchor == "foot" and tracked.masks is not None \
+            else None
         for counter in self.lines:
             events += counter.update(ids, names, points, contacts, timestamp, frame_index, self.source, tracked.boxes,
-                                     tracked.masks)
+                                     tracked.masks, hidden)
         for monitor in self.zones:
-            events += monitor.update(ids, names, points, timestamp, frame_index, self.source)
+            events += monitor.update(ids, names, points, timestamp, frame_index, self.source, hidden)
         return events
 
     def _replay(self, earlier: Sequence[tuple[int, Detections]]) -> list[Event]:

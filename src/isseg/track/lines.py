@@ -263,17 +263,18 @@ class LineCounter:
 
     def update(self, ids: list[int], names: list[str], points: np.ndarray,
                contacts: list[list[tuple[float, float]]], timestamp: float, frame: int, source: str = "",
-               boxes: np.ndarray | None = None, masks: np.ndarray | None = None) -> list[Event]:
+               boxes: np.ndarray | None = None, masks: np.ndarray | None = None,
+               hidden: np.ndarray | None = None) -> list[Event]:
         """Crossings in one frame of the tracks ``ids`` (classes ``names``, anchors ``points`` [N, 2], frame
         border contacts from :func:`edge_contacts`, boxes [N, 4] (x1, y1, x2, y2) and masks bool [N, H, W] if
-        known)."""
+        known). A sighting marked in ``hidden`` (bool [N], :func:`~isseg.track.geometry.hidden_feet`) that no
+        border cuts, of a track seen before, keeps it present and moves nothing: its anchor is not its foot."""
         self._updates += 1
         self._t0 = min(self._t0, timestamp)
-        events, wanted = self._steps(ids, names, points, contacts, timestamp, frame, source, boxes=boxes,
-                                     masks=masks)
-        present = {ids[k] for k in wanted}
-        self._present = present
-        return events + self._gone(present, timestamp, frame, source, self.retention_s)
+        events, wanted = self._steps(ids, names, points, contacts, timestamp, frame, source, False, boxes, masks,
+                                     hidden)
+        self._present = {ids[k] for k in wanted}
+        return events + self._gone(self._present, timestamp, frame, source, self.retention_s)
 
     def replay(self, ids: list[int], names: list[str], points: np.ndarray,
                contacts: list[list[tuple[float, float]]], timestamp: float, frame: int, source: str = "",
@@ -284,8 +285,8 @@ class LineCounter:
 
     def _steps(self, ids: list[int], names: list[str], points: np.ndarray,
                contacts: list[list[tuple[float, float]]], timestamp: float, frame: int, source: str,
-               replay: bool = False, boxes: np.ndarray | None = None, masks: np.ndarray | None = None
-               ) -> tuple[list[Event], list[int]]:
+               replay: bool = False, boxes: np.ndarray | None = None, masks: np.ndarray | None = None,
+               hidden: np.ndarray | None = None) -> tuple[list[Event], list[int]]:
         """:meth:`_step` of each track of a class the line counts; (events, the rows it looked at)."""
         events: list[Event] = []
         wanted = [k for k, n in enumerate(names) if not self.line.classes or n in self.line.classes]
@@ -296,6 +297,9 @@ class LineCounter:
         bits = border_bits(boxes, self._size) if boxes is not None else None
         for j, k in enumerate(wanted):
             first = ids[k] not in self._last
+            if hidden is not None and hidden[k] and not first and bits is not None and not bits[k]:
+                self._last[ids[k]] = (timestamp, self._last[ids[k]][1], names[k])  # present; its foot is unknown
+                continue
             if boxes is not None and bits is not None:
                 x1, top, x2, bottom = boxes[k].tolist()
                 self._box[ids[k]] = (top, bottom, int(bits[k]), x1, x2)

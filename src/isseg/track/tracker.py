@@ -16,7 +16,8 @@ A ByteTrack-family tracker that also looks at the masks. Per frame:
    in units of the track's recent largest size, within a radius that grows while the track is lost; a
    track last seen touching a frame border while moving out through it went out there, and only a
    detection at that border, of a class the track has been detected as, can continue it
-   (``leaving_same_class``);
+   (``leaving_same_class``); a detection of another class than the track's must be within
+   ``refind_other_class`` of the radius (a class flip is seen where the object was predicted);
 5. tentative tracks are matched to the high detections left (stage 3);
 6. high detections still unmatched, at or above ``new_track_score``, start tentative tracks;
 7. a track confirmed in this frame is linked backwards through the detections no track took in the last
@@ -70,6 +71,10 @@ class TrackerConfig:
     largest, so an object that shrank while going behind something is still measured at full size."""
     refind_growth: float = 0.05
     """How much ``refind_radius`` grows per frame the track has been lost (motion gets less sure)."""
+    refind_other_class: float = 0.4
+    """Re-finding by a detection of another class than the track's takes only one within this share of the
+    radius: a detector's class flip is seen where the object was predicted, another object that happens to
+    be near is not (1 = anywhere in the radius)."""
     leaving_same_class: bool = True
     """Re-finding a track that went out through a frame border (see :class:`Tracker`) takes only a detection
     of a class that the track has been detected as: another class coming in where it went out is another
@@ -109,9 +114,9 @@ class TrackerConfig:
         if self.confirm_frames < 1 or self.lost_frames < 0 or self.backfill_frames < 0:
             raise ValueError(f"TrackerConfig: confirm_frames must be >= 1, lost_frames and backfill_frames >= 0, "
                              f"got {self.confirm_frames}, {self.lost_frames}, {self.backfill_frames}")
-        if not 0 <= self.mask_weight <= 1 or not 0 <= self.class_weight <= 1:
-            raise ValueError(f"TrackerConfig: mask_weight and class_weight must be in [0, 1], got "
-                             f"{self.mask_weight}, {self.class_weight}")
+        if not all(0 <= v <= 1 for v in (self.mask_weight, self.class_weight, self.refind_other_class)):
+            raise ValueError(f"TrackerConfig: mask_weight, class_weight and refind_other_class must be in [0, 1], "
+                             f"got {self.mask_weight}, {self.class_weight}, {self.refind_other_class}")
 
 
 TENTATIVE, ACTIVE, LOST = 0, 1, 2
@@ -275,6 +280,7 @@ class Tracker:
         sim = 1 - r / gate
         labels, det_labels = np.array([t.label for t in tracks]), np.asarray(det.labels)[idx]
         other = labels[:, None] != det_labels[None, :]
+        sim[other & (r > cfg.refind_other_class * gate)] = -1
         sim[other] = sim[other] * cfg.class_weight if cfg.class_weight > 0 else -1
         sim[(wh[None, :, 0] > 1.5 * size[:, None, 0]) | (wh[None, :, 1] > 1.5 * size[:, None, 1])] = -1
         leaving = np.array([t.leaving for t in tracks])[:, None]
