@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, ntype, etype, part, ms in r["top_layers"][:args.top]:
             print(f"| {name[-60:]} | {ntype} | {etype} | {part} | {ms:.1f} |")
         if args.rates:
-            from isseg.testing.ceiling import probe_rate
+            from isseg.deploy.rate_probe import probe_rate
 
             probed = _probed_precision(r)
             probe = probe_rate(probed) if probed else None

@@ -60,7 +60,7 @@ def build(count: int, ratio: int) -> object:
 
 def time_pool(count: int, ratio: int, runs: int, threads: int | None) -> tuple[float, str]:
     """(median ms of the ``ROIAlign`` layer, the kernel the plugin ran)."""
-    from isseg.deploy.runtime_openvino import shared_core
+    from isseg.deploy.ov_core import shared_core
 
     config = {"PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY"}
     if threads:

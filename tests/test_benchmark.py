@@ -8,17 +8,18 @@ import time
 
 import pytest
 
+from isseg.deploy import rate_probe
 from isseg.testing import bench_measure, bench_report, benchmark, ceiling
 
 
 def test_int8_probe_runs_an_integer_convolution() -> None:
     # the int8 bound is only meaningful if the probe really is quantized like an NNCF model
-    assert "i8" in ceiling.probe_exec_type("int8").lower()
-    assert "i8" not in ceiling.probe_exec_type("fp32").lower()
+    assert "i8" in rate_probe.probe_exec_type("int8").lower()
+    assert "i8" not in rate_probe.probe_exec_type("fp32").lower()
 
 
 def test_probe_rate_is_a_positive_rate() -> None:
-    rate = ceiling.probe_rate("fp32", threads=1, channels=64, size=(32, 48), repeats=2)
+    rate = rate_probe.probe_rate("fp32", threads=1, channels=64, size=(32, 48), repeats=2)
     assert math.isfinite(rate) and rate > 0.5  # GFLOP/s; any CPU that runs the tests does far more
 
 
@@ -33,7 +34,7 @@ def test_rate_sampler_keeps_one_rate_per_sample_and_gives_their_median() -> None
 
 def test_probe_rejects_unknown_precision() -> None:
     with pytest.raises(ValueError, match="precision must be one of"):
-        ceiling.probe_rate("int4")
+        rate_probe.probe_rate("int4")
 
 
 def test_bounds_use_the_detections_each_configuration_had(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,7 +42,7 @@ def test_bounds_use_the_detections_each_configuration_had(monkeypatch: pytest.Mo
     from isseg.model.mask_rcnn import build_model
 
     rates = {"fp32": 100.0, "int8": 400.0}
-    monkeypatch.setattr(ceiling, "probe_rate", lambda p: rates[p])
+    monkeypatch.setattr(rate_probe, "probe_rate", lambda p: rates[p])
     model = build_model("security-0002").eval()
     cfg = benchmark.BenchConfig(input_size=(128, 160), precisions=("fp32", "int8"))
     results = [bench_measure.Result("a", precision="fp32", detections=10.0), bench_measure.Result("b", precision="int8",

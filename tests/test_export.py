@@ -135,6 +135,7 @@ def test_model_api_zero_config():
 
     from isseg.deploy.compare import compare
     from isseg.deploy.predictor import Predictor
+    from isseg.deploy.rate_probe import openvino_default
     from isseg.model.detections import Detections
 
     exp = seed_export()
@@ -145,7 +146,8 @@ def test_model_api_zero_config():
     result = wrapper(canvas)
     from dataclasses import replace
 
-    predictor = Predictor(exp.xml, threshold=0.5)
+    # Model API compiles in OpenVINO's default precision; isseg's own default may differ (measured), so ask for it
+    predictor = Predictor(exp.xml, threshold=0.5, precision=openvino_default("CPU"))
     cfg = predictor.config  # Model API pastes masks the Open Model Zoo way
     predictor.config = replace(cfg, roi=replace(cfg.roi, mask_paste="torchvision"))
     ours = predictor.predict(canvas)
@@ -157,7 +159,7 @@ def test_model_api_zero_config():
     agreement = compare(ours, theirs)
     assert agreement.recall >= 0.9 and agreement.precision >= 0.9, agreement
     assert agreement.box_iou > 0.95  # Model API rounds boxes to integers
-    assert agreement.mask_iou > 0.6, agreement  # both run in the CPU's default bf16: noisy with random weights
+    assert agreement.mask_iou > 0.6, agreement  # both in OpenVINO's default: bf16 is noisy on random weights
 
 
 def test_export_errors(tmp_path):

@@ -144,7 +144,7 @@ def test_runtimes_share_one_openvino_core(exported):
     """One ``ov.Core`` per model let deleting a model right after an async stream abort the process
     ("Resource deadlock avoided", timing-dependent: see benchmarks/stress_async.py); every runtime must use
     the process's shared Core."""
-    from isseg.deploy.runtime_openvino import shared_core
+    from isseg.deploy.ov_core import shared_core
 
     a = Predictor(exported.xml, precision="f32")
     b = Predictor(exported.xml, mode="throughput", num_requests=2)

@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-auto-probe", action="store_true",
                    help="skip running --mode auto's probe on each OpenVINO configuration (its pick is reported)")
     p.add_argument("--detections", type=int, nargs="*", default=[0, 20, 100], metavar="N",
-                   help="also time OpenVINO's default precision and int8 at these detection counts (default "
+                   help="also time the default precision and int8 at these detection counts (default "
                    "0 20 100; twins of the model that return at most N); give the flag alone to skip")
     p.add_argument("--no-ceiling", action="store_true",
                    help="skip the compute ceiling (the CPU's convolution rate and each configuration's latency bound)")

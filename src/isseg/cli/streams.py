@@ -28,7 +28,8 @@ def add_stream_arguments(p: argparse.ArgumentParser, output: str = "isseg_predic
     p.add_argument("--preset", help="preset of a foreign checkpoint (torchvision / detectron2 / mmdetection)")
     p.add_argument("--backend", choices=("torch", "openvino", "onnx"), help="default: from the model file type")
     p.add_argument("--device", help="CPU / GPU / AUTO (OpenVINO), cpu / cuda (PyTorch, ONNX Runtime); any case")
-    p.add_argument("--precision", help="OpenVINO inference precision: f32, bf16, f16 (default: the device's)")
+    p.add_argument("--precision", help="OpenVINO inference precision: f32, bf16, f16 "
+                   "(default: the device's, or f32 where it runs faster here, measured once)")
     p.add_argument("--classes", help="comma-separated class names or indices to keep (default: all)")
     p.add_argument("--output", "-o", default=output, help="output folder (default: %(default)s)")
     p.add_argument("--no-images", action="store_true", help="do not write drawn images / videos")

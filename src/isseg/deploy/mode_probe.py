@@ -4,8 +4,8 @@ Throughput mode (the CPU plugin's streams, several requests in flight, the calle
 overlapped with inference) won 10-13 % images/s over latency mode on a 2-core AMD Zen 4 and lost 8 % on an
 Intel Xeon with AMX (docs/deploy.md), so no constant is right everywhere. :func:`faster_mode` runs the model
 in both modes on the first frame of the run, alternating, and keeps the faster; the answer is remembered per
-machine, OpenVINO version, model file, device and precision (``$ISSEG_CACHE/modes.json``, default
-``~/.cache/isseg``), so that a machine pays the probe (two compilations and a few inferences) once per model.
+machine, OpenVINO version, model file, device and precision (:mod:`isseg.deploy.machine_cache`), so that a
+machine pays the probe (two compilations and a few inferences) once per model.
 
     mode = faster_mode("exported/security-0002.xml", first_image)        # "latency" or "throughput"
 
@@ -15,17 +15,16 @@ machine, OpenVINO version, model file, device and precision (``$ISSEG_CACHE/mode
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import statistics
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from isseg.deploy.machine_cache import machine, read_cache, remember
 
 MODES = ("latency", "throughput")
 CACHE_NAME = "modes.json"
@@ -41,32 +40,13 @@ class ModeProbe:
     cached: bool = False
 
 
-def cache_path() -> Path:
-    """``$ISSEG_CACHE/modes.json`` (default ``~/.cache/isseg``, the registry's cache folder)."""
-    return Path(os.environ.get("ISSEG_CACHE", Path.home() / ".cache" / "isseg")).expanduser() / CACHE_NAME
-
-
 def probe_key(model_path: str | Path, device: str, precision: str | None) -> str:
     """What the answer depends on: the device as OpenVINO names it and the cores this process may use, the
     OpenVINO version, the model file (path, size, modification time), the device and the precision."""
-    import openvino as ov
-
-    from isseg.deploy.runtime_openvino import shared_core
-
     path = Path(model_path).resolve()
     stat = path.stat()
-    name = str(shared_core().get_property(device.split(".")[0].upper(), "FULL_DEVICE_NAME"))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{name} | {cores} cores | openvino {ov.__version__} | {path} {stat.st_size} {stat.st_mtime_ns} | "
-            f"{device.upper()} | {precision or 'default'}")
-
-
-def _read_cache(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}  # no cache yet, or a damaged one: probe again and rewrite it
-    return data if isinstance(data, dict) else {}
+    return (f"{machine(device)} | {path} {stat.st_size} {stat.st_mtime_ns} | {device.upper()} | "
+            f"{precision or 'default'}")
 
 
 @dataclass(frozen=True)
@@ -162,12 +142,9 @@ def faster_mode(model_path: str | Path, image: np.ndarray, device: str = "CPU", 
                 use_cache: bool = True, rounds: int = 3) -> ModeProbe:
     """The faster OpenVINO mode for ``model_path`` on this machine (:func:`measure_modes`), from the cache when
     this machine already probed this model file, device and precision; a new answer is stored."""
-    from isseg.atomic import atomic_write
-
     key = probe_key(model_path, device, precision)
-    path = cache_path()
     if use_cache:
-        entry = _read_cache(path).get(key)
+        entry = read_cache(CACHE_NAME).get(key)
         if isinstance(entry, dict) and entry.get("mode") in MODES:
             return ModeProbe(entry["mode"], dict(entry.get("rates", {})), key, cached=True)
     from isseg.deploy.predictor import Predictor
@@ -175,9 +152,5 @@ def faster_mode(model_path: str | Path, image: np.ndarray, device: str = "CPU", 
     rates = measure_modes(lambda m: Predictor(model_path, device=device, precision=precision, mode=m), image, rounds)
     result = ModeProbe(max(MODES, key=lambda m: rates[m]), rates, key)
     if use_cache:
-        cache = _read_cache(path)
-        cache[key] = {k: v for k, v in asdict(result).items() if k in ("mode", "rates")} | {
-            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-        with contextlib.suppress(OSError):  # a read-only home: the answer still holds for this run
-            atomic_write(path, json.dumps(cache, indent=1))
+        remember(CACHE_NAME, key, {"mode": result.mode, "rates": result.rates})
     return result

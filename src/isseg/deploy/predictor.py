@@ -62,8 +62,9 @@ class PredictorOptions:
             backend "openvino" / "onnx" is exported (fp32) to a temporary folder that the Predictor owns.
         device: "CPU" / "GPU" / "AUTO" (OpenVINO), "cpu" / "cuda" (PyTorch, ONNX Runtime); any case.
         threshold: minimum score of the returned detections (0: all the network returns, as ``model.predict``).
-        precision: OpenVINO inference precision ("f32", "bf16", "f16"); None: the device's
-            (bf16 on CPUs with AVX512-BF16 / AMX, f32 otherwise).
+        precision: OpenVINO inference precision ("f32", "bf16", "f16"); None: the device's (bf16 on CPUs
+            with AVX512-BF16 / AMX, f32 otherwise), except where f32 runs a float IR's convolutions faster on
+            this CPU, measured once per machine (:func:`isseg.deploy.rate_probe.faster_precision`).
         mode: OpenVINO performance hint, "latency" (one image at a time) or "throughput" (several
             requests in flight for ``predict_stream``).
         num_requests: requests in flight in ``predict_stream`` (0: the device's optimum).

@@ -2,18 +2,12 @@
 
 The compiled model takes the pre-processed float32 [1, 3, H, W] input (fixed for a "fit" export, dynamic for a
 "shortest_edge" one). ``infer`` is synchronous; ``stream`` keeps several requests in flight
-(``AsyncInferQueue``) and yields results in input order.
-
-All runtimes share one ``ov.Core`` (:func:`shared_core`), as OpenVINO recommends. It is also what keeps
-async inference safe: with a Core per model, deleting a model right after an asynchronous stream now and
-then aborted the process ("std::system_error: Resource deadlock avoided"; reproduced by creating, streaming
-and deleting predictors in a row: ``benchmarks/stress_async.py``). Apparently an OpenVINO worker thread
-dropped the last reference to the plugin and joined itself (inferred, not proven); the shared Core ended it.
+(``AsyncInferQueue``) and yields results in input order. All runtimes share one ``ov.Core``
+(:func:`isseg.deploy.ov_core.shared_core`: why it must be shared is told there).
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import re
 import threading
@@ -24,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from isseg.deploy.contract import OUTPUT_NAMES, read_metadata
+from isseg.deploy.ov_core import shared_core
 from isseg.deploy.runtime import Outputs, StreamItem, stream_sequentially
 
 _END = object()  # the end of a stream's items
@@ -62,14 +57,6 @@ def _output_index(model: Any) -> dict[str, int]:
     return found
 
 
-@functools.lru_cache(maxsize=1)
-def shared_core() -> Any:
-    """The process's one ``openvino.Core`` (see the module docstring for why it must be shared)."""
-    import openvino as ov
-
-    return ov.Core()
-
-
 def read_ir(path: str | Path) -> Any:
     """``ov.Model`` of an IR (``.xml`` + its ``.bin``) or ONNX file, read by the shared Core; a missing or
     unreadable file is one error that names it."""
@@ -98,6 +85,12 @@ def openvino_reason(exc: BaseException) -> str:
     return "; ".join(lines) or type(exc).__name__
 
 
+def _quantized(model: Any) -> bool:
+    """Whether an ``ov.Model`` is quantized (NNCF's FakeQuantize nodes): its convolutions run in int8 whatever
+    the inference precision, which only sets the rest (where OpenVINO's default measured no slower)."""
+    return any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+
+
 class OpenVINORuntime:
     name = "openvino"
 
@@ -124,6 +117,12 @@ class OpenVINORuntime:
             if precision not in _PRECISIONS:
                 raise ValueError(f"unknown precision {precision!r}; expected one of {sorted(_PRECISIONS)}")
             config["INFERENCE_PRECISION_HINT"] = _PRECISIONS[precision]
+        elif device == "CPU" and not _quantized(model):
+            from isseg.deploy.rate_probe import faster_precision
+
+            choice = faster_precision(device)
+            if choice.precision != choice.openvino_default:  # OpenVINO's default is slower here: measured
+                config["INFERENCE_PRECISION_HINT"] = choice.precision
         if num_threads:
             config["INFERENCE_NUM_THREADS"] = int(num_threads)
         if num_requests and mode == "throughput":
@@ -141,7 +140,7 @@ class OpenVINORuntime:
         self._idle_queues: list[Any] = []  # AsyncInferQueues of finished streams, for the next ones
         self._queues_lock = threading.Lock()
         self.num_requests = int(num_requests) or int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT")) \
+        self.inference_precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string() \
             if device.startswith("CPU") else None
 
     def _unpack(self, request: Any) -> Outputs:

@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import os
-import platform
-from pathlib import Path
 from typing import Any
 
 
 def cpu_description() -> str:
-    """CPU model, logical core count and the AVX-512 / AMX extensions that matter for bf16 and int8."""
-    name = platform.processor() or platform.machine()
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    isa = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
+    """CPU model, logical core count and the AVX-512 / AMX extensions that matter for bf16, f16 and int8."""
+    from isseg.deploy.machine_cache import cpu_info
+
+    name, isa = cpu_info()
     return f"{name}, {os.cpu_count()} logical cores, {' '.join(isa) or 'no AVX-512'}"
 
 

@@ -221,7 +221,7 @@ def run_benchmark(cfg: BenchConfig, log: Log = print) -> dict[str, Any]:
 
 def _detections_sweep(cfg: BenchConfig, model: Any, workdir: Path, paths: Sequence[Path], log: Log,
                       between: Callable[[], None] | None = None) -> list[Result]:
-    """End-to-end latency of OpenVINO's default precision and of int8 at each of ``cfg.detections``
+    """End-to-end latency of isseg's default precision and of int8 at each of ``cfg.detections``
     detection counts (twins of the model exported for each count), interleaved on the same images."""
     from isseg.deploy.predictor import Predictor
 
@@ -252,7 +252,7 @@ def _bound_precisions(cfg: BenchConfig, makers: list[Configuration]) -> set[str]
 
 
 def _sweep_precisions(cfg: BenchConfig) -> list[str]:
-    """The precisions of the detection sweep's configurations at one count, in their order: OpenVINO's default
+    """The precisions of the detection sweep's configurations at one count, in their order: the default
     precision (as the probe names it, "" when unknown), then int8 when asked."""
     return [_PROBED.get(_default_precision(), "")] + (["int8"] if "int8" in cfg.precisions else [])
 
@@ -263,8 +263,8 @@ def compute_ceiling(model: Any, results: list[Result], cfg: BenchConfig, log: Lo
     the measured images; without a sampler, each result's precision probed best-of-20 now) and every result's
     latency bound: the network's GFLOPs (mask head counted for the detections that configuration actually had)
     divided by that rate. See :mod:`isseg.testing.ceiling`."""
+    from isseg.deploy.rate_probe import probe_rate
     from isseg.model.complexity import count_flops
-    from isseg.testing.ceiling import probe_rate
 
     log("compute ceiling: counting the network's FLOPs and probing the convolution rate ...")
     flops = count_flops(model, *cfg.input_size)
@@ -283,10 +283,11 @@ def compute_ceiling(model: Any, results: list[Result], cfg: BenchConfig, log: Lo
 
 
 def _default_precision() -> str:
-    """OpenVINO CPU's default inference precision ("f32", "bf16"), "?" when it cannot be read."""
+    """The inference precision isseg's OpenVINO runtime gives a float IR on the CPU when none is asked for
+    ("f32", "bf16"; :func:`isseg.deploy.rate_probe.faster_precision`), "?" when it cannot be read."""
     try:
-        from isseg.deploy.runtime_openvino import shared_core
+        from isseg.deploy.rate_probe import faster_precision
 
-        return shared_core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
+        return faster_precision("CPU").precision
     except Exception:  # noqa: BLE001
         return "?"
