@@ -9,7 +9,7 @@ import pytest
 
 from isseg.model.detections import Detections
 from isseg.track import Analytics, ZoneFileError, load_zones, parse_zones
-from isseg.track.geometry import anchor_points, hidden_feet, median_velocity
+from isseg.track.geometry import FootJumps, anchor_points, hidden_feet, median_velocity
 
 H, W = 200, 300
 NAMES = ("person", "car")
@@ -106,6 +106,47 @@ def test_a_sighting_whose_mask_lost_its_foot_moves_the_track_over_no_line_nor_zo
     assert hidden_feet(det.boxes, anchor_points(det)).tolist() == [True]
     assert hidden_feet(det.boxes, anchor_points(tracked([(4, 0, _stub(145, lost_foot=False)[0])]))).tolist() == [
         False]
+
+
+def _legs(x: int, right_lower: bool) -> np.ndarray:
+    """A 30x50 object on two 4-px legs at x - 15..x - 11 and x + 11..x + 15 (its foot at x, between them); with
+    ``right_lower`` its mask's right leg is two rows longer, so its lowest pixels are that leg's, 13 px right."""
+    m = blob(x - 15, 80, x + 15, 110)
+    m[110:130, x - 15:x - 11] = True
+    m[110:132 if right_lower else 130, x + 11:x + 15] = True
+    return m
+
+
+@pytest.mark.parametrize("anchor", ["foot", "centre"])
+def test_a_foot_that_jumps_to_the_other_leg_moves_the_track_over_no_line_nor_zone_border(anchor):
+    """A two-legged object walks to 7 px short of a line (beyond its 4-px band) and waits there, inside a zone
+    that ends at the line. For one frame its mask's right leg is two pixels longer: its lowest pixels, 13 px
+    right of its foot, are across the line (no other rule sees it: they are at its box's bottom). That
+    sighting jumped off the track's usual foot, so it crosses nothing and leaves no zone; then the object
+    walks across the line and is counted once. With ``anchor: centre`` the same walk counts the same."""
+    zone = {"name": "lobby", "polygon": [[0, 0], [150, 0], [150, 200], [0, 200]], "band": 4}
+    a = Analytics(parse_zones({**VERTICAL, "zones": [zone], "anchor": anchor}))
+    xs = list(range(123, 143, 5)) + [143] * 6 + list(range(148, 180, 5))
+    events = []
+    for f, x in enumerate(xs):
+        events += a.update(tracked([(4, 0, _legs(x, right_lower=f == 6))]), f / 10, f)
+    assert [(e.kind, e.name, e.frame_index) for e in events] == [("enter", "lobby", 0), ("cross", "door", 12),
+                                                                  ("exit", "lobby", 12)]
+    assert a.line_counts() == {"door": {"person": {"in": 1, "out": 0}}}
+
+
+def test_foot_jumps_are_judged_against_the_tracks_recent_feet_and_a_lasting_change_is_accepted():
+    """Anchors at half their box's width, then at 0.9 of it: the first three of those jumped (the median of the
+    last five is still 0.5), the fourth is the track's foot now. A sighting cut by a frame border is not judged,
+    another track has its own history, and a track's first three sightings are never a jump."""
+    jumps = FootJumps()
+    box = np.array([[100.0, 50, 140, 100]])
+    flags = [bool(jumps.update([1], box, np.array([[100.0 + 40 * r, 99]]), np.zeros(1, bool))[0])
+             for r in [0.5] * 5 + [0.9] * 4]
+    assert flags == [False] * 5 + [True] * 3 + [False]
+    assert jumps.update([1], box, np.array([[120.0, 99]]), np.ones(1, bool)).tolist() == [False]  # cut: not judged
+    assert jumps.update([2, 1], np.repeat(box, 2, 0), np.array([[138.0, 99], [120.0, 99]]),
+                        np.zeros(2, bool)).tolist() == [False, True]
 
 
 def test_counts_per_class_and_direction_and_each_crossing_once():

@@ -50,7 +50,7 @@ import numpy as np
 
 from isseg.model.detections import Detections
 from isseg.track.events import Event
-from isseg.track.geometry import ZoneMonitor, anchor_points, edge_contacts, hidden_feet
+from isseg.track.geometry import FootJumps, ZoneMonitor, anchor_points, border_bits, edge_contacts, hidden_feet
 from isseg.track.lines import LineCounter
 from isseg.track.zones import ZoneConfig
 
@@ -72,6 +72,7 @@ class Analytics:
         self._size: tuple[int, int] | None = None
         self.last_points: dict[int, tuple[float, float]] = {}
         self._times: deque[tuple[float, int]] = deque(maxlen=64)  # (timestamp, frame index) of recent updates
+        self._jumps = FootJumps()
 
     def _layout(self, size: tuple[int, int]) -> None:
         if size == self._size:
@@ -104,8 +105,10 @@ class Analytics:
         ids = [int(t) for t in tracked.track_ids]
         names = tracked.names
         self.last_points = {i: (float(p[0]), float(p[1])) for i, p in zip(ids, points)}
-        hidden = hidden_feet(tracked.boxes, points) if self.config.anchor == "foot" and tracked.masks is not None \
-            else None
+        hidden = None
+        if self.config.anchor == "foot" and tracked.masks is not None:
+            cut = border_bits(tracked.boxes, self._size) != 0
+            hidden = hidden_feet(tracked.boxes, points) | self._jumps.update(ids, tracked.boxes, points, cut)
         for counter in self.lines:
             events += counter.update(ids, names, points, contacts, timestamp, frame_index, self.source, tracked.boxes,
                                      tracked.masks, hidden)

@@ -7,6 +7,8 @@ pixel (x, y) covering [x, x+1) x [y, y+1), so the centre of pixel (x, y) is (x +
 from __future__ import annotations
 
 import math
+import statistics
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -62,6 +64,44 @@ def hidden_feet(boxes: np.ndarray, points: np.ndarray, gap: float = FOOT_GAP) ->
     the anchor jumps up and sideways by a quarter of the object)."""
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
     return b[:, 3] - np.asarray(points, np.float64).reshape(-1, 2)[:, 1] > gap * (b[:, 3] - b[:, 1])
+
+
+FOOT_JUMP = 0.25  # FootJumps: a foot anchor this share of its box's width off the track's usual place jumped
+
+
+class FootJumps:
+    """Which foot anchors jumped sideways within their box: an object with two low points (a star's legs, a
+    person's feet) shows the one that is lowest in this frame's mask, and a mask a pixel taller on the other
+    side moves the anchor by half the object. Each track's anchor is kept as a share of its box's width from
+    the box's left (sightings cut by a frame border left out); one more than ``jump`` off the median of the
+    last ``keep`` (three at least) jumped. Jumped sightings enter the median too, so a lasting change is
+    accepted after a few frames; tracks not seen for ``forget`` updates are forgotten."""
+
+    def __init__(self, jump: float = FOOT_JUMP, keep: int = 5, forget: int = 300) -> None:
+        self.jump, self.keep, self.forget = jump, keep, forget
+        self._seen: dict[int, deque] = {}
+        self._last: dict[int, int] = {}
+        self._updates = 0
+
+    def update(self, ids: Sequence[int], boxes: np.ndarray, points: np.ndarray, cut: np.ndarray) -> np.ndarray:
+        """bool [N]: which of this frame's anchors (float [N, 2]; boxes float [N, 4]; ``cut`` bool [N]: cut by
+        a frame border) jumped."""
+        self._updates += 1
+        b = np.asarray(boxes, np.float64).reshape(-1, 4)
+        rel = (np.asarray(points, np.float64).reshape(-1, 2)[:, 0] - b[:, 0]) / np.maximum(b[:, 2] - b[:, 0], 1.0)
+        out = np.zeros(len(ids), bool)
+        for k, tid in enumerate(ids):
+            self._last[tid] = self._updates
+            if cut[k]:
+                continue
+            seen = self._seen.setdefault(tid, deque(maxlen=self.keep))
+            out[k] = len(seen) >= 3 and abs(rel[k] - statistics.median(seen)) > self.jump
+            seen.append(float(rel[k]))
+        if self._updates % self.forget == 0:
+            for tid in [t for t, u in self._last.items() if u <= self._updates - self.forget]:
+                self._last.pop(tid)
+                self._seen.pop(tid, None)
+        return out
 
 
 def row_shares(masks: np.ndarray, i: int, box: np.ndarray, reach: int = BORDER_REACH) -> np.ndarray | None:
