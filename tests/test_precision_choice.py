@@ -76,3 +76,15 @@ def test_a_float_ir_runs_in_the_chosen_precision_unless_one_is_asked_for(exporte
     assert Predictor(exported.xml, precision=default).runtime.inference_precision == default
     monkeypatch.setattr(rate_probe, "faster_precision", lambda device: rate_probe.PrecisionChoice(default, default, {}))
     assert Predictor(exported.xml).runtime.inference_precision == default
+
+
+def test_a_probe_that_cannot_run_leaves_openvinos_default(exported, monkeypatch):
+    from isseg.deploy import Predictor, rate_probe
+    from isseg.deploy.ov_core import shared_core
+
+    def broken(device):
+        raise RuntimeError("no convolution kernel for the probe")
+
+    monkeypatch.setattr(rate_probe, "faster_precision", broken)
+    default = shared_core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
+    assert Predictor(exported.xml).runtime.inference_precision == default

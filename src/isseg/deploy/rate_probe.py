@@ -6,7 +6,7 @@ the given threads), timed by the plugin's own counters: the kernel, not the layo
 Noise only ever slows a run down, so the best of several runs is the machine's rate.
 
 Two users: the benchmark's compute bound (:mod:`isseg.testing.ceiling`: network GFLOPs / rate), and the
-choice of the default inference precision (:func:`isseg.deploy.mode_probe.faster_precision`), because
+choice of the default inference precision (:func:`faster_precision`), because
 OpenVINO's own default is not the fastest everywhere: on an Intel Xeon without AMX (AVX512-BF16 and FP16
 only) its bf16 convolutions ran at 158 GFLOP/s against 257-296 in f32 (docs/deploy.md).
 
@@ -100,7 +100,7 @@ def probe_exec_type(precision: str, threads: int | None = None, device: str = "C
 
 
 #: f32 replaces OpenVINO's default inference precision only when its convolutions run this much faster (the
-#: two differ by 1.6-2x where they differ at all: 2x the other way on Zen 4 and with AMX, 1.6-1.9x for f32 on
+#: two differ by 1.6-3x where they differ at all: bf16 2x f32 on Zen 4, ~3x with AMX, f32 1.6-1.9x bf16 on
 #: an Intel Xeon without AMX), so that a noisy probe never trades a real gain for a doubt
 PRECISION_MARGIN = 1.2
 CACHE_NAME = "precisions.json"
@@ -142,7 +142,7 @@ def openvino_default(device: str) -> str:
 def faster_precision(device: str = "CPU", use_cache: bool = True) -> PrecisionChoice:
     """The precision to run float models in on ``device`` when the caller asks for none: OpenVINO's default
     there, unless f32 convolutions run ``PRECISION_MARGIN`` times faster (an Intel Xeon without AMX: its bf16
-    and f16 kernels ran at 0.55-0.6x f32). Measured once per machine (:mod:`isseg.deploy.machine_cache`);
+    and f16 kernels ran at 0.5-0.6x f32). Measured once per machine (:mod:`isseg.deploy.machine_cache`);
     devices other than the CPU keep their default unmeasured."""
     from isseg.deploy.machine_cache import machine, read_cache, remember
 

@@ -120,8 +120,11 @@ class OpenVINORuntime:
         elif device == "CPU" and not _quantized(model):
             from isseg.deploy.rate_probe import faster_precision
 
-            choice = faster_precision(device)
-            if choice.precision != choice.openvino_default:  # OpenVINO's default is slower here: measured
+            try:
+                choice = faster_precision(device)
+            except RuntimeError:  # the probe could not run here: OpenVINO's default, as without it
+                choice = None
+            if choice is not None and choice.precision != choice.openvino_default:  # the default is slower here
                 config["INFERENCE_PRECISION_HINT"] = choice.precision
         if num_threads:
             config["INFERENCE_NUM_THREADS"] = int(num_threads)
