@@ -104,7 +104,8 @@ def probe_exec_type(precision: str, threads: int | None = None, device: str = "C
 #: an Intel Xeon without AMX), so that a noisy probe never trades a real gain for a doubt
 PRECISION_MARGIN = 1.2
 CACHE_NAME = "precisions.json"
-_AS_PROBED = {"bf16": "bf16", "f16": "fp16", "f32": "fp32"}  # OpenVINO's name -> probe_rate's
+#: OpenVINO's name of a float inference precision -> :func:`probe_rate`'s
+AS_PROBED = {"bf16": "bf16", "f16": "fp16", "f32": "fp32"}
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def measure_precisions(precisions: tuple[str, ...], device: str = "CPU", rounds:
                        size: tuple[int, int] = (96, 128)) -> dict[str, float]:
     """Each precision's probe rate (OpenVINO's names), the best over ``rounds`` alternated rounds of ``repeats``
     runs: a machine that slows down for a moment slows one round, not one precision."""
-    probes = {p: probe_request(_AS_PROBED[p], None, device, 256, size) for p in precisions}
+    probes = {p: probe_request(AS_PROBED[p], None, device, 256, size) for p in precisions}
     rates = dict.fromkeys(precisions, 0.0)
     for r in range(rounds):
         for p in precisions if r % 2 == 0 else precisions[::-1]:
@@ -148,7 +149,7 @@ def faster_precision(device: str = "CPU", use_cache: bool = True) -> PrecisionCh
 
     device = device.upper()
     default = openvino_default(device)
-    if device != "CPU" or default not in _AS_PROBED or default == "f32":
+    if device != "CPU" or default not in AS_PROBED or default == "f32":
         return PrecisionChoice(default, default, {})
     key = f"{machine(device)} | {device} | default precision"
     entry = read_cache(CACHE_NAME).get(key) if use_cache else None

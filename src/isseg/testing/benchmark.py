@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from isseg.deploy.mode_probe import describe, measure_modes, measure_rounds
+from isseg.deploy.rate_probe import AS_PROBED
 from isseg.sources.decode import read_image_file
 from isseg.testing.bench_measure import Result, agreement, measure_interleaved
 from isseg.testing.bench_report import cpu_description
@@ -35,9 +36,6 @@ from isseg.testing.torchvision_baseline import TorchvisionRunner
 Log = Callable[[str], None]
 # (name, compute precision, make(mode) -> a Predictor in OpenVINO's "latency" or "throughput" mode)
 Configuration = tuple[str, str, Callable[[str], Any]]
-
-#: OpenVINO's INFERENCE_PRECISION_HINT -> the precision the ceiling probe measures
-_PROBED = {"f32": "fp32", "bf16": "bf16"}
 
 #: alternated rounds of latency and throughput mode per configuration: three give each mode's spread between
 #: its own rounds (the machine's drift), against which the two modes' difference is judged
@@ -131,14 +129,15 @@ def _configurations(cfg: BenchConfig, model: Any, workdir: Path, log: Log) -> li
     xml32 = _exported(cfg, model, workdir, "fp32", log) if exports else None
     if "openvino" in cfg.backends and xml32 is not None:
         default = _default_precision()
+        probed = AS_PROBED.get(default, "")  # the precision its bound is probed at ("" when unknown)
         makers.append(("openvino fp32", "fp32", lambda mode: Predictor(xml32, precision="f32", mode=mode)))
-        makers.append((f"openvino default ({default})", _PROBED.get(default, ""),
+        makers.append((f"openvino default ({default})", probed,
                        lambda mode: Predictor(xml32, mode=mode)))
         if "bf16" in cfg.precisions and default != "bf16":
             makers.append(("openvino bf16", "bf16", lambda mode: Predictor(xml32, precision="bf16", mode=mode)))
         if "fp16" in cfg.precisions:
             xml16 = _exported(cfg, model, workdir, "fp16", log)
-            makers.append(("openvino fp16 weights", _PROBED.get(default, ""), lambda mode: Predictor(xml16, mode=mode)))
+            makers.append(("openvino fp16 weights", probed, lambda mode: Predictor(xml16, mode=mode)))
         if "int8" in cfg.precisions:
             xml8 = _exported(cfg, model, workdir, "int8", log)
             makers.append(("openvino int8", "int8", lambda mode: Predictor(xml8, mode=mode)))
@@ -254,7 +253,7 @@ def _bound_precisions(cfg: BenchConfig, makers: list[Configuration]) -> set[str]
 def _sweep_precisions(cfg: BenchConfig) -> list[str]:
     """The precisions of the detection sweep's configurations at one count, in their order: the default
     precision (as the probe names it, "" when unknown), then int8 when asked."""
-    return [_PROBED.get(_default_precision(), "")] + (["int8"] if "int8" in cfg.precisions else [])
+    return [AS_PROBED.get(_default_precision(), "")] + (["int8"] if "int8" in cfg.precisions else [])
 
 
 def compute_ceiling(model: Any, results: list[Result], cfg: BenchConfig, log: Log,
