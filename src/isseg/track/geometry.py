@@ -223,7 +223,8 @@ class ZoneMonitor:
     def update(self, ids: list[int], names: list[str], points: np.ndarray, timestamp: float, frame: int,
                source: str = "", hidden: np.ndarray | None = None) -> list[Event]:
         """Events of one frame of the tracks ``ids`` (classes ``names``, anchors ``points`` [N, 2]); an anchor
-        marked in ``hidden`` (bool [N], :func:`hidden_feet`) keeps its track present and moves nothing."""
+        marked in ``hidden`` (bool [N]: :func:`hidden_feet`, :class:`FootJumps`) keeps its track present and
+        moves nothing."""
         import cv2
 
         events: list[Event] = []

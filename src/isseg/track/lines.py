@@ -267,8 +267,8 @@ class LineCounter:
                hidden: np.ndarray | None = None) -> list[Event]:
         """Crossings in one frame of the tracks ``ids`` (classes ``names``, anchors ``points`` [N, 2], frame
         border contacts from :func:`edge_contacts`, boxes [N, 4] (x1, y1, x2, y2) and masks bool [N, H, W] if
-        known). A sighting marked in ``hidden`` (bool [N], :func:`~isseg.track.geometry.hidden_feet`) that no
-        border cuts, of a track seen before, keeps it present and moves nothing: its anchor is not its foot."""
+        known). A sighting marked in ``hidden`` (bool [N]: ``geometry.hidden_feet``, ``FootJumps``) that no border
+        cuts, of a track seen before, keeps it present and moves nothing: its anchor is not its foot."""
         self._updates += 1
         self._t0 = min(self._t0, timestamp)
         events, wanted = self._steps(ids, names, points, contacts, timestamp, frame, source, False, boxes, masks,
