@@ -9,7 +9,7 @@ import pytest
 
 from isseg.model.detections import Detections
 from isseg.track import Analytics, ZoneFileError, load_zones, parse_zones
-from isseg.track.geometry import FootJumps, anchor_points, hidden_feet, median_velocity
+from isseg.track.geometry import FootJumps, anchor_points, frame_interval, hidden_feet, median_velocity, share_near
 
 H, W = 200, 300
 NAMES = ("person", "car")
@@ -174,6 +174,17 @@ def test_velocity_is_the_median_of_its_pairs_so_one_jittered_point_does_not_set_
     hist = [(t / 10, float(t), 2.0 * t) for t in range(5)] + [(0.5, 13.0, 10.0)]
     assert median_velocity(hist) == pytest.approx((10.0, 20.0))
     assert median_velocity([(1.0, 0.0, 0.0), (1.0, 5.0, 5.0)]) is None
+
+
+def test_the_share_in_the_frame_around_a_crossing_is_taken_half_a_frame_either_side():
+    """An object 40 rows high whose bottom is at row 8 of a 200-row frame when its foot meets a line has 20 % of
+    its height in the frame; it moves 8 rows a frame, so the frames the crossing falls between are on average
+    4 rows either side: 30 % on the better one. The frame interval is the median of the sightings' gaps."""
+    assert share_near(8.0, 40.0, 8.0, 200) == pytest.approx(0.3)
+    assert share_near(8.0, 40.0, -8.0, 200) == pytest.approx(0.3)  # moving up: the same two frames
+    assert share_near(8.0, 40.0, 0.0, 200) == pytest.approx(0.2)
+    assert frame_interval([(0.0, 0, 0), (0.04, 1, 1), (0.08, 2, 2), (0.2, 3, 3)]) == pytest.approx(0.04)
+    assert frame_interval([(0.0, 0, 0)]) == 0.0
 
 
 def test_foot_point_is_the_masks_even_where_the_box_cuts_it():
@@ -515,11 +526,12 @@ def test_a_track_cut_by_the_edge_past_the_line_when_the_stream_ends_counts():
 def test_a_bottom_corner_exit_counts_if_enough_of_it_is_in_the_frame_when_its_foot_meets_the_line(steep, expected):
     """An object (40 px tall) walks out through the bottom-right corner, past a line 3 px from the right
     border. Walking mostly right, its foot meets the line with most of it in the frame: it went out through
-    the line. Walking steeply down, its foot would meet the line with 22 % of its height in the frame's rows
-    (less than ``MIN_INSIDE``): it went out through the bottom, and does not count."""
+    the line. Walking steeply down (8 px a frame), its foot would meet the line with 5 % of it in the frame's
+    rows, 15 % half a frame before (less than ``MIN_INSIDE`` on both): it went out through the bottom, and
+    does not count."""
     config = parse_zones({**EDGE, "retention_s": 0.3})
     if steep:
-        frames = [[(7, 0, blob(260 + 2 * f, 110 + 6 * f, 280 + 2 * f, 150 + 6 * f))] for f in range(15)]
+        frames = [[(7, 0, blob(260 + 2 * f, 90 + 8 * f, 280 + 2 * f, 130 + 8 * f))] for f in range(14)]
     else:
         frames = [[(7, 0, blob(250 + 3 * f, 150 + f, 270 + 3 * f, 190 + f))] for f in range(17)]
     a = Analytics(config)
@@ -528,34 +540,37 @@ def test_a_bottom_corner_exit_counts_if_enough_of_it_is_in_the_frame_when_its_fo
 
 
 def test_a_bottom_corner_exit_is_judged_by_its_hidden_foot_not_its_pinned_anchor():
-    """An object (20 x 40) whose foot is a 6 px toe at its left end walks right 2 px and down 4 px per frame
+    """An object (20 x 40) whose foot is a 6 px toe at its left end walks right 2 px and down 6 px per frame
     out through the bottom-right corner, past a line 3 px from the right border. Last seen with its toe
     below the frame, its lowest visible pixels are its body's, 7 px nearer the line than its foot: from
-    there, its bottom would meet the line with 55 % of it in the frame's rows. Its foot, estimated from the
+    there, its bottom would meet the line with 30 % of it in the frame's rows. Its foot, estimated from the
     box's uncut left side and the toe's offset seen whole, and its top plus the height seen whole, meets the
-    line with 20 % in the rows (less than ``MIN_INSIDE``): it went out through the bottom, no crossing."""
+    line only below the frame (0 % in the rows, half a frame before too): it went out through the bottom,
+    no crossing."""
     config = parse_zones({**EDGE, "retention_s": 0.3})
     shape = {"body": (0, 20), "foot": (0, 6), "height": 40, "foot_h": 4}
-    frames = [[(3, 0, _footed(258 + 2 * f, H - 40 + 4 * f, **shape))] for f in range(12)]
+    frames = [[(3, 0, _footed(264 + 2 * f, H - 40 + 6 * f, **shape))] for f in range(9)]
     assert anchor_points(tracked(frames[-1]))[0].tolist() == [290.0, H - 0.5]  # the body's, pinned
     a = Analytics(config)
     crosses = crosses_to_the_end(a, [[]] * 5 + frames + [[]] * 8, 3.0, 30)
     assert crosses == []
 
 
-def test_a_bottom_corner_exit_whose_hidden_foot_is_past_the_line_is_judged_when_it_met_the_line():
+def test_a_bottom_corner_exit_whose_hidden_foot_is_past_the_line_is_judged_on_the_frames_around_the_line():
     """An object (20 x 40) whose foot is a 6 px heel at its right end walks right 4 px and down 8 px per
     frame out through the bottom-right corner. Last seen with 20 % of its height in the frame, its hidden
     foot (estimated) is 1 px past a line 3 px from the right border, though its visible lowest pixels are
-    6.5 px before it. Its foot met the line, a quarter of a frame earlier, with 25 % of its height in the
-    frame's rows (less than ``MIN_INSIDE``): it went out through the bottom, no crossing."""
+    6.5 px before it. Its foot met the line a quarter of a frame earlier, with 27 % of its pixels in the
+    frame's rows, and 38 % half a frame before: a crossing counts when ``MIN_INSIDE`` of the object is in the
+    frame on the frame before it or the one after (taken half a frame from it), so it went out through the
+    line, once."""
     config = parse_zones({**EDGE, "retention_s": 0.3})
     shape = {"body": (0, 20), "foot": (14, 20), "height": 40, "foot_h": 4}
     frames = [[(4, 0, _footed(245 + 4 * f, H - 40 + 8 * f, **shape))] for f in range(10)]
     assert anchor_points(tracked(frames[-1]))[0].tolist() == [290.5, H - 0.5]  # the body's, pinned
     a = Analytics(config)
     crosses = crosses_to_the_end(a, [[]] * 5 + frames + [[]] * 8, 3.0, 30)
-    assert crosses == []
+    assert [(e.track_id, e.direction) for e in crosses] == [(4, "in")]
 
 
 @pytest.mark.parametrize("steep, expected", [(False, [(8, "in")]), (True, [])])
@@ -577,6 +592,21 @@ def test_a_track_gone_through_the_top_just_before_the_line_counts_if_its_motion_
     assert [(e.track_id, e.direction) for e in crosses] == expected
 
 
+@pytest.mark.parametrize("kind, expected", [("rectangle", [(8, "in")]), ("apex down", [])])
+def test_a_track_gone_through_the_top_counts_by_the_share_of_its_mask_in_the_frame(kind, expected):
+    """An object 20 wide and 30 high walks right 2 px and up 3 px per frame out through the top border and is
+    lost with its foot 1 px before a line, its bottom 12 px below the top: its foot meets the line with 35 %
+    of its height in the frame (40 % half a frame before). A rectangle has that share of its pixels there: it
+    crossed. A triangle with its apex down has 13 % (17 % half a frame before), by the shape of its mask as
+    last seen whole near the top: it went out through the top, no crossing."""
+    n = 12
+    frames = [[(8, 0, _shape(kind, 149 - 2 * (n - 1 - f), -18 + 3 * (n - 1 - f), h=30))] for f in range(n)]
+    assert anchor_points(tracked(frames[-1]))[0].tolist() == [149.0, 11.5 if kind == "rectangle" else 10.5]
+    a = Analytics(parse_zones({**VERTICAL, "retention_s": 0.5}))
+    crosses = crosses_to_the_end(a, frames + [[]] * 10, 3.0, 30)
+    assert [(e.track_id, e.direction) for e in crosses] == expected
+
+
 def test_a_track_gone_through_the_bottom_before_the_line_is_not_moved_over_it():
     """An object cut by the bottom border has no visible foot: its lowest visible pixels are pinned to the
     border. Lost there 2 px before the line and walking towards it, it is not counted by its motion (the
@@ -591,12 +621,12 @@ def test_a_track_gone_through_the_bottom_before_the_line_is_not_moved_over_it():
 
 
 def _shape(kind: str, cx: int, top: int, h: int = 40, w: int = 20) -> np.ndarray:
-    """A ``kind`` ("triangle": apex up; "rectangle"; "heel": a rectangle whose lowest 8 rows narrow to its
+    """A ``kind`` ("triangle": apex up; "apex down"; "rectangle"; "heel": a rectangle whose lowest 8 rows narrow to its
     right end, so its foot is 9 px right of its centre) ``w`` wide at its base and ``h`` high, centred on
     ``cx``, its top row at ``top``, clipped to the frame."""
     m = np.zeros((H, W), bool)
     for r in range(h):
-        half = (r + 1) / h * w / 2 if kind == "triangle" else w / 2
+        half = (r + 1) / h * w / 2 if kind == "triangle" else (h - r) / h * w / 2 if kind == "apex down" else w / 2
         left = cx + w / 2 - 2 * (h - r) if kind == "heel" and r >= h - 8 else cx - half
         if 0 <= top + r < H:
             m[top + r, max(round(left), 0):max(round(cx + half), 0)] = True

@@ -133,6 +133,19 @@ def share_in_rows(low: float, h: float, height: int, shares: np.ndarray | None =
     return float(np.interp(b, rows, shares) - np.interp(a, rows, shares))
 
 
+def share_near(low: float, h: float, step: float, height: int, shares: np.ndarray | None = None) -> float:
+    """:func:`share_in_rows` on the frame before or the one after the moment an object's bottom is at row
+    ``low``, whichever is larger: the frames a crossing falls between, taken half a frame from that moment
+    (where they are on average; it moves ``step`` rows a frame)."""
+    return max(share_in_rows(low - step / 2, h, height, shares), share_in_rows(low + step / 2, h, height, shares))
+
+
+def frame_interval(hist: Sequence[tuple[float, float, float]]) -> float:
+    """Seconds between the sightings ``hist`` ((timestamp, x, y), ...): their median; 0 with fewer than two."""
+    ts = [h[0] for h in hist]
+    return float(np.median(np.diff(ts))) if len(ts) > 1 else 0.0
+
+
 def median_velocity(hist: Sequence[tuple[float, float, float]]) -> tuple[float, float] | None:
     """(vx, vy) per second of points ``hist`` ((timestamp, x, y), ...): the median over every pair of them
     of the pair's velocity (Theil-Sen), so one point off by a detector's jitter does not set it. None

@@ -13,15 +13,15 @@ from collections import deque
 import numpy as np
 
 from isseg.track.events import Event
-from isseg.track.geometry import border_bits, median_velocity, row_shares, share_in_rows
+from isseg.track.geometry import border_bits, frame_interval, row_shares, share_near
+from isseg.track.line_motion import MIN_INSIDE, LineGeometry
 from isseg.track.zones import Line
 
 FORGET_S = 10.0  # the state of a track missing for longer than this is forgotten
 STARTUP_UPDATES = 3  # replays of a stream's first updates make no edge entry, nor a came-up test (_came_up)
-MIN_INSIDE = 0.3  # a crossing at a corner counts if this share of the object's height is within the frame's rows
 
 
-class LineCounter:
+class LineCounter(LineGeometry):
     """Crossings of one :class:`~isseg.track.zones.Line` (in pixels) in a frame of ``size`` (H, W).
 
     ``counts``: ``{class: {"in": n, "out": n}}``. A track that left through the frame edge beyond the line (its mask
@@ -31,30 +31,21 @@ class LineCounter:
     corner: if its motion, run backwards, meets the line before the other border, judged once it is seen whole if
     the top or bottom cut it; from the stream's first frame on), unless it was first seen already past the line
     with a motion that, run backwards, meets the line before the stream's first frame (it was there before).
-    "Before the top or bottom border", with the track's boxes: while at least ``MIN_INSIDE`` of its height (seen
-    whole) is within the frame's rows. A track gone through the top border within the band before the line crossed
-    it if its motion met the line that way. One first seen cut by the bottom border (at a corner too)
-    crossed unseen if its foot then, estimated when it is first seen whole, is across the line; one first seen cut
-    by the top or bottom just past a line at the frame edge came in through it if its motion, run backwards, meets
-    the line first (:meth:`_came_up`); in these two, the share of it within the frame's rows is of its mask's pixels
-    (as first seen whole), elsewhere of its height.
+    "Before the top or bottom border", with the track's boxes: while at least ``MIN_INSIDE`` of it (seen whole)
+    is within the frame's rows on the frame before or after its foot is on the line. A track gone through the top
+    border within the band before the line crossed it if its motion met the line that way. One first seen cut by
+    the bottom border (at a corner too) crossed unseen if its foot then, estimated when it is first seen whole,
+    is across the line; one first seen cut by the top or bottom just past a line at the frame edge came in
+    through it if its motion, run backwards, meets the line first (:meth:`_came_up`). The share of it within the
+    frame's rows is of its mask's pixels (as first seen whole in these two, as last seen whole near the top or
+    bottom elsewhere), else of its height.
     ``previous`` carries the state of a counter of the same line over when the frame size changes.
     """
 
     def __init__(self, line: Line, size: tuple[int, int], retention_s: float = 1.5,
                  previous: LineCounter | None = None) -> None:
-        self.line = line
+        super().__init__(line, size, previous)
         self.retention_s = retention_s
-        (ax, ay), (bx, by) = line.a, line.b
-        self._a = np.array([ax, ay])
-        self._u = np.array([bx - ax, by - ay])
-        self._len = float(np.hypot(*self._u))
-        h, w = size
-        corners = np.array([[0.5, 0.5], [w - 0.5, 0.5], [0.5, h - 0.5], [w - 0.5, h - 0.5]])
-        d = self._dist(corners)
-        reach = (max(float(d.max()), 0.0), max(float(-d.min()), 0.0))  # room on the + and - sides
-        self.band = (min(line.band, reach[0] / 2), min(line.band, reach[1] / 2))
-        self.edge = (reach[0] < 2 * line.band, reach[1] < 2 * line.band)
         old = previous
         self.counts: dict[str, dict[str, int]] = old.counts if old else {}
         self.side: dict[int, int] = old.side if old else {}
@@ -64,102 +55,10 @@ class LineCounter:
         self._updates: int = old._updates if old else 0  # updates so far
         self._t0: float = old._t0 if old else math.inf  # the time of the first update
         self._present: set[int] = old._present if old else set()  # tracks seen in the last update
-        self._hist: dict[int, deque] = old._hist if old else {}  # last anchors (timestamp, x, y) per track
-        self._clear: dict[int, deque] = old._clear if old else {}  # the same, of sightings not cut by a border
         self._foot: dict[int, tuple[float, float]] = old._foot if old else {}  # last anchor not cut at the bottom
         self._replayed: set[int] = old._replayed if old else set()  # tracks seen in replays only so far
         self._start: dict[int, int] = old._start if old else {}  # side of a first sighting within the band
-        self._box: dict[int, tuple] = old._box if old else {}  # last (top, bottom, borders, x1, x2)
-        self._whole: dict[int, deque] = old._whole if old else {}  # last 5 (foot - x1, x2 - foot, h) not cut
-        self._height: dict[int, float] = old._height if old else {}  # last height not cut at the top or bottom
         self._under: dict[int, tuple] = old._under if old else {}  # first seen cut at the top or bottom
-        self._size = size
-
-    def _dist(self, p: np.ndarray) -> np.ndarray:
-        """Signed distance of points [K, 2] to the line, > 0 on its right (as seen on screen)."""
-        r = p - self._a
-        return (self._u[0] * r[:, 1] - self._u[1] * r[:, 0]) / self._len
-
-    def _along(self, p: np.ndarray) -> np.ndarray:
-        """Position of points [K, 2] along the segment: 0 at its first point, 1 at its second."""
-        return ((p - self._a) @ self._u) / self._len**2
-
-    def _contact_side(self, contacts: list[tuple[float, float]]) -> int:
-        """+1 / -1 when the object touches the frame border on a side of the line that lies at the edge."""
-        for c in contacts:
-            p = np.array([c])
-            if not 0 <= self._along(p)[0] <= 1:
-                continue
-            d = float(self._dist(p)[0])
-            if d > 0 and self.edge[0]:
-                return 1
-            if d < 0 and self.edge[1]:
-                return -1
-        return 0
-
-    def _velocity(self, tid: int) -> tuple[float, float] | None:
-        """The track's anchor velocity over its last few observations (px per second, :func:`median_velocity`),
-        if it has two: those not cut by the frame's border when there are two (a cut object's visible foot
-        stays put at the border), else any."""
-        hist = self._clear.get(tid)
-        if not hist or len(hist) < 2:
-            hist = self._hist.get(tid)
-        return median_velocity(hist) if hist and len(hist) >= 2 else None
-
-    def _rate(self, v: tuple[float, float]) -> float:
-        """How fast the signed distance to the line changes for an anchor moving at ``v`` (px per second)."""
-        return (self._u[0] * v[1] - self._u[1] * v[0]) / self._len
-
-    def _via_line(self, p: tuple[float, float], v: tuple[float, float] | None, side: int, tid: int,
-                  box: tuple | None = None, past: bool = False) -> bool:
-        """Whether track ``tid``'s anchor at ``p`` moving along ``v`` reaches the line (towards ``side``) before
-        it leaves the frame: an object cut by two borders (a corner) leaves through the one its motion meets
-        first (borders the anchor is on are left out: a cut object's anchor is pinned there). Through the top
-        or bottom, with its sighting's ``box`` (top, bottom, border bits, x1, x2) and its height seen whole: whether
-        ``MIN_INSIDE`` of its height is still within the frame's rows when its foot meets the line. True
-        without a velocity, or when ``p`` is already on ``side`` (if ``past``, only if that share was in the
-        frame's rows when its foot met the line, its motion run backwards)."""
-        d = float(self._dist(np.array([p]))[0])
-        if v is None or (d * side > 0 and not past):
-            return True
-        rate = self._rate(v)
-        if rate * side <= 0:
-            return d * side > 0  # moving away from the line
-        t_line, h = -d / rate, self._height.get(tid)
-        axes = ((p[0], v[0], self._size[1]), (p[1], v[1], self._size[0]))
-        if box is not None and h:
-            top, bottom, bits = box[:3]
-            low = (top + h if bits & 8 else bottom) + v[1] * t_line  # its bottom then (cut at the bottom: hidden)
-            if share_in_rows(low, h, self._size[0]) < MIN_INSIDE:
-                return False
-            axes = axes[:1]
-        if t_line <= 0:
-            return True
-        t_frame = math.inf
-        for pos, vel, size in axes:
-            border = size if vel > 0 else 0
-            if vel and abs(border - pos) > 1:  # an anchor on the border is clipped there: that one tells nothing
-                t_frame = min(t_frame, (border - pos) / vel)
-        return t_line <= t_frame
-
-    def _left_via_line(self, tid: int, side: int) -> bool:
-        """Whether track ``tid``, gone at a corner, left through the line (towards ``side``): :meth:`_via_line`
-        from its last sighting."""
-        return self._via_line(self._hidden_foot(tid), self._velocity(tid), side, tid, self._box.get(tid), True)
-
-    def _hidden_foot(self, tid: int) -> tuple[float, float]:
-        """Track ``tid``'s foot at its last sighting. Cut by the frame's bottom border, or with its anchor on a
-        side border, its anchor is pinned there and its foot is estimated: x from its box's uncut side and
-        the foot's offset from it (the median of its last sightings seen whole), y its top plus its height
-        seen whole (cut at the bottom)."""
-        p, box, seen = self._last[tid][1], self._box.get(tid), self._whole.get(tid)
-        if box is None or not seen:
-            return p
-        _, _, bits, x1, x2 = box
-        left, right, h = np.median(np.array(seen), axis=0).tolist()
-        pinned = bits & 8 or min(p[0], self._size[1] - p[0]) <= 1  # on the bottom or a side border
-        x = p[0] if not pinned else x1 + left if bits & 5 == 4 else x2 - right if bits & 5 == 1 else p[0]
-        return (x, box[0] + h if bits & 10 == 8 and h else p[1])
 
     def _cross(self, tid: int, new: int, cls: str, point, timestamp: float, frame: int, source: str) -> Event:
         direction = "in" if new > 0 else "out"
@@ -309,6 +208,8 @@ class LineCounter:
                     seen.append((float(points[k][0]) - x1, x2 - float(points[k][0]), bottom - top))
                 if not bits[k] & 10:  # cut neither at the top nor at the bottom: its whole height
                     self._height[ids[k]] = bottom - top
+                    if masks is not None and min(top, self._size[0] - bottom) < (bottom - top) / 3:  # near top / bottom
+                        self._shares[ids[k]] = row_shares(masks, k, boxes[k])
             e = self._step(ids[k], names[k], float(d[j]), bool(-tol <= t[j] <= 1 + tol),
                            self._contact_side(contacts[k]), points[k], timestamp, frame, source, replay,
                            len(contacts[k]))
@@ -337,10 +238,11 @@ class LineCounter:
         estimated from that sighting's box (its top plus the height seen whole, its x centre plus the foot's
         offset from the centre seen whole). If that is across the line from where the track is now, it
         crossed, if ``MIN_INSIDE`` of it (of its mask's pixels by row, ``shares``, else of its height) was
-        within the frame's rows when its estimated foot (moving straight to the one now) met the line. If it is
-        on the track's side, but within the object's width of a line at the frame edge (first seen after the
-        stream's first frames), and its motion from then to now (foot to foot), run backwards, meets the line
-        while ``MIN_INSIDE`` of it is in the frame's rows, it came in through the line."""
+        within the frame's rows on the frame before or after its estimated foot (moving straight to the one
+        now) met the line. If it is on the track's side, but within the object's width of a line at the frame
+        edge (first seen after the stream's first frames), and its motion from then to now (foot to foot), run
+        backwards, meets the line with ``MIN_INSIDE`` of it in the frame's rows (the same frames), it came in
+        through the line."""
         top0, bottom0, cx0, bits0, late, px0, py0, t0 = self._under.pop(tid)
         side, h = self.side.get(tid, 0), float(box[3] - box[1])
         foot0 = (cx0 + float(point[0]) - float(box[0] + box[2]) / 2, top0 + h) if bits0 & 8 else (px0, py0)
@@ -351,7 +253,9 @@ class LineCounter:
             if not bits0 & 8:
                 return None  # its foot was in sight: the crossing was seen
             top = top0 + d0 / (d0 - d1) * (float(box[1]) - top0)  # its top when the foot met the line
-            if share_in_rows(top + h, h, self._size[0], shares) < MIN_INSIDE:
+            rows_s = (float(box[1]) - top0) / (timestamp - t0) if timestamp > t0 else 0.0  # its top's speed
+            if share_near(top + h, h, rows_s * frame_interval(self._hist.get(tid, ())), self._size[0],
+                          shares) < MIN_INSIDE:
                 return None
             return self._cross(tid, side, cls, point, timestamp, frame, source)
         # its motion: from the estimated foot then straight to the foot now (a cut object's anchors are pinned to
@@ -365,7 +269,7 @@ class LineCounter:
             return None
         back = d0 / rate  # seconds before its first sighting that its foot was on the line
         low = (top0 + h if bits0 & 8 else bottom0) - v[1] * back  # its bottom then
-        if share_in_rows(low, h, self._size[0], shares) < MIN_INSIDE:
+        if share_near(low, h, v[1] * frame_interval(self._hist.get(tid, ())), self._size[0], shares) < MIN_INSIDE:
             return None
         return self._cross(tid, side, cls, point, timestamp, frame, source)
 
@@ -387,7 +291,7 @@ class LineCounter:
             if timestamp - last_ts > FORGET_S:
                 for table in (self._last, self.side, self._edge_side, self._entry, self._hist, self._clear,
                               self._foot, self._start, self._box, self._whole, self._height,
-                              self._under):
+                              self._under, self._shares):
                     table.pop(tid, None)
                 self._replayed.discard(tid)
         return events
