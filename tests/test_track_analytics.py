@@ -720,3 +720,86 @@ def test_an_edge_entry_from_below_is_judged_by_the_motion_across_the_bottom_bord
         frames = [[(6, 0, blob(275 - 3 * f, H - 20 - f, 295 - 3 * f, H + 20 - f))] for f in range(30)]
     crosses = [e for e in run(Analytics(config), [[]] * 5 + frames) if e.kind == "cross"]
     assert [(e.track_id, e.direction) for e in crosses] == expected
+
+
+@pytest.mark.parametrize("x0, expected", [(145, []), (130, [(2, "in")]), (120, [(2, "in")])])
+def test_a_crossing_made_while_cut_by_the_top_counts_by_the_share_of_the_mask_in_the_frame(x0, expected):
+    """A rectangle 20 x 40 comes down through the top border (3 px a frame) walking right (2 px), its foot in
+    sight. From x0 = 145 its foot meets the line with its bottom 7.5 rows into the frame: 15-22 % of it on the
+    frames around, no crossing (it was out of the frame, but for its foot). From 130 it crosses with 75 % in
+    the frame, still cut by the top: it counts once it is seen whole. From 120 it is first seen whole on the
+    line (within the band): it counts when it walks out of the band, once."""
+    frames = [[(2, 0, blob(x0 + 2 * f - 10, 3 * f - 40, x0 + 2 * f + 10, 3 * f))] for f in range(1, 30)]
+    a = Analytics(parse_zones(VERTICAL))
+    crosses = crosses_to_the_end(a, frames, 3.0, 30)
+    assert [(e.track_id, e.direction) for e in crosses] == expected
+
+
+@pytest.mark.parametrize("x0, expected", [(89, []), (100, [(3, "in")])])
+def test_a_crossing_made_while_leaving_through_the_top_counts_by_the_share_of_the_mask_in_the_frame(x0, expected):
+    """A rectangle 20 x 40, first seen whole, walks right (2 px a frame) and up (3 px) out through the top. From
+    x0 = 89 its foot meets the line with its bottom 8.5 rows below the top: 18-25 % of it in the frame on the
+    frames around, no crossing. From 100 it crosses with 62 % in the frame: it counts."""
+    frames = [[(3, 0, blob(x0 + 2 * f - 10, 60 - 3 * f, x0 + 2 * f + 10, 100 - 3 * f))] for f in range(36)]
+    a = Analytics(parse_zones(VERTICAL))
+    crosses = crosses_to_the_end(a, frames + [[]] * 10, 5.0, 50)
+    assert [(e.track_id, e.direction) for e in crosses] == expected
+
+
+@pytest.mark.parametrize("x0, expected", [(204, []), (159, [(4, "out")])])
+def test_an_object_leaving_through_the_bottom_crosses_where_its_hidden_foot_does(x0, expected):
+    """A "heel" (its foot 8 px right of its centre, in its lowest rows) walks left 3 px and down 2 px a frame out
+    through the bottom. Once the bottom border hides its heel, its lowest visible pixels are 8 px left of its
+    foot. From x0 = 204 they pass the line with 25 % of it in the frame, its foot only with 10-20 %: no
+    crossing. Its foot is estimated from its mask's top rows, placed as when it was last seen whole. From 159
+    its foot crosses with 95 % in the frame: it counts."""
+    frames = [[(4, 0, _shape("heel", x0 - 3 * f, 150 + 2 * f))] for f in range(26)]
+    assert anchor_points(tracked(frames[0]))[0][0] == pytest.approx(x0 + 8.33, abs=0.01)
+    a = Analytics(parse_zones({**VERTICAL, "retention_s": 0.5}))
+    crosses = crosses_to_the_end(a, frames + [[]] * 10, 4.0, 40)
+    assert [(e.track_id, e.direction) for e in crosses] == expected
+
+
+def test_a_track_that_came_up_from_below_is_judged_by_its_masks_top_rows():
+    """As in the test before, a person whose foot is 16 px right of its body's centre comes up through the bottom
+    walking left; its first sighting shows only its body, and its box's centre is 7 px left of where its whole
+    box's centre would be. Its foot then, estimated from its mask's top rows (the body's, as seen whole), is
+    157, right of the line, and it met the line with 40 % of it in the frame: it crossed (out)."""
+    shape = {"body": (-10, 0), "foot": (8, 14), "height": 40, "foot_h": 8}
+    frames = [[(4, 0, _footed(146 - 3 * f, H + 30 - 2 * f, **shape))] for f in range(20)]
+    a = Analytics(parse_zones({"lines": [{"name": "door", "points": [[150, H + 100], [150, 0]], "band": 4}]}))
+    crosses = [e for e in run(a, frames) if e.kind == "cross"]
+    assert [(e.track_id, e.direction) for e in crosses] == [(4, "out")]
+
+
+def test_a_crossing_made_while_cut_by_the_top_is_judged_on_the_sightings_around_it():
+    """A rectangle 20 x 40 comes down through the top border slowly (2 px a frame) walking right, its foot in
+    sight; its foot crosses the line between two sightings with its bottom 8 and 10 rows into the frame (20 and
+    25 % of it): no crossing, though it then speeds up (8 px a frame) and is seen whole soon after (a straight
+    motion from its first sighting to then would have put 55 % of it in the frame at the line)."""
+    bottoms = [2 * f for f in range(1, 6)] + [10 + 8 * k for k in range(1, 12)]
+    frames = [[(2, 0, blob(141 + 2 * f - 10, b - 40, 141 + 2 * f + 10, b))] for f, b in enumerate(bottoms, 1)]
+    a = Analytics(parse_zones(VERTICAL))
+    assert crosses_to_the_end(a, frames, 3.0, 30) == []
+
+
+def test_with_centre_anchors_a_crossing_made_while_cut_by_the_top_counts():
+    """The rules for tracks cut by the top or bottom border are about feet: with ``anchor: centre`` the walk
+    of the test before that left through the top with its foot's crossing out of the frame counts where its
+    mask's centroid crosses."""
+    frames = [[(3, 0, blob(89 + 2 * f - 10, 60 - 3 * f, 89 + 2 * f + 10, 100 - 3 * f))] for f in range(36)]
+    a = Analytics(parse_zones({**VERTICAL, "anchor": "centre"}))
+    crosses = crosses_to_the_end(a, frames + [[]] * 10, 5.0, 50)
+    assert [(e.track_id, e.direction) for e in crosses] == [(3, "in")]
+
+
+def test_top_rows_are_the_mean_column_of_the_masks_top_rows_and_its_top():
+    """``geometry.top_rows``: the mean x (pixel centres) of the mask's pixels in its top ``rows`` rows, and the
+    upper edge of its top row; a "heel" cut by the bottom border keeps them, while its lowest pixels move."""
+    from isseg.track.geometry import top_rows
+
+    whole, cut = _shape("heel", 100, 150), _shape("heel", 100, 170)  # 40 high: the second lost its lowest 10 rows
+    box = np.array([90, 150, 110, 190], np.float32)
+    assert top_rows(whole[None], 0, box, 10) == (100.0, 150.0)
+    assert top_rows(cut[None], 0, box + [0, 20, 0, 10], 10) == (100.0, 170.0)
+    assert top_rows(np.zeros((1, H, W), bool), 0, box, 10) is None

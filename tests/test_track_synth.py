@@ -118,3 +118,26 @@ def test_class_flips_change_labels_at_the_rate_asked_and_nothing_else_at_zero():
             if np.abs(truth.boxes[k] - box).max() < 6:  # an object's detection, not a false positive
                 same, total = same + int(label == truth.labels[k]), total + 1
     assert total > 100 and 0.35 < same / total < 0.65
+
+
+def test_exact_detections_are_the_truths_visible_objects():
+    """``DetectionNoise(exact=True)``: each object with ``min_area`` visible pixels or more, its visible mask,
+    box and class, score 0.9; none of the others, no false positives; a frame without objects gives none."""
+    from isseg.track.simulate import DetectionNoise
+
+    spec = VideoSpec(frames=40, walkers=8, crossing_pairs=1, dwellers=0, pillars=1)
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _, truth in SynthVideo(spec, seed=3):
+        det = simulate_detections(truth, rng, spec.classes, DetectionNoise(exact=True))
+        big = truth.masks.reshape(len(truth.ids), -1).sum(1) >= 30 if len(truth.ids) else np.zeros(0, bool)
+        np.testing.assert_array_equal(det.masks, truth.masks[big])
+        np.testing.assert_array_equal(det.boxes, truth.boxes[big])
+        np.testing.assert_array_equal(det.labels, truth.labels[big])
+        assert (det.scores == np.float32(0.9)).all()
+        checked += len(det)
+    assert checked > 100
+    empty = truth.__class__(**{**truth.__dict__, "ids": truth.ids[:0], "labels": truth.labels[:0],
+                               "boxes": truth.boxes[:0], "masks": truth.masks[:0],
+                               "visibility": truth.visibility[:0]})
+    assert len(simulate_detections(empty, rng, spec.classes, DetectionNoise(exact=True))) == 0

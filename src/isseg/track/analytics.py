@@ -80,7 +80,8 @@ class Analytics:
         cfg = self.config.in_pixels(*size)
         old_lines = {c.line.name: c for c in self.lines}
         old_zones = {m.zone.name: m for m in self.zones}
-        self.lines = [LineCounter(ln, size, cfg.retention_s, old_lines.get(ln.name)) for ln in cfg.lines]
+        self.lines = [LineCounter(ln, size, cfg.retention_s, old_lines.get(ln.name), cfg.anchor == "foot")
+                      for ln in cfg.lines]
         self.zones = [ZoneMonitor(z, cfg.retention_s, old_zones.get(z.name)) for z in cfg.zones]
         self._size = size
 

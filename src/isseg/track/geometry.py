@@ -119,6 +119,23 @@ def row_shares(masks: np.ndarray, i: int, box: np.ndarray, reach: int = BORDER_R
     return np.concatenate([[0.0], cum / cum[-1]])
 
 
+def top_rows(masks: np.ndarray, i: int, box: np.ndarray, rows: int, reach: int = BORDER_REACH
+             ) -> tuple[float, float] | None:
+    """(x, y) of mask ``i`` (``masks`` bool [N, H, W]): the mean column of its pixels in its top ``rows`` rows
+    (pixel centres) and its top row's upper edge; looked for within its ``box`` widened by ``reach`` pixels. A
+    rigid object cut only by the frame's bottom border keeps these where they were on it seen whole. None when
+    it has no pixels there."""
+    _, h, w = masks.shape
+    x0, y0 = max(int(box[0]) - reach, 0), max(int(box[1]) - reach, 0)
+    x1, y1 = min(int(math.ceil(box[2])) + reach, w), min(int(math.ceil(box[3])) + reach, h)
+    local = np.asarray(masks[i, y0:y1, x0:x1])
+    filled = np.flatnonzero(local.any(1))
+    if not len(filled):
+        return None
+    _, xs = np.nonzero(local[filled[0]:filled[0] + max(rows, 1)])
+    return x0 + float(xs.mean()) + 0.5, float(y0 + filled[0])
+
+
 def share_in_rows(low: float, h: float, height: int, shares: np.ndarray | None = None) -> float:
     """The share of an object ``h`` high whose bottom is at row ``low`` that is within the rows of a frame
     ``height`` high: of its mask's pixels, with its ``shares`` by row (:func:`row_shares`), else of its

@@ -13,7 +13,7 @@ from collections import deque
 
 import numpy as np
 
-from isseg.track.geometry import frame_interval, median_velocity, share_near
+from isseg.track.geometry import frame_interval, median_velocity, share_in_rows, share_near, top_rows
 from isseg.track.zones import Line
 
 MIN_INSIDE = 0.3  # a crossing at a corner counts if this share of the object is within the frame's rows
@@ -23,10 +23,12 @@ class LineGeometry:
     """A line in a frame of ``size`` (H, W) and the motion of the tracks near it. ``band``: the hysteresis on the
     + and - sides (at most half the room there); ``edge``: whether the frame edge lies within two bands on that
     side. The per-track tables are filled by :class:`~isseg.track.lines.LineCounter`; ``previous`` carries them
-    over when the frame size changes."""
+    over when the frame size changes. ``feet``: whether the anchors are the objects' feet (not their centres)."""
 
-    def __init__(self, line: Line, size: tuple[int, int], previous: LineGeometry | None = None) -> None:
+    def __init__(self, line: Line, size: tuple[int, int], previous: LineGeometry | None = None,
+                 feet: bool = True) -> None:
         self.line = line
+        self.feet = feet  # the anchors are feet (Analytics' "foot"): the rules of tracks cut at the top or bottom hold
         (ax, ay), (bx, by) = line.a, line.b
         self._a = np.array([ax, ay])
         self._u = np.array([bx - ax, by - ay])
@@ -44,6 +46,7 @@ class LineGeometry:
         self._whole: dict[int, deque] = old._whole if old else {}  # last 5 (foot - x1, x2 - foot, h) not cut
         self._height: dict[int, float] = old._height if old else {}  # last height not cut at the top or bottom
         self._shares: dict[int, np.ndarray | None] = old._shares if old else {}  # row shares, whole, near top/bottom
+        self._below: dict[int, tuple] = old._below if old else {}  # foot - top rows (dx, dy, rows), whole, near bottom
         self._size = size
 
     def _dist(self, p: np.ndarray) -> np.ndarray:
@@ -115,6 +118,42 @@ class LineGeometry:
             if vel and abs(border - pos) > 1:  # an anchor on the border is clipped there: that one tells nothing
                 t_frame = min(t_frame, (border - pos) / vel)
         return t_line <= t_frame
+
+    def _crossed_in_rows(self, tid: int, old: int) -> bool:
+        """Whether ``MIN_INSIDE`` of track ``tid`` (of its mask's pixels by row as last seen whole near the top or
+        bottom, else of its height: the median of its last sightings seen whole) was within the frame's rows at
+        one of the two sightings its foot crossed the line between, from side ``old``: its last one on that side
+        and the next (their anchors, or their feet estimated below the frame). True when it was never seen
+        whole."""
+        seen, hist = self._whole.get(tid), list(self._hist.get(tid, ()))
+        h = float(np.median([s[2] for s in seen])) if seen else self._height.get(tid)
+        if not h or not hist:
+            return True
+        d = self._dist(np.array([p[1:] for p in hist], np.float64))
+        on_old = np.flatnonzero(d * old > 0)
+        pair = hist[on_old[-1]:on_old[-1] + 2] if len(on_old) else hist[:1]
+        shares = self._shares.get(tid)
+        return max(share_in_rows(y + 0.5, h, self._size[0], shares) for _, _, y in pair) >= MIN_INSIDE
+
+    def _feet_below(self, ids: list[int], points: np.ndarray, boxes: np.ndarray, masks: np.ndarray,
+                    bits: np.ndarray, rows: list[int]) -> np.ndarray:
+        """``points`` (float64 [N, 2]) with the foot of each sighting in ``rows`` cut by the frame's bottom border
+        only (``bits``) estimated: its mask's top rows (:func:`~isseg.track.geometry.top_rows`) moved as on the
+        track's last sighting seen whole near the bottom (a rigid object's top rows are still in sight; its visible
+        lowest pixels are not its foot). Records those sightings seen whole."""
+        out = np.array(points, np.float64)
+        for k in rows:
+            tid, box = ids[k], boxes[k]
+            h = float(box[3] - box[1])
+            if bits[k] == 0 and self._size[0] - float(box[3]) < h / 3:
+                n = max(int(h / 4), 1)
+                if (top := top_rows(masks, k, box, n)) is not None:
+                    self._below[tid] = (out[k, 0] - top[0], out[k, 1] - top[1], n)
+            elif bits[k] == 8 and tid in self._below:
+                dx, dy, n = self._below[tid]
+                if (top := top_rows(masks, k, box, n)) is not None:
+                    out[k] = (top[0] + dx, top[1] + dy)
+        return out
 
     def _left_via_line(self, tid: int, side: int) -> bool:
         """Whether track ``tid``, gone at a corner, left through the line (towards ``side``): :meth:`_via_line`

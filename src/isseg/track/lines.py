@@ -13,12 +13,28 @@ from collections import deque
 import numpy as np
 
 from isseg.track.events import Event
-from isseg.track.geometry import border_bits, frame_interval, row_shares, share_near
+from isseg.track.geometry import border_bits, frame_interval, row_shares, share_in_rows, share_near, top_rows
 from isseg.track.line_motion import MIN_INSIDE, LineGeometry
 from isseg.track.zones import Line
 
 FORGET_S = 10.0  # the state of a track missing for longer than this is forgotten
 STARTUP_UPDATES = 3  # replays of a stream's first updates make no edge entry, nor a came-up test (_came_up)
+
+
+def _top_x(masks: np.ndarray | None, k: int, box: np.ndarray, rows: int) -> float:
+    """The x of detection ``k``'s top ``rows`` rows (:func:`~isseg.track.geometry.top_rows`), or of its box's
+    centre without masks."""
+    top = None if masks is None else top_rows(masks, k, box, rows)
+    return float(box[0] + box[2]) / 2 if top is None else top[0]
+
+
+def _crossings(path: tuple | None, d: float, low: float) -> tuple:
+    """A track's foot path ``(d, low, {side: (low before, low after)})`` with one more sighting (signed distance
+    ``d`` to the line, bottom row ``low``): the last one, and where the foot last crossed to each side."""
+    last_d, last_low, flips = path if path is not None else (0.0, 0.0, {})
+    if last_d * d < 0:
+        flips = {**flips, 1 if d > 0 else -1: (last_low, low)}
+    return d, low, flips
 
 
 class LineCounter(LineGeometry):
@@ -38,13 +54,17 @@ class LineCounter(LineGeometry):
     is across the line; one first seen cut by the top or bottom just past a line at the frame edge came in
     through it if its motion, run backwards, meets the line first (:meth:`_came_up`). The share of it within the
     frame's rows is of its mask's pixels (as first seen whole in these two, as last seen whole near the top or
-    bottom elsewhere), else of its height.
+    bottom elsewhere), else of its height. A track cut by the top or bottom border moves over no line until it has
+    been seen whole (then :meth:`_came_up` judges it, by its foot's path when the top cut it); after that, a
+    crossing made while cut there counts only with ``MIN_INSIDE`` of it within the frame's rows around it
+    (:meth:`_crossed_in_rows`), and while the bottom alone cuts it its foot is estimated from its mask's top rows
+    (:meth:`_feet_below`).
     ``previous`` carries the state of a counter of the same line over when the frame size changes.
     """
 
     def __init__(self, line: Line, size: tuple[int, int], retention_s: float = 1.5,
-                 previous: LineCounter | None = None) -> None:
-        super().__init__(line, size, previous)
+                 previous: LineCounter | None = None, feet: bool = True) -> None:
+        super().__init__(line, size, previous, feet)
         self.retention_s = retention_s
         old = previous
         self.counts: dict[str, dict[str, int]] = old.counts if old else {}
@@ -59,6 +79,7 @@ class LineCounter(LineGeometry):
         self._replayed: set[int] = old._replayed if old else set()  # tracks seen in replays only so far
         self._start: dict[int, int] = old._start if old else {}  # side of a first sighting within the band
         self._under: dict[int, tuple] = old._under if old else {}  # first seen cut at the top or bottom
+        self._path: dict[int, tuple] = old._path if old else {}  # their foot's path till seen whole (_crossings)
 
     def _cross(self, tid: int, new: int, cls: str, point, timestamp: float, frame: int, source: str) -> Event:
         direction = "in" if new > 0 else "out"
@@ -66,11 +87,12 @@ class LineCounter(LineGeometry):
         self.side[tid] = new
         self._foot.pop(tid, None)  # from before the crossing: not the anchor to settle on
         self._under.pop(tid, None)
+        self._path.pop(tid, None)
         return Event("cross", self.line.name, tid, cls, timestamp, frame, direction=direction,
                      point=(float(point[0]), float(point[1])), source=source)
 
     def _step(self, tid: int, cls: str, d: float, inside: bool, edge: int, point, timestamp: float, frame: int,
-              source: str, replay: bool = False, borders: int = 0) -> Event | None:
+              source: str, replay: bool = False, borders: int = 0, cut: int = 0) -> Event | None:
         """One track's observation: ``d`` its signed distance, ``inside`` whether it is between the ends.
         A ``replay`` (an earlier sighting of a new track) may count a crossing; one cut by the frame edge
         beyond the line only tells where the object came in, and only when it is cut by that one border
@@ -101,6 +123,9 @@ class LineCounter(LineGeometry):
             for table in (self._entry, self._start):
                 table.pop(tid, None)
             return None
+        if cut and tid not in self._height and not edge:
+            self._path[tid] = _crossings(self._path.get(tid), d, p[1] + 0.5)
+            return None  # cut at the top or bottom, never seen whole: its side is judged when it is (_came_up)
         new = 1 if d > self.band[0] else -1 if d < -self.band[1] else 0
         if not seen and not edge and not new and d:
             self._start[tid] = 1 if d > 0 else -1  # first seen within the band: on this side of the line
@@ -109,6 +134,9 @@ class LineCounter(LineGeometry):
             return None  # cut by the frame edge beyond the line (its side, or where it came in): its visible foot
             # may not be its foot: wait
         if new and old and new != old:
+            if cut and not self._crossed_in_rows(tid, old):
+                self.side[tid] = new  # out of the frame's rows (but for its foot) as it crossed: no crossing
+                return None
             return self._cross(tid, new, cls, point, timestamp, frame, source)
         if new and old == 0 and tid in self._entry:
             side, d0, p0, at, box0, t0 = self._entry[tid]
@@ -190,10 +218,13 @@ class LineCounter(LineGeometry):
         events: list[Event] = []
         wanted = [k for k, n in enumerate(names) if not self.line.classes or n in self.line.classes]
         tol = max(self.line.band, 1.0) / self._len
+        bits = border_bits(boxes, self._size) if boxes is not None else None
+        if wanted:
+            t = self._along(points[wanted])  # of the visible anchors: a foot below the frame is off a line's end there
+        if bits is not None and masks is not None and self.feet:
+            points = self._feet_below(ids, points, boxes, masks, bits, wanted)  # type: ignore[arg-type]
         if wanted:
             d = self._dist(points[wanted])
-            t = self._along(points[wanted])
-        bits = border_bits(boxes, self._size) if boxes is not None else None
         for j, k in enumerate(wanted):
             first = ids[k] not in self._last
             if hidden is not None and hidden[k] and not first and bits is not None and not bits[k]:
@@ -212,7 +243,7 @@ class LineCounter(LineGeometry):
                         self._shares[ids[k]] = row_shares(masks, k, boxes[k])
             e = self._step(ids[k], names[k], float(d[j]), bool(-tol <= t[j] <= 1 + tol),
                            self._contact_side(contacts[k]), points[k], timestamp, frame, source, replay,
-                           len(contacts[k]))
+                           len(contacts[k]), 0 if bits is None or not self.feet else int(bits[k]) & 10)
             side = self.side.get(ids[k], 0)
             if not any(y >= self._size[0] for _, y in contacts[k]):  # its foot is in the frame
                 self._foot[ids[k]] = (float(points[k][0]), float(points[k][1]))
@@ -220,42 +251,50 @@ class LineCounter(LineGeometry):
                 self._foot.pop(ids[k], None)  # even cut, it is clearly on its side now
             if e is None and boxes is not None and bits is not None:
                 if first and bits[k] & 10:  # cut at the top or bottom: judged once seen whole (_came_up)
-                    self._under[ids[k]] = (top, bottom, float(boxes[k][0] + boxes[k][2]) / 2, int(bits[k]),
+                    rows = max(int(bottom - top), 1)  # all in sight: its top rows
+                    self._under[ids[k]] = (top, bottom, _top_x(masks, k, boxes[k], rows), int(bits[k]),
                                            self._updates > STARTUP_UPDATES, float(points[k][0]),
-                                           float(points[k][1]), timestamp)
+                                           float(points[k][1]), timestamp, rows)
                 elif not first and not bits[k] & 10 and ids[k] in self._under:
-                    e = self._came_up(ids[k], names[k], boxes[k], points[k], timestamp, frame, source,
+                    cx = _top_x(masks, k, boxes[k], self._under[ids[k]][-1])
+                    e = self._came_up(ids[k], names[k], boxes[k], points[k], cx, timestamp, frame, source,
                                       None if masks is None else row_shares(masks, k, boxes[k]))
             if e is not None:
                 events.append(e)
         return events, wanted
 
-    def _came_up(self, tid: int, cls: str, box: np.ndarray, point, timestamp: float, frame: int, source: str,
-                 shares: np.ndarray | None = None) -> Event | None:
+    def _came_up(self, tid: int, cls: str, box: np.ndarray, point, cx: float, timestamp: float, frame: int,
+                 source: str, shares: np.ndarray | None = None) -> Event | None:
         """A track first seen cut by the top or bottom border (at a corner too; that sighting is in
         ``_under``) may have crossed the line unseen; it is judged now, when it is first seen whole. Cut by the
         bottom, its foot was below the frame (its visible lowest pixels pinned to the border): its foot then is
-        estimated from that sighting's box (its top plus the height seen whole, its x centre plus the foot's
-        offset from the centre seen whole). If that is across the line from where the track is now, it
-        crossed, if ``MIN_INSIDE`` of it (of its mask's pixels by row, ``shares``, else of its height) was
-        within the frame's rows on the frame before or after its estimated foot (moving straight to the one
-        now) met the line. If it is on the track's side, but within the object's width of a line at the frame
-        edge (first seen after the stream's first frames), and its motion from then to now (foot to foot), run
-        backwards, meets the line with ``MIN_INSIDE`` of it in the frame's rows (the same frames), it came in
-        through the line."""
-        top0, bottom0, cx0, bits0, late, px0, py0, t0 = self._under.pop(tid)
+        estimated from that sighting (its top plus the height seen whole; ``cx0``, the x of its mask's rows then,
+        plus the foot's offset from ``cx``, the x of the same top rows now). If that is across the line from where
+        the track is now, it crossed, if ``MIN_INSIDE`` of it (of its mask's pixels by row, ``shares``, else of
+        its height) was within the frame's rows on the frame before or after its estimated foot (moving straight
+        to the one now) met the line; cut by the top, its foot was in sight: on the two sightings its foot
+        crossed the line between (``_path``). Judged once the track is on a side (past the band). If it is on the
+        track's side, but within the object's width of a line at the frame edge (first seen after the stream's
+        first frames), and its motion from then to now (foot to foot), run backwards, meets the line with
+        ``MIN_INSIDE`` of it in the frame's rows (the same frames), it came in through the line."""
         side, h = self.side.get(tid, 0), float(box[3] - box[1])
-        foot0 = (cx0 + float(point[0]) - float(box[0] + box[2]) / 2, top0 + h) if bits0 & 8 else (px0, py0)
+        if not side:
+            return None  # within the band (or beyond the line's ends): judged at a later sighting
+        top0, bottom0, cx0, bits0, late, px0, py0, t0, _ = self._under.pop(tid)
+        foot0 = (cx0 + float(point[0]) - cx, top0 + h) if bits0 & 8 else (px0, py0)
         d0, d1 = (float(x) for x in self._dist(np.array([foot0, point], np.float64)))
-        if not side or d1 * side <= 0:
+        if d1 * side <= 0:
             return None
+        pair = _crossings(self._path.pop(tid, None), d1, float(point[1]) + 0.5)[2].get(side)
         if d0 * side < 0:  # across the line then
-            if not bits0 & 8:
-                return None  # its foot was in sight: the crossing was seen
-            top = top0 + d0 / (d0 - d1) * (float(box[1]) - top0)  # its top when the foot met the line
-            rows_s = (float(box[1]) - top0) / (timestamp - t0) if timestamp > t0 else 0.0  # its top's speed
-            if share_near(top + h, h, rows_s * frame_interval(self._hist.get(tid, ())), self._size[0],
-                          shares) < MIN_INSIDE:
+            if pair and not bits0 & 8:  # its foot in sight: its bottom on the sightings around the crossing
+                inside = max(share_in_rows(low, h, self._size[0], shares) for low in pair)
+            else:
+                low0, low1 = (top0 + h, float(box[1]) + h) if bits0 & 8 else (py0, float(point[1]))  # its bottom
+                low = low0 + d0 / (d0 - d1) * (low1 - low0)  # when the foot met the line
+                rows_s = (low1 - low0) / (timestamp - t0) if timestamp > t0 else 0.0  # its bottom's speed
+                inside = share_near(low, h, rows_s * frame_interval(self._hist.get(tid, ())), self._size[0], shares)
+            if inside < MIN_INSIDE:
                 return None
             return self._cross(tid, side, cls, point, timestamp, frame, source)
         # its motion: from the estimated foot then straight to the foot now (a cut object's anchors are pinned to
@@ -291,7 +330,7 @@ class LineCounter(LineGeometry):
             if timestamp - last_ts > FORGET_S:
                 for table in (self._last, self.side, self._edge_side, self._entry, self._hist, self._clear,
                               self._foot, self._start, self._box, self._whole, self._height,
-                              self._under, self._shares):
+                              self._under, self._shares, self._below, self._path):
                     table.pop(tid, None)
                 self._replayed.discard(tid)
         return events

@@ -39,6 +39,9 @@ class DetectionNoise:
     class_flip: float = 0.0
     """Probability that an object's detection gets another class, at random (a detector's class flips from
     frame to frame); at 0 nothing is drawn for it, so the other noise is what it was without the field."""
+    exact: bool = False
+    """The detections are the truth: every object with at least ``min_area`` visible pixels, with its visible
+    mask, box and class, score 0.9, and nothing else (the fields above but ``min_area`` are not used)."""
 
 
 def _jitter_mask(mask: np.ndarray, rng: np.random.Generator, noise: DetectionNoise, box: np.ndarray) -> np.ndarray:
@@ -85,6 +88,10 @@ def simulate_detections(truth, rng: np.random.Generator, class_names: tuple[str,
     ``noise``; sorted by descending score. Returns masks bool [N, H, W] and no track IDs."""
     noise = noise or DetectionNoise()
     h, w = truth.masks.shape[1:]
+    if noise.exact:
+        keep = truth.masks.reshape(len(truth.ids), h * w).sum(1) >= noise.min_area
+        return Detections(truth.boxes[keep].astype(np.float32), np.full(int(keep.sum()), 0.9, np.float32),
+                          truth.labels[keep].astype(np.int64), truth.masks[keep], tuple(class_names), (h, w))
     boxes, scores, labels, masks = [], [], [], []
     lo, hi = noise.hidden_miss
     for k in range(len(truth.ids)):
