@@ -58,7 +58,7 @@ class LineCounter(LineGeometry):
     been seen whole (then :meth:`_came_up` judges it, by its foot's path when the top cut it); after that, a
     crossing made while cut there counts only with ``MIN_INSIDE`` of it within the frame's rows around it
     (:meth:`_crossed_in_rows`), and while the bottom alone cuts it its foot is estimated from its mask's top rows
-    (:meth:`_feet_below`).
+    (:meth:`_feet_below`). These rules hold for feet: with ``feet=False`` (the anchors are centres) they are off.
     ``previous`` carries the state of a counter of the same line over when the frame size changes.
     """
 
@@ -96,7 +96,8 @@ class LineCounter(LineGeometry):
         """One track's observation: ``d`` its signed distance, ``inside`` whether it is between the ends.
         A ``replay`` (an earlier sighting of a new track) may count a crossing; one cut by the frame edge
         beyond the line only tells where the object came in, and only when it is cut by that one border
-        (``borders``; at a corner the way in is not known)."""
+        (``borders``; at a corner the way in is not known). ``cut``: the top (2) and bottom (8) border bits that
+        cut it (0 when the anchors are not feet)."""
         p = (float(point[0]), float(point[1]))
         if replay and edge:
             if tid not in self._last and borders == 1 and self._updates > STARTUP_UPDATES:
