@@ -104,14 +104,21 @@ class FootJumps:
         return out
 
 
+def _window(masks: np.ndarray, i: int, box: np.ndarray, reach: int) -> tuple[int, int, np.ndarray]:
+    """(x0, y0, bool [h, w]): mask ``i`` of ``masks`` (bool [N, H, W], an array or an ``InstanceMasks``) within
+    ``box`` (x1, y1, x2, y2) widened by ``reach`` pixels and clipped to the frame, and where that starts."""
+    _, h, w = masks.shape
+    x0, y0 = max(int(box[0]) - reach, 0), max(int(box[1]) - reach, 0)
+    x1, y1 = min(int(math.ceil(box[2])) + reach, w), min(int(math.ceil(box[3])) + reach, h)
+    return x0, y0, np.asarray(masks[i, y0:y1, x0:x1])
+
+
 def row_shares(masks: np.ndarray, i: int, box: np.ndarray, reach: int = BORDER_REACH) -> np.ndarray | None:
     """float64 [h + 1]: the share of mask ``i``'s pixels (``masks`` bool [N, H, W], an array or an
     ``InstanceMasks``) in its top 0, 1, ..., h rows, h its height in rows; looked for within its ``box``
     (x1, y1, x2, y2) widened by ``reach`` pixels. None when it has no pixels there."""
-    _, h, w = masks.shape
-    x0, y0 = max(int(box[0]) - reach, 0), max(int(box[1]) - reach, 0)
-    x1, y1 = min(int(math.ceil(box[2])) + reach, w), min(int(math.ceil(box[3])) + reach, h)
-    per_row = np.asarray(masks[i, y0:y1, x0:x1]).sum(1, dtype=np.float64)
+    _, _, local = _window(masks, i, box, reach)
+    per_row = local.sum(1, dtype=np.float64)
     rows = np.flatnonzero(per_row)
     if not len(rows):
         return None
@@ -125,10 +132,7 @@ def top_rows(masks: np.ndarray, i: int, box: np.ndarray, rows: int, reach: int =
     (pixel centres) and its top row's upper edge; looked for within its ``box`` widened by ``reach`` pixels. A
     rigid object cut only by the frame's bottom border keeps these where they were on it seen whole. None when
     it has no pixels there."""
-    _, h, w = masks.shape
-    x0, y0 = max(int(box[0]) - reach, 0), max(int(box[1]) - reach, 0)
-    x1, y1 = min(int(math.ceil(box[2])) + reach, w), min(int(math.ceil(box[3])) + reach, h)
-    local = np.asarray(masks[i, y0:y1, x0:x1])
+    x0, y0, local = _window(masks, i, box, reach)
     filled = np.flatnonzero(local.any(1))
     if not len(filled):
         return None
