@@ -345,3 +345,25 @@ def test_a_track_lost_inside_the_frame_is_refound_by_another_class_only_where_it
     tracker.update(frame([]))
     ids = [tracker.update(frame([(label, 136 + 3 * k, 120 + dy, 15, 0.9)])).track_ids.tolist() for k in range(2)]
     assert ids == ([[1], [1]] if same_id else [[], [2]])
+
+
+@pytest.mark.parametrize("direction", [1, -1])
+def test_an_object_seen_down_to_a_sliver_behind_a_pillar_keeps_its_id_beyond_it(direction):
+    """Its visible box shrinks against the pillar's edge and stops there; the track's whole (amodal) box does not,
+    so the object is looked for, and found, where it comes out, a pillar's and its own width further on."""
+    pillar = np.zeros((H, W), bool)
+    pillar[:, 150:185] = True
+    tracker, seen = Tracker(), []
+    for f in range(90):
+        cx = 160 + direction * (-100 + 3 * f)
+        visible = disc(cx, 120, 16) & ~pillar
+        if visible.sum() < 30:
+            det = Detections.empty((H, W), NAMES)
+        else:
+            ys, xs = np.nonzero(visible)
+            box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
+            det = Detections(box, np.array([0.9], np.float32), np.array([0]), visible[None], NAMES, (H, W))
+        out = tracker.update(det)
+        seen += [int(i) for i in out.track_ids]
+    assert seen[:5] == [1] * 5 and seen[-5:] == [1] * 5, "a new ID after the pillar"
+    assert set(seen) == {1}

@@ -173,7 +173,13 @@ def assign(sim: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     ri, ci = np.nonzero(rows_any)[0], np.nonzero(cols_any)[0]
     sub = sim[np.ix_(ri, ci)]
-    cost = np.where(sub >= threshold, 1.0 - sub, 1e6)
+    n, m = len(ri), len(ci)
+    # one dummy column per row, at the cost of leaving it unmatched: the total cost is then the number of rows
+    # less the matched similarity, so two weak pairs never beat one strong pair (without them, every row that
+    # can be matched is, and a swap of two tracks could win over the right match of one)
+    cost = np.full((n, m + n), 1e6)
+    cost[:, :m] = np.where(sub >= threshold, 1.0 - sub, 1e6)
+    cost[np.arange(n), m + np.arange(n)] = 1.0
     r, c = linear_sum_assignment(cost)
-    ok = cost[r, c] < 1e6
+    ok = (c < m) & (cost[r, c] < 1e6)
     return ri[r[ok]].astype(np.int64), ci[c[ok]].astype(np.int64)

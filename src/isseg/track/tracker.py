@@ -13,8 +13,9 @@ A ByteTrack-family tracker that also looks at the masks. Per frame:
    and ``high_score`` (stage 2: an object whose score drops while it is half hidden keeps its ID);
 4. confirmed tracks still unmatched (often lost behind something, and seen again only in part, so that
    their boxes no longer overlap) are matched to the high detections left by the distance of the centres
-   in units of the track's recent largest size, within a radius that grows while the track is lost; a
-   track last seen touching a frame border while moving out through it went out there, and only a
+   (or, for a track last seen cut by something, of its whole box, :mod:`isseg.track.amodal`, whichever
+   is nearer) in units of the track's recent largest size, within a radius that grows while the track
+   is lost; a track last seen touching a frame border while moving out through it went out there, and only a
    detection at that border, of a class the track has been detected as, can continue it
    (``leaving_same_class``); a detection of another class than the track's must be within
    ``refind_other_class`` of the radius (a class flip is seen where the object was predicted);
@@ -43,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from isseg.model.detections import Detections
-from isseg.track import kalman
+from isseg.track import amodal, kalman
 from isseg.track.backfill import EarlierDetections, Sighting, as_detections, sighting
 from isseg.track.geometry import border_bits
 from isseg.track.matching import MaskCrop, assign, crop_masks, duplicates, similarity
@@ -127,7 +128,7 @@ class _Track:
     was then; while tentative, its detections (``pending``)."""
 
     __slots__ = ("id", "label", "votes", "mean", "cov", "hits", "state", "last_frame", "crop", "crop_centre",
-                 "size", "pending", "leaving")
+                 "size", "pending", "leaving", "whole")
 
     def __init__(self, label: int, mean: np.ndarray, cov: np.ndarray, frame: int) -> None:
         self.id = 0
@@ -141,6 +142,7 @@ class _Track:
         self.crop_centre = mean[:2].copy()
         self.size = mean[2:4].copy()  # recent largest (w, h): decays slowly towards the measured size
         self.pending: list[Sighting] = []
+        self.whole = amodal.WholeBox(kalman.state_to_xyxy(mean[None])[0])  # the object's, hidden parts too
         self.leaving = 0  # borders (bits of geometry.border_bits) its last box touched while moving out through them
 
     def predicted_crop(self) -> MaskCrop | None:
@@ -268,21 +270,21 @@ class Tracker:
         cfg = self.config
         if not tracks or len(idx) == 0 or cfg.refind_radius <= 0:
             return
-        means = np.stack([t.mean for t in tracks])
-        size = np.stack([t.size for t in tracks]).clip(1.0)
         lost_for = np.array([self.frame - t.last_frame for t in tracks], np.float64)
+        kalman_at = np.stack([t.mean[:2] for t in tracks])
+        size = np.stack([t.size for t in tracks]).clip(1.0)[:, None]
         boxes = np.asarray(det.boxes, np.float64)[idx]
         centres = (boxes[:, :2] + boxes[:, 2:]) / 2
         wh = boxes[:, 2:] - boxes[:, :2]
-        r = np.hypot((centres[None, :, 0] - means[:, None, 0]) / size[:, None, 0],
-                     (centres[None, :, 1] - means[:, None, 1]) / size[:, None, 1])
+        r = np.minimum(*(np.hypot(*((centres[None] - at[:, None]) / size).transpose(2, 0, 1))  # the nearer of two
+                         for at in (kalman_at, amodal.centres([t.whole for t in tracks], lost_for, kalman_at))))
         gate = cfg.refind_radius * (1 + cfg.refind_growth * (lost_for - 1))[:, None]
         sim = 1 - r / gate
         labels, det_labels = np.array([t.label for t in tracks]), np.asarray(det.labels)[idx]
         other = labels[:, None] != det_labels[None, :]
         sim[other & (r > cfg.refind_other_class * gate)] = -1
         sim[other] = sim[other] * cfg.class_weight if cfg.class_weight > 0 else -1
-        sim[(wh[None, :, 0] > 1.5 * size[:, None, 0]) | (wh[None, :, 1] > 1.5 * size[:, None, 1])] = -1
+        sim[(wh[None, :, 0] > 1.5 * size[:, :, 0]) | (wh[None, :, 1] > 1.5 * size[:, :, 1])] = -1
         leaving = np.array([t.leaving for t in tracks])[:, None]
         at_border = border_bits(boxes, tuple(det.image_size))[None, :]
         sim[(leaving != 0) & ((leaving & at_border) == 0)] = -1  # it went out there
@@ -302,6 +304,8 @@ class Tracker:
         means, covs = kalman.update(np.stack([t.mean for t in tracks]), np.stack([t.cov for t in tracks]),
                                     det.boxes[order], self.config.position_noise)
         touching = border_bits(det.boxes[order], tuple(det.image_size))
+        amodal.update([t.whole for t in tracks], np.array([self.frame - t.last_frame for t in tracks], np.float64),
+                      det.boxes[order], means[:, 4:6])
         for i, t, m, c, touch in zip(order, tracks, means, covs, touching):
             t.mean, t.cov = m, c
             vx, vy = float(m[4]), float(m[5])
