@@ -16,7 +16,8 @@ from isseg.track.analytics import Analytics
 from isseg.track.draw import draw_analytics
 from isseg.track.events import Event, EventLog, WebhookSink, open_event_sink
 from isseg.track.privacy import Privacy, PrivacyConfig, PrivateFrame, require_private
-from isseg.track.tracker import Tracker, TrackerConfig
+from isseg.track.tracker import Tracker
+from isseg.track.tracker_config import TrackerConfig
 from isseg.track.zones import Line, Zone, ZoneConfig, ZoneFileError, load_zones, parse_zones
 
 __all__ = ["Analytics", "Event", "EventLog", "Line", "Privacy", "PrivacyConfig", "PrivateFrame", "Tracker",

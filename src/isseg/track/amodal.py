@@ -33,6 +33,11 @@ of its visible part)."""
 SIZE_DECAY = 0.98
 """Per frame, the whole size may shrink to this share of itself (an object walking away), no faster."""
 
+# The layout of WholeBox.state: its one owner (the properties and the batched functions index by these).
+_BOX, _SEEN, _VELOCITY, _SIZE = slice(0, 4), slice(4, 8), slice(8, 10), slice(10, 12)
+_LOW, _KNOWN, _CUT = slice(12, 14), slice(14, 16), slice(16, 17)
+_LENGTH = 17
+
 
 class WholeBox:
     """One track's amodal box, as views of one float64 [17] ``state`` (so that a frame's T tracks are stacked
@@ -47,15 +52,17 @@ class WholeBox:
 
     def __init__(self, box: np.ndarray) -> None:
         b = np.asarray(box, np.float64)
-        self.state = np.concatenate([b, b, np.zeros(2), b[2:] - b[:2], np.zeros(5)])
+        self.state = np.zeros(_LENGTH)
+        self.state[_BOX] = self.state[_SEEN] = b
+        self.state[_SIZE] = b[2:] - b[:2]
 
-    box = property(lambda self: self.state[0:4])
-    seen = property(lambda self: self.state[4:8])
-    velocity = property(lambda self: self.state[8:10])
-    size = property(lambda self: self.state[10:12])
-    low = property(lambda self: self.state[12:14])
-    known = property(lambda self: self.state[14:16])
-    cut = property(lambda self: bool(self.state[16]))
+    box = property(lambda self: self.state[_BOX])
+    seen = property(lambda self: self.state[_SEEN])
+    velocity = property(lambda self: self.state[_VELOCITY])
+    size = property(lambda self: self.state[_SIZE])
+    low = property(lambda self: self.state[_LOW])
+    known = property(lambda self: self.state[_KNOWN])
+    cut = property(lambda self: bool(self.state[_CUT][0]))
 
 
 def centres(wholes: list[WholeBox], frames: np.ndarray, visible: np.ndarray) -> np.ndarray:
@@ -63,8 +70,9 @@ def centres(wholes: list[WholeBox], frames: np.ndarray, visible: np.ndarray) -> 
     the centre of its amodal box moved on by its velocity where that sighting was cut, else ``visible``
     (float [T, 2], e.g. the Kalman filter's prediction of the visible box's centre)."""
     state = np.stack([w.state for w in wholes])
-    centre = (state[:, 0:2] + state[:, 2:4]) / 2 + state[:, 8:10] * frames[:, None]
-    return np.where(state[:, 16:17] > 0, centre, visible)
+    box = state[:, _BOX]
+    centre = (box[:, :2] + box[:, 2:]) / 2 + state[:, _VELOCITY] * frames[:, None]
+    return np.where(state[:, _CUT] > 0, centre, visible)
 
 
 def update(wholes: list[WholeBox], frames: np.ndarray, seen: np.ndarray, motion: np.ndarray) -> None:
@@ -77,19 +85,20 @@ def update(wholes: list[WholeBox], frames: np.ndarray, seen: np.ndarray, motion:
     state = np.stack([w.state for w in wholes])
     seen = np.asarray(seen, np.float64)
     frames = np.maximum(np.asarray(frames, np.float64), 1.0)[:, None]
-    velocity, size = state[:, 8:10], state[:, 10:12]
-    moved = seen - state[:, 4:8]
+    velocity, size = state[:, _VELOCITY], state[:, _SIZE]
+    moved = seen - state[:, _SEEN]
     expected = velocity * frames
-    low = 0.5 * state[:, 12:14] + np.abs(moved[:, 2:] - expected) - np.abs(moved[:, :2] - expected)
+    low = 0.5 * state[:, _LOW] + np.abs(moved[:, 2:] - expected) - np.abs(moved[:, :2] - expected)
     extent = seen[:, 2:] - seen[:, :2]
     decayed = size * SIZE_DECAY**frames
     cut = extent < CUT * decayed
     whole = extent >= WHOLE * size
     size = np.where(whole, np.maximum(extent, decayed), np.maximum(extent, size))  # else as when last seen whole
     lo = np.where(cut & (low <= 0), seen[:, 2:] - size, seen[:, :2])
-    known = state[:, 14:16] + whole
-    new = np.concatenate([lo, np.where(cut & (low > 0), lo + size, seen[:, 2:]), seen,
-                          np.where(whole, motion, velocity), size, low, known,
-                          (cut & (known >= KNOWN)).any(1, keepdims=True)], 1)
+    known = state[:, _KNOWN] + whole
+    new = np.empty_like(state)
+    new[:, _BOX] = np.concatenate([lo, np.where(cut & (low > 0), lo + size, seen[:, 2:])], 1)
+    new[:, _SEEN], new[:, _VELOCITY], new[:, _SIZE] = seen, np.where(whole, motion, velocity), size
+    new[:, _LOW], new[:, _KNOWN], new[:, _CUT] = low, known, (cut & (known >= KNOWN)).any(1, keepdims=True)
     for w, row in zip(wholes, new):
         w.state = row

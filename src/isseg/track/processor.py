@@ -33,7 +33,8 @@ from isseg.track.analytics import Analytics
 from isseg.track.draw import draw_analytics
 from isseg.track.events import Event, open_event_sink
 from isseg.track.privacy import Privacy, PrivacyConfig
-from isseg.track.tracker import Tracker, TrackerConfig
+from isseg.track.tracker import Tracker
+from isseg.track.tracker_config import TrackerConfig
 from isseg.track.zones import ZoneConfig
 
 
