@@ -41,23 +41,23 @@ class LineCounter(LineGeometry):
     """Crossings of one :class:`~isseg.track.zones.Line` (in pixels) in a frame of ``size`` (H, W).
 
     ``counts``: ``{class: {"in": n, "out": n}}``. A track that left through the frame edge beyond the line (its mask
-    touched that edge and no other border, or, cut at a corner, its motion meets the line before the other border;
-    a foot the border hides estimated by :meth:`_hidden_foot`) counts once it has been missing for ``retention_s``;
+    touched that edge and no other border, or, cut at a corner, its motion meets the line before the other border; a
+    foot the border hides estimated by :meth:`_hidden_foot`) counts once it has been missing for ``retention_s``;
     one that came in through it counts once it has walked in by the band and that edge no longer cuts it (cut at a
     corner: if its motion, run backwards, meets the line before the other border, judged once it is seen whole if
-    the top or bottom cut it; from the stream's first frame on), unless it was first seen already past the line
-    with a motion that, run backwards, meets the line before the stream's first frame (it was there before).
-    "Before the top or bottom border", with the track's boxes: while at least ``MIN_INSIDE`` of it (seen whole)
-    is within the frame's rows on the frame before or after its foot is on the line. A track gone through the top
-    border within the band before the line crossed it if its motion met the line that way. One first seen cut by
-    the bottom border (at a corner too) crossed unseen if its foot then, estimated when it is first seen whole,
-    is across the line; one first seen cut by the top or bottom just past a line at the frame edge came in
-    through it if its motion, run backwards, meets the line first (:meth:`_came_up`). The share of it within the
-    frame's rows is of its mask's pixels (as first seen whole in these two, as last seen whole near the top or
-    bottom elsewhere), else of its height. A track cut by the top or bottom border moves over no line until it has
-    been seen whole (then :meth:`_came_up` judges it, by its foot's path when the top cut it); after that, a
-    crossing made while cut there counts only with ``MIN_INSIDE`` of it within the frame's rows around it
-    (:meth:`_crossed_in_rows`), and while the bottom alone cuts it its foot is estimated from its mask's top rows
+    the top or bottom cut it; from the stream's first frame on), unless it was first seen already past the line with
+    a motion that, run backwards, meets the line before the stream's first frame (it was there before). "Before the
+    top or bottom border", with the track's boxes: while at least ``MIN_INSIDE`` of it (seen whole) is within the
+    frame's rows on the frame before or after its foot is on the line. A track gone through the top border (or the
+    bottom, by its foot estimated below the frame) within the band before the line crossed it if its motion met the
+    line that way. One first seen cut by the bottom border (at a corner too) crossed unseen if its foot then,
+    estimated when it is first seen whole, is across the line; one first seen cut by the top or bottom just past a
+    line at the frame edge came in through it if its motion, run backwards, meets the line first (:meth:`_came_up`).
+    The share of it within the frame's rows is of its mask's pixels (as first seen whole in these two, as last seen
+    whole near the top or bottom elsewhere), else of its height. A track cut by the top or bottom border moves over
+    no line until it has been seen whole (then :meth:`_came_up` judges it, by its foot's path when the top cut it);
+    after that, a crossing made while cut there counts only with ``MIN_INSIDE`` of it within the frame's rows around
+    it (:meth:`_crossed_in_rows`), and while the bottom alone cuts it its foot is estimated from its mask's top rows
     (:meth:`_feet_below`). These rules hold for feet: with ``feet=False`` (the anchors are centres) they are off.
     ``previous`` carries the state of a counter of the same line over when the frame size changes.
     """
@@ -168,9 +168,11 @@ class LineCounter(LineGeometry):
         pass the band). One cut by the one frame edge beyond the line on its new side counts too (the cut only
         hides the part of it further out: its foot is at least as far). Its anchor is the last one not cut by
         the frame's bottom border, if any (an object going out through the bottom has its foot below the
-        frame: its lowest visible pixels are not its foot). One ``gone`` through the top border (not
-        the bottom one: its foot is hidden there) still on its side within the band crossed if its motion met
-        the line first (:meth:`_via_line`)."""
+        frame: its lowest visible pixels are not its foot). One ``gone`` through the top border still on its
+        side within the band crossed if its motion met the line first (:meth:`_via_line`); one gone through the
+        bottom border alone, by its foot estimated below the frame (:meth:`_hidden_foot`), if its motion meets
+        the line while ``MIN_INSIDE`` of it is within the frame's rows (the share judged whichever side that
+        estimate is on)."""
         old = self.side.get(tid, 0)  # 0 once it walked beyond the line's ends
         if not old or self._edge_side.get(tid, 0) not in (0, -old):
             return None
@@ -182,11 +184,15 @@ class LineCounter(LineGeometry):
             self._foot[tid] = point  # settled there: on its new side now
             return event
         box = self._box.get(tid)
-        if gone and box is not None and box[2] & 10 == 2 and abs(d) <= self.band[old < 0] and self._via_line(
-                point, self._velocity(tid), -old, tid, box):
-            event = self._cross(tid, -old, cls, point, timestamp, frame, source)
-            self.side[tid] = 0  # out of the frame: settled
-            return event
+        if gone and box is not None and box[2] & 10 in (2, 8):
+            if box[2] & 8:  # its foot hidden below the frame: estimated (and its crossing judged both ways)
+                point = self._hidden_foot(tid)
+                d = float(self._dist(np.array([point]))[0])
+            if abs(d) <= self.band[old < 0] and self._via_line(point, self._velocity(tid), -old, tid, box,
+                                                               bool(box[2] & 8)):
+                event = self._cross(tid, -old, cls, point, timestamp, frame, source)
+                self.side[tid] = 0  # out of the frame: settled
+                return event
         return None
 
     def update(self, ids: list[int], names: list[str], points: np.ndarray,
