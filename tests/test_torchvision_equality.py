@@ -40,6 +40,8 @@ def _tie_order(det: isseg.Detections, ref: dict, ref_labels: np.ndarray) -> np.n
 
 @pytest.mark.parametrize("version", [1, 2])
 def test_same_detections_as_torchvision(version: int, coco_mini: Path, tmp_path: Path) -> None:
+    from isseg.testing.equality import same_detections
+
     tv_model = seeded_torchvision(version)
     ckpt = tmp_path / "tv.pth"
     torch.save(tv_model.state_dict(), ckpt)
@@ -58,10 +60,11 @@ def test_same_detections_as_torchvision(version: int, coco_mini: Path, tmp_path:
         np.testing.assert_allclose(boxes, ref["boxes"], atol=0.05, rtol=0)
         np.testing.assert_allclose(scores, ref["scores"], atol=1e-4, rtol=0)
         assert masks.shape == ref["masks"].shape == (len(det), *image.shape[:2])
-        inter = (masks & ref["masks"]).sum((1, 2))
-        union = (masks | ref["masks"]).sum((1, 2))
-        iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-        assert iou.min() >= 0.98
+        ours = type("Ours", (), {"boxes": boxes, "scores": scores, "labels": labels, "masks": masks})
+        theirs = type("Ref", (), {**ref, "labels": tv_label_to_isseg(ref["labels"], 91)})
+        eq = same_detections(theirs, ours, mask_paste="torchvision")  # masks: IoU >= 0.98 but at a paste's cut
+        print(f"isseg vs torchvision v{version} {name}: {eq}")
+        assert eq.ok and eq.matched == len(det), eq
 
 
 def test_from_scratch_and_fine_tuned_layouts(coco_mini: Path, tmp_path: Path) -> None:
@@ -81,3 +84,24 @@ def test_from_scratch_and_fine_tuned_layouts(coco_mini: Path, tmp_path: Path) ->
     assert len(ref["scores"]) >= 20
     eq = same_detections(type("Ref", (), ref), model.predict(image), mask_paste="torchvision")
     assert eq.ok and eq.matched == len(ref["scores"]), eq
+
+
+@pytest.mark.parametrize("dy, accepted", [(0.0, True), (0.3, False)])
+def test_a_paste_one_row_apart_is_accepted_only_at_an_integer_boundary(dy: float, accepted: bool) -> None:
+    """torchvision truncates the grown box it pastes a mask into. This box (seen in test_cli_paths on an AVX2-only
+    AMD EPYC) grows to a y1 of exactly 192.0, so an implementation whose box is 3e-4 px off may paste one row fewer:
+    a mask resized one row apart, many pixels different (not only on its border), is then the same detection.
+    The same pair 0.3 px lower, far from an integer, is a real difference."""
+    from isseg.testing.equality import same_detections
+
+    box = np.array([[22.6476993560791, 174.96986389160156 + dy, 32.8840217590332, 191.41275024414062 + dy]],
+                   np.float32)
+    yy, xx = np.mgrid[:240, :60]
+    stripes = ((yy // 2 + xx) % 2 == 0) & (yy >= 175) & (yy < 192) & (xx >= 22) & (xx < 34)
+    fewer = np.zeros_like(stripes)
+    fewer[175:191] = stripes[176:192]  # the same content resized into one row fewer: shifted by about a row
+    a = type("A", (), {"boxes": box, "scores": np.array([0.5]), "labels": np.array([3]), "masks": stripes[None]})
+    b = type("B", (), {"boxes": box + np.float32(3e-4), "scores": np.array([0.5]), "labels": np.array([3]),
+                       "masks": fewer[None]})
+    eq = same_detections(a, b, mask_paste="torchvision")
+    assert eq.ok is accepted and eq.at_boundary == int(accepted), eq

@@ -10,7 +10,7 @@ axis where a sighting is much smaller than the object was last seen whole (``cut
 it is the one that has lately moved least as the object does; the box is then the other edge and the whole
 size. Its velocity on each axis is the visible box's (the Kalman filter's) as it was when last seen whole on
 that axis. :class:`isseg.track.Tracker` looks for a lost track last seen cut by it as well as by the Kalman
-filter's prediction, and takes the nearer (stage 3).
+filter's prediction, and takes the nearer (its re-finding, stage 3).
 
 Each track has a :class:`WholeBox`; the functions take a list of them (one frame's T tracks) and work on them
 batched.

@@ -12,14 +12,14 @@ A ByteTrack-family tracker that also looks at the masks. Per frame:
 3. the confirmed tracks left over, active and lost, are matched to the detections between ``low_score``
    and ``high_score`` (stage 2: an object whose score drops while it is half hidden keeps its ID);
 4. confirmed tracks still unmatched (often lost behind something, and seen again only in part, so that
-   their boxes no longer overlap) are matched to the high detections left by the distance of the centres
-   (or, for a track last seen cut by something, of its whole box, :mod:`isseg.track.amodal`, whichever
-   is nearer) in units of the track's recent largest size, within a radius that grows while the track
+   their boxes no longer overlap) are re-found (stage 3): matched to the high detections left by the distance
+   of the centres (or, for a track last seen cut by something, of its whole box, :mod:`isseg.track.amodal`,
+   whichever is nearer) in units of the track's recent largest size, within a radius that grows while the track
    is lost; a track last seen touching a frame border while moving out through it went out there, and only a
    detection at that border, of a class the track has been detected as, can continue it
    (``leaving_same_class``); a detection of another class than the track's must be within
    ``refind_other_class`` of the radius (a class flip is seen where the object was predicted);
-5. tentative tracks are matched to the high detections left (stage 3);
+5. tentative tracks are matched to the high detections left (stage 4);
 6. high detections still unmatched, at or above ``new_track_score``, start tentative tracks;
 7. a track confirmed in this frame is linked backwards through the detections no track took in the last
    ``backfill_frames`` frames (:mod:`isseg.track.backfill`); those, and its tentative detections, are

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """Every knob of :class:`Tracker`. Scores are the detector's; similarities are in [0, 1]."""
+    """Every knob of :class:`isseg.track.Tracker`. Scores are the detector's; similarities are in [0, 1]."""
 
     high_score: float = 0.5
     """Detections with a score at or above this take part in the first association stage."""
@@ -21,11 +21,11 @@ class TrackerConfig:
     low_match_similarity: float = 0.4
     """Stage 2 (low detections to confirmed tracks): the least similarity of a match; stricter than stage 1."""
     tentative_match_similarity: float = 0.3
-    """Stage 3 (high detections to tentative tracks): the least similarity of a match."""
+    """Stage 4 (high detections to tentative tracks): the least similarity of a match."""
     refind_radius: float = 1.0
-    """Re-finding (high detections left after stage 2 to confirmed tracks left): a detection is a candidate
-    when its centre is within this many track sizes of the predicted centre. The track's size is its recent
-    largest, so an object that shrank while going behind something is still measured at full size."""
+    """Re-finding (stage 3: high detections left after stage 2 to confirmed tracks left): a detection is a
+    candidate when its centre is within this many track sizes of the predicted centre. The track's size is its
+    recent largest, so an object that shrank while going behind something is still measured at full size."""
     refind_growth: float = 0.05
     """How much ``refind_radius`` grows per frame the track has been lost (motion gets less sure)."""
     refind_other_class: float = 0.4
@@ -33,7 +33,7 @@ class TrackerConfig:
     radius: a detector's class flip is seen where the object was predicted, another object that happens to
     be near is not (1 = anywhere in the radius)."""
     leaving_same_class: bool = True
-    """Re-finding a track that went out through a frame border (see :class:`Tracker`) takes only a detection
+    """Re-finding a track that went out through a frame border (see :class:`isseg.track.Tracker`) takes only a detection
     of a class that the track has been detected as: another class coming in where it went out is another
     object. Other lost tracks may be re-found by any class (at ``class_weight``), which keeps an ID through
     a detector's class flips."""
